@@ -1,0 +1,368 @@
+//! The client-facing HTTP API (OpenAI-compatible) and its handlers.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::sse::{Event, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::json;
+use switchyard_proto::v1 as pb;
+use tonic::Streaming;
+
+use crate::config::Tenant;
+use crate::error::HubError;
+use crate::hub::{CallError, HasRoute, Hub, Plan, RouteTaken, classify};
+use crate::openai::{self, ChatRequest};
+use crate::routing::Preference;
+
+/// Header a client may send to reorder candidates: `cheapest` (configured price) or `fastest`
+/// (observed latency).
+pub const ROUTE_PREFERENCE: &str = "x-switchyard-route-preference";
+/// Header a client may send to shorten the request deadline (milliseconds).
+pub const TIMEOUT_MS: &str = "x-switchyard-timeout-ms";
+
+/// The hub's HTTP routes; no socket needed (tests call it with `tower::ServiceExt::oneshot`).
+pub fn router(hub: Arc<Hub>) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(chat_completions_handler))
+        .route("/v1/models", get(models_handler))
+        .route("/healthz", get(healthz_handler))
+        .route("/readyz", get(readyz_handler))
+        .fallback(fallback_handler)
+        .with_state(hub)
+}
+
+async fn healthz_handler() -> &'static str {
+    "ok"
+}
+
+/// Ready when at least one spoke of any pool is healthy.
+async fn readyz_handler(State(hub): State<Arc<Hub>>) -> Response {
+    let table = hub.table.load();
+    let ready = table
+        .pools
+        .values()
+        .any(|p| p.spokes().iter().any(|s| s.is_healthy()));
+    if ready {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "no healthy spoke").into_response()
+    }
+}
+
+async fn fallback_handler() -> Response {
+    let body = json!({"error": {"message": "unknown path", "type": "invalid_request_error", "code": "not_found", "param": null}});
+    (StatusCode::NOT_FOUND, axum::Json(body)).into_response()
+}
+
+fn authenticate(hub: &Hub, headers: &HeaderMap) -> Result<Tenant, HubError> {
+    let value = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or(HubError::Unauthorized)?;
+    let key = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .ok_or(HubError::Unauthorized)?
+        .trim();
+    // Quotas per tenant hook in here (admission before routing).
+    hub.authenticate(key).ok_or(HubError::Unauthorized)
+}
+
+async fn models_handler(State(hub): State<Arc<Hub>>, headers: HeaderMap) -> Response {
+    let tenant = match authenticate(&hub, &headers) {
+        Ok(t) => t,
+        Err(e) => return e.into_response(),
+    };
+    let table = hub.table.load();
+    let data: Vec<_> = table
+        .aliases
+        .keys()
+        .filter(|a| tenant.may_use(a))
+        .map(|a| json!({"id": a, "object": "model", "created": 0, "owned_by": "switchyard"}))
+        .collect();
+    axum::Json(json!({"object": "list", "data": data})).into_response()
+}
+
+async fn chat_completions_handler(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let started = Instant::now();
+    let request_id = headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+    let mut resp = match chat(&hub, &headers, body, started, &request_id).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    resp
+}
+
+async fn chat(
+    hub: &Arc<Hub>,
+    headers: &HeaderMap,
+    body: Body,
+    started: Instant,
+    request_id: &str,
+) -> Result<Response, HubError> {
+    let tenant = authenticate(hub, headers)?;
+    let limit = hub.settings.max_body_bytes;
+    let declared = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(HubError::BodyTooLarge(limit));
+    }
+    let bytes = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| HubError::BodyTooLarge(limit))?;
+    let req: ChatRequest = serde_json::from_slice(&bytes)
+        .map_err(|e| HubError::BadRequest(format!("invalid request body: {e}")))?;
+    let alias = hub.resolve_alias(&tenant, &req.model)?;
+    let base = req.to_infer()?;
+    let pref = match headers.get(ROUTE_PREFERENCE) {
+        None => Preference::Priority,
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(Preference::parse)
+            .ok_or_else(|| {
+                HubError::BadRequest(format!(
+                    "{ROUTE_PREFERENCE}: expected \"cheapest\" or \"fastest\""
+                ))
+            })?,
+    };
+    let mut timeout = hub.settings.request_timeout;
+    if let Some(v) = headers.get(TIMEOUT_MS) {
+        let ms = v
+            .to_str()
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .filter(|ms| *ms > 0)
+            .ok_or_else(|| HubError::BadRequest(format!("{TIMEOUT_MS}: expected milliseconds")))?;
+        timeout = timeout.min(Duration::from_millis(ms));
+    }
+    let plan = Plan {
+        candidates: hub.order(&alias, pref),
+        needs: req.needs().union(alias.needs),
+        deadline: started + timeout,
+        request_id: request_id.to_string(),
+        allowed_regions: tenant.allowed_regions.clone(),
+    };
+    tracing::debug!(request_id, tenant = %tenant.name, alias = %alias.name, stream = req.stream, "chat request");
+    let created = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let id = format!("chatcmpl-{request_id}");
+    if req.stream {
+        let include_usage = req.stream_options.as_ref().is_some_and(|o| o.include_usage);
+        stream_chat(hub, plan, base, started, id, created, include_usage).await
+    } else {
+        let (resp, route, _guard) = hub
+            .dispatch(&plan, |spoke, routing, remaining| {
+                let req = merge(&base, routing);
+                let rid = plan.request_id.clone();
+                async move {
+                    let mut client = spoke.client();
+                    let resp = client
+                        .infer(grpc_request(req, remaining, &rid))
+                        .await
+                        .map_err(|s| classify(&s))?;
+                    Ok(resp.into_inner())
+                }
+            })
+            .await?;
+        let mut out = axum::Json(openai::completion_json(&id, created, &resp)).into_response();
+        route_headers(out.headers_mut(), &route, started);
+        Ok(out)
+    }
+}
+
+/// The request body with the routing fields of one attempt.
+fn merge(base: &pb::InferRequest, routing: pb::InferRequest) -> pb::InferRequest {
+    pb::InferRequest {
+        request_id: routing.request_id,
+        models: routing.models,
+        allowed_regions: routing.allowed_regions,
+        timeout_ms: routing.timeout_ms,
+        ..base.clone()
+    }
+}
+
+/// Deadline (`grpc-timeout`) and request id travel as gRPC metadata.
+fn grpc_request<T>(msg: T, timeout: Duration, request_id: &str) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    r.set_timeout(timeout);
+    if let Ok(v) = request_id.parse() {
+        r.metadata_mut().insert(switchyard_proto::REQUEST_ID, v);
+    }
+    r
+}
+
+fn route_headers(h: &mut HeaderMap, route: &RouteTaken, started: Instant) {
+    let overhead = started.elapsed().saturating_sub(route.spoke_time);
+    let pairs = [
+        ("x-switchyard-provider", route.provider.clone()),
+        ("x-switchyard-account", route.account.clone()),
+        ("x-switchyard-region", route.region.clone()),
+        ("x-switchyard-model", route.model.clone()),
+        ("x-switchyard-attempts", route.attempts.to_string()),
+        (
+            "x-switchyard-overhead-ms",
+            format!("{:.3}", overhead.as_secs_f64() * 1000.0),
+        ),
+    ];
+    for (k, v) in pairs {
+        if let Ok(v) = HeaderValue::from_str(&v) {
+            h.insert(k, v);
+        }
+    }
+}
+
+/// A stream that has delivered its first content (or its end): from here on it is committed.
+struct Committed {
+    start: Option<pb::StreamStart>,
+    buffered: Vec<pb::InferEvent>,
+    rest: Streaming<pb::InferEvent>,
+}
+
+impl HasRoute for Committed {
+    fn route(&self) -> pb::Route {
+        self.start
+            .as_ref()
+            .and_then(|s| s.route.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// Opens the stream at a spoke and reads until the first delta: failures before it fail over.
+async fn open_stream(
+    spoke: Arc<crate::pool::Spoke>,
+    req: pb::InferRequest,
+    remaining: Duration,
+    request_id: String,
+) -> Result<Committed, CallError> {
+    let mut client = spoke.client();
+    let mut rest = client
+        .infer_stream(grpc_request(req, remaining, &request_id))
+        .await
+        .map_err(|s| classify(&s))?
+        .into_inner();
+    let mut start = None;
+    loop {
+        match rest.message().await {
+            Ok(Some(ev)) => match ev.event {
+                Some(pb::infer_event::Event::Start(s)) => start = Some(s),
+                Some(e @ (pb::infer_event::Event::Delta(_) | pb::infer_event::Event::End(_))) => {
+                    return Ok(Committed {
+                        start,
+                        buffered: vec![pb::InferEvent { event: Some(e) }],
+                        rest,
+                    });
+                }
+                None => {}
+            },
+            Ok(None) => {
+                return Err(CallError::Retry(
+                    crate::error::AttemptFailure::Unavailable,
+                    "stream closed before any content".into(),
+                ));
+            }
+            Err(s) => return Err(classify(&s)),
+        }
+    }
+}
+
+async fn stream_chat(
+    hub: &Arc<Hub>,
+    plan: Plan,
+    base: pb::InferRequest,
+    started: Instant,
+    id: String,
+    created: u64,
+    include_usage: bool,
+) -> Result<Response, HubError> {
+    let (committed, route, guard) = hub
+        .dispatch(&plan, |spoke, routing, remaining| {
+            open_stream(spoke, merge(&base, routing), remaining, plan.request_id.clone())
+        })
+        .await?;
+    let deadline = plan.deadline;
+    let model = route.model.clone();
+    let request_id = plan.request_id.clone();
+    let Committed {
+        buffered, mut rest, ..
+    } = committed;
+    let events = async_stream::stream! {
+        let _guard = guard;
+        let chunk = |delta: serde_json::Value, finish: Option<&str>| {
+            Event::default().data(openai::chunk_json(&id, created, &model, delta, finish, include_usage).to_string())
+        };
+        yield Ok::<_, Infallible>(chunk(json!({"role": "assistant", "content": ""}), None));
+        let mut pending: std::collections::VecDeque<pb::InferEvent> = buffered.into();
+        loop {
+            let next = match pending.pop_front() {
+                Some(ev) => Ok(Some(ev)),
+                None => match tokio::time::timeout_at(deadline.into(), rest.message()).await {
+                    Ok(r) => r.map_err(|s| format!("{:?}: {}", s.code(), s.message())),
+                    Err(_) => Err("deadline exceeded".to_string()),
+                },
+            };
+            match next {
+                Ok(Some(pb::InferEvent { event: Some(pb::infer_event::Event::Delta(d)) })) => {
+                    if !d.text.is_empty() {
+                        yield Ok(chunk(json!({"content": d.text}), None));
+                    }
+                }
+                Ok(Some(pb::InferEvent { event: Some(pb::infer_event::Event::End(end)) })) => {
+                    yield Ok(chunk(json!({}), Some(openai::finish_reason(end.stop_reason))));
+                    if include_usage {
+                        yield Ok(Event::default().data(
+                            openai::usage_chunk_json(&id, created, &model, end.usage.as_ref()).to_string(),
+                        ));
+                    }
+                    yield Ok(Event::default().data("[DONE]"));
+                    break;
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    tracing::warn!(request_id = %request_id, "spoke stream closed without an end event");
+                    yield Ok(error_event("the stream ended unexpectedly"));
+                    break;
+                }
+                Err(why) => {
+                    tracing::warn!(request_id = %request_id, reason = %why, "stream failed after first chunk");
+                    yield Ok(error_event("the upstream failed while streaming"));
+                    break;
+                }
+            }
+        }
+    };
+    let mut resp = Sse::new(events).into_response();
+    route_headers(resp.headers_mut(), &route, started);
+    Ok(resp)
+}
+
+/// An SSE error event: the stream ends after it, never with `[DONE]`.
+fn error_event(message: &str) -> Event {
+    Event::default().data(
+        json!({"error": {"message": message, "type": "server_error", "code": "stream_interrupted", "param": null}})
+            .to_string(),
+    )
+}

@@ -1,0 +1,24 @@
+//! The Switchyard hub: the OpenAI-compatible entry point. It authenticates tenants, resolves model
+//! aliases to candidates, picks a spoke (weighted by configured weight × reported headroom, power
+//! of two choices on in-flight load), calls it over gRPC and fails over across spokes and
+//! candidates within the request deadline, `max_attempts` and a retry budget.
+//!
+//! Modules, outside in: [`serve`] (sockets, TLS, graceful shutdown) → [`api`] (HTTP handlers,
+//! SSE) → [`hub`] (state, failover loop) → [`routing`] (pure selection) and [`pool`] (spokes,
+//! health) + [`dns`] (discovery). [`config`] parses and validates `hub --config FILE`.
+
+pub mod api;
+pub mod budget;
+pub mod config;
+pub mod dns;
+pub mod error;
+pub mod hub;
+pub mod openai;
+pub mod pool;
+pub mod routing;
+pub mod serve;
+
+pub use api::router;
+pub use config::{HubConfig, Settings};
+pub use error::HubError;
+pub use hub::Hub;

@@ -1,0 +1,55 @@
+//! `hub --config FILE`: parse flags and config, then serve (see the `switchyard_hub` library).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use switchyard_hub::HubConfig;
+
+/// Switchyard hub: OpenAI-compatible gateway routing to spoke pools over gRPC.
+#[derive(Debug, Parser)]
+#[command(name = "hub", version)]
+struct Args {
+    /// TOML config file (see docs/configuration.md).
+    #[arg(long, env = "SWITCHYARD_HUB_CONFIG")]
+    config: PathBuf,
+    /// Validate the config, report every problem, and exit.
+    #[arg(long)]
+    check: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let settings = match HubConfig::load(&args.config).and_then(|c| c.validate()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("hub: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.check {
+        eprintln!("hub: config OK");
+        return ExitCode::SUCCESS;
+    }
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("hub: cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(switchyard_hub::serve::run(settings, switchyard_hub::serve::shutdown_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "hub failed");
+            ExitCode::FAILURE
+        }
+    }
+}

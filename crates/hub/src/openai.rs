@@ -1,0 +1,397 @@
+//! OpenAI chat-completions wire types and their translation to and from `switchyard.v1`.
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+use switchyard_proto::v1 as pb;
+
+use crate::error::HubError;
+use crate::routing::Needs;
+
+/// `POST /v1/chat/completions` body. Unknown fields (`n`, `user`, `seed`, …) are accepted and
+/// ignored, as OpenAI clients send many.
+#[derive(Debug, Deserialize)]
+pub struct ChatRequest {
+    pub model: String,
+    pub messages: Vec<ChatMessage>,
+    #[serde(default)]
+    pub stream: bool,
+    pub stream_options: Option<StreamOptions>,
+    pub max_tokens: Option<u32>,
+    pub max_completion_tokens: Option<u32>,
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    pub stop: Option<Stop>,
+    pub tools: Option<Vec<Tool>>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct StreamOptions {
+    #[serde(default)]
+    pub include_usage: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Stop {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Tool {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub function: ToolFunction,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ToolFunction {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub parameters: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ChatMessage {
+    pub role: String,
+    #[serde(default)]
+    pub content: Option<Content>,
+    #[serde(default)]
+    pub tool_calls: Vec<MessageToolCall>,
+    #[serde(default)]
+    pub tool_call_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Content {
+    Text(String),
+    Parts(Vec<ContentPart>),
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ContentPart {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub text: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct MessageToolCall {
+    pub id: String,
+    pub function: MessageToolCallFunction,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct MessageToolCallFunction {
+    pub name: String,
+    #[serde(default)]
+    pub arguments: String,
+}
+
+impl Content {
+    fn text(&self) -> Result<String, HubError> {
+        match self {
+            Content::Text(s) => Ok(s.clone()),
+            Content::Parts(parts) => {
+                let mut out = String::new();
+                for p in parts {
+                    match (p.kind.as_str(), &p.text) {
+                        ("text", Some(t)) => out.push_str(t),
+                        (kind, _) => {
+                            return Err(HubError::BadRequest(format!(
+                                "content part of type {kind:?} is not supported (only \"text\")"
+                            )));
+                        }
+                    }
+                }
+                Ok(out)
+            }
+        }
+    }
+}
+
+impl ChatRequest {
+    /// Capabilities this request needs: streaming, tools, and a context window that fits a rough
+    /// token estimate (chars / 4) plus the requested output.
+    pub fn needs(&self) -> Needs {
+        let chars: usize = self
+            .messages
+            .iter()
+            .map(|m| match &m.content {
+                Some(Content::Text(s)) => s.len(),
+                Some(Content::Parts(p)) => p.iter().filter_map(|p| p.text.as_ref()).map(String::len).sum(),
+                None => 0,
+            })
+            .sum();
+        let estimate = u32::try_from(chars / 4).unwrap_or(u32::MAX);
+        let out = self.max_completion_tokens.or(self.max_tokens).unwrap_or(0);
+        Needs {
+            streaming: self.stream,
+            tools: self.tools.as_ref().is_some_and(|t| !t.is_empty()),
+            min_context_window: estimate.saturating_add(out),
+        }
+    }
+
+    /// Translates to the spoke contract (models, deadline and request id are filled by the caller).
+    pub fn to_infer(&self) -> Result<pb::InferRequest, HubError> {
+        if self.messages.is_empty() {
+            return Err(HubError::BadRequest("`messages` must not be empty".into()));
+        }
+        let mut system = Vec::new();
+        let mut messages = Vec::new();
+        for (i, m) in self.messages.iter().enumerate() {
+            let text = match &m.content {
+                Some(c) => c.text()?,
+                None => String::new(),
+            };
+            match m.role.as_str() {
+                "system" | "developer" => system.push(text),
+                "user" => messages.push(pb::Message {
+                    role: pb::Role::User as i32,
+                    content: vec![text_part(text)],
+                }),
+                "assistant" => {
+                    let mut content = Vec::new();
+                    if !text.is_empty() {
+                        content.push(text_part(text));
+                    }
+                    for tc in &m.tool_calls {
+                        content.push(pb::ContentPart {
+                            part: Some(pb::content_part::Part::ToolCall(pb::ToolCall {
+                                id: tc.id.clone(),
+                                name: tc.function.name.clone(),
+                                arguments_json: tc.function.arguments.clone(),
+                            })),
+                        });
+                    }
+                    messages.push(pb::Message {
+                        role: pb::Role::Assistant as i32,
+                        content,
+                    });
+                }
+                "tool" => {
+                    let Some(id) = &m.tool_call_id else {
+                        return Err(HubError::BadRequest(format!(
+                            "messages[{i}]: a tool message needs `tool_call_id`"
+                        )));
+                    };
+                    messages.push(pb::Message {
+                        role: pb::Role::Tool as i32,
+                        content: vec![pb::ContentPart {
+                            part: Some(pb::content_part::Part::ToolResult(pb::ToolResult {
+                                tool_call_id: id.clone(),
+                                content: text,
+                                is_error: false,
+                            })),
+                        }],
+                    });
+                }
+                other => {
+                    return Err(HubError::BadRequest(format!(
+                        "messages[{i}].role: {other:?} is not one of system, developer, user, assistant, tool"
+                    )));
+                }
+            }
+        }
+        if messages.is_empty() {
+            return Err(HubError::BadRequest(
+                "`messages` needs at least one user message".into(),
+            ));
+        }
+        let mut tools = Vec::new();
+        for (i, t) in self.tools.iter().flatten().enumerate() {
+            if t.kind != "function" {
+                return Err(HubError::BadRequest(format!(
+                    "tools[{i}].type: only \"function\" is supported"
+                )));
+            }
+            tools.push(pb::ToolSpec {
+                name: t.function.name.clone(),
+                description: t.function.description.clone(),
+                parameters_json: t
+                    .function
+                    .parameters
+                    .as_ref()
+                    .map(Value::to_string)
+                    .unwrap_or_else(|| "{}".into()),
+            });
+        }
+        for (name, v) in [("temperature", self.temperature), ("top_p", self.top_p)] {
+            if v.is_some_and(|v| !v.is_finite() || v < 0.0) {
+                return Err(HubError::BadRequest(format!("`{name}` must be a non-negative number")));
+            }
+        }
+        let stop = match &self.stop {
+            None => Vec::new(),
+            Some(Stop::One(s)) => vec![s.clone()],
+            Some(Stop::Many(v)) => v.clone(),
+        };
+        Ok(pb::InferRequest {
+            system: system.join("\n"),
+            messages,
+            params: Some(pb::GenerationParams {
+                max_tokens: self.max_completion_tokens.or(self.max_tokens),
+                temperature: self.temperature,
+                top_p: self.top_p,
+                stop,
+            }),
+            tools,
+            ..Default::default()
+        })
+    }
+}
+
+fn text_part(text: String) -> pb::ContentPart {
+    pb::ContentPart {
+        part: Some(pb::content_part::Part::Text(text)),
+    }
+}
+
+/// OpenAI's `finish_reason` for a stop reason.
+pub fn finish_reason(reason: i32) -> &'static str {
+    match pb::StopReason::try_from(reason).unwrap_or(pb::StopReason::Unspecified) {
+        pb::StopReason::MaxTokens => "length",
+        pb::StopReason::ToolUse => "tool_calls",
+        pb::StopReason::ContentFiltered => "content_filter",
+        pb::StopReason::Unspecified | pb::StopReason::EndTurn | pb::StopReason::StopSequence => {
+            "stop"
+        }
+    }
+}
+
+/// OpenAI's `usage` object.
+pub fn usage_json(u: Option<&pb::Usage>) -> Value {
+    let (i, o) = u.map_or((0, 0), |u| (u.input_tokens, u.output_tokens));
+    json!({ "prompt_tokens": i, "completion_tokens": o, "total_tokens": i + o })
+}
+
+/// The `chat.completion` body for a spoke's answer.
+pub fn completion_json(id: &str, created: u64, resp: &pb::InferResponse) -> Value {
+    let mut text = String::new();
+    let mut tool_calls = Vec::new();
+    for part in resp.message.iter().flat_map(|m| &m.content) {
+        match &part.part {
+            Some(pb::content_part::Part::Text(t)) => text.push_str(t),
+            Some(pb::content_part::Part::ToolCall(tc)) => tool_calls.push(json!({
+                "id": tc.id, "type": "function",
+                "function": { "name": tc.name, "arguments": tc.arguments_json },
+            })),
+            Some(pb::content_part::Part::Image(_) | pb::content_part::Part::ToolResult(_)) | None => {}
+        }
+    }
+    let model = resp.route.as_ref().map(|r| r.model.as_str()).unwrap_or("");
+    let mut message = json!({ "role": "assistant", "content": text, "refusal": null });
+    if !tool_calls.is_empty() {
+        message["tool_calls"] = Value::Array(tool_calls);
+    }
+    json!({
+        "id": id,
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": [{
+            "index": 0,
+            "message": message,
+            "finish_reason": finish_reason(resp.stop_reason),
+            "logprobs": null,
+        }],
+        "usage": usage_json(resp.usage.as_ref()),
+    })
+}
+
+/// One `chat.completion.chunk`.
+pub fn chunk_json(
+    id: &str,
+    created: u64,
+    model: &str,
+    delta: Value,
+    finish: Option<&str>,
+    include_usage: bool,
+) -> Value {
+    let mut v = json!({
+        "id": id,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "choices": [{ "index": 0, "delta": delta, "finish_reason": finish, "logprobs": null }],
+    });
+    if include_usage {
+        v["usage"] = Value::Null;
+    }
+    v
+}
+
+/// The final usage chunk (`stream_options.include_usage`): empty `choices`.
+pub fn usage_chunk_json(id: &str, created: u64, model: &str, usage: Option<&pb::Usage>) -> Value {
+    json!({
+        "id": id,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "choices": [],
+        "usage": usage_json(usage),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn translates_messages_and_params() {
+        let req: ChatRequest = serde_json::from_value(json!({
+            "model": "demo",
+            "messages": [
+                {"role": "system", "content": "be brief"},
+                {"role": "user", "content": [{"type": "text", "text": "hi "}, {"type": "text", "text": "there"}]},
+                {"role": "assistant", "content": "hello"},
+                {"role": "user", "content": "again"}
+            ],
+            "max_completion_tokens": 7, "max_tokens": 99, "temperature": 0.5, "stop": "END",
+            "user": "ignored"
+        }))
+        .unwrap();
+        let r = req.to_infer().unwrap();
+        assert_eq!(r.system, "be brief");
+        assert_eq!(r.messages.len(), 3);
+        assert_eq!(r.messages[0].role, pb::Role::User as i32);
+        assert_eq!(
+            r.messages[0].content[0].part,
+            Some(pb::content_part::Part::Text("hi there".into()))
+        );
+        let p = r.params.unwrap();
+        assert_eq!(p.max_tokens, Some(7));
+        assert_eq!(p.stop, vec!["END".to_string()]);
+        assert!(!req.needs().streaming);
+    }
+
+    #[test]
+    fn rejects_bad_roles_and_parts() {
+        let req: ChatRequest = serde_json::from_value(json!({
+            "model": "demo", "messages": [{"role": "wizard", "content": "x"}]
+        }))
+        .unwrap();
+        assert!(matches!(req.to_infer(), Err(HubError::BadRequest(_))));
+        let req: ChatRequest = serde_json::from_value(json!({
+            "model": "demo", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]
+        }))
+        .unwrap();
+        assert!(matches!(req.to_infer(), Err(HubError::BadRequest(_))));
+    }
+
+    #[test]
+    fn stop_array_and_finish_reasons() {
+        let req: ChatRequest = serde_json::from_value(json!({
+            "model": "demo", "messages": [{"role": "user", "content": "x"}], "stop": ["a", "b"], "stream": true
+        }))
+        .unwrap();
+        assert_eq!(req.to_infer().unwrap().params.unwrap().stop.len(), 2);
+        assert!(req.needs().streaming);
+        assert_eq!(finish_reason(pb::StopReason::MaxTokens as i32), "length");
+        assert_eq!(finish_reason(pb::StopReason::EndTurn as i32), "stop");
+    }
+}

@@ -1,0 +1,370 @@
+//! Spoke pools: one pooled, kept-alive gRPC channel per spoke, active health checks
+//! (`grpc.health.v1` + `Describe`), passive ejection and half-open probes.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
+use switchyard_proto::v1 as pb;
+use switchyard_proto::v1::spoke_client::SpokeClient;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Channel, Endpoint};
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+use crate::config::Health;
+use crate::routing::{ModelCaps, SpokeView};
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// What the last successful `Describe` said.
+#[derive(Debug, Clone, Default)]
+pub struct Described {
+    pub account: String,
+    pub headroom: f64,
+    pub serving: bool,
+    pub models: HashMap<String, ModelCaps>,
+}
+
+#[derive(Debug, Default)]
+struct SpokeState {
+    healthy: bool,
+    /// Taken out by a failed call; comes back through one passing probe.
+    ejected: bool,
+    ok_streak: u32,
+    fail_streak: u32,
+    described: Option<Described>,
+    /// After RESOURCE_EXHAUSTED: treat headroom as 0 until then.
+    exhausted_until: Option<Instant>,
+}
+
+/// One spoke (one account's service) of a provider pool.
+#[derive(Debug)]
+pub struct Spoke {
+    pub id: u64,
+    pub addr: SocketAddr,
+    pub provider: Arc<str>,
+    weight: AtomicU32,
+    channel: Channel,
+    state: Mutex<SpokeState>,
+    in_flight: AtomicU32,
+    wake: Notify,
+    /// Cancelled when the spoke leaves the pool (DNS) or the hub stops.
+    stop: CancellationToken,
+}
+
+/// Decrements the spoke's in-flight count on drop.
+#[derive(Debug)]
+pub struct InFlight(Arc<Spoke>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Spoke {
+    /// Creates a spoke with a lazily connected, kept-alive channel. It is not routable until its
+    /// first health check passes.
+    pub fn new(
+        provider: Arc<str>,
+        addr: SocketAddr,
+        weight: u32,
+        connect_timeout: Duration,
+        stop: CancellationToken,
+    ) -> Result<Self, tonic::transport::Error> {
+        let channel = Endpoint::from_shared(format!("http://{addr}"))?
+            .connect_timeout(connect_timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(20))
+            .keep_alive_timeout(Duration::from_secs(10))
+            .keep_alive_while_idle(true)
+            .connect_lazy();
+        Ok(Self {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            addr,
+            provider,
+            weight: AtomicU32::new(weight),
+            channel,
+            state: Mutex::new(SpokeState::default()),
+            in_flight: AtomicU32::new(0),
+            wake: Notify::new(),
+            stop,
+        })
+    }
+
+    pub fn client(&self) -> SpokeClient<Channel> {
+        SpokeClient::new(self.channel.clone())
+    }
+
+    pub fn set_weight(&self, w: u32) {
+        self.weight.store(w, Ordering::Relaxed);
+    }
+
+    pub fn weight(&self) -> u32 {
+        self.weight.load(Ordering::Relaxed)
+    }
+
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Counts a call in flight until the guard drops.
+    pub fn begin(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(self.clone())
+    }
+
+    pub fn is_healthy(&self) -> bool {
+        self.state.lock().healthy
+    }
+
+    pub fn account(&self) -> Option<String> {
+        self.state.lock().described.as_ref().map(|d| d.account.clone())
+    }
+
+    /// Passive ejection: called when a call to the spoke failed at the connection level. The spoke
+    /// leaves routing at once and the health loop probes it (half-open) soon after.
+    pub fn eject(&self, why: &str) {
+        let was = {
+            let mut st = self.state.lock();
+            let was = st.healthy;
+            st.healthy = false;
+            st.ejected = true;
+            st.ok_streak = 0;
+            was
+        };
+        if was {
+            tracing::warn!(spoke = %self.addr, provider = %self.provider, reason = why, "spoke ejected");
+        }
+        self.wake.notify_one();
+    }
+
+    /// The spoke answered RESOURCE_EXHAUSTED: route around it until `retry_after` passes (or the
+    /// next `Describe` reports headroom).
+    pub fn mark_exhausted(&self, retry_after: Option<Duration>) {
+        let until = Instant::now() + retry_after.unwrap_or(Duration::from_secs(1));
+        self.state.lock().exhausted_until = Some(until);
+    }
+
+    /// Snapshot for the selector.
+    pub fn view(&self, now: Instant) -> SpokeView {
+        let st = self.state.lock();
+        let (headroom, models) = match &st.described {
+            Some(d) => (
+                if d.serving { d.headroom } else { 0.0 },
+                d.models.clone(),
+            ),
+            None => (0.0, HashMap::new()),
+        };
+        let headroom = match st.exhausted_until {
+            Some(t) if t > now => 0.0,
+            _ => headroom,
+        };
+        SpokeView {
+            id: self.id,
+            weight: self.weight(),
+            headroom,
+            healthy: st.healthy && !self.stop.is_cancelled(),
+            in_flight: self.in_flight(),
+            models,
+        }
+    }
+
+    /// Applies one active check's result with the consecutive thresholds. A new spoke joins after
+    /// its first passing check; an ejected one returns after one passing probe.
+    fn record_check(&self, result: Result<Described, String>, cfg: &Health) {
+        let mut st = self.state.lock();
+        match result {
+            Ok(d) => {
+                st.fail_streak = 0;
+                st.ok_streak = st.ok_streak.saturating_add(1);
+                let first = st.described.is_none();
+                st.described = Some(d);
+                st.exhausted_until = None;
+                if !st.healthy && (first || st.ejected || st.ok_streak >= cfg.healthy_threshold) {
+                    st.healthy = true;
+                    st.ejected = false;
+                    tracing::info!(spoke = %self.addr, provider = %self.provider, "spoke healthy");
+                }
+            }
+            Err(why) => {
+                st.ok_streak = 0;
+                st.fail_streak = st.fail_streak.saturating_add(1);
+                if st.healthy && (st.fail_streak >= cfg.unhealthy_threshold || why == DRAINING) {
+                    st.healthy = false;
+                    tracing::warn!(spoke = %self.addr, provider = %self.provider, reason = %why, "spoke unhealthy");
+                }
+            }
+        }
+    }
+
+    fn needs_probe(&self) -> bool {
+        self.state.lock().ejected
+    }
+}
+
+const DRAINING: &str = "draining";
+
+/// One active check: `grpc.health.v1/Check` then `Describe`, each within `timeout`.
+pub async fn check(spoke: &Spoke, timeout: Duration) -> Result<Described, String> {
+    let mut health = HealthClient::new(spoke.channel.clone());
+    let mut req = tonic::Request::new(tonic_health::pb::HealthCheckRequest {
+        service: String::new(),
+    });
+    req.set_timeout(timeout);
+    let resp = tokio::time::timeout(timeout, health.check(req))
+        .await
+        .map_err(|_| "health check timed out".to_string())?
+        .map_err(|s| format!("health check: {}", s.code()))?;
+    if resp.get_ref().status != ServingStatus::Serving as i32 {
+        return Err("not serving".into());
+    }
+    let mut req = tonic::Request::new(pb::DescribeRequest {});
+    req.set_timeout(timeout);
+    let d = tokio::time::timeout(timeout, spoke.client().describe(req))
+        .await
+        .map_err(|_| "describe timed out".to_string())?
+        .map_err(|s| format!("describe: {}", s.code()))?
+        .into_inner();
+    if d.draining {
+        return Err(DRAINING.into());
+    }
+    let models = d
+        .models
+        .iter()
+        .map(|m| {
+            let caps = m.capabilities.unwrap_or_default();
+            (
+                m.id.clone(),
+                ModelCaps {
+                    streaming: caps.streaming,
+                    tools: caps.tools,
+                    context_window: caps.context_window,
+                },
+            )
+        })
+        .collect();
+    Ok(Described {
+        account: d.account,
+        headroom: d.headroom,
+        serving: d.serving,
+        models,
+    })
+}
+
+/// Runs until the spoke is stopped: checks at once, then every `interval`; after a passive
+/// ejection, probes sooner (100 ms doubling up to the interval).
+pub async fn health_loop(spoke: Arc<Spoke>, cfg: Health) {
+    let mut probe_delay = Duration::from_millis(100);
+    loop {
+        let result = check(&spoke, cfg.timeout).await;
+        if let Err(why) = &result {
+            tracing::debug!(spoke = %spoke.addr, reason = %why, "health check failed");
+        }
+        let passed = result.is_ok();
+        spoke.record_check(result, &cfg);
+        let delay = if spoke.needs_probe() && !passed {
+            let d = probe_delay;
+            probe_delay = (probe_delay * 2).min(cfg.interval);
+            d
+        } else {
+            probe_delay = Duration::from_millis(100);
+            cfg.interval
+        };
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = spoke.wake.notified() => {
+                // Ejected: give the spoke a moment, then probe (half-open).
+                tokio::select! {
+                    () = tokio::time::sleep(probe_delay) => {}
+                    () = spoke.stop.cancelled() => return,
+                }
+            }
+            () = spoke.stop.cancelled() => return,
+        }
+    }
+}
+
+/// The spokes of one provider. The list is swapped whole (DNS changes); each spoke's health is
+/// interior state.
+#[derive(Debug)]
+pub struct ProviderPool {
+    pub name: Arc<str>,
+    pub health: Health,
+    pub connect_timeout: Duration,
+    spokes: ArcSwap<Vec<Arc<Spoke>>>,
+    stop: CancellationToken,
+}
+
+impl ProviderPool {
+    pub fn new(
+        name: &str,
+        health: Health,
+        connect_timeout: Duration,
+        stop: CancellationToken,
+    ) -> Self {
+        Self {
+            name: Arc::from(name),
+            health,
+            connect_timeout,
+            spokes: ArcSwap::from_pointee(Vec::new()),
+            stop,
+        }
+    }
+
+    pub fn spokes(&self) -> Arc<Vec<Arc<Spoke>>> {
+        self.spokes.load_full()
+    }
+
+    pub fn views(&self) -> Vec<SpokeView> {
+        let now = Instant::now();
+        self.spokes.load().iter().map(|s| s.view(now)).collect()
+    }
+
+    pub fn get(&self, id: u64) -> Option<Arc<Spoke>> {
+        self.spokes.load().iter().find(|s| s.id == id).cloned()
+    }
+
+    /// Makes the pool exactly `wanted` (address → weight): new addresses are added (routable after
+    /// a passing check), weights updated, missing ones removed (their health loop stops; calls in
+    /// flight finish on their own channel clone).
+    pub fn set_members(&self, wanted: &[(SocketAddr, u32)]) {
+        let current = self.spokes.load_full();
+        let mut next = Vec::new();
+        for (addr, weight) in wanted {
+            if let Some(s) = current.iter().find(|s| s.addr == *addr) {
+                s.set_weight(*weight);
+                next.push(s.clone());
+                continue;
+            }
+            match Spoke::new(
+                self.name.clone(),
+                *addr,
+                *weight,
+                self.connect_timeout,
+                self.stop.child_token(),
+            ) {
+                Ok(s) => {
+                    let s = Arc::new(s);
+                    tracing::info!(provider = %self.name, spoke = %addr, weight, "spoke added");
+                    tokio::spawn(health_loop(s.clone(), self.health));
+                    next.push(s);
+                }
+                Err(e) => tracing::error!(provider = %self.name, spoke = %addr, error = %e, "bad spoke address"),
+            }
+        }
+        for s in current.iter() {
+            if !wanted.iter().any(|(a, _)| *a == s.addr) {
+                tracing::info!(provider = %self.name, spoke = %s.addr, "spoke removed (draining)");
+                s.stop.cancel();
+            }
+        }
+        self.spokes.store(Arc::new(next));
+    }
+}

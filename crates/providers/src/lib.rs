@@ -1,0 +1,62 @@
+//! Upstream model adapters behind one trait.
+//!
+//! The spoke's failover engine talks only to [`Upstream`]; each adapter turns its provider's
+//! wire errors into an [`UpstreamError`] whose class (throttled / unavailable / timeout /
+//! invalid) decides, once and here, what the engine does next.
+
+pub mod bedrock;
+pub mod error;
+pub mod openai;
+pub mod simulated;
+pub mod text;
+
+pub use error::UpstreamError;
+
+use futures::stream::BoxStream;
+use std::time::Duration;
+use switchyard_proto::v1::{InferRequest, StopReason, Usage};
+
+/// One call to one (region, model) target.
+#[derive(Clone, Copy, Debug)]
+pub struct Call<'a> {
+    pub region: &'a str,
+    /// The provider's own model id (the spoke maps its model names to these).
+    pub model: &'a str,
+    pub request: &'a InferRequest,
+    /// What is left of the request's deadline for this attempt.
+    pub timeout: Duration,
+}
+
+/// A finished, non-streamed completion.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Completion {
+    pub text: String,
+    pub stop_reason: StopReason,
+    pub usage: Usage,
+}
+
+/// One event of a streamed completion.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Chunk {
+    Delta(String),
+    End {
+        stop_reason: StopReason,
+        usage: Usage,
+    },
+}
+
+pub type ChunkStream = BoxStream<'static, Result<Chunk, UpstreamError>>;
+
+#[async_trait::async_trait]
+pub trait Upstream: Send + Sync + 'static {
+    /// `"bedrock"`, `"openai"` or `"simulated"`.
+    fn kind(&self) -> &'static str;
+
+    /// A whole completion. Implementations bound the call by `call.timeout`.
+    async fn complete(&self, call: Call<'_>) -> Result<Completion, UpstreamError>;
+
+    /// A streamed completion. Errors the upstream reports before it starts streaming come back
+    /// as `Err` here; errors after that come as `Err` items of the stream. The stream ends with
+    /// exactly one [`Chunk::End`] when the upstream finished cleanly.
+    async fn stream(&self, call: Call<'_>) -> Result<ChunkStream, UpstreamError>;
+}

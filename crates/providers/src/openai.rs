@@ -1,0 +1,337 @@
+//! OpenAI-compatible chat completions (third-party APIs and on-prem vLLM / Ollama / TGI), JSON
+//! and SSE streaming, over one pooled HTTP client.
+
+use crate::error::parse_retry_after;
+use crate::{Call, Chunk, ChunkStream, Completion, Upstream, UpstreamError};
+use futures::StreamExt;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::fmt;
+use std::time::Duration;
+use switchyard_proto::v1::{Role, StopReason, Usage, content_part::Part};
+
+/// An API key. Never printed: `Debug` shows only that it is set.
+#[derive(Clone)]
+pub struct ApiKey(String);
+
+impl ApiKey {
+    pub fn new(key: String) -> Self {
+        Self(key)
+    }
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ApiKey(<redacted>)")
+    }
+}
+
+pub struct OpenAiUpstream {
+    http: reqwest::Client,
+    /// Region name → base URL including `/v1`.
+    endpoints: HashMap<String, String>,
+    api_key: Option<ApiKey>,
+}
+
+impl OpenAiUpstream {
+    pub fn new(
+        endpoints: HashMap<String, String>,
+        api_key: Option<ApiKey>,
+    ) -> Result<Self, UpstreamError> {
+        let http = reqwest::Client::builder()
+            .pool_idle_timeout(Duration::from_secs(90))
+            .tcp_nodelay(true)
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| UpstreamError::unavailable(format!("http client: {e}")))?;
+        Ok(Self {
+            http,
+            endpoints,
+            api_key,
+        })
+    }
+
+    fn body(call: &Call<'_>, stream: bool) -> Value {
+        let req = call.request;
+        let mut messages = Vec::new();
+        if !req.system.is_empty() {
+            messages.push(json!({"role": "system", "content": req.system}));
+        }
+        messages.extend(req.messages.iter().map(message_json));
+        let mut body = json!({"model": call.model, "messages": messages, "stream": stream});
+        if let Some(p) = &req.params {
+            if let Some(v) = p.max_tokens {
+                body["max_tokens"] = json!(v);
+            }
+            if let Some(v) = p.temperature {
+                body["temperature"] = json!(v);
+            }
+            if let Some(v) = p.top_p {
+                body["top_p"] = json!(v);
+            }
+            if !p.stop.is_empty() {
+                body["stop"] = json!(p.stop);
+            }
+        }
+        if stream {
+            body["stream_options"] = json!({"include_usage": true});
+        }
+        body
+    }
+
+    async fn send(
+        &self,
+        call: &Call<'_>,
+        stream: bool,
+    ) -> Result<reqwest::Response, UpstreamError> {
+        let base = self.endpoints.get(call.region).ok_or_else(|| {
+            UpstreamError::unavailable(format!("no endpoint for region {}", call.region))
+        })?;
+        let url = format!("{}/chat/completions", base.trim_end_matches('/'));
+        let mut rb = self
+            .http
+            .post(url)
+            .timeout(call.timeout)
+            .json(&Self::body(call, stream));
+        if let Some(key) = &self.api_key {
+            rb = rb.bearer_auth(&key.0);
+        }
+        let resp = rb.send().await.map_err(transport_error)?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status().as_u16();
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let retry_after = header("retry-after-ms")
+            .and_then(|v| parse_retry_after(&v, true))
+            .or_else(|| header("retry-after").and_then(|v| parse_retry_after(&v, false)));
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        let message = body["error"]["message"]
+            .as_str()
+            .unwrap_or("no error message")
+            .chars()
+            .take(500)
+            .collect::<String>();
+        Err(UpstreamError::from_status(
+            status,
+            format!("HTTP {status}: {message}"),
+            retry_after,
+        ))
+    }
+}
+
+fn transport_error(e: reqwest::Error) -> UpstreamError {
+    if e.is_timeout() {
+        UpstreamError::Timeout
+    } else if e.is_connect() {
+        UpstreamError::unavailable("connection failed")
+    } else {
+        UpstreamError::unavailable(format!("transport: {}", e.without_url()))
+    }
+}
+
+fn message_json(m: &switchyard_proto::v1::Message) -> Value {
+    let role = match Role::try_from(m.role).unwrap_or(Role::User) {
+        Role::Assistant => "assistant",
+        Role::Tool => "tool",
+        Role::User | Role::Unspecified => "user",
+    };
+    let text: String = m
+        .content
+        .iter()
+        .filter_map(|p| match &p.part {
+            Some(Part::Text(t)) => Some(t.as_str()),
+            Some(Part::ToolResult(r)) => Some(r.content.as_str()),
+            _ => None,
+        })
+        .collect::<Vec<_>>()
+        .join("");
+    json!({"role": role, "content": text})
+}
+
+fn stop_reason(finish: Option<&str>) -> StopReason {
+    match finish {
+        Some("length") => StopReason::MaxTokens,
+        Some("tool_calls") | Some("function_call") => StopReason::ToolUse,
+        Some("content_filter") => StopReason::ContentFiltered,
+        _ => StopReason::EndTurn,
+    }
+}
+
+fn usage(v: &Value) -> Usage {
+    Usage {
+        input_tokens: v["prompt_tokens"].as_u64().unwrap_or(0) as u32,
+        output_tokens: v["completion_tokens"].as_u64().unwrap_or(0) as u32,
+    }
+}
+
+#[async_trait::async_trait]
+impl Upstream for OpenAiUpstream {
+    fn kind(&self) -> &'static str {
+        "openai"
+    }
+
+    async fn complete(&self, call: Call<'_>) -> Result<Completion, UpstreamError> {
+        let resp = self.send(&call, false).await?;
+        let v: Value = resp.json().await.map_err(transport_error)?;
+        let choice = &v["choices"][0];
+        Ok(Completion {
+            text: choice["message"]["content"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            stop_reason: stop_reason(choice["finish_reason"].as_str()),
+            usage: usage(&v["usage"]),
+        })
+    }
+
+    async fn stream(&self, call: Call<'_>) -> Result<ChunkStream, UpstreamError> {
+        let resp = self.send(&call, true).await?;
+        let input_estimate = crate::text::estimate_input_tokens(call.request) as u32;
+        let bytes = resp.bytes_stream();
+        let state = SseState {
+            bytes: bytes.boxed(),
+            buf: Vec::new(),
+            finish: None,
+            usage: None,
+            output_chunks: 0,
+            input_estimate,
+            done: false,
+        };
+        Ok(futures::stream::unfold(state, |mut st| async move {
+            let item = st.next_chunk().await?;
+            Some((item, st))
+        })
+        .boxed())
+    }
+}
+
+struct SseState {
+    bytes: futures::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
+    buf: Vec<u8>,
+    finish: Option<String>,
+    usage: Option<Usage>,
+    output_chunks: u32,
+    input_estimate: u32,
+    done: bool,
+}
+
+impl SseState {
+    /// The next chunk of the stream; `None` after the end (or after an error was yielded).
+    async fn next_chunk(&mut self) -> Option<Result<Chunk, UpstreamError>> {
+        if self.done {
+            return None;
+        }
+        loop {
+            while let Some(pos) = self.buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=pos).collect();
+                let line = String::from_utf8_lossy(&line);
+                let Some(data) = line.trim().strip_prefix("data:") else {
+                    continue;
+                };
+                let data = data.trim();
+                if data == "[DONE]" {
+                    self.done = true;
+                    let usage = self.usage.unwrap_or(Usage {
+                        input_tokens: self.input_estimate,
+                        output_tokens: self.output_chunks,
+                    });
+                    return Some(Ok(Chunk::End {
+                        stop_reason: stop_reason(self.finish.as_deref()),
+                        usage,
+                    }));
+                }
+                let Ok(v) = serde_json::from_str::<Value>(data) else {
+                    continue;
+                };
+                if v.get("error").is_some() {
+                    self.done = true;
+                    let msg = v["error"]["message"].as_str().unwrap_or("stream error");
+                    return Some(Err(UpstreamError::unavailable(format!(
+                        "upstream stream error: {msg}"
+                    ))));
+                }
+                if v["usage"].is_object() {
+                    self.usage = Some(usage(&v["usage"]));
+                }
+                let choice = &v["choices"][0];
+                if let Some(f) = choice["finish_reason"].as_str() {
+                    self.finish = Some(f.to_owned());
+                }
+                if let Some(t) = choice["delta"]["content"].as_str()
+                    && !t.is_empty()
+                {
+                    self.output_chunks += 1;
+                    return Some(Ok(Chunk::Delta(t.to_owned())));
+                }
+            }
+            match self.bytes.next().await {
+                Some(Ok(b)) => self.buf.extend_from_slice(&b),
+                Some(Err(e)) => {
+                    self.done = true;
+                    return Some(Err(transport_error(e)));
+                }
+                None => {
+                    self.done = true;
+                    return Some(Err(UpstreamError::unavailable(
+                        "stream ended before [DONE]",
+                    )));
+                }
+            }
+        }
+    }
+}
+
+/// Request shape helper used by tests.
+pub fn request_body(call: &Call<'_>, stream: bool) -> Value {
+    OpenAiUpstream::body(call, stream)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchyard_proto::v1::InferRequest;
+
+    #[test]
+    fn api_key_is_never_printed() {
+        let k = ApiKey::new("sk-very-secret".into());
+        assert!(!format!("{k:?}").contains("secret"));
+    }
+
+    #[test]
+    fn body_maps_parameters() {
+        let req = InferRequest {
+            system: "be brief".into(),
+            messages: vec![switchyard_proto::v1::Message {
+                role: Role::User as i32,
+                content: vec![switchyard_proto::v1::ContentPart {
+                    part: Some(Part::Text("hi".into())),
+                }],
+            }],
+            params: Some(switchyard_proto::v1::GenerationParams {
+                max_tokens: Some(7),
+                temperature: Some(0.5),
+                top_p: None,
+                stop: vec!["END".into()],
+            }),
+            ..Default::default()
+        };
+        let call = Call {
+            region: "r",
+            model: "m",
+            request: &req,
+            timeout: Duration::from_secs(1),
+        };
+        let b = request_body(&call, true);
+        assert_eq!(b["messages"][0]["role"], "system");
+        assert_eq!(b["messages"][1]["content"], "hi");
+        assert_eq!(b["max_tokens"], 7);
+        assert_eq!(b["stop"][0], "END");
+        assert_eq!(b["stream_options"]["include_usage"], true);
+    }
+}

@@ -1,0 +1,125 @@
+//! The simulated upstream: deterministic text with configurable latency, pacing and injected
+//! failures. It is NOT a model — it exists for the local demo and for load tests, so the
+//! gateway can be run and measured with no cloud account.
+
+use crate::{Call, Chunk, ChunkStream, Completion, Upstream, UpstreamError, text};
+use futures::StreamExt;
+use rand::Rng;
+use std::time::Duration;
+use switchyard_proto::v1::{StopReason, Usage};
+
+#[derive(Clone, Debug)]
+pub struct SimulatedConfig {
+    /// Time before the first byte of an answer.
+    pub latency: Duration,
+    /// Pace of streamed words; 0 = the whole answer at once.
+    pub tokens_per_second: u32,
+    /// Share of calls (0..=1) answered with a simulated 503.
+    pub failure_rate: f64,
+}
+
+impl Default for SimulatedConfig {
+    fn default() -> Self {
+        Self {
+            latency: Duration::from_millis(20),
+            tokens_per_second: 0,
+            failure_rate: 0.0,
+        }
+    }
+}
+
+pub struct SimulatedUpstream {
+    config: SimulatedConfig,
+}
+
+impl SimulatedUpstream {
+    pub fn new(config: SimulatedConfig) -> Self {
+        Self { config }
+    }
+
+    /// The answer's words, deterministic for a given region, model and prompt, capped by
+    /// `max_tokens` (one word = one token here).
+    fn words(call: &Call<'_>) -> (Vec<String>, StopReason, Usage) {
+        let prompt = text::last_user_text(call.request);
+        let echo: Vec<&str> = prompt.split_whitespace().take(12).collect();
+        let sentence = format!(
+            "[simulated] {} in {} heard: {}",
+            call.model,
+            call.region,
+            if echo.is_empty() {
+                "(nothing)".to_string()
+            } else {
+                echo.join(" ")
+            }
+        );
+        let mut words: Vec<String> = sentence.split(' ').map(str::to_owned).collect();
+        let mut stop = StopReason::EndTurn;
+        if let Some(max) = call.request.params.as_ref().and_then(|p| p.max_tokens)
+            && (max as usize) < words.len()
+        {
+            words.truncate(max as usize);
+            stop = StopReason::MaxTokens;
+        }
+        let usage = Usage {
+            input_tokens: text::estimate_input_tokens(call.request) as u32,
+            output_tokens: words.len() as u32,
+        };
+        (words, stop, usage)
+    }
+
+    fn maybe_fail(&self) -> Result<(), UpstreamError> {
+        if self.config.failure_rate > 0.0 && rand::rng().random::<f64>() < self.config.failure_rate
+        {
+            return Err(UpstreamError::unavailable("simulated 503 (failure_rate)"));
+        }
+        Ok(())
+    }
+
+    async fn wait_latency(&self, timeout: Duration) -> Result<(), UpstreamError> {
+        if self.config.latency > timeout {
+            tokio::time::sleep(timeout).await;
+            return Err(UpstreamError::Timeout);
+        }
+        tokio::time::sleep(self.config.latency).await;
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl Upstream for SimulatedUpstream {
+    fn kind(&self) -> &'static str {
+        "simulated"
+    }
+
+    async fn complete(&self, call: Call<'_>) -> Result<Completion, UpstreamError> {
+        self.wait_latency(call.timeout).await?;
+        self.maybe_fail()?;
+        let (words, stop_reason, usage) = Self::words(&call);
+        Ok(Completion {
+            text: words.join(" "),
+            stop_reason,
+            usage,
+        })
+    }
+
+    async fn stream(&self, call: Call<'_>) -> Result<ChunkStream, UpstreamError> {
+        self.wait_latency(call.timeout).await?;
+        self.maybe_fail()?;
+        let (words, stop_reason, usage) = Self::words(&call);
+        let gap = match self.config.tokens_per_second {
+            0 => Duration::ZERO,
+            tps => Duration::from_secs_f64(1.0 / f64::from(tps)),
+        };
+        let n = words.len();
+        let deltas =
+            futures::stream::iter(words.into_iter().enumerate()).then(move |(i, w)| async move {
+                if i > 0 && !gap.is_zero() {
+                    tokio::time::sleep(gap).await;
+                }
+                let text = if i + 1 < n { format!("{w} ") } else { w };
+                Ok(Chunk::Delta(text))
+            });
+        let end = futures::stream::once(async move { Ok(Chunk::End { stop_reason, usage }) });
+        Ok(deltas.chain(end).boxed())
+    }
+}

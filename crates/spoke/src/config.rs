@@ -1,0 +1,466 @@
+//! The spoke's config file (TOML). `SpokeConfigFile` is what the file holds; [`validate`] turns
+//! it into the runtime [`SpokeConfig`], reporting every problem with its path.
+
+use serde::Deserialize;
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use switchyard_core::backoff::Backoff;
+use switchyard_core::breaker::BreakerPolicy;
+use switchyard_core::config::{ConfigErrors, Problems, parse_toml};
+
+#[derive(Debug, Deserialize)]
+pub struct SpokeConfigFile {
+    pub listen: String,
+    pub account: String,
+    pub provider: String,
+    pub default_timeout: Option<String>,
+    pub attempt_timeout: Option<String>,
+    pub drain_timeout: Option<String>,
+    #[serde(default)]
+    pub backoff: BackoffFile,
+    #[serde(default)]
+    pub breaker: BreakerFile,
+    #[serde(default)]
+    pub regions: Vec<RegionFile>,
+    #[serde(default)]
+    pub models: Vec<ModelFile>,
+    pub bedrock: Option<BedrockFile>,
+    pub openai: Option<OpenAiFile>,
+    pub simulated: Option<SimulatedFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct BackoffFile {
+    pub base: Option<String>,
+    pub max: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct BreakerFile {
+    pub failures: Option<u32>,
+    pub open_for: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RegionFile {
+    pub name: String,
+    pub endpoint: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ModelFile {
+    pub id: String,
+    pub upstream_id: Option<String>,
+    pub regions: Option<Vec<String>>,
+    pub context_window: Option<u32>,
+    pub streaming: Option<bool>,
+    pub tools: Option<bool>,
+    pub images: Option<bool>,
+    pub requests_per_minute: Option<u64>,
+    pub tokens_per_minute: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct BedrockFile {
+    pub role_arn: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct OpenAiFile {
+    pub api_key_env: Option<String>,
+    pub api_key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SimulatedFile {
+    pub latency: Option<String>,
+    pub tokens_per_second: Option<u32>,
+    pub failure_rate: Option<f64>,
+}
+
+/// Which upstream adapter this spoke runs, with its settings.
+#[derive(Debug, Clone)]
+pub enum ProviderConfig {
+    Bedrock {
+        role_arn: Option<String>,
+    },
+    OpenAi {
+        api_key_env: Option<String>,
+        api_key_file: Option<PathBuf>,
+    },
+    Simulated(switchyard_providers::simulated::SimulatedConfig),
+}
+
+impl ProviderConfig {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Bedrock { .. } => "bedrock",
+            Self::OpenAi { .. } => "openai",
+            Self::Simulated(_) => "simulated",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Region {
+    pub name: String,
+    pub endpoint: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Model {
+    pub id: String,
+    pub upstream_id: String,
+    /// Region chain, in failover order.
+    pub regions: Vec<String>,
+    pub context_window: u32,
+    pub streaming: bool,
+    pub tools: bool,
+    pub images: bool,
+    pub requests_per_minute: Option<u64>,
+    pub tokens_per_minute: Option<u64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SpokeConfig {
+    pub listen: SocketAddr,
+    pub account: String,
+    pub provider: ProviderConfig,
+    pub default_timeout: Duration,
+    pub attempt_timeout: Option<Duration>,
+    pub drain_timeout: Duration,
+    pub backoff: Backoff,
+    pub breaker: BreakerPolicy,
+    pub regions: Vec<Region>,
+    pub models: Vec<Model>,
+}
+
+/// Reads and validates a config file.
+pub fn load(path: &std::path::Path) -> Result<SpokeConfig, ConfigErrors> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigErrors(vec![format!("{}: cannot read ({e})", path.display())]))?;
+    parse(&text)
+}
+
+pub fn parse(text: &str) -> Result<SpokeConfig, ConfigErrors> {
+    validate(parse_toml::<SpokeConfigFile>(text)?)
+}
+
+fn positive(p: &mut Problems, path: String, d: Duration) -> Duration {
+    if d.is_zero() {
+        p.push(path, "must be greater than zero");
+    }
+    d
+}
+
+pub fn validate(f: SpokeConfigFile) -> Result<SpokeConfig, ConfigErrors> {
+    let mut p = Problems::new();
+
+    let listen = f
+        .listen
+        .parse::<SocketAddr>()
+        .map_err(|e| p.push("listen", format!("{:?} is not an address ({e})", f.listen)))
+        .ok();
+    if f.account.trim().is_empty() {
+        p.push("account", "must not be empty");
+    }
+
+    let default_timeout = f
+        .default_timeout
+        .as_deref()
+        .and_then(|t| p.duration("default_timeout", t))
+        .unwrap_or(Duration::from_secs(60));
+    let default_timeout = positive(&mut p, "default_timeout".into(), default_timeout);
+    let attempt_timeout = f
+        .attempt_timeout
+        .as_deref()
+        .and_then(|t| p.duration("attempt_timeout", t))
+        .map(|d| positive(&mut p, "attempt_timeout".into(), d));
+    let drain_timeout = p.duration_or(
+        "drain_timeout",
+        f.drain_timeout.as_deref(),
+        Duration::from_secs(30),
+    );
+
+    let defaults = Backoff::default();
+    let backoff = Backoff {
+        base: p.duration_or("backoff.base", f.backoff.base.as_deref(), defaults.base),
+        max: p.duration_or("backoff.max", f.backoff.max.as_deref(), defaults.max),
+    };
+    if backoff.base > backoff.max {
+        p.push("backoff.base", "must not exceed backoff.max");
+    }
+    let bdef = BreakerPolicy::default();
+    let breaker = BreakerPolicy {
+        failures: f.breaker.failures.unwrap_or(bdef.failures),
+        open_for: p.duration_or(
+            "breaker.open_for",
+            f.breaker.open_for.as_deref(),
+            bdef.open_for,
+        ),
+    };
+    if breaker.failures == 0 {
+        p.push("breaker.failures", "must be at least 1");
+    }
+
+    let provider = match f.provider.as_str() {
+        "bedrock" => Some(ProviderConfig::Bedrock {
+            role_arn: f.bedrock.as_ref().and_then(|b| b.role_arn.clone()),
+        }),
+        "openai" => {
+            let o = f.openai.as_ref();
+            let api_key_env = o.and_then(|o| o.api_key_env.clone());
+            let api_key_file = o.and_then(|o| o.api_key_file.clone());
+            if api_key_env.is_some() && api_key_file.is_some() {
+                p.push("openai", "set api_key_env or api_key_file, not both");
+            }
+            Some(ProviderConfig::OpenAi {
+                api_key_env,
+                api_key_file,
+            })
+        }
+        "simulated" => {
+            let s = f.simulated.as_ref();
+            let d = switchyard_providers::simulated::SimulatedConfig::default();
+            let failure_rate = s.and_then(|s| s.failure_rate).unwrap_or(d.failure_rate);
+            if !(0.0..=1.0).contains(&failure_rate) {
+                p.push("simulated.failure_rate", "must be between 0 and 1");
+            }
+            Some(ProviderConfig::Simulated(
+                switchyard_providers::simulated::SimulatedConfig {
+                    latency: p.duration_or(
+                        "simulated.latency",
+                        s.and_then(|s| s.latency.as_deref()),
+                        d.latency,
+                    ),
+                    tokens_per_second: s
+                        .and_then(|s| s.tokens_per_second)
+                        .unwrap_or(d.tokens_per_second),
+                    failure_rate,
+                },
+            ))
+        }
+        other => {
+            p.push(
+                "provider",
+                format!(
+                    "unknown provider {other:?} (expected \"bedrock\", \"openai\" or \"simulated\")"
+                ),
+            );
+            None
+        }
+    };
+    for (section, present) in [
+        ("bedrock", f.bedrock.is_some()),
+        ("openai", f.openai.is_some()),
+        ("simulated", f.simulated.is_some()),
+    ] {
+        if present && section != f.provider {
+            p.push(
+                section,
+                format!("section given but provider is {:?}", f.provider),
+            );
+        }
+    }
+
+    if f.regions.is_empty() {
+        p.push("regions", "at least one region is required");
+    }
+    let mut names = HashSet::new();
+    let mut regions = Vec::new();
+    for (i, r) in f.regions.iter().enumerate() {
+        if r.name.trim().is_empty() {
+            p.push(format!("regions[{i}].name"), "must not be empty");
+        } else if !names.insert(r.name.as_str()) {
+            p.push(
+                format!("regions[{i}].name"),
+                format!("duplicate region {:?}", r.name),
+            );
+        }
+        if let Some(ep) = &r.endpoint
+            && !(ep.starts_with("http://") || ep.starts_with("https://"))
+        {
+            p.push(
+                format!("regions[{i}].endpoint"),
+                format!("{ep:?} must start with http:// or https://"),
+            );
+        }
+        if f.provider == "openai" && r.endpoint.is_none() {
+            p.push(
+                format!("regions[{i}].endpoint"),
+                "required for provider \"openai\" (the base URL, including /v1)",
+            );
+        }
+        regions.push(Region {
+            name: r.name.clone(),
+            endpoint: r.endpoint.clone(),
+        });
+    }
+
+    if f.models.is_empty() {
+        p.push("models", "at least one model is required");
+    }
+    let mut ids = HashSet::new();
+    let mut models = Vec::new();
+    for (i, m) in f.models.iter().enumerate() {
+        if m.id.trim().is_empty() {
+            p.push(format!("models[{i}].id"), "must not be empty");
+        } else if !ids.insert(m.id.as_str()) {
+            p.push(
+                format!("models[{i}].id"),
+                format!("duplicate model {:?}", m.id),
+            );
+        }
+        let chain = m
+            .regions
+            .clone()
+            .unwrap_or_else(|| f.regions.iter().map(|r| r.name.clone()).collect());
+        if chain.is_empty() {
+            p.push(format!("models[{i}].regions"), "must not be empty");
+        }
+        let mut seen = HashSet::new();
+        for (j, r) in chain.iter().enumerate() {
+            if !names.contains(r.as_str()) {
+                p.push(
+                    format!("models[{i}].regions[{j}]"),
+                    format!("{r:?} is not one of the spoke's regions"),
+                );
+            }
+            if !seen.insert(r.as_str()) {
+                p.push(
+                    format!("models[{i}].regions[{j}]"),
+                    format!("{r:?} listed twice"),
+                );
+            }
+        }
+        for (field, v) in [
+            ("requests_per_minute", m.requests_per_minute),
+            ("tokens_per_minute", m.tokens_per_minute),
+        ] {
+            if v == Some(0) {
+                p.push(
+                    format!("models[{i}].{field}"),
+                    "must be at least 1 (omit it for no limit)",
+                );
+            }
+        }
+        models.push(Model {
+            id: m.id.clone(),
+            upstream_id: m.upstream_id.clone().unwrap_or_else(|| m.id.clone()),
+            regions: chain,
+            context_window: m.context_window.unwrap_or(128_000),
+            streaming: m.streaming.unwrap_or(true),
+            tools: m.tools.unwrap_or(false),
+            images: m.images.unwrap_or(false),
+            requests_per_minute: m.requests_per_minute,
+            tokens_per_minute: m.tokens_per_minute,
+        });
+    }
+
+    p.finish()?;
+    match (listen, provider) {
+        (Some(listen), Some(provider)) => Ok(SpokeConfig {
+            listen,
+            account: f.account,
+            provider,
+            default_timeout,
+            attempt_timeout,
+            drain_timeout,
+            backoff,
+            breaker,
+            regions,
+            models,
+        }),
+        // Unreachable in practice: a missing value always recorded a problem above.
+        _ => Err(ConfigErrors(vec!["configuration incomplete".into()])),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+listen = "127.0.0.1:0"
+account = "111111111111"
+provider = "openai"
+[[regions]]
+name = "a"
+endpoint = "http://127.0.0.1:1/v1"
+[[regions]]
+name = "b"
+endpoint = "http://127.0.0.1:2/v1"
+[[models]]
+id = "m1"
+requests_per_minute = 10
+[[models]]
+id = "m2"
+regions = ["b"]
+"#;
+
+    #[test]
+    fn good_config_parses_with_defaults() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.models[0].regions, vec!["a", "b"]);
+        assert_eq!(c.models[1].regions, vec!["b"]);
+        assert_eq!(c.models[0].upstream_id, "m1");
+        assert_eq!(c.default_timeout, Duration::from_secs(60));
+        assert_eq!(c.provider.kind(), "openai");
+    }
+
+    #[test]
+    fn every_problem_is_listed_by_path() {
+        let bad = r#"
+listen = "nowhere"
+account = ""
+provider = "openai"
+default_timeout = "soon"
+colour = "blue"
+[backoff]
+base = "1x"
+[[regions]]
+name = "a"
+[[models]]
+id = "m1"
+regions = ["a", "z"]
+requests_per_minute = 0
+typo = 1
+"#;
+        let err = parse(bad).unwrap_err();
+        // Unknown keys are reported first, all of them, before values are checked.
+        assert_eq!(
+            err.0,
+            vec!["colour: unknown key", "models.0.typo: unknown key"]
+        );
+        let bad = bad
+            .replace("colour = \"blue\"\n", "")
+            .replace("typo = 1\n", "");
+        let err = parse(&bad).unwrap_err();
+        let text = err.0.join("\n");
+        for needle in [
+            "listen:",
+            "account: must not be empty",
+            "default_timeout: invalid duration",
+            "backoff.base: invalid duration",
+            "regions[0].endpoint: required",
+            "models[0].regions[1]: \"z\" is not one of",
+            "models[0].requests_per_minute: must be at least 1",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+        }
+        assert_eq!(err.0.len(), 7, "{text}");
+    }
+
+    #[test]
+    fn section_for_another_provider_is_rejected() {
+        let t = GOOD.to_string() + "[simulated]\nlatency = \"1ms\"\n";
+        let err = parse(&t).unwrap_err();
+        assert!(
+            err.0[0].starts_with("simulated: section given"),
+            "{:?}",
+            err.0
+        );
+    }
+}

@@ -1,0 +1,652 @@
+//! The failover engine: for one request, walk the route plan (each model candidate's region
+//! chain, in order), skipping routes that are cooling down, broken or out of quota, calling the
+//! upstream on the others, until one answers or the deadline passes.
+
+use crate::config::{Model, SpokeConfig};
+use crate::error::SpokeError;
+use crate::routes::{Reservation, RouteState, Skip, Status};
+use futures::{Stream, StreamExt};
+use parking_lot::Mutex;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use switchyard_core::backoff::Backoff;
+use switchyard_proto::v1::{
+    Attempt, Capabilities, ContentPart, DescribeResponse, InferEvent, InferRequest, InferResponse,
+    Message, ModelStatus, Outcome, RegionStatus, Role, Route as WireRoute, StreamDelta, StreamEnd,
+    StreamStart, Usage, content_part::Part, infer_event::Event,
+};
+use switchyard_providers::{Call, Chunk, Upstream, UpstreamError};
+use tokio::time::Instant;
+
+/// Output tokens assumed at admission when the request sets no `max_tokens`.
+pub const DEFAULT_OUTPUT_ESTIMATE: u64 = 256;
+
+/// One (model, region) target and its state.
+pub struct Route {
+    pub model: String,
+    pub upstream_model: String,
+    pub region: String,
+    state: Mutex<RouteState>,
+}
+
+pub struct Engine {
+    provider: &'static str,
+    account: String,
+    upstream: Arc<dyn Upstream>,
+    models: Vec<Model>,
+    /// Routes grouped by model, each group in region-chain order.
+    routes: Vec<Vec<Arc<Route>>>,
+    backoff: Backoff,
+    default_timeout: Duration,
+    attempt_timeout: Option<Duration>,
+    draining: AtomicBool,
+    credentials_ok: AtomicBool,
+}
+
+/// A streamed answer: the route that committed, then its events.
+pub type EventStream = std::pin::Pin<Box<dyn Stream<Item = Result<InferEvent, SpokeError>> + Send>>;
+
+impl Engine {
+    pub fn new(config: &SpokeConfig, upstream: Arc<dyn Upstream>) -> Self {
+        let now = std::time::Instant::now();
+        let routes = config
+            .models
+            .iter()
+            .map(|m| {
+                m.regions
+                    .iter()
+                    .map(|r| {
+                        Arc::new(Route {
+                            model: m.id.clone(),
+                            upstream_model: m.upstream_id.clone(),
+                            region: r.clone(),
+                            state: Mutex::new(RouteState::new(
+                                m.requests_per_minute,
+                                m.tokens_per_minute,
+                                config.breaker,
+                                now,
+                            )),
+                        })
+                    })
+                    .collect()
+            })
+            .collect();
+        Self {
+            provider: upstream.kind(),
+            account: config.account.clone(),
+            upstream,
+            models: config.models.clone(),
+            routes,
+            backoff: config.backoff,
+            default_timeout: config.default_timeout,
+            attempt_timeout: config.attempt_timeout,
+            draining: AtomicBool::new(false),
+            credentials_ok: AtomicBool::new(true),
+        }
+    }
+
+    pub fn provider(&self) -> &'static str {
+        self.provider
+    }
+
+    pub fn account(&self) -> &str {
+        &self.account
+    }
+
+    pub fn upstream(&self) -> &Arc<dyn Upstream> {
+        &self.upstream
+    }
+
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    pub fn set_credentials_ok(&self, ok: bool) {
+        self.credentials_ok.store(ok, Ordering::SeqCst);
+    }
+
+    pub fn credentials_ok(&self) -> bool {
+        self.credentials_ok.load(Ordering::SeqCst)
+    }
+
+    /// The routes to try for a request, in order: each requested model (that this spoke serves)
+    /// with its region chain, filtered by the allowed regions.
+    pub fn plan(&self, req: &InferRequest) -> Result<Vec<Arc<Route>>, SpokeError> {
+        let mut known = false;
+        let mut plan = Vec::new();
+        for name in &req.models {
+            let Some(i) = self.models.iter().position(|m| &m.id == name) else {
+                continue;
+            };
+            known = true;
+            plan.extend(
+                self.routes[i]
+                    .iter()
+                    .filter(|r| {
+                        req.allowed_regions.is_empty() || req.allowed_regions.contains(&r.region)
+                    })
+                    .cloned(),
+            );
+        }
+        if !known {
+            return Err(SpokeError::UnknownModel(req.models.join(", ")));
+        }
+        if plan.is_empty() {
+            return Err(SpokeError::BadRequest(format!(
+                "no route of the requested models is in the allowed regions ({})",
+                req.allowed_regions.join(", ")
+            )));
+        }
+        Ok(plan)
+    }
+
+    fn wire_route(&self, r: &Route) -> WireRoute {
+        WireRoute {
+            provider: self.provider.to_owned(),
+            account: self.account.clone(),
+            region: r.region.clone(),
+            model: r.model.clone(),
+        }
+    }
+
+    fn attempt(&self, r: &Route, outcome: Outcome, latency: Duration, detail: String) -> Attempt {
+        Attempt {
+            target: Some(self.wire_route(r)),
+            outcome: outcome as i32,
+            latency_ms: latency.as_millis().min(u128::from(u32::MAX)) as u32,
+            detail,
+        }
+    }
+
+    /// Checks the request and computes its deadline. `grpc_timeout` is the caller's transport
+    /// deadline, when it sent one.
+    fn prepare(
+        &self,
+        req: &mut InferRequest,
+        grpc_timeout: Option<Duration>,
+    ) -> Result<(Instant, u64), SpokeError> {
+        if self.is_draining() {
+            return Err(SpokeError::Draining);
+        }
+        validate_request(req)?;
+        if req.request_id.is_empty() {
+            req.request_id = uuid::Uuid::new_v4().to_string();
+        }
+        let mut budget = match req.timeout_ms {
+            0 => self.default_timeout,
+            ms => Duration::from_millis(ms),
+        };
+        if let Some(t) = grpc_timeout {
+            budget = budget.min(t);
+        }
+        let estimate = switchyard_providers::text::estimate_input_tokens(req)
+            + req
+                .params
+                .as_ref()
+                .and_then(|p| p.max_tokens)
+                .map(u64::from)
+                .unwrap_or(DEFAULT_OUTPUT_ESTIMATE);
+        Ok((Instant::now() + budget, estimate))
+    }
+
+    fn attempt_budget(&self, deadline: Instant) -> Option<Duration> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        Some(match self.attempt_timeout {
+            Some(t) => t.min(left),
+            None => left,
+        })
+    }
+
+    /// Records an upstream failure on the route; returns the cool-down if it was a throttle.
+    fn fail(&self, route: &Route, res: Reservation, err: &UpstreamError) -> Option<Duration> {
+        let cooldown =
+            route
+                .state
+                .lock()
+                .on_error(res, err, &self.backoff, std::time::Instant::now());
+        tracing::info!(model = %route.model, region = %route.region, error = %err, "upstream attempt failed");
+        cooldown
+    }
+
+    fn succeed(&self, route: &Route, res: Reservation, usage: &Usage) {
+        let used = u64::from(usage.input_tokens) + u64::from(usage.output_tokens);
+        route
+            .state
+            .lock()
+            .on_success(res, used, std::time::Instant::now());
+    }
+
+    fn admit(&self, route: &Route, tokens: u64) -> Result<Reservation, Skip> {
+        route.state.lock().admit(tokens, std::time::Instant::now())
+    }
+
+    /// One completion with failover.
+    pub async fn infer(
+        &self,
+        mut req: InferRequest,
+        grpc_timeout: Option<Duration>,
+    ) -> Result<InferResponse, SpokeError> {
+        let (deadline, estimate) = self.prepare(&mut req, grpc_timeout)?;
+        let plan = self.plan(&req)?;
+        let mut tally = Tally::default();
+        for route in plan {
+            let Some(budget) = self.attempt_budget(deadline) else {
+                return Err(SpokeError::DeadlineExceeded {
+                    attempts: tally.attempts,
+                });
+            };
+            let res = match self.admit(&route, estimate) {
+                Ok(res) => res,
+                Err(skip) => {
+                    tally.skip(
+                        self.attempt(&route, skip.outcome, Duration::ZERO, String::new()),
+                        skip,
+                    );
+                    continue;
+                }
+            };
+            let call = Call {
+                region: &route.region,
+                model: &route.upstream_model,
+                request: &req,
+                timeout: budget,
+            };
+            let started = Instant::now();
+            let result = match tokio::time::timeout(budget, self.upstream.complete(call)).await {
+                Ok(r) => r,
+                Err(_) => Err(UpstreamError::Timeout),
+            };
+            let latency = started.elapsed();
+            match result {
+                Ok(c) => {
+                    self.succeed(&route, res, &c.usage);
+                    tally
+                        .attempts
+                        .push(self.attempt(&route, Outcome::Ok, latency, String::new()));
+                    return Ok(InferResponse {
+                        request_id: req.request_id,
+                        message: Some(Message {
+                            role: Role::Assistant as i32,
+                            content: vec![ContentPart {
+                                part: Some(Part::Text(c.text)),
+                            }],
+                        }),
+                        stop_reason: c.stop_reason as i32,
+                        usage: Some(c.usage),
+                        route: Some(self.wire_route(&route)),
+                        attempts: tally.attempts,
+                    });
+                }
+                Err(e) => {
+                    let cooldown = self.fail(&route, res, &e);
+                    tally.failed(
+                        self.attempt(&route, e.outcome(), latency, e.to_string()),
+                        &e,
+                        cooldown,
+                    );
+                    if let UpstreamError::Invalid { reason } = e {
+                        return Err(SpokeError::Rejected {
+                            reason,
+                            attempts: tally.attempts,
+                        });
+                    }
+                }
+            }
+        }
+        Err(tally.into_error(deadline))
+    }
+
+    /// A streamed completion with failover until the first content chunk.
+    pub async fn infer_stream(
+        &self,
+        mut req: InferRequest,
+        grpc_timeout: Option<Duration>,
+    ) -> Result<EventStream, SpokeError> {
+        let (deadline, estimate) = self.prepare(&mut req, grpc_timeout)?;
+        let plan = self.plan(&req)?;
+        let mut tally = Tally::default();
+        for route in plan {
+            let Some(budget) = self.attempt_budget(deadline) else {
+                return Err(SpokeError::DeadlineExceeded {
+                    attempts: tally.attempts,
+                });
+            };
+            let res = match self.admit(&route, estimate) {
+                Ok(res) => res,
+                Err(skip) => {
+                    tally.skip(
+                        self.attempt(&route, skip.outcome, Duration::ZERO, String::new()),
+                        skip,
+                    );
+                    continue;
+                }
+            };
+            let call = Call {
+                region: &route.region,
+                model: &route.upstream_model,
+                request: &req,
+                timeout: budget,
+            };
+            let started = Instant::now();
+            let attempt_deadline = Instant::now() + budget;
+            // Open the stream and wait for its first chunk: until then, failing over is free.
+            let opened = tokio::time::timeout_at(attempt_deadline, async {
+                let mut s = self.upstream.stream(call).await?;
+                match s.next().await {
+                    Some(Ok(first)) => Ok((first, s)),
+                    Some(Err(e)) => Err(e),
+                    None => Err(UpstreamError::unavailable(
+                        "stream closed before any content",
+                    )),
+                }
+            })
+            .await
+            .unwrap_or(Err(UpstreamError::Timeout));
+            let latency = started.elapsed();
+            match opened {
+                Ok((first, rest)) => {
+                    tally
+                        .attempts
+                        .push(self.attempt(&route, Outcome::Ok, latency, String::new()));
+                    let start = InferEvent {
+                        event: Some(Event::Start(StreamStart {
+                            request_id: req.request_id.clone(),
+                            route: Some(self.wire_route(&route)),
+                            attempts: tally.attempts,
+                        })),
+                    };
+                    return Ok(self.committed(route, res, start, first, rest, deadline));
+                }
+                Err(e) => {
+                    let cooldown = self.fail(&route, res, &e);
+                    tally.failed(
+                        self.attempt(&route, e.outcome(), latency, e.to_string()),
+                        &e,
+                        cooldown,
+                    );
+                    if let UpstreamError::Invalid { reason } = e {
+                        return Err(SpokeError::Rejected {
+                            reason,
+                            attempts: tally.attempts,
+                        });
+                    }
+                }
+            }
+        }
+        Err(tally.into_error(deadline))
+    }
+
+    /// The stream after its route committed: content flows through; an upstream failure or the
+    /// deadline ends it with an error item (never a silent close).
+    fn committed(
+        &self,
+        route: Arc<Route>,
+        res: Reservation,
+        start: InferEvent,
+        first: Chunk,
+        rest: switchyard_providers::ChunkStream,
+        deadline: Instant,
+    ) -> EventStream {
+        struct St {
+            route: Arc<Route>,
+            res: Option<Reservation>,
+            pending: Vec<Result<Chunk, UpstreamError>>,
+            rest: switchyard_providers::ChunkStream,
+            deadline: Instant,
+            backoff: Backoff,
+            account: String,
+            provider: &'static str,
+        }
+        let st = St {
+            route,
+            res: Some(res),
+            pending: vec![Ok(first)],
+            rest,
+            deadline,
+            backoff: self.backoff,
+            account: self.account.clone(),
+            provider: self.provider,
+        };
+        let tail = futures::stream::unfold(st, |mut st| async move {
+            let res = st.res?;
+            let item = match st.pending.pop() {
+                Some(item) => Some(item),
+                None => tokio::time::timeout_at(st.deadline, st.rest.next())
+                    .await
+                    .unwrap_or(Some(Err(UpstreamError::Timeout))),
+            };
+            let now = std::time::Instant::now();
+            let out = match item {
+                Some(Ok(Chunk::Delta(text))) => Ok(InferEvent {
+                    event: Some(Event::Delta(StreamDelta { text })),
+                }),
+                Some(Ok(Chunk::End { stop_reason, usage })) => {
+                    let used = u64::from(usage.input_tokens) + u64::from(usage.output_tokens);
+                    st.route.state.lock().on_success(res, used, now);
+                    st.res = None;
+                    Ok(InferEvent {
+                        event: Some(Event::End(StreamEnd {
+                            stop_reason: stop_reason as i32,
+                            usage: Some(usage),
+                        })),
+                    })
+                }
+                Some(Err(e)) => {
+                    st.route.state.lock().on_error(res, &e, &st.backoff, now);
+                    st.res = None;
+                    tracing::warn!(model = %st.route.model, region = %st.route.region, error = %e, "upstream failed mid-stream");
+                    let attempt = Attempt {
+                        target: Some(WireRoute {
+                            provider: st.provider.to_owned(),
+                            account: st.account.clone(),
+                            region: st.route.region.clone(),
+                            model: st.route.model.clone(),
+                        }),
+                        outcome: Outcome::FailedMidStream as i32,
+                        latency_ms: 0,
+                        detail: e.to_string(),
+                    };
+                    Err(match e {
+                        UpstreamError::Timeout => SpokeError::DeadlineExceeded {
+                            attempts: vec![attempt],
+                        },
+                        _ => SpokeError::Unavailable {
+                            retry_after: None,
+                            attempts: vec![attempt],
+                        },
+                    })
+                }
+                None => {
+                    st.route.state.lock().on_error(
+                        res,
+                        &UpstreamError::unavailable("stream ended without an end event"),
+                        &st.backoff,
+                        now,
+                    );
+                    st.res = None;
+                    Err(SpokeError::Unavailable {
+                        retry_after: None,
+                        attempts: vec![],
+                    })
+                }
+            };
+            Some((out, st))
+        });
+        futures::stream::once(async move { Ok(start) })
+            .chain(tail)
+            .boxed()
+    }
+
+    /// State of every route, for `Describe` and `/healthz`.
+    pub fn describe(&self) -> DescribeResponse {
+        let now = std::time::Instant::now();
+        let mut serving = false;
+        let mut headroom: f64 = 0.0;
+        let models = self
+            .models
+            .iter()
+            .zip(&self.routes)
+            .map(|(m, routes)| ModelStatus {
+                id: m.id.clone(),
+                capabilities: Some(Capabilities {
+                    streaming: m.streaming,
+                    tools: m.tools,
+                    images: m.images,
+                    context_window: m.context_window,
+                }),
+                regions: routes
+                    .iter()
+                    .map(|r| {
+                        let s: Status = r.state.lock().status(now);
+                        if matches!(
+                            s.state,
+                            switchyard_proto::v1::RouteState::Ready
+                                | switchyard_proto::v1::RouteState::HalfOpen
+                        ) {
+                            serving = true;
+                        }
+                        headroom = headroom.max(s.headroom);
+                        RegionStatus {
+                            region: r.region.clone(),
+                            state: s.state as i32,
+                            headroom: s.headroom,
+                            requests_remaining: s.requests_remaining,
+                            tokens_remaining: s.tokens_remaining,
+                            retry_after_ms: s.retry_in.as_millis() as u64,
+                        }
+                    })
+                    .collect(),
+            })
+            .collect();
+        let serving = serving && self.credentials_ok() && !self.is_draining();
+        DescribeResponse {
+            provider: self.provider.to_owned(),
+            account: self.account.clone(),
+            models,
+            headroom: if serving { headroom } else { 0.0 },
+            serving,
+            draining: self.is_draining(),
+        }
+    }
+}
+
+/// What the attempts of one request added up to.
+#[derive(Default)]
+struct Tally {
+    attempts: Vec<Attempt>,
+    /// Earliest time a capacity-limited route frees up.
+    earliest: Option<Duration>,
+    /// Whether any route failed for a reason other than capacity (5xx, timeout, breaker).
+    outage: bool,
+    timed_out: bool,
+}
+
+impl Tally {
+    fn note_retry(&mut self, d: Duration) {
+        self.earliest = Some(self.earliest.map_or(d, |e| e.min(d)));
+    }
+
+    fn skip(&mut self, attempt: Attempt, skip: Skip) {
+        self.attempts.push(attempt);
+        if skip.outcome == Outcome::SkippedBreaker {
+            self.outage = true;
+        }
+        self.note_retry(skip.retry_in);
+    }
+
+    fn failed(&mut self, attempt: Attempt, e: &UpstreamError, cooldown: Option<Duration>) {
+        self.attempts.push(attempt);
+        match e {
+            UpstreamError::Throttled { .. } => {
+                if let Some(d) = cooldown {
+                    self.note_retry(d);
+                }
+            }
+            UpstreamError::Timeout => {
+                self.outage = true;
+                self.timed_out = true;
+            }
+            UpstreamError::Unavailable { .. } => self.outage = true,
+            UpstreamError::Invalid { .. } => {}
+        }
+    }
+
+    fn into_error(self, deadline: Instant) -> SpokeError {
+        if self.timed_out && Instant::now() >= deadline {
+            return SpokeError::DeadlineExceeded {
+                attempts: self.attempts,
+            };
+        }
+        if self.outage {
+            SpokeError::Unavailable {
+                retry_after: self.earliest,
+                attempts: self.attempts,
+            }
+        } else {
+            SpokeError::Exhausted {
+                // At least a second: a zero Retry-After invites a hot loop.
+                retry_after: self
+                    .earliest
+                    .unwrap_or(Duration::from_secs(1))
+                    .max(Duration::from_millis(1)),
+                attempts: self.attempts,
+            }
+        }
+    }
+}
+
+/// Rejects requests no upstream could serve, before any quota is taken.
+pub fn validate_request(req: &InferRequest) -> Result<(), SpokeError> {
+    if req.models.is_empty() {
+        return Err(SpokeError::BadRequest(
+            "models: at least one model candidate is required".into(),
+        ));
+    }
+    if req.messages.is_empty() {
+        return Err(SpokeError::BadRequest(
+            "messages: at least one message is required".into(),
+        ));
+    }
+    for (i, m) in req.messages.iter().enumerate() {
+        if Role::try_from(m.role).is_err() || m.role == Role::Unspecified as i32 {
+            return Err(SpokeError::BadRequest(format!(
+                "messages[{i}].role: must be user, assistant or tool"
+            )));
+        }
+        if m.content.is_empty() {
+            return Err(SpokeError::BadRequest(format!(
+                "messages[{i}].content: must not be empty"
+            )));
+        }
+    }
+    if let Some(p) = &req.params {
+        if let Some(t) = p.temperature
+            && !(0.0..=2.0).contains(&t)
+        {
+            return Err(SpokeError::BadRequest(
+                "temperature: must be between 0 and 2".into(),
+            ));
+        }
+        if let Some(t) = p.top_p
+            && !(0.0..=1.0).contains(&t)
+        {
+            return Err(SpokeError::BadRequest(
+                "top_p: must be between 0 and 1".into(),
+            ));
+        }
+        if p.max_tokens == Some(0) {
+            return Err(SpokeError::BadRequest(
+                "max_tokens: must be at least 1".into(),
+            ));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,99 @@
+//! The `switchyard.v1.Spoke` gRPC service over the engine.
+
+use crate::engine::Engine;
+use futures::{Stream, StreamExt};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use switchyard_proto::v1::spoke_server::Spoke;
+use switchyard_proto::v1::{
+    DescribeRequest, DescribeResponse, InferEvent, InferRequest, InferResponse,
+};
+use tonic::{Request, Response, Status};
+
+pub struct SpokeService {
+    engine: Arc<Engine>,
+}
+
+impl SpokeService {
+    pub fn new(engine: Arc<Engine>) -> Self {
+        Self { engine }
+    }
+}
+
+/// Parses the `grpc-timeout` header (`<digits><unit>`, unit one of H M S m u n).
+pub fn grpc_timeout<T>(req: &Request<T>) -> Option<Duration> {
+    let v = req.metadata().get("grpc-timeout")?.to_str().ok()?;
+    parse_grpc_timeout(v)
+}
+
+pub fn parse_grpc_timeout(v: &str) -> Option<Duration> {
+    if v.len() < 2 {
+        return None;
+    }
+    let (digits, unit) = v.split_at(v.len() - 1);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<InferEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Spoke for SpokeService {
+    async fn infer(
+        &self,
+        request: Request<InferRequest>,
+    ) -> Result<Response<InferResponse>, Status> {
+        let timeout = grpc_timeout(&request);
+        self.engine
+            .infer(request.into_inner(), timeout)
+            .await
+            .map(Response::new)
+            .map_err(|e| e.to_status())
+    }
+
+    type InferStreamStream = EventStream;
+
+    async fn infer_stream(
+        &self,
+        request: Request<InferRequest>,
+    ) -> Result<Response<Self::InferStreamStream>, Status> {
+        let timeout = grpc_timeout(&request);
+        let events = self
+            .engine
+            .infer_stream(request.into_inner(), timeout)
+            .await
+            .map_err(|e| e.to_status())?;
+        let out = events.map(|item| item.map_err(|e| e.to_status()));
+        Ok(Response::new(Box::pin(out)))
+    }
+
+    async fn describe(
+        &self,
+        _request: Request<DescribeRequest>,
+    ) -> Result<Response<DescribeResponse>, Status> {
+        Ok(Response::new(self.engine.describe()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeout_units() {
+        assert_eq!(parse_grpc_timeout("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_grpc_timeout("3S"), Some(Duration::from_secs(3)));
+        assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_grpc_timeout("5x"), None);
+        assert_eq!(parse_grpc_timeout("m"), None);
+    }
+}

@@ -1,0 +1,42 @@
+//! `spoke --config FILE`: parse flags and config, serve, exit.
+
+use clap::Parser;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Switchyard spoke: serves one account's models to hubs over gRPC, with regional and model
+/// failover. Config reference: docs/configuration.md.
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    /// Path to the spoke's TOML config file.
+    #[arg(long, env = "SWITCHYARD_SPOKE_CONFIG")]
+    config: PathBuf,
+    /// Only validate the config, print the result and exit.
+    #[arg(long)]
+    check: bool,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    switchyard_core::telemetry::init_logging();
+    let args = Args::parse();
+    let config = match switchyard_spoke::config::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{}: {e}", args.config.display());
+            return ExitCode::from(2);
+        }
+    };
+    if args.check {
+        eprintln!("{}: ok", args.config.display());
+        return ExitCode::SUCCESS;
+    }
+    match switchyard_spoke::server::serve(config, switchyard_core::shutdown::signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}

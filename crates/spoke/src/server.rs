@@ -1,0 +1,159 @@
+//! Wiring: build the upstream and engine from config, serve HTTP + gRPC on one port, and shut
+//! down gracefully.
+
+use crate::config::{ProviderConfig, SpokeConfig};
+use crate::engine::Engine;
+use crate::grpc::SpokeService;
+use axum::Router;
+use axum::routing::{get, post};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use switchyard_proto::v1::spoke_server::SpokeServer;
+use switchyard_providers::Upstream;
+use switchyard_providers::bedrock::{BedrockRegion, BedrockUpstream};
+use switchyard_providers::openai::{ApiKey, OpenAiUpstream};
+use switchyard_providers::simulated::SimulatedUpstream;
+use tokio::net::TcpListener;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot bind {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("API key: {0}")]
+    ApiKey(String),
+    #[error("upstream client: {0}")]
+    Upstream(String),
+    #[error("server: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Builds the configured upstream adapter.
+pub async fn build_upstream(config: &SpokeConfig) -> Result<Arc<dyn Upstream>, StartError> {
+    Ok(match &config.provider {
+        ProviderConfig::Simulated(s) => Arc::new(SimulatedUpstream::new(s.clone())),
+        ProviderConfig::Bedrock { role_arn } => {
+            let regions: Vec<BedrockRegion> = config
+                .regions
+                .iter()
+                .map(|r| BedrockRegion {
+                    name: r.name.clone(),
+                    endpoint: r.endpoint.clone(),
+                })
+                .collect();
+            Arc::new(BedrockUpstream::new(&regions, role_arn.as_deref()).await)
+        }
+        ProviderConfig::OpenAi {
+            api_key_env,
+            api_key_file,
+        } => {
+            let key = match (api_key_env, api_key_file) {
+                (Some(var), _) => Some(std::env::var(var).map_err(|_| {
+                    StartError::ApiKey(format!("environment variable {var} is not set"))
+                })?),
+                (None, Some(path)) => Some(
+                    std::fs::read_to_string(path)
+                        .map_err(|e| {
+                            StartError::ApiKey(format!("cannot read {}: {e}", path.display()))
+                        })?
+                        .trim()
+                        .to_owned(),
+                ),
+                (None, None) => None,
+            };
+            let endpoints = config
+                .regions
+                .iter()
+                .filter_map(|r| r.endpoint.clone().map(|e| (r.name.clone(), e)))
+                .collect();
+            Arc::new(
+                OpenAiUpstream::new(endpoints, key.map(ApiKey::new))
+                    .map_err(|e| StartError::Upstream(e.to_string()))?,
+            )
+        }
+    })
+}
+
+/// The whole HTTP + gRPC app for an engine, plus the gRPC health reporter.
+pub fn router(engine: Arc<Engine>) -> (Router, tonic_health::server::HealthReporter) {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    let grpc = tonic::service::Routes::new(SpokeServer::new(SpokeService::new(engine.clone())))
+        .add_service(health)
+        .into_axum_router();
+    let http = Router::new()
+        .route("/healthz", get(crate::http::healthz_handler))
+        .route("/inference", post(crate::http::inference_handler))
+        .with_state(engine);
+    (http.merge(grpc), reporter)
+}
+
+/// Keeps `grpc.health.v1` in step with the engine: SERVING while at least one route can
+/// serve and the spoke is not draining.
+async fn report_health(engine: Arc<Engine>, reporter: tonic_health::server::HealthReporter) {
+    let mut last = None;
+    loop {
+        let serving = engine.describe().serving;
+        if last != Some(serving) {
+            let status = if serving {
+                tonic_health::ServingStatus::Serving
+            } else {
+                tonic_health::ServingStatus::NotServing
+            };
+            reporter.set_service_status("", status).await;
+            reporter
+                .set_service_status("switchyard.v1.Spoke", status)
+                .await;
+            last = Some(serving);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Binds, logs `listening on ADDR`, serves until `shutdown` completes, then drains in-flight
+/// calls and streams (up to `drain_timeout`) and returns.
+pub async fn serve(
+    config: SpokeConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    let upstream = build_upstream(&config).await?;
+    let engine = Arc::new(Engine::new(&config, upstream));
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(StartError::Serve)?;
+    let (app, reporter) = router(engine.clone());
+    let health_task = tokio::spawn(report_health(engine.clone(), reporter));
+    tracing::info!(
+        provider = engine.provider(),
+        account = engine.account(),
+        "listening on {addr}"
+    );
+
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let drain_engine = engine.clone();
+    let graceful = async move {
+        shutdown.await;
+        drain_engine.set_draining();
+        tracing::info!("draining in-flight requests");
+        let _ = stop_tx.send(true);
+    };
+    let server = axum::serve(listener, app).with_graceful_shutdown(graceful);
+    let drain_limit = async move {
+        let _ = stop_rx.wait_for(|v| *v).await;
+        tokio::time::sleep(config.drain_timeout).await;
+    };
+    tokio::select! {
+        r = server => r.map_err(StartError::Serve)?,
+        _ = drain_limit => tracing::warn!("drain timeout reached; exiting with requests in flight"),
+    }
+    health_task.abort();
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,374 @@
+//! A fake Bedrock Runtime speaking the Converse API on the wire (parsed by the real
+//! `aws-sdk-bedrockruntime` client):
+//!
+//! - `POST /model/{modelId}/converse` → Converse JSON,
+//! - `POST /model/{modelId}/converse-stream` → `application/vnd.amazon.eventstream` frames
+//!   (`messageStart`, `contentBlockDelta`…, `contentBlockStop`, `messageStop`, `metadata`),
+//! - errors with the real status codes, `x-amzn-errortype` header and `{"message": …}` body.
+//!
+//! SigV4 is not checked (headers are recorded). See [`crate::fake::FakeServer`] for the shared
+//! API (behaviors, call counts, control endpoint).
+
+use std::net::SocketAddr;
+use std::ops::Deref;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use aws_smithy_types::event_stream::{Header, HeaderValue as FrameValue, Message};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::behavior::{Action, ErrorKind};
+use crate::fake::{Completion, FakeServer, Kind, Plan, Shared, collect_text};
+
+/// Content type of Bedrock event streams.
+pub const EVENT_STREAM_CONTENT_TYPE: &str = "application/vnd.amazon.eventstream";
+
+/// A fake Bedrock Runtime endpoint. Derefs to [`FakeServer`] for behaviors, counters and
+/// requests.
+#[derive(Debug)]
+pub struct FakeBedrock {
+    server: FakeServer,
+}
+
+impl FakeBedrock {
+    /// Starts a fake on `127.0.0.1:0` in the current tokio runtime.
+    pub async fn start() -> anyhow::Result<FakeBedrock> {
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    /// Starts a fake on `listen`.
+    pub async fn start_on(listen: SocketAddr) -> anyhow::Result<FakeBedrock> {
+        let server = FakeServer::start(Kind::Bedrock, listen, routes()).await?;
+        Ok(FakeBedrock { server })
+    }
+
+    /// The endpoint URL for the SDK's `endpoint_url`: `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        self.server.base_url()
+    }
+}
+
+impl Deref for FakeBedrock {
+    type Target = FakeServer;
+
+    fn deref(&self) -> &FakeServer {
+        &self.server
+    }
+}
+
+fn routes() -> Router<Arc<Shared>> {
+    Router::new()
+        .route("/model/{model_id}/converse", post(converse))
+        .route("/model/{model_id}/converse-stream", post(converse_stream))
+}
+
+/// A parsed Converse request.
+struct Request {
+    last_user: String,
+    input_text: String,
+    max_tokens: Option<u64>,
+}
+
+fn parse_request(body: &Value) -> Request {
+    let mut input_text = String::new();
+    if let Some(system) = body.get("system") {
+        collect_text(system, &mut input_text);
+    }
+    let mut last_user = String::new();
+    if let Some(messages) = body.get("messages").and_then(Value::as_array) {
+        for m in messages {
+            collect_text(m.get("content").unwrap_or(&Value::Null), &mut input_text);
+            if m.get("role").and_then(Value::as_str) == Some("user") {
+                last_user.clear();
+                for block in m
+                    .get("content")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    if let Some(t) = block.get("text").and_then(Value::as_str) {
+                        last_user.push_str(t);
+                        last_user.push(' ');
+                    }
+                }
+            }
+        }
+    }
+    let max_tokens = body
+        .get("inferenceConfig")
+        .and_then(|c| c.get("maxTokens"))
+        .and_then(Value::as_u64);
+    Request {
+        last_user,
+        input_text,
+        max_tokens,
+    }
+}
+
+/// Records the call and parses the body; `Err` is the response to send right away.
+fn begin(
+    st: &Shared,
+    model: &str,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<(Plan, Request), Response> {
+    let parsed: Option<Value> = serde_json::from_slice(body).ok();
+    let plan = st.begin_call(
+        uri.path().to_string(),
+        model,
+        headers,
+        parsed.clone().unwrap_or(Value::Null),
+    );
+    match parsed {
+        Some(v) if v.is_object() => Ok((plan.clone(), parse_request(&v))),
+        _ => Err(error_response(
+            ErrorKind::Validation,
+            None,
+            "fake bedrock: request body is not a JSON object",
+            &plan.request_id,
+        )),
+    }
+}
+
+/// A Bedrock error response: real status, `x-amzn-errortype`, `{"message": …}`.
+pub fn error_response(
+    kind: ErrorKind,
+    retry_after: Option<u64>,
+    message: &str,
+    request_id: &str,
+) -> Response {
+    let status =
+        StatusCode::from_u16(kind.bedrock_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut resp = (status, axum::Json(json!({ "message": message }))).into_response();
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "{}:http://internal.amazon.com/coral/com.amazon.bedrock/",
+        kind.bedrock_name()
+    )) {
+        h.insert("x-amzn-errortype", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        h.insert("x-amzn-requestid", v);
+    }
+    if let Some(secs) = retry_after {
+        h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    resp
+}
+
+fn fail_message(kind: ErrorKind, plan: &Plan, model: &str) -> String {
+    format!(
+        "fake bedrock {}: {} for model {model}",
+        plan.label,
+        kind.bedrock_name()
+    )
+}
+
+/// Applies the failing / waiting part of a plan; `Some` is the response to send instead.
+async fn pre_answer(plan: &Plan, model: &str, streaming: bool) -> Option<Response> {
+    match plan.action {
+        Action::Ok => None,
+        Action::Fail { kind, retry_after } => Some(error_response(
+            kind,
+            retry_after,
+            &fail_message(kind, plan, model),
+            &plan.request_id,
+        )),
+        Action::Slow(d) => {
+            tokio::time::sleep(d).await;
+            None
+        }
+        Action::StreamFailAfter(_) if !streaming => Some(error_response(
+            ErrorKind::InternalServer,
+            None,
+            &fail_message(ErrorKind::InternalServer, plan, model),
+            &plan.request_id,
+        )),
+        Action::StreamFailAfter(_) => None,
+        Action::Hang => std::future::pending().await,
+    }
+}
+
+async fn converse(
+    State(st): State<Arc<Shared>>,
+    Path(model): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (plan, req) = match begin(&st, &model, &uri, &headers, &body) {
+        Ok(x) => x,
+        Err(resp) => return resp,
+    };
+    if let Some(resp) = pre_answer(&plan, &model, false).await {
+        return resp;
+    }
+    let c = Completion::new(
+        &plan.label,
+        &model,
+        &req.last_user,
+        &req.input_text,
+        req.max_tokens,
+    );
+    let body = json!({
+        "output": {"message": {"role": "assistant", "content": [{"text": c.text}]}},
+        "stopReason": stop_reason(&c),
+        "usage": usage(&c),
+        "metrics": {"latencyMs": 1},
+    });
+    let mut resp = axum::Json(body).into_response();
+    if let Ok(v) = HeaderValue::from_str(&plan.request_id) {
+        resp.headers_mut().insert("x-amzn-requestid", v);
+    }
+    resp
+}
+
+fn stop_reason(c: &Completion) -> &'static str {
+    if c.truncated { "max_tokens" } else { "end_turn" }
+}
+
+fn usage(c: &Completion) -> Value {
+    json!({
+        "inputTokens": c.input_tokens,
+        "outputTokens": c.output_tokens,
+        "totalTokens": c.input_tokens + c.output_tokens,
+    })
+}
+
+/// One event-stream frame, encoded.
+pub fn encode_frame(headers: Vec<Header>, payload: &Value) -> anyhow::Result<Bytes> {
+    let message = Message::new_from_parts(headers, Bytes::from(payload.to_string()));
+    let mut buf = Vec::new();
+    aws_smithy_eventstream::frame::write_message_to(&message, &mut buf)
+        .map_err(|e| anyhow::anyhow!("encoding event-stream frame: {e}"))?;
+    Ok(Bytes::from(buf))
+}
+
+/// An `:message-type=event` frame of type `event_type` with a JSON payload.
+pub fn event_frame(event_type: &'static str, payload: &Value) -> anyhow::Result<Bytes> {
+    encode_frame(
+        vec![
+            Header::new(":message-type", FrameValue::String("event".into())),
+            Header::new(":event-type", FrameValue::String(event_type.into())),
+            Header::new(
+                ":content-type",
+                FrameValue::String("application/json".into()),
+            ),
+        ],
+        payload,
+    )
+}
+
+/// An `:message-type=exception` frame (e.g. `modelStreamErrorException`) with `{"message": …}`.
+pub fn exception_frame(exception_type: &'static str, message: &str) -> anyhow::Result<Bytes> {
+    encode_frame(
+        vec![
+            Header::new(":message-type", FrameValue::String("exception".into())),
+            Header::new(":exception-type", FrameValue::String(exception_type.into())),
+            Header::new(
+                ":content-type",
+                FrameValue::String("application/json".into()),
+            ),
+        ],
+        &json!({ "message": message }),
+    )
+}
+
+type Frame = Result<Bytes, std::io::Error>;
+
+async fn converse_stream(
+    State(st): State<Arc<Shared>>,
+    Path(model): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (plan, req) = match begin(&st, &model, &uri, &headers, &body) {
+        Ok(x) => x,
+        Err(resp) => return resp,
+    };
+    if let Some(resp) = pre_answer(&plan, &model, true).await {
+        return resp;
+    }
+    let c = Completion::new(
+        &plan.label,
+        &model,
+        &req.last_user,
+        &req.input_text,
+        req.max_tokens,
+    );
+    let fail_after = match plan.action {
+        Action::StreamFailAfter(n) => Some(usize::try_from(n).unwrap_or(usize::MAX)),
+        _ => None,
+    };
+    let (tx, rx) = mpsc::channel::<Frame>(16);
+    let delay = plan.chunk_delay;
+    let label = plan.label.clone();
+    tokio::spawn(async move {
+        // Ends early (returns Err) when the client goes away and the channel closes.
+        let _ = write_stream(&tx, &c, fail_after, delay, &label, &model).await;
+    });
+    let mut resp = Response::new(Body::from_stream(ReceiverStream::new(rx)));
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(EVENT_STREAM_CONTENT_TYPE),
+    );
+    if let Ok(v) = HeaderValue::from_str(&plan.request_id) {
+        h.insert("x-amzn-requestid", v);
+    }
+    resp
+}
+
+async fn write_stream(
+    tx: &mpsc::Sender<Frame>,
+    c: &Completion,
+    fail_after: Option<usize>,
+    delay: std::time::Duration,
+    label: &str,
+    model: &str,
+) -> anyhow::Result<()> {
+    let send = |frame: anyhow::Result<Bytes>| async move {
+        let frame = frame.map_err(|e| std::io::Error::other(e.to_string()));
+        tx.send(frame).await.map_err(|_| anyhow::anyhow!("closed"))
+    };
+    send(event_frame("messageStart", &json!({"role": "assistant"}))).await?;
+    for (i, chunk) in c.chunks.iter().enumerate() {
+        if fail_after == Some(i) {
+            break;
+        }
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        send(event_frame(
+            "contentBlockDelta",
+            &json!({"contentBlockIndex": 0, "delta": {"text": chunk}}),
+        ))
+        .await?;
+    }
+    if fail_after.is_some() {
+        let message = format!("fake bedrock {label}: stream failed mid-way for model {model}");
+        send(exception_frame("modelStreamErrorException", &message)).await?;
+        return Ok(());
+    }
+    send(event_frame("contentBlockStop", &json!({"contentBlockIndex": 0}))).await?;
+    send(event_frame(
+        "messageStop",
+        &json!({"stopReason": stop_reason(c)}),
+    ))
+    .await?;
+    send(event_frame(
+        "metadata",
+        &json!({"usage": usage(c), "metrics": {"latencyMs": 1}}),
+    ))
+    .await?;
+    Ok(())
+}

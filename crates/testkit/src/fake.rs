@@ -1,0 +1,733 @@
+//! The machinery shared by the fakes: rules, call counting, request recording, the control
+//! endpoint, deterministic completion text, and a server that can be stopped (severing open
+//! connections) and restarted on the same port.
+//!
+//! [`crate::bedrock::FakeBedrock`] and [`crate::openai::FakeOpenAi`] deref to [`FakeServer`], so
+//! every method here is available on both.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+use crate::behavior::{Action, Behavior, directive_for_model};
+
+/// Requests kept by [`FakeServer::requests`] (the oldest are dropped beyond this).
+const MAX_RECORDED: usize = 10_000;
+
+/// One call received by a fake (completion endpoints only, not the control endpoint).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RecordedRequest {
+    /// The request path as received (still percent-encoded), e.g.
+    /// `/model/anthropic.claude-3-haiku-20240307-v1%3A0/converse`.
+    pub path: String,
+    /// The model id (percent-decoded; for OpenAI the body's `model`, `""` when absent).
+    pub model: String,
+    /// All request headers, names lower-case, in arrival order.
+    pub headers: Vec<(String, String)>,
+    /// The JSON body (`null` when it was not valid JSON).
+    pub body: Value,
+}
+
+impl RecordedRequest {
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// The deterministic completion text of a fake: `Hello from {label} ({model}): {first 8 words of
+/// the last user message}` (words joined by single spaces, no trailing space when the message is
+/// empty). Streams send it word by word: every chunk but the last ends with a space.
+pub fn completion_text(label: &str, model: &str, last_user_message: &str) -> String {
+    let echo: Vec<&str> = last_user_message.split_whitespace().take(8).collect();
+    let text = format!("Hello from {label} ({model}): {}", echo.join(" "));
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Whitespace word count, the fakes' token count.
+pub fn word_count(text: &str) -> u64 {
+    text.split_whitespace().count() as u64
+}
+
+/// The generated answer of one call.
+#[derive(Clone, Debug)]
+pub(crate) struct Completion {
+    pub text: String,
+    /// Stream chunks (concatenated = `text`).
+    pub chunks: Vec<String>,
+    pub truncated: bool,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+}
+
+impl Completion {
+    /// `input_text` is all the input text (system + messages), `max_tokens` the request's limit.
+    pub fn new(
+        label: &str,
+        model: &str,
+        last_user: &str,
+        input_text: &str,
+        max_tokens: Option<u64>,
+    ) -> Completion {
+        let full = completion_text(label, model, last_user);
+        let mut words: Vec<&str> = full.split_whitespace().collect();
+        let mut truncated = false;
+        if let Some(max) = max_tokens {
+            let max = usize::try_from(max.max(1)).unwrap_or(usize::MAX);
+            if words.len() > max {
+                words.truncate(max);
+                truncated = true;
+            }
+        }
+        let n = words.len();
+        let chunks: Vec<String> = words
+            .iter()
+            .enumerate()
+            .map(|(i, w)| {
+                if i + 1 < n {
+                    format!("{w} ")
+                } else {
+                    (*w).to_string()
+                }
+            })
+            .collect();
+        Completion {
+            text: words.join(" "),
+            chunks,
+            truncated,
+            input_tokens: word_count(input_text).max(1),
+            output_tokens: n as u64,
+        }
+    }
+}
+
+/// Which wire protocol a fake speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Bedrock,
+    OpenAi,
+}
+
+#[derive(Debug)]
+struct Inner {
+    label: String,
+    rules: HashMap<String, Behavior>,
+    default: Option<Behavior>,
+    chunk_delay: Duration,
+    calls: BTreeMap<String, u64>,
+    total: u64,
+    /// `FailFirst` progress per model.
+    flaky: HashMap<String, u32>,
+    requests: Vec<RecordedRequest>,
+}
+
+/// State shared by the handlers of one fake.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub kind: Kind,
+    inner: Mutex<Inner>,
+    next_id: AtomicU64,
+}
+
+/// What a handler needs to answer one call, decided when the call arrives.
+#[derive(Clone, Debug)]
+pub(crate) struct Plan {
+    pub action: Action,
+    pub label: String,
+    pub chunk_delay: Duration,
+    /// A unique id for the response (`x-amzn-requestid`, `chatcmpl-…`).
+    pub request_id: String,
+}
+
+impl Shared {
+    fn new(kind: Kind) -> Shared {
+        Shared {
+            kind,
+            inner: Mutex::new(Inner {
+                label: "fake".to_string(),
+                rules: HashMap::new(),
+                default: None,
+                chunk_delay: Duration::ZERO,
+                calls: BTreeMap::new(),
+                total: 0,
+                flaky: HashMap::new(),
+                requests: Vec::new(),
+            }),
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    /// Counts and records a call, and decides what to do with it.
+    pub fn begin_call(&self, path: String, model: &str, headers: &HeaderMap, body: Value) -> Plan {
+        let headers = headers
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut inner = self.inner.lock();
+        inner.total += 1;
+        *inner.calls.entry(model.to_string()).or_insert(0) += 1;
+        if inner.requests.len() >= MAX_RECORDED {
+            inner.requests.remove(0);
+        }
+        inner.requests.push(RecordedRequest {
+            path,
+            model: model.to_string(),
+            headers,
+            body,
+        });
+        let behavior = inner
+            .rules
+            .get(model)
+            .or(inner.default.as_ref())
+            .cloned()
+            .or_else(|| directive_for_model(model))
+            .unwrap_or(Behavior::Ok);
+        let action = match behavior {
+            Behavior::Ok => Action::Ok,
+            Behavior::Error { error } => Action::Fail {
+                kind: error,
+                retry_after: None,
+            },
+            Behavior::ThrottleRetryAfter { secs } => Action::Fail {
+                kind: crate::behavior::ErrorKind::Throttling,
+                retry_after: Some(secs),
+            },
+            Behavior::Slow { ms } => Action::Slow(Duration::from_millis(ms)),
+            Behavior::FailFirst { n, error } => {
+                let seen = inner.flaky.entry(model.to_string()).or_insert(0);
+                *seen = seen.saturating_add(1);
+                if *seen <= n {
+                    Action::Fail {
+                        kind: error,
+                        retry_after: None,
+                    }
+                } else {
+                    Action::Ok
+                }
+            }
+            Behavior::StreamFailAfter { chunks } => Action::StreamFailAfter(chunks),
+            Behavior::Hang => Action::Hang,
+        };
+        Plan {
+            action,
+            label: inner.label.clone(),
+            chunk_delay: inner.chunk_delay,
+            request_id: format!("fake-{id:08}"),
+        }
+    }
+
+    fn set_behavior(&self, model: Option<&str>, behavior: Behavior) {
+        let mut inner = self.inner.lock();
+        match model {
+            Some(model) => {
+                inner.flaky.remove(model);
+                inner.rules.insert(model.to_string(), behavior);
+            }
+            None => {
+                inner.flaky.clear();
+                inner.default = Some(behavior);
+            }
+        }
+    }
+
+    fn reset_calls(&self) {
+        let mut inner = self.inner.lock();
+        inner.calls.clear();
+        inner.total = 0;
+        inner.flaky.clear();
+        inner.requests.clear();
+    }
+
+    fn clear_behaviors(&self) {
+        let mut inner = self.inner.lock();
+        inner.rules.clear();
+        inner.default = None;
+        inner.flaky.clear();
+    }
+
+    fn calls_json(&self) -> Value {
+        let inner = self.inner.lock();
+        json!({ "total": inner.total, "by_model": inner.calls })
+    }
+
+    /// Models seen in calls or named by a rule, sorted.
+    pub fn known_models(&self) -> Vec<String> {
+        let inner = self.inner.lock();
+        let mut models: Vec<String> = inner
+            .calls
+            .keys()
+            .chain(inner.rules.keys())
+            .filter(|m| !m.is_empty())
+            .cloned()
+            .collect();
+        models.sort();
+        models.dedup();
+        models
+    }
+}
+
+/// Body of `POST /_control/behavior`.
+#[derive(Debug, Deserialize)]
+struct BehaviorBody {
+    #[serde(default)]
+    model: Option<String>,
+    behavior: Behavior,
+}
+
+#[derive(Debug, Deserialize)]
+struct LabelBody {
+    label: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct ChunkDelayBody {
+    ms: u64,
+}
+
+/// `/_control/*` routes, shared by both fakes.
+pub(crate) fn control_routes() -> Router<Arc<Shared>> {
+    Router::new()
+        .route(
+            "/_control/behavior",
+            post(
+                |State(st): State<Arc<Shared>>, Json(b): Json<BehaviorBody>| async move {
+                    st.set_behavior(b.model.as_deref(), b.behavior);
+                    Json(json!({"ok": true}))
+                },
+            )
+            .delete(|State(st): State<Arc<Shared>>| async move {
+                st.clear_behaviors();
+                Json(json!({"ok": true}))
+            }),
+        )
+        .route(
+            "/_control/calls",
+            get(|State(st): State<Arc<Shared>>| async move { Json(st.calls_json()) }),
+        )
+        .route(
+            "/_control/requests",
+            get(|State(st): State<Arc<Shared>>| async move {
+                Json(st.inner.lock().requests.clone())
+            }),
+        )
+        .route(
+            "/_control/reset",
+            post(|State(st): State<Arc<Shared>>| async move {
+                st.reset_calls();
+                st.clear_behaviors();
+                Json(json!({"ok": true}))
+            }),
+        )
+        .route(
+            "/_control/label",
+            post(
+                |State(st): State<Arc<Shared>>, Json(b): Json<LabelBody>| async move {
+                    st.inner.lock().label = b.label;
+                    Json(json!({"ok": true}))
+                },
+            ),
+        )
+        .route(
+            "/_control/chunk_delay",
+            post(
+                |State(st): State<Arc<Shared>>, Json(b): Json<ChunkDelayBody>| async move {
+                    st.inner.lock().chunk_delay = Duration::from_millis(b.ms);
+                    Json(json!({"ok": true}))
+                },
+            ),
+        )
+}
+
+/// Fallback for unknown routes: a 404 naming the path, so misconfigured endpoints are obvious.
+pub(crate) async fn not_found(uri: axum::http::Uri) -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        Json(json!({"message": format!("fake upstream: no route for {}", uri.path())})),
+    )
+        .into_response()
+}
+
+/// Open connections of a running server, by id, as duplicated sockets we can shut down.
+type ConnRegistry = Arc<Mutex<HashMap<u64, std::net::TcpStream>>>;
+
+/// A `TcpListener` that registers every accepted connection so [`FakeServer::stop`] can sever it.
+struct TrackingListener {
+    inner: TcpListener,
+    conns: ConnRegistry,
+    next: u64,
+}
+
+impl axum::serve::Listener for TrackingListener {
+    type Io = TrackedStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            match self.inner.accept().await {
+                Ok((stream, addr)) => {
+                    let _ = stream.set_nodelay(true);
+                    self.next += 1;
+                    let id = self.next;
+                    // A dup of the socket: shutting it down ends the connection for hyper too.
+                    if let Some(dup) = dup_socket(&stream) {
+                        self.conns.lock().insert(id, dup);
+                    }
+                    let tracked = TrackedStream {
+                        inner: stream,
+                        id,
+                        conns: self.conns.clone(),
+                    };
+                    return (tracked, addr);
+                }
+                Err(e) => {
+                    tracing::debug!("fake upstream: accept failed: {e}");
+                    // Back off a little (e.g. EMFILE) instead of spinning.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.inner.local_addr()
+    }
+}
+
+#[cfg(unix)]
+fn dup_socket(stream: &TcpStream) -> Option<std::net::TcpStream> {
+    use std::os::fd::AsFd;
+    let owned = stream.as_fd().try_clone_to_owned().ok()?;
+    Some(std::net::TcpStream::from(owned))
+}
+
+#[cfg(not(unix))]
+fn dup_socket(_stream: &TcpStream) -> Option<std::net::TcpStream> {
+    None
+}
+
+/// An accepted connection; unregisters itself when hyper drops it.
+struct TrackedStream {
+    inner: TcpStream,
+    id: u64,
+    conns: ConnRegistry,
+}
+
+impl Drop for TrackedStream {
+    fn drop(&mut self) {
+        self.conns.lock().remove(&self.id);
+    }
+}
+
+impl AsyncRead for TrackedStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TrackedStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[derive(Debug)]
+struct Running {
+    task: JoinHandle<()>,
+    conns: ConnRegistry,
+}
+
+impl Running {
+    fn stop(self) {
+        self.task.abort();
+        for (_, conn) in self.conns.lock().drain() {
+            let _ = conn.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+/// A running fake: the shared API of [`crate::bedrock::FakeBedrock`] and
+/// [`crate::openai::FakeOpenAi`]. Stops (severing its connections) when dropped.
+#[derive(Debug)]
+pub struct FakeServer {
+    shared: Arc<Shared>,
+    app: Router,
+    addr: SocketAddr,
+    running: Mutex<Option<Running>>,
+}
+
+impl FakeServer {
+    pub(crate) async fn start(
+        kind: Kind,
+        listen: SocketAddr,
+        routes: Router<Arc<Shared>>,
+    ) -> anyhow::Result<FakeServer> {
+        let shared = Arc::new(Shared::new(kind));
+        let app = routes
+            .merge(control_routes())
+            .fallback(not_found)
+            .with_state(shared.clone());
+        let listener = TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("binding fake upstream to {listen}"))?;
+        let addr = listener.local_addr()?;
+        let running = spawn_server(listener, app.clone());
+        Ok(FakeServer {
+            shared,
+            app,
+            addr,
+            running: Mutex::new(Some(running)),
+        })
+    }
+
+    /// The address the fake listens on (kept across [`FakeServer::restart`]).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT` (no path).
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The label included in every completion text (default `"fake"`).
+    pub fn label(&self) -> String {
+        self.shared.inner.lock().label.clone()
+    }
+
+    /// Sets the label included in every completion text, e.g. the region name.
+    pub fn set_label(&self, label: &str) {
+        self.shared.inner.lock().label = label.to_string();
+    }
+
+    /// Sets the behavior for one model id (as the fake sees it: percent-decoded upstream id).
+    /// Restarts that model's `FailFirst` count.
+    pub fn set_behavior(&self, model: &str, behavior: Behavior) {
+        self.shared.set_behavior(Some(model), behavior);
+    }
+
+    /// Removes the rule of one model.
+    pub fn clear_behavior(&self, model: &str) {
+        let mut inner = self.shared.inner.lock();
+        inner.rules.remove(model);
+        inner.flaky.remove(model);
+    }
+
+    /// Sets the behavior of models without their own rule (this overrides model-name
+    /// directives). Restarts all `FailFirst` counts.
+    pub fn set_default(&self, behavior: Behavior) {
+        self.shared.set_behavior(None, behavior);
+    }
+
+    /// Removes every rule and the default (back to directives / `Ok`).
+    pub fn clear_behaviors(&self) {
+        self.shared.clear_behaviors();
+    }
+
+    /// Pause before every content chunk of a stream (default 0).
+    pub fn set_chunk_delay(&self, delay: Duration) {
+        self.shared.inner.lock().chunk_delay = delay;
+    }
+
+    /// Calls received for `model` (completion endpoints, successful or not).
+    pub fn calls(&self, model: &str) -> u64 {
+        self.shared
+            .inner
+            .lock()
+            .calls
+            .get(model)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Calls received for all models.
+    pub fn total_calls(&self) -> u64 {
+        self.shared.inner.lock().total
+    }
+
+    /// Calls per model.
+    pub fn calls_by_model(&self) -> BTreeMap<String, u64> {
+        self.shared.inner.lock().calls.clone()
+    }
+
+    /// Zeroes the call counters, forgets recorded requests and restarts `FailFirst` counts.
+    /// Rules stay.
+    pub fn reset_calls(&self) {
+        self.shared.reset_calls();
+    }
+
+    /// [`FakeServer::reset_calls`] plus [`FakeServer::clear_behaviors`] (the label and chunk delay
+    /// stay). The same as `POST /_control/reset`.
+    pub fn reset(&self) {
+        self.shared.reset_calls();
+        self.shared.clear_behaviors();
+    }
+
+    /// Every call received since the start or the last reset, oldest first.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.shared.inner.lock().requests.clone()
+    }
+
+    /// The most recent call.
+    pub fn last_request(&self) -> Option<RecordedRequest> {
+        self.shared.inner.lock().requests.last().cloned()
+    }
+
+    /// Stops the server like a crashed upstream: new connections are refused and open ones
+    /// (including streams and hanging calls) are cut. State (rules, counters) is kept.
+    pub fn stop(&self) {
+        if let Some(running) = self.running.lock().take() {
+            running.stop();
+        }
+    }
+
+    /// True unless stopped.
+    pub fn is_running(&self) -> bool {
+        self.running.lock().is_some()
+    }
+
+    /// Starts serving again on the same address after [`FakeServer::stop`] (no-op if running).
+    pub async fn restart(&self) -> anyhow::Result<()> {
+        if self.is_running() {
+            return Ok(());
+        }
+        let listener = TcpListener::bind(self.addr)
+            .await
+            .with_context(|| format!("re-binding fake upstream to {}", self.addr))?;
+        let running = spawn_server(listener, self.app.clone());
+        if let Some(old) = self.running.lock().replace(running) {
+            old.stop();
+        }
+        Ok(())
+    }
+}
+
+impl Drop for FakeServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn spawn_server(listener: TcpListener, app: Router) -> Running {
+    let conns: ConnRegistry = Arc::new(Mutex::new(HashMap::new()));
+    let listener = TrackingListener {
+        inner: listener,
+        conns: conns.clone(),
+        next: 0,
+    };
+    let task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::warn!("fake upstream server ended: {e}");
+        }
+    });
+    Running { task, conns }
+}
+
+/// Collects every string under a `"text"` key in `value` (recursively), space-separated.
+pub(crate) fn collect_text(value: &Value, out: &mut String) {
+    match value {
+        Value::Object(map) => {
+            for (k, v) in map {
+                match (k.as_str(), v) {
+                    ("text", Value::String(s)) => {
+                        out.push_str(s);
+                        out.push(' ');
+                    }
+                    _ => collect_text(v, out),
+                }
+            }
+        }
+        Value::Array(items) => {
+            for v in items {
+                collect_text(v, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn completion_shapes() {
+        let c = Completion::new(
+            "us-east-1",
+            "m",
+            "one two three four five six seven eight nine",
+            "sys one two three four five six seven eight nine",
+            None,
+        );
+        assert_eq!(
+            c.text,
+            "Hello from us-east-1 (m): one two three four five six seven eight"
+        );
+        assert_eq!(c.chunks.concat(), c.text);
+        assert_eq!(c.output_tokens, 12);
+        assert_eq!(c.input_tokens, 10);
+        assert!(!c.truncated);
+
+        let c = Completion::new("l", "m", "", "", Some(2));
+        assert_eq!(c.text, "Hello from");
+        assert!(c.truncated);
+        assert_eq!(c.input_tokens, 1);
+        assert_eq!(c.chunks, vec!["Hello ".to_string(), "from".to_string()]);
+
+        assert_eq!(completion_text("l", "m", "  "), "Hello from l (m):");
+    }
+}

@@ -1,0 +1,21 @@
+//! Test support for Switchyard's end-to-end tests.
+//!
+//! - [`bedrock::FakeBedrock`] and [`openai::FakeOpenAi`]: wire-faithful fake upstreams (axum
+//!   servers on `127.0.0.1:0` inside the test's tokio runtime) whose behavior per model is set
+//!   through [`behavior::Behavior`] (Rust API or `POST /_control/behavior`), and which count and
+//!   record the calls they get. Their shared API lives on [`fake::FakeServer`].
+//! - [`process`]: start the real `spoke` / `hub` binaries as child processes, wait for
+//!   `listening on ADDR`, collect their logs, send signals; plus [`process::eventually`].
+//! - The `fake-upstream` binary runs a fake standalone (for demos and manual runs).
+
+pub mod bedrock;
+pub mod behavior;
+pub mod fake;
+pub mod openai;
+pub mod process;
+
+pub use bedrock::FakeBedrock;
+pub use behavior::{Behavior, ErrorKind};
+pub use fake::{FakeServer, RecordedRequest, completion_text};
+pub use openai::FakeOpenAi;
+pub use process::{Proc, binary_path, eventually, write_config};
