@@ -1,1 +1,92 @@
-//! Shared helpers for the end-to-end tests.
+//! Shared helpers for the workspace-level end-to-end tests: start real `spoke` processes on
+//! generated configs and talk to them over gRPC and HTTP.
+
+use std::time::Duration;
+use switchyard_proto::v1::spoke_client::SpokeClient;
+use switchyard_proto::v1::{
+    ContentPart, GenerationParams, InferRequest, Message, Role, content_part::Part,
+};
+use switchyard_testkit::process::{Proc, write_config};
+use tonic::transport::Channel;
+
+/// A running spoke process and the config file it was started with.
+pub struct Spoke {
+    pub proc: Proc,
+    /// The temporary config file, removed when the spoke is dropped.
+    _config: tempfile::TempPath,
+}
+
+impl Spoke {
+    /// Starts `spoke --config <toml>` and waits for `listening on`.
+    pub async fn start(toml: &str) -> anyhow::Result<Spoke> {
+        let path = write_config(toml, "toml")?;
+        let proc = Proc::spawn(
+            "spoke",
+            &["--config".to_string(), path.to_string_lossy().into_owned()],
+            &[],
+        )
+        .await?;
+        Ok(Spoke {
+            proc,
+            _config: path,
+        })
+    }
+
+    pub fn url(&self) -> String {
+        self.proc.url()
+    }
+
+    pub async fn grpc(&self) -> anyhow::Result<SpokeClient<Channel>> {
+        Ok(SpokeClient::connect(self.url()).await?)
+    }
+}
+
+/// An `InferRequest` with one user message.
+pub fn request(models: &[&str], text: &str) -> InferRequest {
+    InferRequest {
+        request_id: String::new(),
+        models: models.iter().map(|m| m.to_string()).collect(),
+        system: String::new(),
+        messages: vec![Message {
+            role: Role::User as i32,
+            content: vec![ContentPart {
+                part: Some(Part::Text(text.to_string())),
+            }],
+        }],
+        params: Some(GenerationParams {
+            max_tokens: Some(100),
+            ..Default::default()
+        }),
+        allowed_regions: vec![],
+        timeout_ms: 10_000,
+        tools: vec![],
+    }
+}
+
+/// The text of a response message.
+pub fn text_of(m: Option<&Message>) -> String {
+    m.iter()
+        .flat_map(|m| &m.content)
+        .filter_map(|p| match &p.part {
+            Some(Part::Text(t)) => Some(t.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// TOML for a spoke with `provider`, regions `(name, endpoint)` and raw `[[models]]` blocks.
+pub fn spoke_toml(provider: &str, regions: &[(&str, &str)], models: &str, extra: &str) -> String {
+    let mut t = format!(
+        "listen = \"127.0.0.1:0\"\naccount = \"111111111111\"\nprovider = \"{provider}\"\n\
+         default_timeout = \"20s\"\ndrain_timeout = \"20s\"\n{extra}\n"
+    );
+    for (name, ep) in regions {
+        t.push_str(&format!(
+            "[[regions]]\nname = \"{name}\"\nendpoint = \"{ep}\"\n"
+        ));
+    }
+    t.push_str(models);
+    t
+}
+
+pub const SECOND: Duration = Duration::from_secs(1);
