@@ -1,6 +1,9 @@
 //! End-to-end: the real `spoke` binary against the fake upstreams, asserting on the route that
 //! served each request. Run `cargo build --workspace --bins` first (scripts/test does).
 
+// Integration-test helpers outside #[test] functions may unwrap: a failure is a test failure.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::time::{Duration, Instant};
 use switchyard_e2e::{Spoke, request, spoke_toml, text_of};
 use switchyard_proto::v1::{DescribeRequest, Outcome, RouteState};
@@ -576,4 +579,52 @@ async fn a_bad_config_is_rejected_with_every_problem_listed() {
     ] {
         assert!(err.contains(needle), "missing {needle:?} in {err}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_is_503_while_bedrock_credentials_are_missing() {
+    let fake = FakeBedrock::start().await.unwrap();
+    let toml = spoke_toml(
+        "bedrock",
+        &[("us-east-1", &fake.url())],
+        &format!("[[models]]\nid = \"haiku\"\nupstream_id = \"{HAIKU}\"\n"),
+        "",
+    );
+    let spoke = Spoke::start_with_env(
+        &toml,
+        &[
+            ("AWS_ACCESS_KEY_ID", ""),
+            ("AWS_SECRET_ACCESS_KEY", ""),
+            ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/credentials"),
+            ("AWS_CONFIG_FILE", "/nonexistent/config"),
+        ],
+    )
+    .await
+    .unwrap();
+    let health = format!("{}/healthz", spoke.url());
+    let h = health.clone();
+    assert!(
+        eventually(Duration::from_secs(15), move || {
+            let h = h.clone();
+            async move {
+                reqwest::get(&h)
+                    .await
+                    .map(|r| r.status() == 503)
+                    .unwrap_or(false)
+            }
+        })
+        .await,
+        "{}",
+        spoke.proc.logs()
+    );
+    let body: serde_json::Value = reqwest::get(&health).await.unwrap().json().await.unwrap();
+    assert_eq!(body["status"], "credentials_missing");
+    let mut client = spoke.grpc().await.unwrap();
+    let d = client
+        .describe(DescribeRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!d.serving);
+    assert_eq!(d.headroom, 0.0);
 }

@@ -19,11 +19,20 @@ pub struct Spoke {
 impl Spoke {
     /// Starts `spoke --config <toml>` and waits for `listening on`.
     pub async fn start(toml: &str) -> anyhow::Result<Spoke> {
+        Self::start_with_env(toml, &[]).await
+    }
+
+    /// [`Spoke::start`] with extra environment variables.
+    pub async fn start_with_env(toml: &str, env: &[(&str, &str)]) -> anyhow::Result<Spoke> {
         let path = write_config(toml, "toml")?;
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let proc = Proc::spawn(
             "spoke",
             &["--config".to_string(), path.to_string_lossy().into_owned()],
-            &[],
+            &env,
         )
         .await?;
         Ok(Spoke {

@@ -29,6 +29,8 @@ pub struct BedrockRegion {
 
 pub struct BedrockUpstream {
     clients: HashMap<String, Client>,
+    /// The provider the clients sign with, kept to check that credentials resolve.
+    credentials: Option<aws_sdk_bedrockruntime::config::SharedCredentialsProvider>,
 }
 
 impl BedrockUpstream {
@@ -36,6 +38,7 @@ impl BedrockUpstream {
     /// `role_arn` assumed through STS (`AssumeRole`) when given.
     pub async fn new(regions: &[BedrockRegion], role_arn: Option<&str>) -> Self {
         let mut clients = HashMap::new();
+        let mut credentials = None;
         for r in regions {
             let base = aws_config::defaults(BehaviorVersion::latest())
                 .region(Region::new(r.name.clone()))
@@ -49,14 +52,22 @@ impl BedrockUpstream {
                     .configure(&base)
                     .build()
                     .await;
-                builder = builder.credentials_provider(provider);
+                let shared =
+                    aws_sdk_bedrockruntime::config::SharedCredentialsProvider::new(provider);
+                credentials = Some(shared.clone());
+                builder = builder.credentials_provider(shared);
+            } else if credentials.is_none() {
+                credentials = base.credentials_provider();
             }
             if let Some(ep) = &r.endpoint {
                 builder = builder.endpoint_url(ep);
             }
             clients.insert(r.name.clone(), Client::from_conf(builder.build()));
         }
-        Self { clients }
+        Self {
+            clients,
+            credentials,
+        }
     }
 
     fn client(&self, region: &str) -> Result<&Client, UpstreamError> {
@@ -220,6 +231,19 @@ fn sdk_error<E: ProvideErrorMetadata>(
 impl Upstream for BedrockUpstream {
     fn kind(&self) -> &'static str {
         "bedrock"
+    }
+
+    async fn check_credentials(&self) -> Result<(), String> {
+        use aws_sdk_bedrockruntime::config::ProvideCredentials;
+        let Some(provider) = &self.credentials else {
+            return Err("no credentials provider configured".into());
+        };
+        match tokio::time::timeout(Duration::from_secs(10), provider.provide_credentials()).await {
+            Ok(Ok(_)) => Ok(()),
+            // The error names the failing provider (env, profile, STS...), never a secret.
+            Ok(Err(e)) => Err(format!("credentials unavailable: {e}")),
+            Err(_) => Err("credentials lookup timed out".into()),
+        }
     }
 
     async fn complete(&self, call: Call<'_>) -> Result<Completion, UpstreamError> {

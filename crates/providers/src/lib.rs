@@ -59,4 +59,11 @@ pub trait Upstream: Send + Sync + 'static {
     /// as `Err` here; errors after that come as `Err` items of the stream. The stream ends with
     /// exactly one [`Chunk::End`] when the upstream finished cleanly.
     async fn stream(&self, call: Call<'_>) -> Result<ChunkStream, UpstreamError>;
+
+    /// Whether the adapter holds what it needs to call its upstream (credentials). Called at
+    /// start and then periodically; while it fails the spoke reports itself not serving
+    /// (`/healthz` 503). The message must not contain secret material.
+    async fn check_credentials(&self) -> Result<(), String> {
+        Ok(())
+    }
 }

@@ -113,6 +113,24 @@ async fn report_health(engine: Arc<Engine>, reporter: tonic_health::server::Heal
     }
 }
 
+/// Checks the upstream's credentials at start and every 60 s (every 5 s while they fail), so
+/// `/healthz` and `Describe` stop advertising a spoke that cannot call its upstream.
+async fn watch_credentials(engine: Arc<Engine>) {
+    loop {
+        let result = engine.upstream().check_credentials().await;
+        let ok = result.is_ok();
+        if ok != engine.credentials_ok() || !ok {
+            match &result {
+                Ok(()) => tracing::info!("upstream credentials available"),
+                Err(e) => tracing::warn!("upstream credentials unavailable: {e}"),
+            }
+        }
+        engine.set_credentials_ok(ok);
+        let pause = if ok { 60 } else { 5 };
+        tokio::time::sleep(Duration::from_secs(pause)).await;
+    }
+}
+
 /// Binds, logs `listening on ADDR`, serves until `shutdown` completes, then drains in-flight
 /// calls and streams (up to `drain_timeout`) and returns.
 pub async fn serve(
@@ -130,6 +148,7 @@ pub async fn serve(
     let addr = listener.local_addr().map_err(StartError::Serve)?;
     let (app, reporter) = router(engine.clone());
     let health_task = tokio::spawn(report_health(engine.clone(), reporter));
+    let creds_task = tokio::spawn(watch_credentials(engine.clone()));
     tracing::info!(
         provider = engine.provider(),
         account = engine.account(),
@@ -154,6 +173,7 @@ pub async fn serve(
         _ = drain_limit => tracing::warn!("drain timeout reached; exiting with requests in flight"),
     }
     health_task.abort();
+    creds_task.abort();
     tracing::info!("stopped");
     Ok(())
 }

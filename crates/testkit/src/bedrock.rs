@@ -13,13 +13,13 @@ use std::net::SocketAddr;
 use std::ops::Deref;
 use std::sync::Arc;
 
+use aws_smithy_types::event_stream::{Header, HeaderValue as FrameValue, Message};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use aws_smithy_types::event_stream::{Header, HeaderValue as FrameValue, Message};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -112,14 +112,14 @@ fn parse_request(body: &Value) -> Request {
     }
 }
 
-/// Records the call and parses the body; `Err` is the response to send right away.
+/// Records the call and parses the body (`None`: not a JSON object).
 fn begin(
     st: &Shared,
     model: &str,
     uri: &Uri,
     headers: &HeaderMap,
     body: &Bytes,
-) -> Result<(Plan, Request), Response> {
+) -> (Plan, Option<Request>) {
     let parsed: Option<Value> = serde_json::from_slice(body).ok();
     let plan = st.begin_call(
         uri.path().to_string(),
@@ -127,15 +127,17 @@ fn begin(
         headers,
         parsed.clone().unwrap_or(Value::Null),
     );
-    match parsed {
-        Some(v) if v.is_object() => Ok((plan.clone(), parse_request(&v))),
-        _ => Err(error_response(
-            ErrorKind::Validation,
-            None,
-            "fake bedrock: request body is not a JSON object",
-            &plan.request_id,
-        )),
-    }
+    let req = parsed.filter(Value::is_object).map(|v| parse_request(&v));
+    (plan, req)
+}
+
+fn malformed(plan: &Plan) -> Response {
+    error_response(
+        ErrorKind::Validation,
+        None,
+        "fake bedrock: request body is not a JSON object",
+        &plan.request_id,
+    )
 }
 
 /// A Bedrock error response: real status, `x-amzn-errortype`, `{"message": …}`.
@@ -204,9 +206,9 @@ async fn converse(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (plan, req) = match begin(&st, &model, &uri, &headers, &body) {
-        Ok(x) => x,
-        Err(resp) => return resp,
+    let (plan, req) = begin(&st, &model, &uri, &headers, &body);
+    let Some(req) = req else {
+        return malformed(&plan);
     };
     if let Some(resp) = pre_answer(&plan, &model, false).await {
         return resp;
@@ -232,7 +234,11 @@ async fn converse(
 }
 
 fn stop_reason(c: &Completion) -> &'static str {
-    if c.truncated { "max_tokens" } else { "end_turn" }
+    if c.truncated {
+        "max_tokens"
+    } else {
+        "end_turn"
+    }
 }
 
 fn usage(c: &Completion) -> Value {
@@ -291,9 +297,9 @@ async fn converse_stream(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (plan, req) = match begin(&st, &model, &uri, &headers, &body) {
-        Ok(x) => x,
-        Err(resp) => return resp,
+    let (plan, req) = begin(&st, &model, &uri, &headers, &body);
+    let Some(req) = req else {
+        return malformed(&plan);
     };
     if let Some(resp) = pre_answer(&plan, &model, true).await {
         return resp;
@@ -359,7 +365,11 @@ async fn write_stream(
         send(exception_frame("modelStreamErrorException", &message)).await?;
         return Ok(());
     }
-    send(event_frame("contentBlockStop", &json!({"contentBlockIndex": 0}))).await?;
+    send(event_frame(
+        "contentBlockStop",
+        &json!({"contentBlockIndex": 0}),
+    ))
+    .await?;
     send(event_frame(
         "messageStop",
         &json!({"stopReason": stop_reason(c)}),

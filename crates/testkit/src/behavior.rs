@@ -182,8 +182,8 @@ impl TryFrom<String> for ErrorKind {
 /// - `slow-<ms>` → [`Behavior::Slow`],
 /// - `hang` (a whole word) → [`Behavior::Hang`].
 pub fn directive_for_model(model: &str) -> Option<Behavior> {
-    if let Some(kind) = directive_arg(model, "err-", |c| c.is_ascii_alphanumeric())
-        .and_then(|name| ErrorKind::from_name(name))
+    if let Some(kind) =
+        directive_arg(model, "err-", |c| c.is_ascii_alphanumeric()).and_then(ErrorKind::from_name)
     {
         return Some(Behavior::Error { error: kind });
     }
@@ -296,7 +296,10 @@ mod tests {
             Some(Behavior::ThrottleRetryAfter { secs: 4 })
         );
         assert_eq!(directive_for_model("model-hang"), Some(Behavior::Hang));
-        assert_eq!(directive_for_model("anthropic.claude-3-haiku-20240307-v1:0"), None);
+        assert_eq!(
+            directive_for_model("anthropic.claude-3-haiku-20240307-v1:0"),
+            None
+        );
         assert_eq!(directive_for_model("superr-Throttling"), None);
         assert_eq!(directive_for_model("unslow-5"), None);
         assert_eq!(directive_for_model("hangar"), None);

@@ -7,6 +7,29 @@
 //! - [`process`]: start the real `spoke` / `hub` binaries as child processes, wait for
 //!   `listening on ADDR`, collect their logs, send signals; plus [`process::eventually`].
 //! - The `fake-upstream` binary runs a fake standalone (for demos and manual runs).
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! use std::time::Duration;
+//! use switchyard_testkit::{Behavior, ErrorKind, FakeBedrock, Proc, eventually, write_config};
+//!
+//! let east = FakeBedrock::start().await?;
+//! east.set_label("us-east-1");
+//! east.set_default(Behavior::Error { error: ErrorKind::Throttling });
+//! let config = write_config(
+//!     &format!("provider = \"bedrock\"\n[[regions]]\nname = \"us-east-1\"\nendpoint = \"{}\"\n", east.url()),
+//!     "toml",
+//! )?;
+//! let spoke = Proc::spawn(
+//!     "spoke",
+//!     &["--config".to_string(), config.display().to_string()],
+//!     &[],
+//! )
+//! .await?;
+//! // ... call spoke.url() / spoke.addr() ...
+//! assert!(eventually(Duration::from_secs(5), || async { east.total_calls() > 0 }).await);
+//! # Ok(()) }
+//! ```
 
 pub mod bedrock;
 pub mod behavior;

@@ -178,7 +178,10 @@ async fn chat_completions(
         Action::Hang => std::future::pending().await,
     }
     if let (Action::StreamFailAfter(_), false) = (plan.action, streaming) {
-        let msg = format!("fake openai {}: internal error for model {model}", plan.label);
+        let msg = format!(
+            "fake openai {}: internal error for model {model}",
+            plan.label
+        );
         return error_response(ErrorKind::InternalServer, None, &msg);
     }
 

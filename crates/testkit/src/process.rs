@@ -1,8 +1,9 @@
 //! Running the real binaries (`spoke`, `hub`, `fake-upstream`) as child processes.
 //!
 //! [`Proc::spawn`] starts a binary from the cargo target dir (see [`binary_path`]), collects its
-//! stdout/stderr lines (echoed to the test's stderr as `[name:PID] line`), and waits until it
-//! logs `listening on ADDR`. The child is killed when the [`Proc`] is dropped.
+//! stdout/stderr lines (echoed to the test's stderr as `[name:PID] line` unless
+//! `SWITCHYARD_TEST_QUIET=1`), and waits until it logs `listening on ADDR`. The child is killed
+//! when the [`Proc`] is dropped.
 
 use std::ffi::OsStr;
 use std::future::Future;
@@ -207,7 +208,10 @@ impl Proc {
         let pid = child
             .id()
             .ok_or_else(|| anyhow!("{name} exited immediately"))?;
-        let prefix = format!("[{name}:{pid}]");
+        // Echo prefix; `SWITCHYARD_TEST_QUIET=1` turns the echo off.
+        let prefix = (std::env::var_os("SWITCHYARD_TEST_QUIET")
+            .is_none_or(|v| v.is_empty() || v == "0"))
+        .then(|| format!("[{name}:{pid}]"));
         let (changed, _) = watch::channel(0);
         let logs = Arc::new(LogBuf {
             lines: Mutex::new(Vec::new()),
@@ -236,13 +240,21 @@ impl Proc {
 
         let deadline = tokio::time::sleep(ready_timeout);
         tokio::pin!(deadline);
+        let exited = |status: std::io::Result<ExitStatus>| match status {
+            Ok(s) => format!("exited ({s}) before logging `listening on`"),
+            Err(e) => format!("could not be waited for: {e}"),
+        };
         let outcome = tokio::select! {
             biased;
-            addr = &mut addr_rx => addr.map_err(|_| "closed its output without logging `listening on`".to_string()),
-            status = child.wait() => Err(match status {
-                Ok(s) => format!("exited ({s}) before logging `listening on`"),
-                Err(e) => format!("could not be waited for: {e}"),
-            }),
+            addr = &mut addr_rx => match addr {
+                Ok(addr) => Ok(addr),
+                // Both output pipes closed: the process is (almost certainly) exiting.
+                Err(_) => Err(match tokio::time::timeout(Duration::from_secs(5), child.wait()).await {
+                    Ok(status) => exited(status),
+                    Err(_) => "closed its output without logging `listening on`".to_string(),
+                }),
+            },
+            status = child.wait() => Err(exited(status)),
             () = &mut deadline => Err(format!("did not log `listening on` within {ready_timeout:?}")),
         };
         match outcome {
@@ -444,7 +456,7 @@ pub async fn run_output(
 
 async fn read_lines(
     stream: impl AsyncRead + Unpin,
-    prefix: String,
+    prefix: Option<String>,
     logs: Arc<LogBuf>,
     addr_slot: AddrSlot,
 ) {
@@ -458,7 +470,9 @@ async fn read_lines(
         }
         let raw = String::from_utf8_lossy(&buf);
         let line = strip_ansi(raw.trim_end_matches(['\n', '\r']));
-        eprintln!("{prefix} {line}");
+        if let Some(prefix) = &prefix {
+            eprintln!("{prefix} {line}");
+        }
         if let Some(addr) = parse_listening(&line) {
             let tx = addr_slot.lock().take();
             if let Some(tx) = tx {
@@ -494,15 +508,13 @@ fn strip_ansi(s: &str) -> String {
             out.push(c);
             continue;
         }
-        match chars.next() {
-            Some('[') => {
-                for c in chars.by_ref() {
-                    if ('@'..='~').contains(&c) {
-                        break;
-                    }
+        // CSI: parameters and intermediates up to a final byte in '@'..='~'.
+        if chars.next() == Some('[') {
+            for c in chars.by_ref() {
+                if ('@'..='~').contains(&c) {
+                    break;
                 }
             }
-            Some(_) | None => {}
         }
     }
     out
@@ -517,11 +529,16 @@ mod tests {
         let a: SocketAddr = "127.0.0.1:4242".parse().unwrap();
         assert_eq!(parse_listening("listening on 127.0.0.1:4242"), Some(a));
         assert_eq!(
-            parse_listening("2025-01-01T00:00:00Z  INFO spoke: listening on 127.0.0.1:4242 grpc=true"),
+            parse_listening(
+                "2025-01-01T00:00:00Z  INFO spoke: listening on 127.0.0.1:4242 grpc=true"
+            ),
             Some(a)
         );
         assert_eq!(parse_listening("listening on \"127.0.0.1:4242\","), Some(a));
-        assert_eq!(parse_listening("listening on http://127.0.0.1:4242/"), Some(a));
+        assert_eq!(
+            parse_listening("listening on http://127.0.0.1:4242/"),
+            Some(a)
+        );
         assert_eq!(
             parse_listening("listening on [::1]:80"),
             Some("[::1]:80".parse().unwrap())

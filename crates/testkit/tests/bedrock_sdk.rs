@@ -1,4 +1,5 @@
 //! The fake Bedrock, driven by the real `aws-sdk-bedrockruntime` client.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::time::{Duration, Instant};
 
@@ -9,8 +10,8 @@ use aws_sdk_bedrockruntime::operation::converse::ConverseError;
 use aws_sdk_bedrockruntime::operation::converse_stream::ConverseStreamError;
 use aws_sdk_bedrockruntime::types::error::ConverseStreamOutputError;
 use aws_sdk_bedrockruntime::types::{
-    ContentBlock, ContentBlockDelta, ConversationRole, ConverseStreamOutput, InferenceConfiguration,
-    Message, StopReason, SystemContentBlock,
+    ContentBlock, ContentBlockDelta, ConversationRole, ConverseStreamOutput,
+    InferenceConfiguration, Message, StopReason, SystemContentBlock,
 };
 use switchyard_testkit::{Behavior, ErrorKind, FakeBedrock, completion_text};
 
@@ -195,7 +196,11 @@ async fn converse_errors_map_to_sdk_variants() {
         let SdkError::ServiceError(se) = &err else {
             panic!("{kind:?}: not a service error: {err:?}");
         };
-        assert_eq!(se.raw().status().as_u16(), kind.bedrock_status(), "{kind:?}");
+        assert_eq!(
+            se.raw().status().as_u16(),
+            kind.bedrock_status(),
+            "{kind:?}"
+        );
         let e = se.err();
         assert_eq!(e.code(), Some(kind.bedrock_name()), "{kind:?}");
         assert!(e.message().unwrap().contains(kind.bedrock_name()));
@@ -447,7 +452,11 @@ async fn hang_never_answers() {
     fake.set_behavior(HAIKU, Behavior::Hang);
     let r = tokio::time::timeout(
         Duration::from_millis(300),
-        client.converse().model_id(HAIKU).messages(user("hi")).send(),
+        client
+            .converse()
+            .model_id(HAIKU)
+            .messages(user("hi"))
+            .send(),
     )
     .await;
     assert!(r.is_err(), "expected a timeout, got {r:?}");
@@ -470,7 +479,10 @@ async fn stopped_fake_refuses_and_cuts_hanging_calls() {
                 .await
         })
     };
-    assert!(switchyard_testkit::eventually(Duration::from_secs(5), || async { fake.calls(HAIKU) == 1 }).await);
+    assert!(
+        switchyard_testkit::eventually(Duration::from_secs(5), || async { fake.calls(HAIKU) == 1 })
+            .await
+    );
     fake.stop();
     // The hanging call is cut (a dispatch/response error), not left hanging.
     let r = tokio::time::timeout(Duration::from_secs(5), call)
@@ -498,4 +510,26 @@ async fn stopped_fake_refuses_and_cuts_hanging_calls() {
         .await
         .unwrap();
     assert_eq!(fake.calls(HAIKU), 2);
+}
+
+#[tokio::test]
+async fn arn_model_ids_are_decoded() {
+    let fake = FakeBedrock::start().await.unwrap();
+    let client = client(&fake).await;
+    let arn = "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-3-haiku-20240307-v1:0";
+    fake.set_behavior(arn, Behavior::Slow { ms: 1 });
+    let out = client
+        .converse()
+        .model_id(arn)
+        .messages(user("hi"))
+        .send()
+        .await
+        .unwrap();
+    let text = out.output().unwrap().as_message().unwrap().content()[0]
+        .as_text()
+        .unwrap()
+        .clone();
+    assert!(text.contains(arn), "{text}");
+    assert_eq!(fake.calls(arn), 1);
+    assert!(fake.last_request().unwrap().path.contains("%2F"));
 }

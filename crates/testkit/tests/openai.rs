@@ -1,4 +1,5 @@
 //! The fake OpenAI-compatible API, driven over HTTP.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::time::Duration;
 
@@ -168,7 +169,12 @@ async fn errors_in_openai_shape() {
     let expected = [
         (ErrorKind::Throttling, 429, "rate_limit_exceeded", Some("1")),
         (ErrorKind::ModelNotReady, 429, "model_not_ready", Some("1")),
-        (ErrorKind::ServiceUnavailable, 503, "service_unavailable", None),
+        (
+            ErrorKind::ServiceUnavailable,
+            503,
+            "service_unavailable",
+            None,
+        ),
         (ErrorKind::InternalServer, 500, "internal_error", None),
         (ErrorKind::Validation, 400, "invalid_request", None),
         (ErrorKind::AccessDenied, 401, "invalid_api_key", None),
@@ -243,7 +249,8 @@ async fn errors_in_openai_shape() {
     assert_eq!(resp.status(), 400);
 }
 
-#[tokio::test]
+// Multi-threaded, as e2e tests may be: the fake must still flush the chunks before aborting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_fails_mid_way_without_done() {
     let fake = FakeOpenAi::start().await.unwrap();
     for model in ["gpt-midstream-2", "gpt-x"] {
@@ -261,7 +268,11 @@ async fn stream_fails_mid_way_without_done() {
         let text: String = events
             .iter()
             .map(|e| serde_json::from_str::<Value>(e).unwrap())
-            .filter_map(|c| c["choices"][0]["delta"]["content"].as_str().map(String::from))
+            .filter_map(|c| {
+                c["choices"][0]["delta"]["content"]
+                    .as_str()
+                    .map(String::from)
+            })
             .collect();
         assert_eq!(text, "Hello from ");
     }

@@ -1,4 +1,5 @@
 //! The process harness, exercised with the crate's own `fake-upstream` binary.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::time::Duration;
 
@@ -20,7 +21,10 @@ async fn chat(url: &str, model: &str) -> reqwest::Result<reqwest::Response> {
 #[test]
 fn binary_path_finds_the_crate_binary() {
     let p = binary_path("fake-upstream").unwrap();
-    assert_eq!(p, std::path::PathBuf::from(env!("CARGO_BIN_EXE_fake-upstream")));
+    assert_eq!(
+        p,
+        std::path::PathBuf::from(env!("CARGO_BIN_EXE_fake-upstream"))
+    );
     let err = binary_path("no-such-binary").unwrap_err().to_string();
     assert!(err.contains("cargo build --workspace --bins"), "{err}");
 }
@@ -81,7 +85,10 @@ async fn spawn_serve_and_signals() {
         .await
         .unwrap();
     assert!(line.contains("calls"));
-    assert!(p.sigterm().is_err(), "signalling a reaped process is refused");
+    assert!(
+        p.sigterm().is_err(),
+        "signalling a reaped process is refused"
+    );
     assert_eq!(p.try_exit_status().unwrap(), Some(status));
 }
 
@@ -107,7 +114,10 @@ async fn wait_for_log_times_out_with_logs() {
         .await
         .unwrap_err()
         .to_string();
-    assert!(err.contains("never printed") && err.contains("listening on"), "{err}");
+    assert!(
+        err.contains("never printed") && err.contains("listening on"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -117,7 +127,10 @@ async fn spawn_reports_early_exit_with_output() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("before logging `listening on`"), "{err}");
-    assert!(err.contains("bogus"), "the child's stderr is included: {err}");
+    assert!(
+        err.contains("bogus"),
+        "the child's stderr is included: {err}"
+    );
 
     let out = run_output(
         "fake-upstream",
