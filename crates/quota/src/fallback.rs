@@ -7,6 +7,7 @@ use crate::{
     Admission, Limits, MemoryStore, QuotaStore, RateState, RedisStore, Reservation, StoreError,
 };
 use parking_lot::Mutex;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -14,7 +15,8 @@ const RETRY_EVERY: Duration = Duration::from_secs(1);
 
 #[derive(Debug)]
 pub struct FallbackStore {
-    redis: RedisStore,
+    /// `None` until the first connection succeeds (Redis may be down at start).
+    redis: Mutex<Option<RedisStore>>,
     local: MemoryStore,
     replicas: u32,
     degraded: AtomicBool,
@@ -24,12 +26,48 @@ pub struct FallbackStore {
 impl FallbackStore {
     pub fn new(redis: RedisStore, replicas: u32) -> Self {
         Self {
-            redis,
+            redis: Mutex::new(Some(redis)),
             local: MemoryStore::new(),
             replicas: replicas.max(1),
             degraded: AtomicBool::new(false),
             retry_at: Mutex::new(None),
         }
+    }
+
+    /// Connects to Redis; if it does not answer, starts degraded (local limits) and keeps
+    /// trying in the background every second.
+    pub async fn connect(url: &str, prefix: &str, timeout: Duration, replicas: u32) -> Arc<Self> {
+        match RedisStore::connect(url, prefix, timeout).await {
+            Ok(r) => Arc::new(Self::new(r, replicas)),
+            Err(e) => {
+                let store = Arc::new(Self {
+                    redis: Mutex::new(None),
+                    local: MemoryStore::new(),
+                    replicas: replicas.max(1),
+                    degraded: AtomicBool::new(false),
+                    retry_at: Mutex::new(None),
+                });
+                store.on_shared_err(&e);
+                let weak = Arc::downgrade(&store);
+                let (url, prefix) = (url.to_owned(), prefix.to_owned());
+                tokio::spawn(async move {
+                    loop {
+                        tokio::time::sleep(RETRY_EVERY).await;
+                        let Some(store) = weak.upgrade() else { return };
+                        if let Ok(r) = RedisStore::connect(&url, &prefix, timeout).await {
+                            *store.redis.lock() = Some(r);
+                            *store.retry_at.lock() = None;
+                            return;
+                        }
+                    }
+                });
+                store
+            }
+        }
+    }
+
+    fn shared(&self) -> Option<RedisStore> {
+        self.redis.lock().clone()
     }
 
     /// Whether to try Redis now (always when healthy; once a second when degraded).
@@ -72,8 +110,10 @@ impl QuotaStore for FallbackStore {
         limits: &Limits,
         tokens: u64,
     ) -> Result<Admission, StoreError> {
-        if self.try_shared() {
-            match self.redis.admit(scope, limits, tokens).await {
+        if let Some(redis) = self.shared()
+            && self.try_shared()
+        {
+            match redis.admit(scope, limits, tokens).await {
                 Ok(a) => {
                     self.on_shared_ok();
                     return Ok(a);
@@ -99,7 +139,11 @@ impl QuotaStore for FallbackStore {
                 .settle(r, &limits.divided(self.replicas), used_tokens, cost_usd)
                 .await;
         }
-        match self.redis.settle(r, limits, used_tokens, cost_usd).await {
+        let result = match self.shared() {
+            Some(redis) => redis.settle(r, limits, used_tokens, cost_usd).await,
+            None => Err(StoreError::Unavailable("not connected".into())),
+        };
+        match result {
             Ok(()) => Ok(()),
             Err(e) => {
                 self.on_shared_err(&e);
@@ -112,8 +156,10 @@ impl QuotaStore for FallbackStore {
     }
 
     async fn peek(&self, scope: &str, limits: &Limits) -> Result<RateState, StoreError> {
-        if !self.degraded.load(Ordering::Relaxed) {
-            match self.redis.peek(scope, limits).await {
+        if let Some(redis) = self.shared()
+            && !self.degraded.load(Ordering::Relaxed)
+        {
+            match redis.peek(scope, limits).await {
                 Ok(s) => return Ok(s),
                 Err(e) => self.on_shared_err(&e),
             }

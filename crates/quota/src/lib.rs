@@ -13,10 +13,12 @@
 //!   budget; spend is recorded by `settle`.
 
 mod calendar;
+pub mod config;
 mod fallback;
 mod memory;
 mod redis_store;
 
+pub use config::{QuotaStoreFile, StoreConfig};
 pub use fallback::FallbackStore;
 pub use memory::MemoryStore;
 pub use redis_store::RedisStore;

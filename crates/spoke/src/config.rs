@@ -29,6 +29,8 @@ pub struct SpokeConfigFile {
     pub bedrock: Option<BedrockFile>,
     pub openai: Option<OpenAiFile>,
     pub simulated: Option<SimulatedFile>,
+    #[serde(default)]
+    pub quota: switchyard_quota::QuotaStoreFile,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -135,6 +137,8 @@ pub struct SpokeConfig {
     pub breaker: BreakerPolicy,
     pub regions: Vec<Region>,
     pub models: Vec<Model>,
+    /// Where the account-quota buckets live (memory, or Redis shared by the service's tasks).
+    pub quota: switchyard_quota::StoreConfig,
 }
 
 /// Reads and validates a config file.
@@ -359,6 +363,12 @@ pub fn validate(f: SpokeConfigFile) -> Result<SpokeConfig, ConfigErrors> {
         });
     }
 
+    let mut quota_problems = Vec::new();
+    let quota = f.quota.validate("quota", &mut quota_problems);
+    for (path, msg) in quota_problems {
+        p.push(path, msg);
+    }
+
     p.finish()?;
     match (listen, provider) {
         (Some(listen), Some(provider)) => Ok(SpokeConfig {
@@ -372,6 +382,7 @@ pub fn validate(f: SpokeConfigFile) -> Result<SpokeConfig, ConfigErrors> {
             breaker,
             regions,
             models,
+            quota,
         }),
         // Unreachable in practice: a missing value always recorded a problem above.
         _ => Err(ConfigErrors(vec!["configuration incomplete".into()])),

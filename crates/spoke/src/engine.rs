@@ -4,7 +4,7 @@
 
 use crate::config::{Model, SpokeConfig};
 use crate::error::SpokeError;
-use crate::routes::{Reservation, RouteState, Skip, Status};
+use crate::routes::{RouteState, Skip, Status};
 use futures::{Stream, StreamExt};
 use parking_lot::Mutex;
 use std::sync::Arc;
@@ -17,6 +17,7 @@ use switchyard_proto::v1::{
     StreamStart, Usage, content_part::Part, infer_event::Event,
 };
 use switchyard_providers::{Call, Chunk, Upstream, UpstreamError};
+use switchyard_quota::{Admission, Limits, QuotaStore, RateState, Reservation};
 use tokio::time::Instant;
 
 /// Output tokens assumed at admission when the request sets no `max_tokens`.
@@ -27,13 +28,25 @@ pub struct Route {
     pub model: String,
     pub upstream_model: String,
     pub region: String,
+    /// The account's configured quota for this route (a ceiling; see `RouteState::rate_factor`).
+    limits: Limits,
+    /// Quota-store scope: `acct:{account}:{region}:{model}`, shared by every task of the spoke
+    /// service when the store is Redis.
+    scope: String,
     state: Mutex<RouteState>,
+}
+
+/// What admission took for one attempt, returned when the attempt ends.
+#[derive(Debug)]
+struct Ticket {
+    quota: Option<(Reservation, Limits)>,
 }
 
 pub struct Engine {
     provider: &'static str,
     account: String,
     upstream: Arc<dyn Upstream>,
+    store: Arc<dyn QuotaStore>,
     models: Vec<Model>,
     /// Routes grouped by model, each group in region-chain order.
     routes: Vec<Vec<Arc<Route>>>,
@@ -48,7 +61,11 @@ pub struct Engine {
 pub type EventStream = std::pin::Pin<Box<dyn Stream<Item = Result<InferEvent, SpokeError>> + Send>>;
 
 impl Engine {
-    pub fn new(config: &SpokeConfig, upstream: Arc<dyn Upstream>) -> Self {
+    pub fn new(
+        config: &SpokeConfig,
+        upstream: Arc<dyn Upstream>,
+        store: Arc<dyn QuotaStore>,
+    ) -> Self {
         let now = std::time::Instant::now();
         let routes = config
             .models
@@ -61,12 +78,13 @@ impl Engine {
                             model: m.id.clone(),
                             upstream_model: m.upstream_id.clone(),
                             region: r.clone(),
-                            state: Mutex::new(RouteState::new(
-                                m.requests_per_minute,
-                                m.tokens_per_minute,
-                                config.breaker,
-                                now,
-                            )),
+                            limits: Limits {
+                                requests_per_minute: m.requests_per_minute,
+                                tokens_per_minute: m.tokens_per_minute,
+                                ..Limits::default()
+                            },
+                            scope: format!("acct:{}:{}:{}", config.account, r, m.id),
+                            state: Mutex::new(RouteState::new(config.breaker, now)),
                         })
                     })
                     .collect()
@@ -76,6 +94,7 @@ impl Engine {
             provider: upstream.kind(),
             account: config.account.clone(),
             upstream,
+            store,
             models: config.models.clone(),
             routes,
             backoff: config.backoff,
@@ -205,27 +224,55 @@ impl Engine {
         })
     }
 
-    /// Records an upstream failure on the route; returns the cool-down if it was a throttle.
-    fn fail(&self, route: &Route, res: Reservation, err: &UpstreamError) -> Option<Duration> {
-        let cooldown =
-            route
-                .state
-                .lock()
-                .on_error(res, err, &self.backoff, std::time::Instant::now());
+    /// Records an upstream failure on the route and returns its quota reservation; returns the
+    /// cool-down if it was a throttle.
+    async fn fail(&self, route: &Route, ticket: Ticket, err: &UpstreamError) -> Option<Duration> {
+        let cooldown = route
+            .state
+            .lock()
+            .on_error(err, &self.backoff, std::time::Instant::now());
         tracing::info!(model = %route.model, region = %route.region, error = %err, "upstream attempt failed");
+        release(&*self.store, ticket).await;
         cooldown
     }
 
-    fn succeed(&self, route: &Route, res: Reservation, usage: &Usage) {
-        let used = u64::from(usage.input_tokens) + u64::from(usage.output_tokens);
-        route
-            .state
-            .lock()
-            .on_success(res, used, std::time::Instant::now());
+    async fn succeed(&self, route: &Route, ticket: Ticket, usage: &Usage) {
+        route.state.lock().on_success();
+        settle(&*self.store, ticket, usage).await;
     }
 
-    fn admit(&self, route: &Route, tokens: u64) -> Result<Reservation, Skip> {
-        route.state.lock().admit(tokens, std::time::Instant::now())
+    /// Local checks (cool-down, breaker), then the account quota in the store.
+    async fn admit(&self, route: &Route, tokens: u64) -> Result<Ticket, Skip> {
+        let factor = {
+            let st = route.state.lock();
+            let now = std::time::Instant::now();
+            st.check(now)?;
+            st.rate_factor(now)
+        };
+        let mut quota = None;
+        if !route.limits.is_unlimited() {
+            let limits = route.limits.scaled(factor);
+            match self.store.admit(&route.scope, &limits, tokens).await {
+                Ok(Admission::Admitted { reservation, .. }) => quota = Some((reservation, limits)),
+                Ok(Admission::Refused { retry_after, .. }) => {
+                    return Err(Skip {
+                        outcome: Outcome::SkippedQuota,
+                        retry_in: retry_after,
+                    });
+                }
+                // The fallback store never fails; a bare store that does must not fail requests.
+                Err(e) => tracing::warn!(scope = %route.scope, "quota store: {e}; admitting"),
+            }
+        }
+        let ticket = Ticket { quota };
+        let begun = route.state.lock().begin(std::time::Instant::now());
+        match begun {
+            Ok(()) => Ok(ticket),
+            Err(skip) => {
+                release(&*self.store, ticket).await;
+                Err(skip)
+            }
+        }
     }
 
     /// One completion with failover.
@@ -243,7 +290,7 @@ impl Engine {
                     attempts: tally.attempts,
                 });
             };
-            let res = match self.admit(&route, estimate) {
+            let res = match self.admit(&route, estimate).await {
                 Ok(res) => res,
                 Err(skip) => {
                     tally.skip(
@@ -267,7 +314,7 @@ impl Engine {
             let latency = started.elapsed();
             match result {
                 Ok(c) => {
-                    self.succeed(&route, res, &c.usage);
+                    self.succeed(&route, res, &c.usage).await;
                     tally
                         .attempts
                         .push(self.attempt(&route, Outcome::Ok, latency, String::new()));
@@ -286,7 +333,7 @@ impl Engine {
                     });
                 }
                 Err(e) => {
-                    let cooldown = self.fail(&route, res, &e);
+                    let cooldown = self.fail(&route, res, &e).await;
                     tally.failed(
                         self.attempt(&route, e.outcome(), latency, e.to_string()),
                         &e,
@@ -319,7 +366,7 @@ impl Engine {
                     attempts: tally.attempts,
                 });
             };
-            let res = match self.admit(&route, estimate) {
+            let res = match self.admit(&route, estimate).await {
                 Ok(res) => res,
                 Err(skip) => {
                     tally.skip(
@@ -366,7 +413,7 @@ impl Engine {
                     return Ok(self.committed(route, res, start, first, rest, deadline));
                 }
                 Err(e) => {
-                    let cooldown = self.fail(&route, res, &e);
+                    let cooldown = self.fail(&route, res, &e).await;
                     tally.failed(
                         self.attempt(&route, e.outcome(), latency, e.to_string()),
                         &e,
@@ -389,7 +436,7 @@ impl Engine {
     fn committed(
         &self,
         route: Arc<Route>,
-        res: Reservation,
+        ticket: Ticket,
         start: InferEvent,
         first: Chunk,
         rest: switchyard_providers::ChunkStream,
@@ -397,7 +444,8 @@ impl Engine {
     ) -> EventStream {
         struct St {
             route: Arc<Route>,
-            res: Option<Reservation>,
+            ticket: Option<Ticket>,
+            store: Arc<dyn QuotaStore>,
             pending: Vec<Result<Chunk, UpstreamError>>,
             rest: switchyard_providers::ChunkStream,
             deadline: Instant,
@@ -407,7 +455,8 @@ impl Engine {
         }
         let st = St {
             route,
-            res: Some(res),
+            ticket: Some(ticket),
+            store: self.store.clone(),
             pending: vec![Ok(first)],
             rest,
             deadline,
@@ -416,7 +465,8 @@ impl Engine {
             provider: self.provider,
         };
         let tail = futures::stream::unfold(st, |mut st| async move {
-            let res = st.res?;
+            // `None` once the stream has ended (cleanly or not): stop.
+            st.ticket.as_ref()?;
             let item = match st.pending.pop() {
                 Some(item) => Some(item),
                 None => tokio::time::timeout_at(st.deadline, st.rest.next())
@@ -429,9 +479,10 @@ impl Engine {
                     event: Some(Event::Delta(StreamDelta { text })),
                 }),
                 Some(Ok(Chunk::End { stop_reason, usage })) => {
-                    let used = u64::from(usage.input_tokens) + u64::from(usage.output_tokens);
-                    st.route.state.lock().on_success(res, used, now);
-                    st.res = None;
+                    st.route.state.lock().on_success();
+                    if let Some(t) = st.ticket.take() {
+                        settle(&*st.store, t, &usage).await;
+                    }
                     Ok(InferEvent {
                         event: Some(Event::End(StreamEnd {
                             stop_reason: stop_reason as i32,
@@ -440,8 +491,10 @@ impl Engine {
                     })
                 }
                 Some(Err(e)) => {
-                    st.route.state.lock().on_error(res, &e, &st.backoff, now);
-                    st.res = None;
+                    st.route.state.lock().on_error(&e, &st.backoff, now);
+                    if let Some(t) = st.ticket.take() {
+                        release(&*st.store, t).await;
+                    }
                     tracing::warn!(model = %st.route.model, region = %st.route.region, error = %e, "upstream failed mid-stream");
                     let attempt = Attempt {
                         target: Some(WireRoute {
@@ -466,12 +519,13 @@ impl Engine {
                 }
                 None => {
                     st.route.state.lock().on_error(
-                        res,
                         &UpstreamError::unavailable("stream ended without an end event"),
                         &st.backoff,
                         now,
                     );
-                    st.res = None;
+                    if let Some(t) = st.ticket.take() {
+                        release(&*st.store, t).await;
+                    }
                     Err(SpokeError::Unavailable {
                         retry_after: None,
                         attempts: vec![],
@@ -485,16 +539,43 @@ impl Engine {
             .boxed()
     }
 
-    /// State of every route, for `Describe` and `/healthz`.
-    pub fn describe(&self) -> DescribeResponse {
-        let now = std::time::Instant::now();
+    /// State of every route, for `Describe` and `/healthz`. Asks the quota store for each
+    /// limited route's allowance (one round trip per route with Redis).
+    pub async fn describe(&self) -> DescribeResponse {
         let mut serving = false;
         let mut headroom: f64 = 0.0;
-        let models = self
-            .models
-            .iter()
-            .zip(&self.routes)
-            .map(|(m, routes)| ModelStatus {
+        let mut models = Vec::with_capacity(self.models.len());
+        for (m, routes) in self.models.iter().zip(&self.routes) {
+            let mut regions = Vec::with_capacity(routes.len());
+            for r in routes {
+                let factor = r.state.lock().rate_factor(std::time::Instant::now());
+                let quota = if r.limits.is_unlimited() {
+                    RateState::default()
+                } else {
+                    self.store
+                        .peek(&r.scope, &r.limits.scaled(factor))
+                        .await
+                        .unwrap_or_default()
+                };
+                let s: Status = r.state.lock().status(&quota, std::time::Instant::now());
+                if matches!(
+                    s.state,
+                    switchyard_proto::v1::RouteState::Ready
+                        | switchyard_proto::v1::RouteState::HalfOpen
+                ) {
+                    serving = true;
+                }
+                headroom = headroom.max(s.headroom);
+                regions.push(RegionStatus {
+                    region: r.region.clone(),
+                    state: s.state as i32,
+                    headroom: s.headroom,
+                    requests_remaining: s.requests_remaining,
+                    tokens_remaining: s.tokens_remaining,
+                    retry_after_ms: s.retry_in.as_millis() as u64,
+                });
+            }
+            models.push(ModelStatus {
                 id: m.id.clone(),
                 capabilities: Some(Capabilities {
                     streaming: m.streaming,
@@ -502,30 +583,9 @@ impl Engine {
                     images: m.images,
                     context_window: m.context_window,
                 }),
-                regions: routes
-                    .iter()
-                    .map(|r| {
-                        let s: Status = r.state.lock().status(now);
-                        if matches!(
-                            s.state,
-                            switchyard_proto::v1::RouteState::Ready
-                                | switchyard_proto::v1::RouteState::HalfOpen
-                        ) {
-                            serving = true;
-                        }
-                        headroom = headroom.max(s.headroom);
-                        RegionStatus {
-                            region: r.region.clone(),
-                            state: s.state as i32,
-                            headroom: s.headroom,
-                            requests_remaining: s.requests_remaining,
-                            tokens_remaining: s.tokens_remaining,
-                            retry_after_ms: s.retry_in.as_millis() as u64,
-                        }
-                    })
-                    .collect(),
-            })
-            .collect();
+                regions,
+            });
+        }
         let serving = serving && self.credentials_ok() && !self.is_draining();
         DescribeResponse {
             provider: self.provider.to_owned(),
@@ -534,6 +594,28 @@ impl Engine {
             headroom: if serving { headroom } else { 0.0 },
             serving,
             draining: self.is_draining(),
+        }
+    }
+
+    /// Whether the quota store's shared backend (Redis) answers; true for the embedded store.
+    pub fn quota_store_healthy(&self) -> bool {
+        self.store.is_shared_healthy()
+    }
+}
+
+async fn release(store: &dyn QuotaStore, ticket: Ticket) {
+    if let Some((r, limits)) = ticket.quota
+        && let Err(e) = store.release(&r, &limits).await
+    {
+        tracing::warn!("quota store: {e}");
+    }
+}
+
+async fn settle(store: &dyn QuotaStore, ticket: Ticket, usage: &Usage) {
+    if let Some((r, limits)) = ticket.quota {
+        let used = u64::from(usage.input_tokens) + u64::from(usage.output_tokens);
+        if let Err(e) = store.settle(&r, &limits, used, 0.0).await {
+            tracing::warn!("quota store: {e}");
         }
     }
 }
@@ -680,6 +762,7 @@ mod tests {
         Engine::new(
             &config,
             Arc::new(SimulatedUpstream::new(SimulatedConfig::default())),
+            Arc::new(switchyard_quota::MemoryStore::new()),
         )
     }
 

@@ -80,7 +80,7 @@ impl Spoke for SpokeService {
         &self,
         _request: Request<DescribeRequest>,
     ) -> Result<Response<DescribeResponse>, Status> {
-        Ok(Response::new(self.engine.describe()))
+        Ok(Response::new(self.engine.describe().await))
     }
 }
 

@@ -219,7 +219,7 @@ pub async fn inference_handler(
 /// 200 when at least one route can serve now; 503 when none can (all cooling down or broken,
 /// credentials missing) or while draining.
 pub async fn healthz_handler(State(engine): State<Arc<Engine>>) -> Response {
-    let d = engine.describe();
+    let d = engine.describe().await;
     let status = if d.draining {
         "draining"
     } else if !engine.credentials_ok() {
@@ -251,6 +251,7 @@ pub async fn healthz_handler(State(engine): State<Arc<Engine>>) -> Response {
         "provider": d.provider,
         "account": d.account,
         "headroom": d.headroom,
+        "quota_store": if engine.quota_store_healthy() { "ok" } else { "degraded: local limits" },
         "models": models,
     });
     let code = if d.serving {

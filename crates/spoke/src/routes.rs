@@ -4,9 +4,14 @@
 use std::time::{Duration, Instant};
 use switchyard_core::backoff::Backoff;
 use switchyard_core::breaker::{Admit, Breaker, BreakerPolicy, BreakerState};
-use switchyard_core::bucket::TokenBucket;
 use switchyard_proto::v1::{Outcome, RouteState as WireState};
 use switchyard_providers::UpstreamError;
+use switchyard_quota::RateState;
+
+/// Lowest share of the configured quota a throttled route drops to.
+pub const MIN_RATE_FACTOR: f64 = 0.1;
+/// Time for the rate factor to climb from its floor back to 1.0 without further throttles.
+pub const RATE_RECOVERY: Duration = Duration::from_secs(60);
 
 /// Why a route was passed over without a call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -16,19 +21,17 @@ pub struct Skip {
     pub retry_in: Duration,
 }
 
-/// A reservation taken at admission, reconciled when the call ends.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Reservation {
-    pub tokens: u64,
-}
-
+/// Local state of one (region, model) route: throttle cool-down, breaker, and the adaptive
+/// rate factor. The quota buckets themselves live in the quota store (shared between the
+/// tasks of a spoke service when it is Redis).
 #[derive(Debug)]
 pub struct RouteState {
-    rpm: Option<TokenBucket>,
-    tpm: Option<TokenBucket>,
     cool_until: Option<Instant>,
     consecutive_throttles: u32,
     breaker: Breaker,
+    /// Share of the configured quota in force, lowered on throttles, recovering linearly.
+    factor: f64,
+    factor_at: Instant,
 }
 
 /// A snapshot for `Describe` and `/healthz`.
@@ -39,16 +42,17 @@ pub struct Status {
     pub requests_remaining: u64,
     pub tokens_remaining: u64,
     pub retry_in: Duration,
+    pub rate_factor: f64,
 }
 
 impl RouteState {
-    pub fn new(rpm: Option<u64>, tpm: Option<u64>, breaker: BreakerPolicy, now: Instant) -> Self {
+    pub fn new(breaker: BreakerPolicy, now: Instant) -> Self {
         Self {
-            rpm: rpm.map(|l| TokenBucket::per_minute(l, now)),
-            tpm: tpm.map(|l| TokenBucket::per_minute(l, now)),
             cool_until: None,
             consecutive_throttles: 0,
             breaker: Breaker::new(breaker),
+            factor: 1.0,
+            factor_at: now,
         }
     }
 
@@ -58,8 +62,15 @@ impl RouteState {
             .map(|u| u.saturating_duration_since(now))
     }
 
-    /// Admits a call estimated at `tokens`, or says why not. Order: cool-down, breaker, quota.
-    pub fn admit(&mut self, tokens: u64, now: Instant) -> Result<Reservation, Skip> {
+    /// The share of the configured quota in force now (1.0 = all of it).
+    pub fn rate_factor(&self, now: Instant) -> f64 {
+        let elapsed = now.saturating_duration_since(self.factor_at).as_secs_f64();
+        let per_sec = (1.0 - MIN_RATE_FACTOR) / RATE_RECOVERY.as_secs_f64();
+        (self.factor + elapsed * per_sec).min(1.0)
+    }
+
+    /// Local checks before the quota store is asked: cool-down, then breaker.
+    pub fn check(&self, now: Instant) -> Result<(), Skip> {
         if let Some(retry_in) = self.cooling(now) {
             return Err(Skip {
                 outcome: Outcome::SkippedCooldown,
@@ -72,60 +83,38 @@ impl RouteState {
                 retry_in,
             });
         }
-        let rpm_wait = self
-            .rpm
-            .as_mut()
-            .map(|b| b.time_until(1, now))
-            .unwrap_or_default();
-        let tpm_wait = self
-            .tpm
-            .as_mut()
-            .map(|b| b.time_until(tokens, now))
-            .unwrap_or_default();
-        if !rpm_wait.is_zero() || !tpm_wait.is_zero() {
-            return Err(Skip {
-                outcome: Outcome::SkippedQuota,
-                retry_in: rpm_wait.max(tpm_wait),
-            });
-        }
-        self.breaker.admit(now);
-        if let Some(b) = self.rpm.as_mut() {
-            b.try_take(1, now);
-        }
-        if let Some(b) = self.tpm.as_mut() {
-            b.try_take(tokens, now);
-        }
-        Ok(Reservation { tokens })
+        Ok(())
     }
 
-    /// The call succeeded and used `used_tokens`.
-    pub fn on_success(&mut self, r: Reservation, used_tokens: u64, now: Instant) {
+    /// Commits to calling the route (takes the half-open probe slot if that is the state).
+    pub fn begin(&mut self, now: Instant) -> Result<(), Skip> {
+        self.check(now)?;
+        self.breaker.admit(now);
+        Ok(())
+    }
+
+    pub fn on_success(&mut self) {
         self.breaker.on_success();
         self.consecutive_throttles = 0;
         self.cool_until = None;
-        if let Some(b) = self.tpm.as_mut() {
-            b.reconcile(r.tokens as i64 - used_tokens as i64, now);
-        }
     }
 
     /// The call failed; returns the cool-down applied, if the failure was a throttle.
     pub fn on_error(
         &mut self,
-        r: Reservation,
         err: &UpstreamError,
         backoff: &Backoff,
         now: Instant,
     ) -> Option<Duration> {
-        // Nothing was generated: give the reserved tokens back.
-        if let Some(b) = self.tpm.as_mut() {
-            b.reconcile(r.tokens as i64, now);
-        }
         match err {
             UpstreamError::Throttled { retry_after, .. } => {
                 self.breaker.on_neutral();
                 self.consecutive_throttles = self.consecutive_throttles.saturating_add(1);
                 let d = backoff.cooldown(self.consecutive_throttles, *retry_after);
                 self.cool_until = Some(now + d);
+                // The configured quota is a ceiling, not a promise: halve the rate in force.
+                self.factor = (self.rate_factor(now) * 0.5).max(MIN_RATE_FACTOR);
+                self.factor_at = now;
                 Some(d)
             }
             UpstreamError::Unavailable { .. } | UpstreamError::Timeout => {
@@ -139,18 +128,11 @@ impl RouteState {
         }
     }
 
-    pub fn status(&mut self, now: Instant) -> Status {
-        let mut requests_remaining = u64::MAX;
-        let mut tokens_remaining = u64::MAX;
-        let mut headroom: f64 = 1.0;
-        if let Some(b) = self.rpm.as_mut() {
-            requests_remaining = b.available(now);
-            headroom = headroom.min(b.headroom(now));
-        }
-        if let Some(b) = self.tpm.as_mut() {
-            tokens_remaining = b.available(now);
-            headroom = headroom.min(b.headroom(now));
-        }
+    /// The route's state given the quota store's view of its allowance.
+    pub fn status(&self, quota: &RateState, now: Instant) -> Status {
+        let requests_remaining = quota.requests.map_or(u64::MAX, |w| w.remaining);
+        let tokens_remaining = quota.tokens.map_or(u64::MAX, |w| w.remaining);
+        let mut headroom = quota.headroom();
         let (state, retry_in) = if let Some(d) = self.cooling(now) {
             (WireState::Cooling, d)
         } else {
@@ -159,11 +141,13 @@ impl RouteState {
                     (WireState::Open, until.saturating_duration_since(now))
                 }
                 BreakerState::HalfOpen { .. } => (WireState::HalfOpen, Duration::ZERO),
-                BreakerState::Closed if requests_remaining == 0 => {
-                    let wait = self
-                        .rpm
-                        .as_mut()
-                        .map(|b| b.time_until(1, now))
+                BreakerState::Closed if requests_remaining == 0 || tokens_remaining == 0 => {
+                    let wait = [quota.requests, quota.tokens]
+                        .iter()
+                        .flatten()
+                        .filter(|w| w.remaining == 0)
+                        .map(|w| w.reset)
+                        .max()
                         .unwrap_or_default();
                     (WireState::Exhausted, wait)
                 }
@@ -179,6 +163,7 @@ impl RouteState {
             requests_remaining,
             tokens_remaining,
             retry_in,
+            rate_factor: self.rate_factor(now),
         }
     }
 }
@@ -186,11 +171,10 @@ impl RouteState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use switchyard_quota::Window;
 
-    fn route(rpm: Option<u64>) -> RouteState {
+    fn route() -> RouteState {
         RouteState::new(
-            rpm,
-            None,
             BreakerPolicy {
                 failures: 2,
                 open_for: Duration::from_secs(5),
@@ -209,64 +193,94 @@ mod tests {
     #[test]
     fn throttle_cools_down_for_retry_after_then_recovers() {
         let t0 = Instant::now();
-        let mut r = route(None);
-        let res = r.admit(10, t0).unwrap();
+        let mut r = route();
+        r.begin(t0).unwrap();
         let b = Backoff {
             base: Duration::from_millis(1),
             max: Duration::from_millis(1),
         };
-        let d = r.on_error(res, &throttle(Some(Duration::from_secs(2))), &b, t0);
+        let d = r.on_error(&throttle(Some(Duration::from_secs(2))), &b, t0);
         assert_eq!(d, Some(Duration::from_secs(2)));
-        let skip = r.admit(10, t0 + Duration::from_secs(1)).unwrap_err();
+        let skip = r.check(t0 + Duration::from_secs(1)).unwrap_err();
         assert_eq!(skip.outcome, Outcome::SkippedCooldown);
         assert_eq!(skip.retry_in, Duration::from_secs(1));
-        assert_eq!(r.status(t0).state, WireState::Cooling);
-        assert_eq!(r.status(t0).headroom, 0.0);
-        assert!(r.admit(10, t0 + Duration::from_secs(2)).is_ok());
+        let st = r.status(&RateState::default(), t0);
+        assert_eq!(st.state, WireState::Cooling);
+        assert_eq!(st.headroom, 0.0);
+        assert!(r.check(t0 + Duration::from_secs(2)).is_ok());
+    }
+
+    #[test]
+    fn throttles_halve_the_rate_which_recovers_linearly() {
+        let t0 = Instant::now();
+        let mut r = route();
+        let b = Backoff::default();
+        assert_eq!(r.rate_factor(t0), 1.0);
+        r.on_error(&throttle(None), &b, t0);
+        assert_eq!(r.rate_factor(t0), 0.5);
+        r.on_error(&throttle(None), &b, t0);
+        assert_eq!(r.rate_factor(t0), 0.25);
+        for _ in 0..10 {
+            r.on_error(&throttle(None), &b, t0);
+        }
+        assert_eq!(r.rate_factor(t0), MIN_RATE_FACTOR);
+        // Full recovery from the floor takes RATE_RECOVERY.
+        let half = t0 + RATE_RECOVERY / 2;
+        assert!((r.rate_factor(half) - 0.55).abs() < 1e-9);
+        assert_eq!(r.rate_factor(t0 + RATE_RECOVERY), 1.0);
+        // Success does not jump it back: recovery is gradual.
+        r.on_success();
+        assert_eq!(r.rate_factor(t0), MIN_RATE_FACTOR);
     }
 
     #[test]
     fn failures_open_the_breaker_and_a_probe_closes_it() {
         let t0 = Instant::now();
-        let mut r = route(None);
+        let mut r = route();
         let b = Backoff::default();
         for _ in 0..2 {
-            let res = r.admit(1, t0).unwrap();
-            r.on_error(res, &UpstreamError::unavailable("503"), &b, t0);
+            r.begin(t0).unwrap();
+            r.on_error(&UpstreamError::unavailable("503"), &b, t0);
         }
-        assert_eq!(r.admit(1, t0).unwrap_err().outcome, Outcome::SkippedBreaker);
-        assert_eq!(r.status(t0).state, WireState::Open);
+        assert_eq!(r.check(t0).unwrap_err().outcome, Outcome::SkippedBreaker);
+        assert_eq!(r.status(&RateState::default(), t0).state, WireState::Open);
         let t1 = t0 + Duration::from_secs(5);
-        assert_eq!(r.status(t1).state, WireState::HalfOpen);
-        let probe = r.admit(1, t1).unwrap();
+        assert_eq!(
+            r.status(&RateState::default(), t1).state,
+            WireState::HalfOpen
+        );
+        r.begin(t1).unwrap();
         // While the probe is out, nobody else goes.
-        assert_eq!(r.admit(1, t1).unwrap_err().outcome, Outcome::SkippedBreaker);
-        r.on_success(probe, 1, t1);
-        assert_eq!(r.status(t1).state, WireState::Ready);
+        assert_eq!(r.check(t1).unwrap_err().outcome, Outcome::SkippedBreaker);
+        r.on_success();
+        assert_eq!(r.status(&RateState::default(), t1).state, WireState::Ready);
     }
 
     #[test]
-    fn empty_bucket_skips_with_quota_and_reports_exhausted() {
-        let t0 = Instant::now();
-        let mut r = route(Some(2));
-        assert!(r.admit(1, t0).is_ok());
-        assert!(r.admit(1, t0).is_ok());
-        let skip = r.admit(1, t0).unwrap_err();
-        assert_eq!(skip.outcome, Outcome::SkippedQuota);
-        assert_eq!(skip.retry_in, Duration::from_secs(30));
-        let st = r.status(t0);
+    fn empty_quota_reports_exhausted_with_its_reset() {
+        let r = route();
+        let q = RateState {
+            requests: Some(Window {
+                limit: 2,
+                remaining: 0,
+                reset: Duration::from_secs(42),
+            }),
+            tokens: None,
+        };
+        let st = r.status(&q, Instant::now());
         assert_eq!(st.state, WireState::Exhausted);
+        assert_eq!(st.retry_in, Duration::from_secs(42));
+        assert_eq!(st.headroom, 0.0);
         assert_eq!(st.requests_remaining, 0);
     }
 
     #[test]
     fn validation_error_does_not_trip_the_breaker() {
         let t0 = Instant::now();
-        let mut r = route(None);
+        let mut r = route();
         for _ in 0..5 {
-            let res = r.admit(1, t0).unwrap();
+            r.begin(t0).unwrap();
             r.on_error(
-                res,
                 &UpstreamError::Invalid {
                     reason: "bad".into(),
                 },
@@ -274,6 +288,6 @@ mod tests {
                 t0,
             );
         }
-        assert!(r.admit(1, t0).is_ok());
+        assert!(r.check(t0).is_ok());
     }
 }

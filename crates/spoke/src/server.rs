@@ -96,7 +96,7 @@ pub fn router(engine: Arc<Engine>) -> (Router, tonic_health::server::HealthRepor
 async fn report_health(engine: Arc<Engine>, reporter: tonic_health::server::HealthReporter) {
     let mut last = None;
     loop {
-        let serving = engine.describe().serving;
+        let serving = engine.describe().await.serving;
         if last != Some(serving) {
             let status = if serving {
                 tonic_health::ServingStatus::Serving
@@ -138,7 +138,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
     let upstream = build_upstream(&config).await?;
-    let engine = Arc::new(Engine::new(&config, upstream));
+    let store = config.quota.build().await;
+    let engine = Arc::new(Engine::new(&config, upstream, store));
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| StartError::Bind {
