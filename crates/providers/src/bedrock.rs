@@ -4,10 +4,7 @@
 
 use crate::error::parse_retry_after;
 use crate::{Call, Chunk, ChunkStream, Completion, Upstream, UpstreamError};
-use aws_config::BehaviorVersion;
-use aws_config::retry::RetryConfig;
 use aws_sdk_bedrockruntime::Client;
-use aws_sdk_bedrockruntime::config::Region;
 use aws_sdk_bedrockruntime::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_bedrockruntime::primitives::Blob;
 use aws_sdk_bedrockruntime::types::{
@@ -29,6 +26,8 @@ pub struct BedrockRegion {
 
 pub struct BedrockUpstream {
     clients: HashMap<String, Client>,
+    /// Bedrock Guardrail (identifier, version) sent with every call, when configured.
+    guardrail: Option<(String, String)>,
     /// The provider the clients sign with, kept to check that credentials resolve.
     credentials: Option<aws_sdk_bedrockruntime::config::SharedCredentialsProvider>,
 }
@@ -40,25 +39,11 @@ impl BedrockUpstream {
         let mut clients = HashMap::new();
         let mut credentials = None;
         for r in regions {
-            let base = aws_config::defaults(BehaviorVersion::latest())
-                .region(Region::new(r.name.clone()))
-                .retry_config(RetryConfig::disabled())
-                .load()
-                .await;
-            let mut builder = aws_sdk_bedrockruntime::config::Builder::from(&base);
-            if let Some(role) = role_arn {
-                let provider = aws_config::sts::AssumeRoleProvider::builder(role)
-                    .session_name("switchyard-spoke")
-                    .configure(&base)
-                    .build()
-                    .await;
-                let shared =
-                    aws_sdk_bedrockruntime::config::SharedCredentialsProvider::new(provider);
-                credentials = Some(shared.clone());
-                builder = builder.credentials_provider(shared);
-            } else if credentials.is_none() {
-                credentials = base.credentials_provider();
+            let sdk = crate::aws::sdk_config(&r.name, role_arn).await;
+            if credentials.is_none() {
+                credentials = sdk.credentials_provider();
             }
+            let mut builder = aws_sdk_bedrockruntime::config::Builder::from(&sdk);
             if let Some(ep) = &r.endpoint {
                 builder = builder.endpoint_url(ep);
             }
@@ -66,8 +51,16 @@ impl BedrockUpstream {
         }
         Self {
             clients,
+            guardrail: None,
             credentials,
         }
+    }
+
+    /// Sends this Bedrock Guardrail with every call. An intervention comes back as a
+    /// `ContentFiltered` stop reason with the guardrail's own message, not as an error.
+    pub fn with_guardrail(mut self, guardrail: Option<(String, String)>) -> Self {
+        self.guardrail = guardrail;
+        self
     }
 
     fn client(&self, region: &str) -> Result<&Client, UpstreamError> {
@@ -255,6 +248,12 @@ impl Upstream for BedrockUpstream {
             .set_system((!system.is_empty()).then_some(system))
             .set_messages(Some(messages))
             .set_inference_config(inference_config(call.request))
+            .set_guardrail_config(self.guardrail.as_ref().map(|(id, v)| {
+                bt::GuardrailConfiguration::builder()
+                    .guardrail_identifier(id)
+                    .guardrail_version(v)
+                    .build()
+            }))
             .send();
         let out = tokio::time::timeout(call.timeout, fut)
             .await
@@ -286,6 +285,12 @@ impl Upstream for BedrockUpstream {
             .set_system((!system.is_empty()).then_some(system))
             .set_messages(Some(messages))
             .set_inference_config(inference_config(call.request))
+            .set_guardrail_config(self.guardrail.as_ref().map(|(id, v)| {
+                bt::GuardrailStreamConfiguration::builder()
+                    .guardrail_identifier(id)
+                    .guardrail_version(v)
+                    .build()
+            }))
             .send();
         let out = tokio::time::timeout(call.timeout, fut)
             .await

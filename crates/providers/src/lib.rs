@@ -4,9 +4,11 @@
 //! wire errors into an [`UpstreamError`] whose class (throttled / unavailable / timeout /
 //! invalid) decides, once and here, what the engine does next.
 
+pub mod aws;
 pub mod bedrock;
 pub mod error;
 pub mod openai;
+pub mod secrets;
 pub mod simulated;
 pub mod text;
 

@@ -30,13 +30,24 @@ pub struct OpenAiUpstream {
     http: reqwest::Client,
     /// Region name → base URL including `/v1`.
     endpoints: HashMap<String, String>,
-    api_key: Option<ApiKey>,
+    api_key: KeySource,
+}
+
+/// Where the API key comes from.
+#[derive(Clone, Debug)]
+pub enum KeySource {
+    /// No `Authorization` header (on-prem servers).
+    None,
+    /// Read once at start (environment variable or file).
+    Static(ApiKey),
+    /// Kept current by a refresher (Secrets Manager); `None` until the first load.
+    Refreshed(std::sync::Arc<crate::secrets::KeyCell>),
 }
 
 impl OpenAiUpstream {
     pub fn new(
         endpoints: HashMap<String, String>,
-        api_key: Option<ApiKey>,
+        api_key: KeySource,
     ) -> Result<Self, UpstreamError> {
         let http = reqwest::Client::builder()
             .pool_idle_timeout(Duration::from_secs(90))
@@ -93,8 +104,15 @@ impl OpenAiUpstream {
             .post(url)
             .timeout(call.timeout)
             .json(&Self::body(call, stream));
-        if let Some(key) = &self.api_key {
-            rb = rb.bearer_auth(&key.0);
+        match &self.api_key {
+            KeySource::None => {}
+            KeySource::Static(key) => rb = rb.bearer_auth(&key.0),
+            KeySource::Refreshed(cell) => match cell.get() {
+                Some(key) => rb = rb.bearer_auth(&key.0),
+                None => {
+                    return Err(UpstreamError::unavailable("API key not loaded yet"));
+                }
+            },
         }
         let resp = rb.send().await.map_err(transport_error)?;
         if resp.status().is_success() {
@@ -174,6 +192,15 @@ fn usage(v: &Value) -> Usage {
 impl Upstream for OpenAiUpstream {
     fn kind(&self) -> &'static str {
         "openai"
+    }
+
+    async fn check_credentials(&self) -> Result<(), String> {
+        match &self.api_key {
+            KeySource::Refreshed(cell) if cell.get().is_none() => {
+                Err("API key secret not loaded".into())
+            }
+            _ => Ok(()),
+        }
     }
 
     async fn complete(&self, call: Call<'_>) -> Result<Completion, UpstreamError> {

@@ -26,6 +26,7 @@ pub struct SpokeConfigFile {
     pub regions: Vec<RegionFile>,
     #[serde(default)]
     pub models: Vec<ModelFile>,
+    pub aws: Option<AwsFile>,
     pub bedrock: Option<BedrockFile>,
     pub openai: Option<OpenAiFile>,
     pub simulated: Option<SimulatedFile>,
@@ -65,14 +66,24 @@ pub struct ModelFile {
 }
 
 #[derive(Debug, Deserialize)]
-pub struct BedrockFile {
+pub struct AwsFile {
     pub role_arn: Option<String>,
+    pub secrets_region: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct BedrockFile {
+    pub guardrail_id: Option<String>,
+    pub guardrail_version: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 pub struct OpenAiFile {
     pub api_key_env: Option<String>,
     pub api_key_file: Option<PathBuf>,
+    pub api_key_secret: Option<String>,
+    pub api_key_secret_field: Option<String>,
+    pub secret_refresh: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -85,13 +96,8 @@ pub struct SimulatedFile {
 /// Which upstream adapter this spoke runs, with its settings.
 #[derive(Debug, Clone)]
 pub enum ProviderConfig {
-    Bedrock {
-        role_arn: Option<String>,
-    },
-    OpenAi {
-        api_key_env: Option<String>,
-        api_key_file: Option<PathBuf>,
-    },
+    Bedrock { guardrail: Option<(String, String)> },
+    OpenAi { api_key: ApiKeyConfig },
     Simulated(switchyard_providers::simulated::SimulatedConfig),
 }
 
@@ -103,6 +109,29 @@ impl ProviderConfig {
             Self::Simulated(_) => "simulated",
         }
     }
+}
+
+/// Where an OpenAI-compatible upstream's API key comes from (never the config file itself).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ApiKeyConfig {
+    None,
+    Env(String),
+    File(PathBuf),
+    /// Secrets Manager name or ARN, optional JSON field, refresh interval.
+    Secret {
+        id: String,
+        field: Option<String>,
+        refresh: Duration,
+    },
+}
+
+/// AWS settings shared by Bedrock and Secrets Manager.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AwsConfig {
+    /// Role to assume in the spoke's account (STS), for Bedrock and Secrets Manager.
+    pub role_arn: Option<String>,
+    /// Region of Secrets Manager; default the spoke's first region.
+    pub secrets_region: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -130,6 +159,7 @@ pub struct SpokeConfig {
     pub listen: SocketAddr,
     pub account: String,
     pub provider: ProviderConfig,
+    pub aws: AwsConfig,
     pub default_timeout: Duration,
     pub attempt_timeout: Option<Duration>,
     pub drain_timeout: Duration,
@@ -210,20 +240,54 @@ pub fn validate(f: SpokeConfigFile) -> Result<SpokeConfig, ConfigErrors> {
     }
 
     let provider = match f.provider.as_str() {
-        "bedrock" => Some(ProviderConfig::Bedrock {
-            role_arn: f.bedrock.as_ref().and_then(|b| b.role_arn.clone()),
-        }),
+        "bedrock" => {
+            let b = f.bedrock.as_ref();
+            let guardrail = match (
+                b.and_then(|b| b.guardrail_id.clone()),
+                b.and_then(|b| b.guardrail_version.clone()),
+            ) {
+                (Some(id), Some(v)) => Some((id, v)),
+                (None, None) => None,
+                _ => {
+                    p.push("bedrock", "guardrail_id and guardrail_version go together");
+                    None
+                }
+            };
+            Some(ProviderConfig::Bedrock { guardrail })
+        }
         "openai" => {
             let o = f.openai.as_ref();
-            let api_key_env = o.and_then(|o| o.api_key_env.clone());
-            let api_key_file = o.and_then(|o| o.api_key_file.clone());
-            if api_key_env.is_some() && api_key_file.is_some() {
-                p.push("openai", "set api_key_env or api_key_file, not both");
+            let env = o.and_then(|o| o.api_key_env.clone());
+            let file = o.and_then(|o| o.api_key_file.clone());
+            let secret = o.and_then(|o| o.api_key_secret.clone());
+            let refresh = p.duration_or(
+                "openai.secret_refresh",
+                o.and_then(|o| o.secret_refresh.as_deref()),
+                Duration::from_secs(300),
+            );
+            let field = o.and_then(|o| o.api_key_secret_field.clone());
+            if field.is_some() && secret.is_none() {
+                p.push("openai.api_key_secret_field", "needs api_key_secret");
             }
-            Some(ProviderConfig::OpenAi {
-                api_key_env,
-                api_key_file,
-            })
+            let api_key = match (env, file, secret) {
+                (None, None, None) => ApiKeyConfig::None,
+                (Some(v), None, None) => ApiKeyConfig::Env(v),
+                (None, Some(f), None) => ApiKeyConfig::File(f),
+                (None, None, Some(id)) => {
+                    if refresh.is_zero() {
+                        p.push("openai.secret_refresh", "must be greater than zero");
+                    }
+                    ApiKeyConfig::Secret { id, field, refresh }
+                }
+                _ => {
+                    p.push(
+                        "openai",
+                        "set one of api_key_env, api_key_file, api_key_secret",
+                    );
+                    ApiKeyConfig::None
+                }
+            };
+            Some(ProviderConfig::OpenAi { api_key })
         }
         "simulated" => {
             let s = f.simulated.as_ref();
@@ -363,6 +427,16 @@ pub fn validate(f: SpokeConfigFile) -> Result<SpokeConfig, ConfigErrors> {
         });
     }
 
+    let aws = AwsConfig {
+        role_arn: f.aws.as_ref().and_then(|a| a.role_arn.clone()),
+        secrets_region: f.aws.as_ref().and_then(|a| a.secrets_region.clone()),
+    };
+    if let Some(arn) = &aws.role_arn
+        && !(arn.starts_with("arn:aws") && arn.contains(":role/"))
+    {
+        p.push("aws.role_arn", format!("{arn:?} is not an IAM role ARN"));
+    }
+
     let mut quota_problems = Vec::new();
     let quota = f.quota.validate("quota", &mut quota_problems);
     for (path, msg) in quota_problems {
@@ -375,6 +449,7 @@ pub fn validate(f: SpokeConfigFile) -> Result<SpokeConfig, ConfigErrors> {
             listen,
             account: f.account,
             provider,
+            aws,
             default_timeout,
             attempt_timeout,
             drain_timeout,

@@ -1,7 +1,7 @@
 //! Wiring: build the upstream and engine from config, serve HTTP + gRPC on one port, and shut
 //! down gracefully.
 
-use crate::config::{ProviderConfig, SpokeConfig};
+use crate::config::{ApiKeyConfig, ProviderConfig, SpokeConfig};
 use crate::engine::Engine;
 use crate::grpc::SpokeService;
 use axum::Router;
@@ -13,7 +13,8 @@ use std::time::Duration;
 use switchyard_proto::v1::spoke_server::SpokeServer;
 use switchyard_providers::Upstream;
 use switchyard_providers::bedrock::{BedrockRegion, BedrockUpstream};
-use switchyard_providers::openai::{ApiKey, OpenAiUpstream};
+use switchyard_providers::openai::{ApiKey, KeySource, OpenAiUpstream};
+use switchyard_providers::secrets::{SecretRef, SecretsManagerKey};
 use switchyard_providers::simulated::SimulatedUpstream;
 use tokio::net::TcpListener;
 
@@ -36,7 +37,7 @@ pub enum StartError {
 pub async fn build_upstream(config: &SpokeConfig) -> Result<Arc<dyn Upstream>, StartError> {
     Ok(match &config.provider {
         ProviderConfig::Simulated(s) => Arc::new(SimulatedUpstream::new(s.clone())),
-        ProviderConfig::Bedrock { role_arn } => {
+        ProviderConfig::Bedrock { guardrail } => {
             let regions: Vec<BedrockRegion> = config
                 .regions
                 .iter()
@@ -45,25 +46,54 @@ pub async fn build_upstream(config: &SpokeConfig) -> Result<Arc<dyn Upstream>, S
                     endpoint: r.endpoint.clone(),
                 })
                 .collect();
-            Arc::new(BedrockUpstream::new(&regions, role_arn.as_deref()).await)
+            Arc::new(
+                BedrockUpstream::new(&regions, config.aws.role_arn.as_deref())
+                    .await
+                    .with_guardrail(guardrail.clone()),
+            )
         }
-        ProviderConfig::OpenAi {
-            api_key_env,
-            api_key_file,
-        } => {
-            let key = match (api_key_env, api_key_file) {
-                (Some(var), _) => Some(std::env::var(var).map_err(|_| {
-                    StartError::ApiKey(format!("environment variable {var} is not set"))
-                })?),
-                (None, Some(path)) => Some(
+        ProviderConfig::OpenAi { api_key } => {
+            let key = match api_key {
+                ApiKeyConfig::None => KeySource::None,
+                ApiKeyConfig::Env(var) => {
+                    KeySource::Static(ApiKey::new(std::env::var(var).map_err(|_| {
+                        StartError::ApiKey(format!("environment variable {var} is not set"))
+                    })?))
+                }
+                ApiKeyConfig::File(path) => KeySource::Static(ApiKey::new(
                     std::fs::read_to_string(path)
                         .map_err(|e| {
                             StartError::ApiKey(format!("cannot read {}: {e}", path.display()))
                         })?
                         .trim()
                         .to_owned(),
-                ),
-                (None, None) => None,
+                )),
+                ApiKeyConfig::Secret { id, field, refresh } => {
+                    let region = config
+                        .aws
+                        .secrets_region
+                        .clone()
+                        .or_else(|| config.regions.first().map(|r| r.name.clone()))
+                        .unwrap_or_else(|| "us-east-1".into());
+                    let source = SecretsManagerKey::new(
+                        SecretRef {
+                            id: id.clone(),
+                            field: field.clone(),
+                        },
+                        &region,
+                        config.aws.role_arn.as_deref(),
+                    )
+                    .await;
+                    // A failed first load is not fatal: the spoke reports itself not serving
+                    // (credentials missing) and the refresher keeps trying.
+                    if let Err(e) = source.refresh().await {
+                        tracing::warn!("API key secret not loaded at start: {e}");
+                    }
+                    let cell = source.cell();
+                    let every = *refresh;
+                    tokio::spawn(source.refresh_loop(every));
+                    KeySource::Refreshed(cell)
+                }
             };
             let endpoints = config
                 .regions
@@ -71,7 +101,7 @@ pub async fn build_upstream(config: &SpokeConfig) -> Result<Arc<dyn Upstream>, S
                 .filter_map(|r| r.endpoint.clone().map(|e| (r.name.clone(), e)))
                 .collect();
             Arc::new(
-                OpenAiUpstream::new(endpoints, key.map(ApiKey::new))
+                OpenAiUpstream::new(endpoints, key)
                     .map_err(|e| StartError::Upstream(e.to_string()))?,
             )
         }
