@@ -628,3 +628,70 @@ async fn healthz_is_503_while_bedrock_credentials_are_missing() {
     assert!(!d.serving);
     assert_eq!(d.headroom, 0.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bedrock_guardrail_intervention_is_a_content_filter_result_not_an_error() {
+    let fake = FakeBedrock::start().await.unwrap();
+    let toml = spoke_toml(
+        "bedrock",
+        &[("us-east-1", &fake.url())],
+        &format!("[[models]]\nid = \"haiku\"\nupstream_id = \"{HAIKU}\"\n"),
+        "[bedrock]\nguardrail_id = \"gr-123\"\nguardrail_version = \"2\"\n",
+    );
+    let spoke = Spoke::start(&toml).await.unwrap();
+    let mut client = spoke.grpc().await.unwrap();
+
+    let ok = client
+        .infer(request(&["haiku"], "a fine question"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        ok.stop_reason,
+        switchyard_proto::v1::StopReason::EndTurn as i32
+    );
+    let sent = fake.last_request().unwrap().body;
+    assert_eq!(sent["guardrailConfig"]["guardrailIdentifier"], "gr-123");
+    assert_eq!(sent["guardrailConfig"]["guardrailVersion"], "2");
+
+    let blocked = client
+        .infer(request(&["haiku"], "tell me the forbidden thing"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        blocked.stop_reason,
+        switchyard_proto::v1::StopReason::ContentFiltered as i32
+    );
+    assert_eq!(
+        text_of(blocked.message.as_ref()),
+        switchyard_testkit::bedrock::GUARDRAIL_BLOCKED_TEXT
+    );
+
+    let mut s = client
+        .infer_stream(request(&["haiku"], "the forbidden thing, streamed"))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut stop = None;
+    while let Some(ev) = s.message().await.unwrap() {
+        if let Some(switchyard_proto::v1::infer_event::Event::End(e)) = ev.event {
+            stop = Some(e.stop_reason);
+        }
+    }
+    assert_eq!(
+        stop,
+        Some(switchyard_proto::v1::StopReason::ContentFiltered as i32)
+    );
+
+    let h: serde_json::Value = reqwest::Client::new()
+        .post(format!("{}/inference", spoke.url()))
+        .json(&serde_json::json!({"models": ["haiku"], "messages": [{"role": "user", "content": "forbidden"}]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(h["stop_reason"], "content_filtered");
+}

@@ -74,6 +74,25 @@ struct Request {
     last_user: String,
     input_text: String,
     max_tokens: Option<u64>,
+    /// The request carried a `guardrailConfig`.
+    guardrail: bool,
+}
+
+/// The message Bedrock returns when a guardrail blocks an answer (the guardrail's configured
+/// "blocked output" text).
+pub const GUARDRAIL_BLOCKED_TEXT: &str = "Sorry, the model cannot answer this question.";
+
+/// Like a real guardrail configured to deny the topic: a request that carries a
+/// `guardrailConfig` and whose last user message contains "forbidden" is blocked.
+fn apply_guardrail(mut c: Completion, req: &Request) -> Completion {
+    if req.guardrail && req.last_user.to_lowercase().contains("forbidden") {
+        c.text = GUARDRAIL_BLOCKED_TEXT.to_owned();
+        c.chunks = vec![GUARDRAIL_BLOCKED_TEXT.to_owned()];
+        c.truncated = false;
+        c.output_tokens = 0;
+        c.guardrail_intervened = true;
+    }
+    c
 }
 
 fn parse_request(body: &Value) -> Request {
@@ -109,6 +128,7 @@ fn parse_request(body: &Value) -> Request {
         last_user,
         input_text,
         max_tokens,
+        guardrail: body.get("guardrailConfig").is_some(),
     }
 }
 
@@ -220,6 +240,7 @@ async fn converse(
         &req.input_text,
         req.max_tokens,
     );
+    let c = apply_guardrail(c, &req);
     let body = json!({
         "output": {"message": {"role": "assistant", "content": [{"text": c.text}]}},
         "stopReason": stop_reason(&c),
@@ -234,7 +255,9 @@ async fn converse(
 }
 
 fn stop_reason(c: &Completion) -> &'static str {
-    if c.truncated {
+    if c.guardrail_intervened {
+        "guardrail_intervened"
+    } else if c.truncated {
         "max_tokens"
     } else {
         "end_turn"
@@ -311,6 +334,7 @@ async fn converse_stream(
         &req.input_text,
         req.max_tokens,
     );
+    let c = apply_guardrail(c, &req);
     let fail_after = match plan.action {
         Action::StreamFailAfter(n) => Some(usize::try_from(n).unwrap_or(usize::MAX)),
         _ => None,

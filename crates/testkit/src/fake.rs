@@ -79,6 +79,8 @@ pub(crate) struct Completion {
     pub truncated: bool,
     pub input_tokens: u64,
     pub output_tokens: u64,
+    /// Bedrock only: a guardrail blocked the answer (`stopReason: guardrail_intervened`).
+    pub guardrail_intervened: bool,
 }
 
 impl Completion {
@@ -118,6 +120,7 @@ impl Completion {
             truncated,
             input_tokens: word_count(input_text).max(1),
             output_tokens: n as u64,
+            guardrail_intervened: false,
         }
     }
 }
