@@ -36,6 +36,16 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/readyz", get(readyz_handler))
         .fallback(fallback_handler)
         .with_state(hub)
+        // Outermost: trace, then turn a panic into a 500 in OpenAI's shape.
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            panic_response,
+        ))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("handler panicked");
+    HubError::Internal("panic".into()).into_response()
 }
 
 async fn healthz_handler() -> &'static str {
@@ -137,15 +147,11 @@ async fn chat(
     let base = req.to_infer()?;
     let pref = match headers.get(ROUTE_PREFERENCE) {
         None => Preference::Priority,
-        Some(v) => v
-            .to_str()
-            .ok()
-            .and_then(Preference::parse)
-            .ok_or_else(|| {
-                HubError::BadRequest(format!(
-                    "{ROUTE_PREFERENCE}: expected \"cheapest\" or \"fastest\""
-                ))
-            })?,
+        Some(v) => v.to_str().ok().and_then(Preference::parse).ok_or_else(|| {
+            HubError::BadRequest(format!(
+                "{ROUTE_PREFERENCE}: expected \"cheapest\" or \"fastest\""
+            ))
+        })?,
     };
     let mut timeout = hub.settings.request_timeout;
     if let Some(v) = headers.get(TIMEOUT_MS) {
@@ -300,7 +306,12 @@ async fn stream_chat(
 ) -> Result<Response, HubError> {
     let (committed, route, guard) = hub
         .dispatch(&plan, |spoke, routing, remaining| {
-            open_stream(spoke, merge(&base, routing), remaining, plan.request_id.clone())
+            open_stream(
+                spoke,
+                merge(&base, routing),
+                remaining,
+                plan.request_id.clone(),
+            )
         })
         .await?;
     let deadline = plan.deadline;

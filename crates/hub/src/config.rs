@@ -447,7 +447,9 @@ impl HubConfig {
                 errs.push(format!("{base}.health.timeout: must be greater than 0"));
             }
             if health.healthy_threshold == 0 {
-                errs.push(format!("{base}.health.healthy_threshold: must be at least 1"));
+                errs.push(format!(
+                    "{base}.health.healthy_threshold: must be at least 1"
+                ));
             }
             if health.unhealthy_threshold == 0 {
                 errs.push(format!(
@@ -463,7 +465,9 @@ impl HubConfig {
                     None
                 }
                 (None, true) => {
-                    errs.push(format!("{base}: needs `spokes = [...]` or `dns = \"name\"`"));
+                    errs.push(format!(
+                        "{base}: needs `spokes = [...]` or `dns = \"name\"`"
+                    ));
                     None
                 }
                 (None, false) => {

@@ -56,14 +56,20 @@ pub async fn resolve(
     let mut members = Vec::new();
     let mut ttl = u32::MAX;
     if src.srv {
-        let lookup = resolver.srv_lookup(src.name.as_str()).await.map_err(|e| err(&e))?;
+        let lookup = match resolver.srv_lookup(src.name.as_str()).await {
+            Ok(l) => l,
+            // An authoritative "no such records": the pool is empty (its spokes are drained).
+            Err(e) if e.is_no_records_found() => return Ok((Vec::new(), src.min_ttl)),
+            Err(e) => return Err(err(&e)),
+        };
         for rec in lookup.answers() {
             let RData::SRV(srv) = &rec.data else { continue };
             ttl = ttl.min(rec.ttl);
-            let ips = resolver
-                .lookup_ip(srv.target.clone())
-                .await
-                .map_err(|e| err(&e))?;
+            let ips = match resolver.lookup_ip(srv.target.clone()).await {
+                Ok(ips) => ips,
+                Err(e) if e.is_no_records_found() => continue,
+                Err(e) => return Err(err(&e)),
+            };
             for ip in ips.iter() {
                 let addr = SocketAddr::new(ip, srv.port);
                 if !members.iter().any(|(a, _)| *a == addr) {
@@ -73,7 +79,11 @@ pub async fn resolve(
             }
         }
     } else {
-        let lookup = resolver.lookup_ip(src.name.as_str()).await.map_err(|e| err(&e))?;
+        let lookup = match resolver.lookup_ip(src.name.as_str()).await {
+            Ok(l) => l,
+            Err(e) if e.is_no_records_found() => return Ok((Vec::new(), src.min_ttl)),
+            Err(e) => return Err(err(&e)),
+        };
         for rec in lookup.as_lookup().answers() {
             let ip: Option<IpAddr> = match &rec.data {
                 RData::A(a) => Some(IpAddr::V4(a.0)),

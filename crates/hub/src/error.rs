@@ -34,10 +34,7 @@ impl AttemptFailure {
     /// Whether another spoke / candidate may be tried after this failure.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::Exhausted { .. }
-            | Self::Unavailable
-            | Self::Transport
-            | Self::NotServed => true,
+            Self::Exhausted { .. } | Self::Unavailable | Self::Transport | Self::NotServed => true,
             Self::Timeout => false,
         }
     }
@@ -195,8 +192,14 @@ mod tests {
         assert_eq!(e.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(e.retry_after_secs(), Some(2));
         assert_eq!(HubError::Unauthorized.status(), StatusCode::UNAUTHORIZED);
-        assert_eq!(HubError::ModelNotFound("x".into()).status(), StatusCode::NOT_FOUND);
-        assert_eq!(HubError::BodyTooLarge(1).status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(
+            HubError::ModelNotFound("x".into()).status(),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            HubError::BodyTooLarge(1).status(),
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
         assert_eq!(
             HubError::DeadlineExceeded { attempts: vec![] }.status(),
             StatusCode::GATEWAY_TIMEOUT

@@ -83,7 +83,11 @@ impl Hub {
             match &p.source {
                 SpokeSource::Static(list) => pool.set_members(list),
                 SpokeSource::Dns(dns) => {
-                    tokio::spawn(crate::dns::watch(pool.clone(), dns.clone(), stop.child_token()));
+                    tokio::spawn(crate::dns::watch(
+                        pool.clone(),
+                        dns.clone(),
+                        stop.child_token(),
+                    ));
                 }
             }
             pools.insert(p.name.clone(), pool);
@@ -207,16 +211,22 @@ impl Hub {
                     request_id: plan.request_id.clone(),
                     models: vec![cand.model.clone()],
                     allowed_regions: plan.allowed_regions.clone(),
-                    timeout_ms: u64::try_from(remaining.as_millis()).unwrap_or(u64::MAX).max(1),
+                    timeout_ms: u64::try_from(remaining.as_millis())
+                        .unwrap_or(u64::MAX)
+                        .max(1),
                     ..Default::default()
                 };
                 let guard = spoke.begin();
                 let started = Instant::now();
-                let result =
-                    match tokio::time::timeout(remaining, call(spoke.clone(), req, remaining)).await {
-                        Ok(r) => r,
-                        Err(_) => Err(CallError::Retry(AttemptFailure::Timeout, "deadline".into())),
-                    };
+                let result = match tokio::time::timeout(
+                    remaining,
+                    call(spoke.clone(), req, remaining),
+                )
+                .await
+                {
+                    Ok(r) => r,
+                    Err(_) => Err(CallError::Retry(AttemptFailure::Timeout, "deadline".into())),
+                };
                 let took = started.elapsed();
                 spoke_time += took;
                 match result {
@@ -248,6 +258,13 @@ impl Hub {
                     Err(CallError::Final(e)) => return Err(e),
                     Err(CallError::Retry(kind, detail)) => {
                         drop(guard);
+                        // Past the deadline every failure is a timeout (the spoke or tonic may
+                        // report it as CANCELLED): no ejection, no further attempts.
+                        let kind = if Instant::now() >= plan.deadline {
+                            AttemptFailure::Timeout
+                        } else {
+                            kind
+                        };
                         match kind {
                             AttemptFailure::Transport => spoke.eject(&detail),
                             AttemptFailure::Exhausted { retry_after_ms } => {
@@ -306,7 +323,11 @@ fn final_error(failed: Vec<FailedAttempt>) -> HubError {
     if exhausted.is_empty() {
         HubError::NoRoute { attempts: failed }
     } else {
-        let retry_after = exhausted.iter().flatten().min().map(|ms| Duration::from_millis(*ms));
+        let retry_after = exhausted
+            .iter()
+            .flatten()
+            .min()
+            .map(|ms| Duration::from_millis(*ms));
         HubError::Exhausted {
             retry_after,
             attempts: failed,
@@ -350,11 +371,6 @@ pub fn classify(status: &Status) -> CallError {
     }
 }
 
-/// Compares two API-key hashes in constant time (exposed for tests).
-pub fn hashes_equal(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    bool::from(a.ct_eq(b))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -368,7 +384,12 @@ mod tests {
             .insert(switchyard_proto::ATTEMPTS, "2".parse().unwrap());
         assert!(matches!(
             classify(&s),
-            CallError::Retry(AttemptFailure::Exhausted { retry_after_ms: Some(2500) }, _)
+            CallError::Retry(
+                AttemptFailure::Exhausted {
+                    retry_after_ms: Some(2500)
+                },
+                _
+            )
         ));
         let transport = Status::unavailable("tcp connect error");
         assert!(matches!(
@@ -398,14 +419,18 @@ mod tests {
             kind,
             detail: String::new(),
         };
-        let e = final_error(
-            vec![
-                a(AttemptFailure::Exhausted { retry_after_ms: Some(3000) }),
-                a(AttemptFailure::Exhausted { retry_after_ms: Some(1200) }),
-                a(AttemptFailure::Unavailable),
-            ],
+        let e = final_error(vec![
+            a(AttemptFailure::Exhausted {
+                retry_after_ms: Some(3000),
+            }),
+            a(AttemptFailure::Exhausted {
+                retry_after_ms: Some(1200),
+            }),
+            a(AttemptFailure::Unavailable),
+        ]);
+        assert!(
+            matches!(e, HubError::Exhausted { retry_after: Some(d), .. } if d == Duration::from_millis(1200))
         );
-        assert!(matches!(e, HubError::Exhausted { retry_after: Some(d), .. } if d == Duration::from_millis(1200)));
         assert!(matches!(final_error(vec![]), HubError::NoRoute { .. }));
     }
 }

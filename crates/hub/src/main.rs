@@ -45,7 +45,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(switchyard_hub::serve::run(settings, switchyard_hub::serve::shutdown_signal())) {
+    match rt.block_on(switchyard_hub::serve::run(
+        settings,
+        switchyard_hub::serve::shutdown_signal(),
+    )) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "hub failed");

@@ -123,7 +123,11 @@ impl ChatRequest {
             .iter()
             .map(|m| match &m.content {
                 Some(Content::Text(s)) => s.len(),
-                Some(Content::Parts(p)) => p.iter().filter_map(|p| p.text.as_ref()).map(String::len).sum(),
+                Some(Content::Parts(p)) => p
+                    .iter()
+                    .filter_map(|p| p.text.as_ref())
+                    .map(String::len)
+                    .sum(),
                 None => 0,
             })
             .sum();
@@ -222,7 +226,9 @@ impl ChatRequest {
         }
         for (name, v) in [("temperature", self.temperature), ("top_p", self.top_p)] {
             if v.is_some_and(|v| !v.is_finite() || v < 0.0) {
-                return Err(HubError::BadRequest(format!("`{name}` must be a non-negative number")));
+                return Err(HubError::BadRequest(format!(
+                    "`{name}` must be a non-negative number"
+                )));
             }
         }
         let stop = match &self.stop {
@@ -280,7 +286,8 @@ pub fn completion_json(id: &str, created: u64, resp: &pb::InferResponse) -> Valu
                 "id": tc.id, "type": "function",
                 "function": { "name": tc.name, "arguments": tc.arguments_json },
             })),
-            Some(pb::content_part::Part::Image(_) | pb::content_part::Part::ToolResult(_)) | None => {}
+            Some(pb::content_part::Part::Image(_) | pb::content_part::Part::ToolResult(_))
+            | None => {}
         }
     }
     let model = resp.route.as_ref().map(|r| r.model.as_str()).unwrap_or("");

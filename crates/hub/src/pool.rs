@@ -71,18 +71,23 @@ impl Drop for InFlight {
 impl Spoke {
     /// Creates a spoke with a lazily connected, kept-alive channel. It is not routable until its
     /// first health check passes.
+    ///
+    /// HTTP/2 keepalive pings run every health interval (at most 10 s) and must be answered within
+    /// the health timeout: a hung spoke (stopped process, black-holed network) fails the calls in
+    /// flight on it, which are then retried elsewhere, instead of holding them to the deadline.
     pub fn new(
         provider: Arc<str>,
         addr: SocketAddr,
         weight: u32,
         connect_timeout: Duration,
+        health: &Health,
         stop: CancellationToken,
     ) -> Result<Self, tonic::transport::Error> {
         let channel = Endpoint::from_shared(format!("http://{addr}"))?
             .connect_timeout(connect_timeout)
             .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(20))
-            .keep_alive_timeout(Duration::from_secs(10))
+            .http2_keep_alive_interval(health.interval.min(Duration::from_secs(10)))
+            .keep_alive_timeout(health.timeout)
             .keep_alive_while_idle(true)
             .connect_lazy();
         Ok(Self {
@@ -125,7 +130,11 @@ impl Spoke {
     }
 
     pub fn account(&self) -> Option<String> {
-        self.state.lock().described.as_ref().map(|d| d.account.clone())
+        self.state
+            .lock()
+            .described
+            .as_ref()
+            .map(|d| d.account.clone())
     }
 
     /// Passive ejection: called when a call to the spoke failed at the connection level. The spoke
@@ -156,10 +165,7 @@ impl Spoke {
     pub fn view(&self, now: Instant) -> SpokeView {
         let st = self.state.lock();
         let (headroom, models) = match &st.described {
-            Some(d) => (
-                if d.serving { d.headroom } else { 0.0 },
-                d.models.clone(),
-            ),
+            Some(d) => (if d.serving { d.headroom } else { 0.0 }, d.models.clone()),
             None => (0.0, HashMap::new()),
         };
         let headroom = match st.exhausted_until {
@@ -186,7 +192,6 @@ impl Spoke {
                 st.ok_streak = st.ok_streak.saturating_add(1);
                 let first = st.described.is_none();
                 st.described = Some(d);
-                st.exhausted_until = None;
                 if !st.healthy && (first || st.ejected || st.ok_streak >= cfg.healthy_threshold) {
                     st.healthy = true;
                     st.ejected = false;
@@ -348,6 +353,7 @@ impl ProviderPool {
                 *addr,
                 *weight,
                 self.connect_timeout,
+                &self.health,
                 self.stop.child_token(),
             ) {
                 Ok(s) => {
@@ -356,7 +362,9 @@ impl ProviderPool {
                     tokio::spawn(health_loop(s.clone(), self.health));
                     next.push(s);
                 }
-                Err(e) => tracing::error!(provider = %self.name, spoke = %addr, error = %e, "bad spoke address"),
+                Err(e) => {
+                    tracing::error!(provider = %self.name, spoke = %addr, error = %e, "bad spoke address")
+                }
             }
         }
         for s in current.iter() {

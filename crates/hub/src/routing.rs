@@ -313,7 +313,13 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(3);
         for _ in 0..100 {
             assert_eq!(
-                pick_spoke(&[a.clone(), b.clone()], "m", &Needs::default(), &[], &mut rng),
+                pick_spoke(
+                    &[a.clone(), b.clone()],
+                    "m",
+                    &Needs::default(),
+                    &[],
+                    &mut rng
+                ),
                 Some(2)
             );
         }
@@ -325,7 +331,12 @@ mod tests {
         let mut b = cand("b", 0);
         let c = cand("c", 2);
         let none = |_: &Candidate| None;
-        let order = order_candidates(&[a.clone(), b.clone(), c.clone()], Preference::Priority, &none, 0);
+        let order = order_candidates(
+            &[a.clone(), b.clone(), c.clone()],
+            Preference::Priority,
+            &none,
+            0,
+        );
         assert_eq!(
             order.iter().map(|c| c.model.as_str()).collect::<Vec<_>>(),
             ["b", "a", "c"]
@@ -334,16 +345,26 @@ mod tests {
         a.weight = Some(90);
         b.weight = Some(10);
         let first = |roll| {
-            order_candidates(&[a.clone(), b.clone(), c.clone()], Preference::Priority, &none, roll)[0]
-                .model
-                .clone()
+            order_candidates(
+                &[a.clone(), b.clone(), c.clone()],
+                Preference::Priority,
+                &none,
+                roll,
+            )[0]
+            .model
+            .clone()
         };
         assert_eq!(first(5), "b");
         assert_eq!(first(50), "a");
         // cheapest
         a.price_in = Some(1.0);
         b.price_in = Some(3.0);
-        let order = order_candidates(&[a.clone(), b.clone(), c.clone()], Preference::Cheapest, &none, 0);
+        let order = order_candidates(
+            &[a.clone(), b.clone(), c.clone()],
+            Preference::Cheapest,
+            &none,
+            0,
+        );
         assert_eq!(order[0].model, "a");
         assert_eq!(order[2].model, "c");
         // fastest

@@ -1,0 +1,397 @@
+//! In-process fakes: a tonic `switchyard.v1.Spoke` server whose behaviour tests switch at run
+//! time, and a hub started on 127.0.0.1:0.
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::type_complexity
+)]
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::Stream;
+use parking_lot::Mutex;
+use switchyard_hub::config::HubConfig;
+use switchyard_hub::hub::Hub;
+use switchyard_proto::v1 as pb;
+use switchyard_proto::v1::spoke_server::{Spoke, SpokeServer};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+use tonic_health::ServingStatus;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Mode {
+    Ok,
+    /// RESOURCE_EXHAUSTED with `retry-after-ms`.
+    Exhausted(u64),
+    /// UNAVAILABLE from the spoke's logic (with attempts metadata).
+    Unavailable,
+    /// UNAVAILABLE without metadata: looks like a broken connection.
+    Broken,
+    /// Streams: one delta, then UNAVAILABLE.
+    FailAfterFirstDelta,
+    /// Sleeps before answering.
+    Slow(Duration),
+}
+
+pub struct FakeSpoke {
+    pub account: String,
+    pub provider: String,
+    pub models: Vec<String>,
+    pub mode: Mutex<Mode>,
+    pub headroom: Mutex<f64>,
+    pub calls: AtomicU64,
+    pub last_request: Mutex<Option<(pb::InferRequest, Option<String>, Option<String>)>>,
+    pub chunks: usize,
+    pub chunk_delay: Duration,
+}
+
+impl FakeSpoke {
+    pub fn set_mode(&self, m: Mode) {
+        *self.mode.lock() = m;
+    }
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::SeqCst)
+    }
+    fn route(&self, req: &pb::InferRequest) -> pb::Route {
+        pb::Route {
+            provider: self.provider.clone(),
+            account: self.account.clone(),
+            region: "us-test-1".into(),
+            model: req.models.first().cloned().unwrap_or_default(),
+        }
+    }
+    fn error(&self, mode: &Mode) -> Option<Status> {
+        let mut s = match mode {
+            Mode::Exhausted(ms) => {
+                let mut s = Status::resource_exhausted("account quota exhausted");
+                s.metadata_mut().insert(
+                    switchyard_proto::RETRY_AFTER_MS,
+                    ms.to_string().parse().unwrap(),
+                );
+                s
+            }
+            Mode::Unavailable => Status::unavailable("upstream 503"),
+            Mode::Broken => return Some(Status::unavailable("connection reset")),
+            Mode::Ok | Mode::FailAfterFirstDelta | Mode::Slow(_) => return None,
+        };
+        s.metadata_mut()
+            .insert(switchyard_proto::ATTEMPTS, "1".parse().unwrap());
+        Some(s)
+    }
+}
+
+#[derive(Clone)]
+pub struct Svc(pub Arc<FakeSpoke>);
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<pb::InferEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Spoke for Svc {
+    async fn infer(
+        &self,
+        request: Request<pb::InferRequest>,
+    ) -> Result<Response<pb::InferResponse>, Status> {
+        self.0.calls.fetch_add(1, Ordering::SeqCst);
+        let rid = request
+            .metadata()
+            .get(switchyard_proto::REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let timeout = request
+            .metadata()
+            .get("grpc-timeout")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let req = request.into_inner();
+        *self.0.last_request.lock() = Some((req.clone(), rid, timeout));
+        let mode = self.0.mode.lock().clone();
+        if let Mode::Slow(d) = mode {
+            tokio::time::sleep(d).await;
+        }
+        if let Some(s) = self.0.error(&mode) {
+            return Err(s);
+        }
+        Ok(Response::new(pb::InferResponse {
+            request_id: req.request_id.clone(),
+            message: Some(pb::Message {
+                role: pb::Role::Assistant as i32,
+                content: vec![pb::ContentPart {
+                    part: Some(pb::content_part::Part::Text(format!(
+                        "hello from {}",
+                        self.0.account
+                    ))),
+                }],
+            }),
+            stop_reason: pb::StopReason::EndTurn as i32,
+            usage: Some(pb::Usage {
+                input_tokens: 5,
+                output_tokens: 3,
+            }),
+            route: Some(self.0.route(&req)),
+            attempts: vec![],
+        }))
+    }
+
+    type InferStreamStream = EventStream;
+
+    async fn infer_stream(
+        &self,
+        request: Request<pb::InferRequest>,
+    ) -> Result<Response<Self::InferStreamStream>, Status> {
+        self.0.calls.fetch_add(1, Ordering::SeqCst);
+        let req = request.into_inner();
+        let mode = self.0.mode.lock().clone();
+        if let Some(s) = self.0.error(&mode) {
+            return Err(s);
+        }
+        let route = self.0.route(&req);
+        let chunks = self.0.chunks;
+        let delay = self.0.chunk_delay;
+        let account = self.0.account.clone();
+        let s = async_stream::stream! {
+            if let Mode::Slow(d) = mode { tokio::time::sleep(d).await; }
+            yield Ok(pb::InferEvent { event: Some(pb::infer_event::Event::Start(pb::StreamStart {
+                request_id: req.request_id.clone(), route: Some(route), attempts: vec![] })) });
+            for i in 0..chunks {
+                if i > 0 { tokio::time::sleep(delay).await; }
+                yield Ok(pb::InferEvent { event: Some(pb::infer_event::Event::Delta(pb::StreamDelta {
+                    text: format!("{account}-{i} ") })) });
+                if mode == Mode::FailAfterFirstDelta {
+                    let mut s = Status::unavailable("upstream died mid-stream");
+                    s.metadata_mut().insert(switchyard_proto::ATTEMPTS, "1".parse().unwrap());
+                    yield Err(s);
+                    return;
+                }
+            }
+            yield Ok(pb::InferEvent { event: Some(pb::infer_event::Event::End(pb::StreamEnd {
+                stop_reason: pb::StopReason::EndTurn as i32,
+                usage: Some(pb::Usage { input_tokens: 5, output_tokens: chunks as u32 }) })) });
+        };
+        Ok(Response::new(Box::pin(s)))
+    }
+
+    async fn describe(
+        &self,
+        _request: Request<pb::DescribeRequest>,
+    ) -> Result<Response<pb::DescribeResponse>, Status> {
+        let headroom = *self.0.headroom.lock();
+        Ok(Response::new(pb::DescribeResponse {
+            provider: self.0.provider.clone(),
+            account: self.0.account.clone(),
+            models: self
+                .0
+                .models
+                .iter()
+                .map(|m| pb::ModelStatus {
+                    id: m.clone(),
+                    capabilities: Some(pb::Capabilities {
+                        streaming: true,
+                        tools: false,
+                        images: false,
+                        context_window: 100_000,
+                    }),
+                    regions: vec![],
+                })
+                .collect(),
+            headroom,
+            serving: headroom > 0.0,
+            draining: false,
+        }))
+    }
+}
+
+pub struct SpokeHandle {
+    pub addr: SocketAddr,
+    pub fake: Arc<FakeSpoke>,
+    pub stop: CancellationToken,
+    pub health: tonic_health::server::HealthReporter,
+}
+
+impl SpokeHandle {
+    pub async fn set_serving(&self, serving: bool) {
+        let status = if serving {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        self.health.set_service_status("", status).await;
+    }
+}
+
+impl Drop for SpokeHandle {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+pub async fn start_spoke(account: &str, models: &[&str]) -> SpokeHandle {
+    start_spoke_with(account, models, 3, Duration::ZERO, "127.0.0.1:0").await
+}
+
+pub async fn start_spoke_with(
+    account: &str,
+    models: &[&str],
+    chunks: usize,
+    chunk_delay: Duration,
+    listen: &str,
+) -> SpokeHandle {
+    let fake = Arc::new(FakeSpoke {
+        account: account.into(),
+        provider: "fake".into(),
+        models: models.iter().map(|m| m.to_string()).collect(),
+        mode: Mutex::new(Mode::Ok),
+        headroom: Mutex::new(1.0),
+        calls: AtomicU64::new(0),
+        last_request: Mutex::new(None),
+        chunks,
+        chunk_delay,
+    });
+    let listener = TcpListener::bind(listen).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (health, health_svc) = tonic_health::server::health_reporter();
+    health.set_service_status("", ServingStatus::Serving).await;
+    let stop = CancellationToken::new();
+    let s = stop.clone();
+    let svc = SpokeServer::new(Svc(fake.clone()));
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(health_svc)
+            .add_service(svc)
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                s.cancelled_owned(),
+            )
+            .await
+            .unwrap();
+    });
+    SpokeHandle {
+        addr,
+        fake,
+        stop,
+        health,
+    }
+}
+
+pub struct HubHandle {
+    pub addr: SocketAddr,
+    pub hub: Arc<Hub>,
+    pub stop: CancellationToken,
+    pub done: tokio::task::JoinHandle<()>,
+}
+
+impl HubHandle {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+    pub fn healthy_count(&self, provider: &str) -> usize {
+        let t = self.hub.table.load();
+        t.pools[provider]
+            .spokes()
+            .iter()
+            .filter(|s| s.is_healthy())
+            .count()
+    }
+    pub async fn wait_healthy(&self, provider: &str, n: usize) {
+        eventually(Duration::from_secs(10), || {
+            self.healthy_count(provider) == n
+        })
+        .await;
+    }
+}
+
+impl Drop for HubHandle {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        self.hub.stop.cancel();
+    }
+}
+
+pub const KEY: &str = "sk-test-key";
+pub const OTHER_KEY: &str = "sk-limited-key";
+
+pub fn sha(key: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(key.as_bytes()))
+}
+
+/// Standard tenants: `KEY` may use everything, `OTHER_KEY` only `demo`.
+pub fn tenants_toml() -> String {
+    format!(
+        r#"
+[[tenants]]
+name = "full"
+api_key_sha256 = ["{}"]
+aliases = ["*"]
+
+[[tenants]]
+name = "limited"
+api_key_sha256 = ["{}"]
+aliases = ["demo"]
+"#,
+        sha(KEY),
+        sha(OTHER_KEY)
+    )
+}
+
+pub async fn start_hub(body: &str) -> HubHandle {
+    let text = format!("listen = \"127.0.0.1:0\"\n{body}\n{}", tenants_toml());
+    let settings = HubConfig::parse(&text).unwrap().validate().unwrap();
+    let drain = settings.drain_timeout;
+    let hub = Hub::start(settings);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    let s = stop.clone();
+    let app = switchyard_hub::router(hub.clone());
+    let done = tokio::spawn(async move {
+        switchyard_hub::serve::serve(listener, app, None, s.cancelled_owned(), drain)
+            .await
+            .unwrap();
+    });
+    HubHandle {
+        addr,
+        hub,
+        stop,
+        done,
+    }
+}
+
+pub async fn eventually(limit: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < limit,
+            "condition not met within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::new()
+}
+
+pub fn chat_body(model: &str, stream: bool) -> serde_json::Value {
+    serde_json::json!({
+        "model": model,
+        "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}],
+        "stream": stream,
+        "stream_options": {"include_usage": true},
+        "max_tokens": 16,
+    })
+}
+
+/// Parses an SSE body into its `data:` payloads.
+pub fn sse_data(body: &str) -> Vec<String> {
+    body.lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .map(|d| d.trim().to_string())
+        .collect()
+}

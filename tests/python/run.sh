@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The official `openai` Python SDK against the local demo (deploy/local/demo.sh on a free port).
+# Creates tests/python/.venv, installs `openai` and `pytest` from PyPI, runs test_*.py.
+#   SWITCHYARD_BIN_DIR=...   prebuilt hub/spoke (else demo.sh builds them)
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+venv="$here/.venv"
+
+if [[ ! -x "$venv/bin/python" ]]; then
+  python3 -m venv "$venv"
+fi
+"$venv/bin/pip" install --quiet --disable-pip-version-check openai pytest
+
+out="$(mktemp)"
+export DEMO_API_KEY="sk-python-sdk-test"
+HUB_PORT=0 setsid "$root/deploy/local/demo.sh" >"$out" 2>"$out.err" &
+demo=$!
+stop() {
+  kill -TERM "$demo" 2>/dev/null || true
+  wait "$demo" 2>/dev/null || true
+  rm -f "$out" "$out.err"
+}
+trap stop EXIT
+
+addr=""
+for _ in $(seq 1 1200); do
+  addr="$(sed -n 's/^listening on //p' "$out" | head -n1)"
+  [[ -n "$addr" ]] && break
+  kill -0 "$demo" 2>/dev/null || { cat "$out.err" >&2; echo "demo exited" >&2; exit 1; }
+  sleep 0.25
+done
+[[ -n "$addr" ]] || { cat "$out.err" >&2; echo "demo did not start" >&2; exit 1; }
+
+export SWITCHYARD_BASE_URL="http://$addr/v1"
+export SWITCHYARD_API_KEY="$DEMO_API_KEY"
+# Wait until the hub has a healthy spoke.
+for _ in $(seq 1 100); do
+  curl -fsS "http://$addr/readyz" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+"$venv/bin/python" -m pytest -q "$here" "$@"
