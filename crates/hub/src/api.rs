@@ -48,8 +48,16 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     HubError::Internal("panic".into()).into_response()
 }
 
-async fn healthz_handler() -> &'static str {
-    "ok"
+/// Liveness: the process answers. Reports whether the shared quota store (Redis) answers;
+/// while it does not, local limits are in force (`"degraded: local limits"`) and requests
+/// still flow, so this stays 200.
+async fn healthz_handler(State(hub): State<Arc<Hub>>) -> Response {
+    let quota = if hub.quota.is_shared_healthy() {
+        "ok"
+    } else {
+        "degraded: local limits"
+    };
+    axum::Json(json!({"status": "ok", "quota_store": quota})).into_response()
 }
 
 /// Ready when at least one spoke of any pool is healthy.
@@ -145,6 +153,9 @@ async fn chat(
         .map_err(|e| HubError::BadRequest(format!("invalid request body: {e}")))?;
     let alias = hub.resolve_alias(&tenant, &req.model)?;
     let base = req.to_infer()?;
+    // Tenant quotas: admission before routing (429 with Retry-After and x-ratelimit-*).
+    let admitted = hub.admit(&tenant, &base).await?;
+    let rate_state = admitted.state;
     let pref = match headers.get(ROUTE_PREFERENCE) {
         None => Preference::Priority,
         Some(v) => v.to_str().ok().and_then(Preference::parse).ok_or_else(|| {
@@ -178,9 +189,23 @@ async fn chat(
     let id = format!("chatcmpl-{request_id}");
     if req.stream {
         let include_usage = req.stream_options.as_ref().is_some_and(|o| o.include_usage);
-        stream_chat(hub, plan, base, started, id, created, include_usage).await
+        let mut resp = stream_chat(
+            hub,
+            plan,
+            base,
+            started,
+            ChunkMeta {
+                id,
+                created,
+                include_usage,
+            },
+            admitted,
+        )
+        .await?;
+        crate::quota::ratelimit_headers(resp.headers_mut(), &rate_state);
+        Ok(resp)
     } else {
-        let (resp, route, _guard) = hub
+        let dispatched = hub
             .dispatch(&plan, |spoke, routing, remaining| {
                 let req = merge(&base, routing);
                 let rid = plan.request_id.clone();
@@ -193,9 +218,19 @@ async fn chat(
                     Ok(resp.into_inner())
                 }
             })
-            .await?;
+            .await;
+        let (resp, route, _guard) = match dispatched {
+            Ok(d) => d,
+            Err(e) => {
+                hub.settle(admitted, None, None).await;
+                return Err(e);
+            }
+        };
+        hub.settle(admitted, resp.usage.as_ref(), Some(&route))
+            .await;
         let mut out = axum::Json(openai::completion_json(&id, created, &resp)).into_response();
         route_headers(out.headers_mut(), &route, started);
+        crate::quota::ratelimit_headers(out.headers_mut(), &rate_state);
         Ok(out)
     }
 }
@@ -295,16 +330,27 @@ async fn open_stream(
     }
 }
 
+/// How the SSE chunks of one completion are labelled.
+struct ChunkMeta {
+    id: String,
+    created: u64,
+    include_usage: bool,
+}
+
 async fn stream_chat(
     hub: &Arc<Hub>,
     plan: Plan,
     base: pb::InferRequest,
     started: Instant,
-    id: String,
-    created: u64,
-    include_usage: bool,
+    meta: ChunkMeta,
+    admitted: crate::quota::Admitted,
 ) -> Result<Response, HubError> {
-    let (committed, route, guard) = hub
+    let ChunkMeta {
+        id,
+        created,
+        include_usage,
+    } = meta;
+    let dispatched = hub
         .dispatch(&plan, |spoke, routing, remaining| {
             open_stream(
                 spoke,
@@ -313,7 +359,16 @@ async fn stream_chat(
                 plan.request_id.clone(),
             )
         })
-        .await?;
+        .await;
+    let (committed, route, guard) = match dispatched {
+        Ok(d) => d,
+        Err(e) => {
+            hub.settle(admitted, None, None).await;
+            return Err(e);
+        }
+    };
+    let quota_hub = hub.clone();
+    let quota_route = route.clone();
     let deadline = plan.deadline;
     let model = route.model.clone();
     let request_id = plan.request_id.clone();
@@ -322,6 +377,8 @@ async fn stream_chat(
     } = committed;
     let events = async_stream::stream! {
         let _guard = guard;
+        // Settled exactly once: with the usage at the end, or released on failure.
+        let mut admitted = Some(admitted);
         let chunk = |delta: serde_json::Value, finish: Option<&str>| {
             Event::default().data(openai::chunk_json(&id, created, &model, delta, finish, include_usage).to_string())
         };
@@ -342,6 +399,9 @@ async fn stream_chat(
                     }
                 }
                 Ok(Some(pb::InferEvent { event: Some(pb::infer_event::Event::End(end)) })) => {
+                    if let Some(a) = admitted.take() {
+                        quota_hub.settle(a, end.usage.as_ref(), Some(&quota_route)).await;
+                    }
                     yield Ok(chunk(json!({}), Some(openai::finish_reason(end.stop_reason))));
                     if include_usage {
                         yield Ok(Event::default().data(
@@ -355,11 +415,17 @@ async fn stream_chat(
                 Ok(None) => {
                     tracing::warn!(request_id = %request_id, "spoke stream closed without an end event");
                     yield Ok(error_event("the stream ended unexpectedly"));
+                    if let Some(a) = admitted.take() {
+                        quota_hub.settle(a, None, None).await;
+                    }
                     break;
                 }
                 Err(why) => {
                     tracing::warn!(request_id = %request_id, reason = %why, "stream failed after first chunk");
                     yield Ok(error_event("the upstream failed while streaming"));
+                    if let Some(a) = admitted.take() {
+                        quota_hub.settle(a, None, None).await;
+                    }
                     break;
                 }
             }

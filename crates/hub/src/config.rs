@@ -37,6 +37,16 @@ pub struct HubConfig {
     pub aliases: Vec<AliasConfig>,
     #[serde(default)]
     pub providers: Vec<ProviderConfig>,
+    /// Where tenant quotas live: in memory (one replica) or Redis (shared by all replicas).
+    #[serde(default)]
+    pub quota: switchyard_quota::QuotaStoreFile,
+    /// Output tokens reserved at admission when a request sets no `max_tokens`.
+    #[serde(default = "default_max_tokens")]
+    pub default_max_tokens: u32,
+}
+
+fn default_max_tokens() -> u32 {
+    1024
 }
 
 fn default_listen() -> String {
@@ -110,6 +120,14 @@ pub struct TenantConfig {
     /// Regions the tenant's requests may be served from (passed to spokes); empty = any.
     #[serde(default)]
     pub allowed_regions: Vec<String>,
+    /// Requests admitted in any 60 s window (all replicas together with a Redis store).
+    pub requests_per_minute: Option<u64>,
+    /// Tokens per minute: input estimate + max_tokens reserved at admission, settled after.
+    pub tokens_per_minute: Option<u64>,
+    /// Spend per UTC day in USD, from the candidates' prices; refused once reached.
+    pub usd_per_day: Option<f64>,
+    /// Spend per UTC month in USD.
+    pub usd_per_month: Option<f64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -256,6 +274,8 @@ pub struct Settings {
     pub tenants: Vec<Tenant>,
     pub aliases: BTreeMap<String, Alias>,
     pub providers: Vec<Provider>,
+    pub quota: switchyard_quota::StoreConfig,
+    pub default_max_tokens: u32,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -273,6 +293,7 @@ pub struct Tenant {
     pub allowed: Option<HashSet<String>>,
     pub alias_overrides: BTreeMap<String, String>,
     pub allowed_regions: Vec<String>,
+    pub limits: switchyard_quota::Limits,
 }
 
 impl Tenant {
@@ -646,13 +667,43 @@ impl HubConfig {
                     ));
                 }
             }
+            for (field, v) in [
+                ("requests_per_minute", t.requests_per_minute),
+                ("tokens_per_minute", t.tokens_per_minute),
+            ] {
+                if v == Some(0) {
+                    errs.push(format!(
+                        "{base}.{field}: must be at least 1 (omit it for no limit)"
+                    ));
+                }
+            }
+            for (field, v) in [
+                ("usd_per_day", t.usd_per_day),
+                ("usd_per_month", t.usd_per_month),
+            ] {
+                if v.is_some_and(|v| !v.is_finite() || v <= 0.0) {
+                    errs.push(format!("{base}.{field}: must be a positive amount of USD"));
+                }
+            }
             tenants.push(Tenant {
                 name: t.name.clone(),
                 key_hashes,
                 allowed,
                 alias_overrides: t.alias_overrides.clone(),
                 allowed_regions: t.allowed_regions.clone(),
+                limits: switchyard_quota::Limits {
+                    requests_per_minute: t.requests_per_minute,
+                    tokens_per_minute: t.tokens_per_minute,
+                    usd_per_day: t.usd_per_day,
+                    usd_per_month: t.usd_per_month,
+                },
             });
+        }
+        let mut quota_problems = Vec::new();
+        let quota = self.quota.validate("quota", &mut quota_problems);
+        errs.extend(quota_problems.into_iter().map(|(p, m)| format!("{p}: {m}")));
+        if self.default_max_tokens == 0 {
+            errs.push("default_max_tokens: must be at least 1".into());
         }
 
         match (errs.is_empty(), listen) {
@@ -671,6 +722,8 @@ impl HubConfig {
                 tenants,
                 aliases,
                 providers,
+                quota,
+                default_max_tokens: self.default_max_tokens,
             }),
             _ => Err(ConfigError::Invalid(errs)),
         }

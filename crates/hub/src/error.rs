@@ -67,6 +67,14 @@ pub enum HubError {
     NoRoute { attempts: Vec<FailedAttempt> },
     #[error("the request deadline passed")]
     DeadlineExceeded { attempts: Vec<FailedAttempt> },
+    /// The tenant is over one of its own limits (other tenants are unaffected).
+    #[error("tenant {tenant:?} is over its {} limit; retry in {}s", limit.describe(), retry_after.as_millis().div_ceil(1000).max(1))]
+    TenantQuota {
+        tenant: String,
+        limit: switchyard_quota::Limit,
+        retry_after: Duration,
+        state: switchyard_quota::RateState,
+    },
     #[error("internal error")]
     Internal(String),
 }
@@ -80,7 +88,7 @@ impl HubError {
             Self::ModelNotAllowed(_) => StatusCode::FORBIDDEN,
             Self::ModelNotFound(_) => StatusCode::NOT_FOUND,
             Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::Exhausted { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Exhausted { .. } | Self::TenantQuota { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::NoRoute { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::DeadlineExceeded { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -97,6 +105,14 @@ impl HubError {
             Self::ModelNotFound(_) => ("invalid_request_error", "model_not_found"),
             Self::BodyTooLarge(_) => ("invalid_request_error", "request_too_large"),
             Self::Exhausted { .. } => ("rate_limit_error", "rate_limit_exceeded"),
+            Self::TenantQuota { limit, .. } => match limit {
+                switchyard_quota::Limit::Requests | switchyard_quota::Limit::Tokens => {
+                    ("rate_limit_error", "rate_limit_exceeded")
+                }
+                switchyard_quota::Limit::DailyBudget | switchyard_quota::Limit::MonthlyBudget => {
+                    ("insufficient_quota", "budget_exceeded")
+                }
+            },
             Self::NoRoute { .. } => ("server_error", "no_route_available"),
             Self::DeadlineExceeded { .. } => ("server_error", "timeout"),
             Self::Internal(_) => ("server_error", "internal_error"),
@@ -118,6 +134,9 @@ impl HubError {
                 Some(retry_after.map_or(1, |d| d.as_millis().div_ceil(1000).max(1) as u64))
             }
             Self::NoRoute { .. } => Some(1),
+            Self::TenantQuota { retry_after, .. } => {
+                Some(retry_after.as_millis().div_ceil(1000).max(1) as u64)
+            }
             Self::BadRequest(_)
             | Self::Unauthorized
             | Self::ModelNotAllowed(_)
@@ -141,6 +160,7 @@ impl HubError {
             | Self::ModelNotFound(_)
             | Self::BodyTooLarge(_)
             | Self::UpstreamRejected(_)
+            | Self::TenantQuota { .. }
             | Self::Internal(_) => &[],
         }
     }
@@ -174,6 +194,9 @@ impl IntoResponse for HubError {
             && let Ok(v) = HeaderValue::from_str(&self.attempts().len().to_string())
         {
             resp.headers_mut().insert("x-switchyard-attempts", v);
+        }
+        if let HubError::TenantQuota { state, .. } = &self {
+            crate::quota::ratelimit_headers(resp.headers_mut(), state);
         }
         resp
     }

@@ -32,6 +32,8 @@ pub struct Hub {
     pub settings: Settings,
     pub table: ArcSwap<Table>,
     pub budget: Budget,
+    /// Tenant quotas (memory, or Redis shared by all hub replicas).
+    pub quota: Arc<dyn switchyard_quota::QuotaStore>,
     /// EWMA of successful call latency per (provider, model), milliseconds.
     latency: Mutex<HashMap<(String, String), f64>>,
     /// Cancelled on shutdown: stops health loops and DNS watchers.
@@ -48,6 +50,8 @@ pub struct RouteTaken {
     pub attempts: u32,
     /// Time spent waiting on spokes (all attempts).
     pub spoke_time: Duration,
+    /// The dispatched candidate's price, USD per million (input, output) tokens.
+    pub price: (Option<f64>, Option<f64>),
 }
 
 /// What a single attempt's call closure returns on failure.
@@ -71,6 +75,14 @@ impl Hub {
     /// Builds the hub and starts health loops (static pools) and DNS watchers. Must run inside a
     /// tokio runtime.
     pub fn start(settings: Settings) -> Arc<Hub> {
+        Self::start_with_quota(settings, Arc::new(switchyard_quota::MemoryStore::new()))
+    }
+
+    /// [`Hub::start`] with the tenant-quota store built from `settings.quota`.
+    pub fn start_with_quota(
+        settings: Settings,
+        quota: Arc<dyn switchyard_quota::QuotaStore>,
+    ) -> Arc<Hub> {
         let stop = CancellationToken::new();
         let mut pools = HashMap::new();
         for p in &settings.providers {
@@ -101,6 +113,7 @@ impl Hub {
             budget: Budget::new(settings.retry_budget),
             settings,
             table: ArcSwap::from_pointee(table),
+            quota,
             latency: Mutex::new(HashMap::new()),
             stop,
         })
@@ -234,6 +247,7 @@ impl Hub {
                         self.observe_latency(cand, took);
                         let r = v.route();
                         let route = RouteTaken {
+                            price: (cand.price_in, cand.price_out),
                             provider: if r.provider.is_empty() {
                                 cand.provider.clone()
                             } else {

@@ -15,6 +15,7 @@ pub mod error;
 pub mod hub;
 pub mod openai;
 pub mod pool;
+pub mod quota;
 pub mod routing;
 pub mod serve;
 

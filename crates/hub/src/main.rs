@@ -20,13 +20,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    switchyard_core::telemetry::init_logging();
     let settings = match HubConfig::load(&args.config).and_then(|c| c.validate()) {
         Ok(s) => s,
         Err(e) => {

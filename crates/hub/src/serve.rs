@@ -76,7 +76,8 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
         })?;
     let addr = listener.local_addr()?;
     let drain = settings.drain_timeout;
-    let hub = Hub::start(settings);
+    let quota = settings.quota.build().await;
+    let hub = Hub::start_with_quota(settings, quota);
     tracing::info!(
         scheme = if tls.is_some() { "https" } else { "http" },
         "listening on {addr}"

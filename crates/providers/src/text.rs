@@ -21,19 +21,4 @@ pub(crate) fn last_user_text(req: &InferRequest) -> String {
         .unwrap_or_default()
 }
 
-/// A rough input-token estimate: ~4 characters per token, at least 1.
-pub fn estimate_input_tokens(req: &InferRequest) -> u64 {
-    let mut chars = req.system.len();
-    for m in &req.messages {
-        for p in &m.content {
-            chars += match &p.part {
-                Some(Part::Text(t)) => t.len(),
-                Some(Part::ToolResult(r)) => r.content.len(),
-                Some(Part::ToolCall(c)) => c.arguments_json.len() + c.name.len(),
-                Some(Part::Image(_)) => 4 * 1_000,
-                None => 0,
-            };
-        }
-    }
-    (chars as u64).div_ceil(4).max(1)
-}
+pub use switchyard_proto::estimate_input_tokens;

@@ -5,7 +5,7 @@ use serde::Deserialize;
 use std::sync::Arc;
 use std::time::Duration;
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 pub struct QuotaStoreFile {
     /// `"memory"` (default) or `"redis"`.
     pub store: Option<String>,

@@ -144,7 +144,7 @@ pub enum StoreError {
 }
 
 #[async_trait::async_trait]
-pub trait QuotaStore: Send + Sync + 'static {
+pub trait QuotaStore: std::fmt::Debug + Send + Sync + 'static {
     /// Atomically checks every limit of `scope` and, only if all pass, consumes one request and
     /// reserves `tokens`.
     async fn admit(
