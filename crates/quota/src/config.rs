@@ -10,6 +10,9 @@ pub struct QuotaStoreFile {
     /// `"memory"` (default) or `"redis"`.
     pub store: Option<String>,
     pub redis_url: Option<String>,
+    /// Name of an environment variable holding the URL — use it when the URL carries an auth
+    /// token (`rediss://:TOKEN@host:6379`), so the secret is not in the config file.
+    pub redis_url_env: Option<String>,
     pub key_prefix: Option<String>,
     /// How many replicas share the limits: while Redis is unreachable each enforces
     /// limit / replicas locally.
@@ -51,17 +54,39 @@ impl QuotaStoreFile {
         };
         match self.store.as_deref().unwrap_or("memory") {
             "memory" => {
-                if self.redis_url.is_some() {
+                if self.redis_url.is_some() || self.redis_url_env.is_some() {
                     problem("redis_url", "given but store is \"memory\"".into());
                 }
                 StoreConfig::Memory
             }
             "redis" => {
-                let url = self.redis_url.clone().unwrap_or_default();
-                if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                let url = match (&self.redis_url, &self.redis_url_env) {
+                    (Some(u), None) => u.clone(),
+                    (None, Some(var)) => match std::env::var(var) {
+                        Ok(u) => u,
+                        Err(_) => {
+                            problem(
+                                "redis_url_env",
+                                format!("environment variable {var} is not set"),
+                            );
+                            String::new()
+                        }
+                    },
+                    _ => {
+                        problem(
+                            "redis_url",
+                            "set exactly one of redis_url and redis_url_env for store = \"redis\""
+                                .into(),
+                        );
+                        String::new()
+                    }
+                };
+                if !url.is_empty() && !(url.starts_with("redis://") || url.starts_with("rediss://"))
+                {
+                    // Never echo the URL: it may carry a password.
                     problem(
                         "redis_url",
-                        "required for store = \"redis\" (redis://host:port/db)".into(),
+                        "must be redis://host:port/db or rediss:// (TLS)".into(),
                     );
                 }
                 StoreConfig::Redis {
@@ -98,5 +123,55 @@ impl StoreConfig {
                 timeout,
             } => FallbackStore::connect(url, prefix, *timeout, *replicas).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(f: QuotaStoreFile) -> (StoreConfig, Vec<(String, String)>) {
+        let mut p = Vec::new();
+        let c = f.validate("quota", &mut p);
+        (c, p)
+    }
+
+    #[test]
+    fn memory_is_the_default() {
+        assert_eq!(
+            check(QuotaStoreFile::default()),
+            (StoreConfig::Memory, vec![])
+        );
+    }
+
+    #[test]
+    fn redis_url_may_come_from_the_environment_and_is_never_echoed() {
+        // A variable no environment sets.
+        let var = "SWITCHYARD_QUOTA_TEST_URL_7d1f";
+        let (c, p) = check(QuotaStoreFile {
+            store: Some("redis".into()),
+            redis_url_env: Some(var.into()),
+            ..Default::default()
+        });
+        assert_eq!(
+            p,
+            vec![(
+                "quota.redis_url_env".to_string(),
+                format!("environment variable {var} is not set")
+            )]
+        );
+        assert!(matches!(c, StoreConfig::Redis { .. }));
+        let (_, p) = check(QuotaStoreFile {
+            store: Some("redis".into()),
+            redis_url: Some("http://:hunter2@host".into()),
+            ..Default::default()
+        });
+        assert_eq!(p.len(), 1);
+        assert!(!p[0].1.contains("hunter2"), "{p:?}");
+        let (_, p) = check(QuotaStoreFile {
+            store: Some("redis".into()),
+            ..Default::default()
+        });
+        assert_eq!(p[0].0, "quota.redis_url");
     }
 }

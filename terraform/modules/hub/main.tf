@@ -32,6 +32,18 @@ locals {
     var.environment,
   )
 
+  # With Redis, tenant quotas are shared by every hub task: the module appends the [quota]
+  # section; the URL (with the AUTH token) reaches the container as a secret env var, never in
+  # the config. `replicas` is what each task divides limits by while Redis is unreachable.
+  quota_toml = var.redis_enabled ? join("\n", [
+    "",
+    "[quota]",
+    "store = \"redis\"",
+    "redis_url_env = \"SWITCHYARD_QUOTA_REDIS_URL\"",
+    "replicas = ${var.desired_count}",
+    "",
+  ]) : ""
+
   # Whether the (sensitive) config listens on the container port; a yes/no reveals nothing.
   listen_ok = nonsensitive(can(regex("(?m)^\\s*listen\\s*=\\s*\"(0\\.0\\.0\\.0|\\[::\\]):${var.container_port}\"", var.config_toml)))
 }
@@ -50,7 +62,7 @@ resource "aws_secretsmanager_secret" "config" {
 
 resource "aws_secretsmanager_secret_version" "config" {
   secret_id     = aws_secretsmanager_secret.config.id
-  secret_string = var.config_toml
+  secret_string = "${var.config_toml}${local.quota_toml}"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -104,7 +116,7 @@ data "aws_iam_policy_document" "execution_config" {
   statement {
     sid       = "InjectHubConfig"
     actions   = ["secretsmanager:GetSecretValue"]
-    resources = [aws_secretsmanager_secret.config.arn]
+    resources = concat([aws_secretsmanager_secret.config.arn], aws_secretsmanager_secret.redis[*].arn)
   }
 
   dynamic "statement" {
@@ -478,10 +490,16 @@ resource "aws_ecs_task_definition" "this" {
         name          = "hub"
       }]
       environment = [for k, v in local.environment : { name = k, value = v }]
-      secrets = [{
-        name      = "SWITCHYARD_CONFIG_TOML"
-        valueFrom = aws_secretsmanager_secret.config.arn
-      }]
+      secrets = concat(
+        [{
+          name      = "SWITCHYARD_CONFIG_TOML"
+          valueFrom = aws_secretsmanager_secret.config.arn
+        }],
+        [for s in aws_secretsmanager_secret.redis : {
+          name      = "SWITCHYARD_QUOTA_REDIS_URL"
+          valueFrom = s.arn
+        }],
+      )
       mountPoints = [{
         sourceVolume  = "run"
         containerPath = "/run/switchyard"
@@ -621,16 +639,18 @@ resource "aws_secretsmanager_secret" "redis" {
   #checkov:skip=CKV2_AWS_57:The AUTH token comes from random_password and must change together with the replication group (auth_token_update_strategy = ROTATE on re-apply); a Secrets Manager rotation Lambda would change the secret behind the cluster's back.
   count                   = var.redis_enabled ? 1 : 0
   name_prefix             = "${var.name}/hub/redis-auth-"
-  description             = "AUTH token of the Switchyard hub's Redis"
+  description             = "URL with AUTH token of the Switchyard hub's Redis (rediss://)"
   kms_key_id              = var.kms_key_arn
   recovery_window_in_days = 7
   tags                    = local.tags
 }
 
 resource "aws_secretsmanager_secret_version" "redis" {
-  count         = var.redis_enabled ? 1 : 0
-  secret_id     = aws_secretsmanager_secret.redis[0].id
-  secret_string = random_password.redis[0].result
+  count     = var.redis_enabled ? 1 : 0
+  secret_id = aws_secretsmanager_secret.redis[0].id
+  # The whole URL (TLS, AUTH token, primary endpoint): the hub reads it from
+  # SWITCHYARD_QUOTA_REDIS_URL (its config names only the variable).
+  secret_string = "rediss://:${random_password.redis[0].result}@${aws_elasticache_replication_group.redis[0].primary_endpoint_address}:6379"
 }
 
 resource "aws_security_group" "redis" {
