@@ -5,7 +5,8 @@
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
-venv="$here/.venv"
+# scripts/test passes its shared venv (SWITCHYARD_VENV); standalone runs make their own.
+venv="${SWITCHYARD_VENV:-$here/.venv}"
 
 if [[ ! -x "$venv/bin/python" ]]; then
   python3 -m venv "$venv"
