@@ -81,7 +81,7 @@ impl QuotaStoreFile {
                         String::new()
                     }
                 };
-                if !url.is_empty() && !(url.starts_with("redis://") || url.starts_with("rediss://"))
+                if !(url.is_empty() || url.starts_with("redis://") || url.starts_with("rediss://"))
                 {
                     // Never echo the URL: it may carry a password.
                     problem(
