@@ -275,6 +275,56 @@ impl Engine {
         }
     }
 
+    /// The start of every attempt, unary or streamed: the time left (or the deadline error),
+    /// then admission. `Ok(None)`: the route was skipped, and the skip is in `tally`.
+    async fn begin_attempt(
+        &self,
+        route: &Route,
+        deadline: Instant,
+        estimate: u64,
+        tally: &mut Tally,
+    ) -> Result<Option<(Ticket, Duration)>, SpokeError> {
+        let Some(budget) = self.attempt_budget(deadline) else {
+            return Err(SpokeError::DeadlineExceeded {
+                attempts: std::mem::take(&mut tally.attempts),
+            });
+        };
+        match self.admit(route, estimate).await {
+            Ok(ticket) => Ok(Some((ticket, budget))),
+            Err(skip) => {
+                tally.skip(
+                    self.attempt(route, skip.outcome, Duration::ZERO, String::new()),
+                    skip,
+                );
+                Ok(None)
+            }
+        }
+    }
+
+    /// Records a failed attempt; a rejection by the upstream ends the request (no failover).
+    async fn record_failure(
+        &self,
+        route: &Route,
+        ticket: Ticket,
+        e: UpstreamError,
+        latency: Duration,
+        tally: &mut Tally,
+    ) -> Result<(), SpokeError> {
+        let cooldown = self.fail(route, ticket, &e).await;
+        tally.failed(
+            self.attempt(route, e.outcome(), latency, e.to_string()),
+            &e,
+            cooldown,
+        );
+        match e {
+            UpstreamError::Invalid { reason } => Err(SpokeError::Rejected {
+                reason,
+                attempts: std::mem::take(&mut tally.attempts),
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// One completion with failover.
     pub async fn infer(
         &self,
@@ -285,20 +335,11 @@ impl Engine {
         let plan = self.plan(&req)?;
         let mut tally = Tally::default();
         for route in plan {
-            let Some(budget) = self.attempt_budget(deadline) else {
-                return Err(SpokeError::DeadlineExceeded {
-                    attempts: tally.attempts,
-                });
-            };
-            let res = match self.admit(&route, estimate).await {
-                Ok(res) => res,
-                Err(skip) => {
-                    tally.skip(
-                        self.attempt(&route, skip.outcome, Duration::ZERO, String::new()),
-                        skip,
-                    );
-                    continue;
-                }
+            let Some((res, budget)) = self
+                .begin_attempt(&route, deadline, estimate, &mut tally)
+                .await?
+            else {
+                continue;
             };
             let call = Call {
                 region: &route.region,
@@ -333,18 +374,8 @@ impl Engine {
                     });
                 }
                 Err(e) => {
-                    let cooldown = self.fail(&route, res, &e).await;
-                    tally.failed(
-                        self.attempt(&route, e.outcome(), latency, e.to_string()),
-                        &e,
-                        cooldown,
-                    );
-                    if let UpstreamError::Invalid { reason } = e {
-                        return Err(SpokeError::Rejected {
-                            reason,
-                            attempts: tally.attempts,
-                        });
-                    }
+                    self.record_failure(&route, res, e, latency, &mut tally)
+                        .await?
                 }
             }
         }
@@ -361,20 +392,11 @@ impl Engine {
         let plan = self.plan(&req)?;
         let mut tally = Tally::default();
         for route in plan {
-            let Some(budget) = self.attempt_budget(deadline) else {
-                return Err(SpokeError::DeadlineExceeded {
-                    attempts: tally.attempts,
-                });
-            };
-            let res = match self.admit(&route, estimate).await {
-                Ok(res) => res,
-                Err(skip) => {
-                    tally.skip(
-                        self.attempt(&route, skip.outcome, Duration::ZERO, String::new()),
-                        skip,
-                    );
-                    continue;
-                }
+            let Some((res, budget)) = self
+                .begin_attempt(&route, deadline, estimate, &mut tally)
+                .await?
+            else {
+                continue;
             };
             let call = Call {
                 region: &route.region,
@@ -413,18 +435,8 @@ impl Engine {
                     return Ok(self.committed(route, res, start, first, rest, deadline));
                 }
                 Err(e) => {
-                    let cooldown = self.fail(&route, res, &e).await;
-                    tally.failed(
-                        self.attempt(&route, e.outcome(), latency, e.to_string()),
-                        &e,
-                        cooldown,
-                    );
-                    if let UpstreamError::Invalid { reason } = e {
-                        return Err(SpokeError::Rejected {
-                            reason,
-                            attempts: tally.attempts,
-                        });
-                    }
+                    self.record_failure(&route, res, e, latency, &mut tally)
+                        .await?
                 }
             }
         }
