@@ -79,22 +79,40 @@ async fn fallback_handler() -> Response {
     (StatusCode::NOT_FOUND, axum::Json(body)).into_response()
 }
 
-fn authenticate(hub: &Hub, headers: &HeaderMap) -> Result<Tenant, HubError> {
-    let value = headers
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .ok_or(HubError::Unauthorized)?;
+async fn authenticate(hub: &Hub, headers: &HeaderMap) -> Result<Tenant, HubError> {
+    let mut all = headers.get_all(http::header::AUTHORIZATION).iter();
+    let (Some(value), None) = (all.next(), all.next()) else {
+        // None, or several: a request must not be able to pick among identities.
+        return Err(HubError::Unauthorized);
+    };
+    let value = value.to_str().map_err(|_| HubError::Unauthorized)?;
     let key = value
         .strip_prefix("Bearer ")
         .or_else(|| value.strip_prefix("bearer "))
         .ok_or(HubError::Unauthorized)?
         .trim();
-    // Quotas per tenant hook in here (admission before routing).
+    // A JWT has three dot-separated parts and starts with a base64url JSON header (`eyJ`);
+    // an API key never does.
+    if let Some(jwt) = &hub.jwt
+        && key.starts_with("eyJ")
+        && key.matches('.').count() == 2
+    {
+        return match jwt.verify(key).await {
+            Ok(name) => hub.tenant_named(&name).ok_or_else(|| {
+                tracing::info!("JWT refused: unknown tenant in claim");
+                HubError::Unauthorized
+            }),
+            Err(e) => {
+                tracing::info!(reason = %e, "JWT refused");
+                Err(HubError::Unauthorized)
+            }
+        };
+    }
     hub.authenticate(key).ok_or(HubError::Unauthorized)
 }
 
 async fn models_handler(State(hub): State<Arc<Hub>>, headers: HeaderMap) -> Response {
-    let tenant = match authenticate(&hub, &headers) {
+    let tenant = match authenticate(&hub, &headers).await {
         Ok(t) => t,
         Err(e) => return e.into_response(),
     };
@@ -137,7 +155,7 @@ async fn chat(
     started: Instant,
     request_id: &str,
 ) -> Result<Response, HubError> {
-    let tenant = authenticate(hub, headers)?;
+    let tenant = authenticate(hub, headers).await?;
     let limit = hub.settings.max_body_bytes;
     let declared = headers
         .get(http::header::CONTENT_LENGTH)
@@ -146,13 +164,44 @@ async fn chat(
     if declared.is_some_and(|n| n > limit) {
         return Err(HubError::BodyTooLarge(limit));
     }
-    let bytes = axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| HubError::BodyTooLarge(limit))?;
+    // A body trickled in slowly must not hold the request past its deadline.
+    let bytes = match tokio::time::timeout(
+        hub.settings.request_timeout,
+        axum::body::to_bytes(body, limit),
+    )
+    .await
+    {
+        Ok(Ok(b)) => b,
+        Ok(Err(_)) => return Err(HubError::BodyTooLarge(limit)),
+        Err(_) => {
+            return Err(HubError::BadRequest(
+                "the request body was not received in time".into(),
+            ));
+        }
+    };
     let req: ChatRequest = serde_json::from_slice(&bytes)
         .map_err(|e| HubError::BadRequest(format!("invalid request body: {e}")))?;
+    if req.messages.len() > hub.settings.max_messages {
+        return Err(HubError::BadRequest(format!(
+            "`messages` has {} entries; at most {} are accepted",
+            req.messages.len(),
+            hub.settings.max_messages
+        )));
+    }
     let alias = hub.resolve_alias(&tenant, &req.model)?;
-    let base = req.to_infer()?;
+    let mut base = req.to_infer()?;
+    // Content controls: before quota admission and before anything leaves the hub.
+    tenant.policy.apply(&mut base).map_err(|v| match v {
+        crate::policy::Violation::Denied { rule } => {
+            tracing::info!(request_id, tenant = %tenant.name, rule, "content policy: deny rule matched");
+            HubError::ContentPolicy(rule)
+        }
+        crate::policy::Violation::Pii(kinds) => {
+            let kinds: Vec<&'static str> = kinds.iter().map(|k| k.name()).collect();
+            tracing::info!(request_id, tenant = %tenant.name, ?kinds, "content policy: PII blocked");
+            HubError::PiiDetected(kinds)
+        }
+    })?;
     // Tenant quotas: admission before routing (429 with Retry-After and x-ratelimit-*).
     let admitted = hub.admit(&tenant, &base).await?;
     let rate_state = admitted.state;

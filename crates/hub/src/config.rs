@@ -17,6 +17,8 @@ pub struct HubConfig {
     pub listen: String,
     /// Serve HTTPS when set.
     pub tls: Option<TlsConfig>,
+    /// Accept JWT bearer tokens (besides API keys) when set.
+    pub jwt: Option<crate::jwt::JwtConfig>,
     /// Deadline of a request when the client gives none (whole call, all attempts).
     #[serde(default = "default_request_timeout")]
     pub request_timeout: String,
@@ -26,6 +28,16 @@ pub struct HubConfig {
     /// Largest accepted request body in bytes (larger → 413).
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
+    /// A client must send each request's head (request line + headers) within this time, and a
+    /// new connection its first bytes; otherwise the connection is closed (slowloris).
+    #[serde(default = "default_header_read_timeout")]
+    pub header_read_timeout: String,
+    /// Largest request head in bytes (at least 8192); larger → 431 (HTTP/1) or reset (HTTP/2).
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: usize,
+    /// Most messages accepted in one chat request (more → 400).
+    #[serde(default = "default_max_messages")]
+    pub max_messages: usize,
     /// On SIGTERM/Ctrl-C: how long in-flight requests and streams may take to finish.
     #[serde(default = "default_drain_timeout")]
     pub drain_timeout: String,
@@ -63,6 +75,15 @@ fn default_max_body_bytes() -> usize {
 }
 fn default_drain_timeout() -> String {
     "30s".into()
+}
+fn default_header_read_timeout() -> String {
+    "30s".into()
+}
+fn default_max_header_bytes() -> usize {
+    64 * 1024
+}
+fn default_max_messages() -> usize {
+    1000
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -110,6 +131,8 @@ fn default_window() -> String {
 pub struct TenantConfig {
     pub name: String,
     /// SHA-256 of each API key, lowercase or uppercase hex (64 digits). Keys never appear in clear.
+    /// May be empty when `[jwt]` is set (the tenant then signs in with tokens only).
+    #[serde(default)]
     pub api_key_sha256: Vec<String>,
     /// Aliases this tenant may use; `["*"]` = all.
     #[serde(default)]
@@ -128,6 +151,9 @@ pub struct TenantConfig {
     pub usd_per_day: Option<f64>,
     /// Spend per UTC month in USD.
     pub usd_per_month: Option<f64>,
+    /// Content controls applied before the request leaves the hub (`[tenants.policy]`).
+    #[serde(default)]
+    pub policy: crate::policy::PolicyConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -266,9 +292,12 @@ fn default_unhealthy_threshold() -> u32 {
 pub struct Settings {
     pub listen: SocketAddr,
     pub tls: Option<TlsConfig>,
+    pub jwt: Option<crate::jwt::JwtSettings>,
     pub request_timeout: Duration,
     pub max_attempts: u32,
     pub max_body_bytes: usize,
+    pub max_messages: usize,
+    pub conn_limits: crate::serve::ConnLimits,
     pub drain_timeout: Duration,
     pub retry_budget: RetryBudget,
     pub tenants: Vec<Tenant>,
@@ -294,6 +323,8 @@ pub struct Tenant {
     pub alias_overrides: BTreeMap<String, String>,
     pub allowed_regions: Vec<String>,
     pub limits: switchyard_quota::Limits,
+    /// Deny rules and PII handling; shared, since a tenant is cloned per request.
+    pub policy: std::sync::Arc<crate::policy::Policy>,
 }
 
 impl Tenant {
@@ -398,6 +429,7 @@ impl HubConfig {
         };
         let request_timeout = dur("request_timeout", &self.request_timeout);
         let drain_timeout = dur("drain_timeout", &self.drain_timeout);
+        let header_read_timeout = dur("header_read_timeout", &self.header_read_timeout);
         let window = dur("retry_budget.window", &self.retry_budget.window);
 
         let mut provider_parts = Vec::new();
@@ -434,6 +466,15 @@ impl HubConfig {
         }
         if self.max_attempts == 0 {
             errs.push("max_attempts: must be at least 1".into());
+        }
+        if header_read_timeout < Duration::from_millis(100) {
+            errs.push("header_read_timeout: must be at least 100ms".into());
+        }
+        if self.max_header_bytes < 8192 {
+            errs.push("max_header_bytes: must be at least 8192".into());
+        }
+        if self.max_messages == 0 {
+            errs.push("max_messages: must be at least 1".into());
         }
         if self.max_body_bytes == 0 {
             errs.push("max_body_bytes: must be greater than 0".into());
@@ -630,7 +671,7 @@ impl HubConfig {
             if !tenant_names.insert(t.name.clone()) {
                 errs.push(format!("{base}.name: duplicate tenant {:?}", t.name));
             }
-            if t.api_key_sha256.is_empty() {
+            if t.api_key_sha256.is_empty() && self.jwt.is_none() {
                 errs.push(format!("{base}.api_key_sha256: needs at least one hash"));
             }
             let mut key_hashes = Vec::new();
@@ -685,7 +726,9 @@ impl HubConfig {
                     errs.push(format!("{base}.{field}: must be a positive amount of USD"));
                 }
             }
+            let policy = t.policy.build(&format!("{base}.policy"), &mut errs);
             tenants.push(Tenant {
+                policy: std::sync::Arc::new(policy),
                 name: t.name.clone(),
                 key_hashes,
                 allowed,
@@ -699,6 +742,7 @@ impl HubConfig {
                 },
             });
         }
+        let jwt = self.jwt.as_ref().and_then(|j| j.validate(&mut errs));
         let mut quota_problems = Vec::new();
         let quota = self.quota.validate("quota", &mut quota_problems);
         errs.extend(quota_problems.into_iter().map(|(p, m)| format!("{p}: {m}")));
@@ -710,9 +754,15 @@ impl HubConfig {
             (true, Some(listen)) => Ok(Settings {
                 listen,
                 tls: self.tls.clone(),
+                jwt,
                 request_timeout,
                 max_attempts: self.max_attempts,
                 max_body_bytes: self.max_body_bytes,
+                max_messages: self.max_messages,
+                conn_limits: crate::serve::ConnLimits {
+                    header_read_timeout,
+                    max_header_bytes: self.max_header_bytes,
+                },
                 drain_timeout,
                 retry_budget: RetryBudget {
                     ratio: self.retry_budget.ratio,

@@ -53,6 +53,12 @@ pub enum HubError {
     ModelNotFound(String),
     #[error("request body larger than {0} bytes")]
     BodyTooLarge(usize),
+    /// A deny rule of the tenant's content policy matched (rule number, 0-based).
+    #[error("the request was refused by the content policy (deny rule {0})")]
+    ContentPolicy(usize),
+    /// PII of these kinds was found and the tenant's policy blocks it. Never the values.
+    #[error("the request contains data the content policy does not allow to leave: {}; remove it and retry", .0.join(", "))]
+    PiiDetected(Vec<&'static str>),
     /// The upstream rejected the request (INVALID_ARGUMENT from a spoke); not retried.
     #[error("the model provider rejected the request: {0}")]
     UpstreamRejected(String),
@@ -83,7 +89,10 @@ impl HubError {
     /// HTTP status. Exhaustive on purpose: a new variant forces a decision.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::BadRequest(_) | Self::UpstreamRejected(_) => StatusCode::BAD_REQUEST,
+            Self::BadRequest(_)
+            | Self::UpstreamRejected(_)
+            | Self::ContentPolicy(_)
+            | Self::PiiDetected(_) => StatusCode::BAD_REQUEST,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::ModelNotAllowed(_) => StatusCode::FORBIDDEN,
             Self::ModelNotFound(_) => StatusCode::NOT_FOUND,
@@ -104,6 +113,8 @@ impl HubError {
             Self::ModelNotAllowed(_) => ("permission_error", "model_not_allowed"),
             Self::ModelNotFound(_) => ("invalid_request_error", "model_not_found"),
             Self::BodyTooLarge(_) => ("invalid_request_error", "request_too_large"),
+            Self::ContentPolicy(_) => ("invalid_request_error", "content_policy_violation"),
+            Self::PiiDetected(_) => ("invalid_request_error", "pii_detected"),
             Self::Exhausted { .. } => ("rate_limit_error", "rate_limit_exceeded"),
             Self::TenantQuota { limit, .. } => match limit {
                 switchyard_quota::Limit::Requests | switchyard_quota::Limit::Tokens => {
@@ -142,6 +153,8 @@ impl HubError {
             | Self::ModelNotAllowed(_)
             | Self::ModelNotFound(_)
             | Self::BodyTooLarge(_)
+            | Self::ContentPolicy(_)
+            | Self::PiiDetected(_)
             | Self::UpstreamRejected(_)
             | Self::DeadlineExceeded { .. }
             | Self::Internal(_) => None,
@@ -159,6 +172,8 @@ impl HubError {
             | Self::ModelNotAllowed(_)
             | Self::ModelNotFound(_)
             | Self::BodyTooLarge(_)
+            | Self::ContentPolicy(_)
+            | Self::PiiDetected(_)
             | Self::UpstreamRejected(_)
             | Self::TenantQuota { .. }
             | Self::Internal(_) => &[],

@@ -38,6 +38,8 @@ pub struct Hub {
     latency: Mutex<HashMap<(String, String), f64>>,
     /// Cancelled on shutdown: stops health loops and DNS watchers.
     pub stop: CancellationToken,
+    /// JWT bearer-token verification (`[jwt]`), besides API keys.
+    pub jwt: Option<Arc<crate::jwt::JwtVerifier>>,
 }
 
 /// Where a request ended up.
@@ -110,6 +112,7 @@ impl Hub {
             pools,
         };
         Arc::new(Hub {
+            jwt: settings.jwt.clone().map(crate::jwt::JwtVerifier::new),
             budget: Budget::new(settings.retry_budget),
             settings,
             table: ArcSwap::from_pointee(table),
@@ -133,6 +136,16 @@ impl Hub {
             }
         }
         found
+    }
+
+    /// The tenant named `name` (a verified JWT's tenant claim).
+    pub fn tenant_named(&self, name: &str) -> Option<Tenant> {
+        self.table
+            .load()
+            .tenants
+            .iter()
+            .find(|t| t.name == name)
+            .cloned()
     }
 
     /// Resolves the alias for a tenant: 404 unknown, 403 not allowed.

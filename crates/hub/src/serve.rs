@@ -8,14 +8,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
 use crate::api::router;
@@ -34,6 +34,30 @@ pub enum ServeError {
     #[error("accept: {0}")]
     Io(#[from] std::io::Error),
 }
+
+/// Per-connection limits against slow or oversized clients (`header_read_timeout`,
+/// `max_header_bytes` in the config).
+#[derive(Debug, Clone, Copy)]
+pub struct ConnLimits {
+    /// A client must send a request's complete head (request line and headers) within this
+    /// time, counted from when the server starts waiting for it — also while a keep-alive
+    /// connection sits idle between requests — or the connection is closed. The first bytes
+    /// of a new connection are held to the same deadline.
+    pub header_read_timeout: Duration,
+    /// Largest request head (HTTP/1 read buffer, HTTP/2 header list); larger → 431 / reset.
+    pub max_header_bytes: usize,
+}
+
+impl Default for ConnLimits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(30),
+            max_header_bytes: 64 * 1024,
+        }
+    }
+}
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Loads the certificate chain and key into a rustls server config (HTTP/2 and HTTP/1.1 ALPN).
 pub fn tls_config(tls: &TlsConfig) -> Result<Arc<rustls::ServerConfig>, ServeError> {
@@ -76,13 +100,14 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
         })?;
     let addr = listener.local_addr()?;
     let drain = settings.drain_timeout;
+    let limits = settings.conn_limits;
     let quota = settings.quota.build().await;
     let hub = Hub::start_with_quota(settings, quota);
     tracing::info!(
         scheme = if tls.is_some() { "https" } else { "http" },
         "listening on {addr}"
     );
-    let result = serve(listener, router(hub.clone()), tls, shutdown, drain).await;
+    let result = serve_with(listener, router(hub.clone()), tls, shutdown, drain, limits).await;
     hub.stop.cancel();
     result
 }
@@ -95,6 +120,18 @@ pub async fn serve(
     tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl Future<Output = ()>,
     drain: Duration,
+) -> Result<(), ServeError> {
+    serve_with(listener, app, tls, shutdown, drain, ConnLimits::default()).await
+}
+
+/// [`serve`] with explicit per-connection limits.
+pub async fn serve_with(
+    listener: TcpListener,
+    app: Router,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    shutdown: impl Future<Output = ()>,
+    drain: Duration,
+    limits: ConnLimits,
 ) -> Result<(), ServeError> {
     let acceptor = tls.map(TlsAcceptor::from);
     let graceful = GracefulShutdown::new();
@@ -117,14 +154,23 @@ pub async fn serve(
         let watcher = graceful.watcher();
         match acceptor.clone() {
             None => {
-                tokio::spawn(serve_conn(stream, app, watcher, peer));
+                tokio::spawn(async move {
+                    if first_bytes(&stream, limits.header_read_timeout).await {
+                        serve_conn(stream, app, watcher, peer, limits, None).await;
+                    } else {
+                        tracing::debug!(%peer, "client sent no request in time; closing");
+                    }
+                });
             }
             Some(acceptor) => {
                 tokio::spawn(async move {
-                    match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
-                        .await
-                    {
-                        Ok(Ok(tls)) => serve_conn(tls, app, watcher, peer).await,
+                    let handshake = limits.header_read_timeout.min(Duration::from_secs(10));
+                    match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => {
+                            // ALPN decides the protocol, so no open-ended sniffing of the preface.
+                            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
+                            serve_conn(tls, app, watcher, peer, limits, Some(h2)).await;
+                        }
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
@@ -144,16 +190,57 @@ pub async fn serve(
     Ok(())
 }
 
+/// Waits (at most `limit`) until a new plain-text connection has sent enough to tell an HTTP/1
+/// request from the HTTP/2 preface; `false` = silent, closed, or a stalled preface.
+async fn first_bytes(stream: &TcpStream, limit: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut buf = [0u8; 24];
+    loop {
+        match tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => {
+                if n == H2_PREFACE.len() || buf[..n] != H2_PREFACE[..n] {
+                    return true;
+                }
+                // A partial HTTP/2 preface: wait for the rest (peek does not consume).
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                if tokio::time::Instant::now() >= deadline {
+                    return false;
+                }
+            }
+            Ok(_) | Err(_) => return false,
+        }
+    }
+}
+
 async fn serve_conn<I>(
     io: I,
     app: Router,
     watcher: hyper_util::server::graceful::Watcher,
     peer: SocketAddr,
+    limits: ConnLimits,
+    h2: Option<bool>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let svc = TowerToHyperService::new(app);
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        // Pings find dead peers that would otherwise hold an HTTP/2 connection forever.
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(20));
+    let builder = match h2 {
+        Some(true) => builder.http2_only(),
+        Some(false) => builder.http1_only(),
+        None => builder,
+    };
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
     if let Err(e) = watcher.watch(conn.into_owned()).await {
         tracing::debug!(%peer, error = %e, "connection ended with an error");

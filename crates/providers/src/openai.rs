@@ -220,22 +220,30 @@ impl Upstream for OpenAiUpstream {
     async fn stream(&self, call: Call<'_>) -> Result<ChunkStream, UpstreamError> {
         let resp = self.send(&call, true).await?;
         let input_estimate = crate::text::estimate_input_tokens(call.request) as u32;
-        let bytes = resp.bytes_stream();
-        let state = SseState {
-            bytes: bytes.boxed(),
-            buf: Vec::new(),
-            finish: None,
-            usage: None,
-            output_chunks: 0,
-            input_estimate,
-            done: false,
-        };
-        Ok(futures::stream::unfold(state, |mut st| async move {
-            let item = st.next_chunk().await?;
-            Some((item, st))
-        })
-        .boxed())
+        Ok(sse_chunks(resp.bytes_stream().boxed(), input_estimate))
     }
+}
+
+/// Parses an OpenAI SSE body (`data: {...}` lines, `data: [DONE]`) into chunks. Called by
+/// [`OpenAiUpstream`]'s `stream` with the response body; public so tests can feed it any bytes.
+pub fn sse_chunks(
+    bytes: futures::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
+    input_estimate: u32,
+) -> ChunkStream {
+    let state = SseState {
+        bytes,
+        buf: Vec::new(),
+        finish: None,
+        usage: None,
+        output_chunks: 0,
+        input_estimate,
+        done: false,
+    };
+    futures::stream::unfold(state, |mut st| async move {
+        let item = st.next_chunk().await?;
+        Some((item, st))
+    })
+    .boxed()
 }
 
 struct SseState {
