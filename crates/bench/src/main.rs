@@ -1,0 +1,105 @@
+//! `switchyard-bench`: starts fake → spoke → hub from the release binaries, runs every scenario
+//! directly and through the gateway, and writes `docs/benchmarks.json` and the tables of
+//! `docs/benchmarks.md`. Run it through `scripts/bench`.
+
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use clap::Parser;
+use switchyard_bench::report::{Report, utc_date};
+use switchyard_bench::scenarios::{self, Plan, progress};
+use switchyard_bench::stack::Stack;
+
+/// Gateway benchmark: direct vs hub → spoke, same run, same request.
+#[derive(Debug, Parser)]
+#[command(name = "switchyard-bench")]
+struct Args {
+    /// Directory holding the `hub`, `spoke` and `fake-upstream` binaries (default: this binary's
+    /// directory, i.e. target/release).
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+    /// Seconds per measured phase (each rate point, each path).
+    #[arg(long, default_value_t = 10.0)]
+    phase_secs: f64,
+    /// Open-loop rates (requests per second) for the added-latency scenario.
+    #[arg(long, value_delimiter = ',', default_value = "100,500,1000")]
+    rates: Vec<f64>,
+    /// Closed-loop concurrency for throughput at saturation.
+    #[arg(long, default_value_t = 32)]
+    saturation_concurrency: usize,
+    /// Open-loop rate of the streaming scenario.
+    #[arg(long, default_value_t = 100.0)]
+    stream_rate: f64,
+    /// The fake's pause before each stream chunk in the streaming scenario (ms).
+    #[arg(long, default_value_t = 5)]
+    stream_chunk_delay_ms: u64,
+    /// Streams held open at once for the memory scenario.
+    #[arg(long, default_value_t = 1000)]
+    concurrent_streams: usize,
+    /// The fake's pause before each of the 12 chunks in the memory scenario (ms).
+    #[arg(long, default_value_t = 250)]
+    hold_chunk_delay_ms: u64,
+    /// Where to write the JSON figures.
+    #[arg(long, default_value = "docs/benchmarks.json")]
+    json: PathBuf,
+    /// Markdown file whose generated section receives the tables.
+    #[arg(long, default_value = "docs/benchmarks.md")]
+    markdown: PathBuf,
+    /// The command line to record next to the figures.
+    #[arg(long, default_value = "scripts/bench")]
+    command: String,
+    /// Build profile to record.
+    #[arg(long, default_value = "release")]
+    build: String,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let bin_dir = match args.bin_dir.clone() {
+        Some(d) => d,
+        None => switchyard_testkit::process::bin_dir()?,
+    };
+    let plan = Plan {
+        rates: args.rates.clone(),
+        phase_secs: args.phase_secs,
+        saturation_concurrency: args.saturation_concurrency,
+        stream_rate: args.stream_rate,
+        stream_chunk_delay_ms: args.stream_chunk_delay_ms,
+        concurrent_streams: args.concurrent_streams,
+        hold_chunk_delay_ms: args.hold_chunk_delay_ms,
+    };
+    progress(&format!(
+        "starting fake → spoke → hub from {}",
+        bin_dir.display()
+    ));
+    let stack = Stack::start(&bin_dir).await?;
+    let results = scenarios::run(&stack, &plan).await?;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let report = Report::new(
+        utc_date(now),
+        args.command.clone(),
+        args.build.clone(),
+        results,
+    );
+    report
+        .write_json(&args.json)
+        .context("writing the JSON report")?;
+    report
+        .write_markdown(&args.markdown)
+        .context("writing the Markdown report")?;
+    #[expect(clippy::print_stdout, reason = "the tables are this binary's output")]
+    {
+        println!("{}", report.markdown());
+    }
+    progress(&format!(
+        "wrote {} and {}",
+        args.json.display(),
+        args.markdown.display()
+    ));
+    Ok(())
+}

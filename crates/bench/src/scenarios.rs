@@ -1,0 +1,265 @@
+//! The benchmark scenarios, each run directly against the fake and through hub → spoke in the
+//! same run, back to back, with the same request body.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::load::{self, OpenStreams, PhaseResult, Target};
+use crate::stack::{API_KEY, Stack, request_body};
+use crate::stats::Added;
+use crate::sys::{self, Load};
+
+/// What to run (all durations and sizes configurable from the command line).
+#[derive(Clone, Debug, Serialize)]
+pub struct Plan {
+    /// Open-loop rates for the added-latency scenario.
+    pub rates: Vec<f64>,
+    /// Length of each measured phase.
+    pub phase_secs: f64,
+    /// Closed-loop concurrency for the saturation scenario.
+    pub saturation_concurrency: usize,
+    /// Open-loop rate of the streaming scenario.
+    pub stream_rate: f64,
+    /// The fake's pause before each content chunk in the streaming scenario.
+    pub stream_chunk_delay_ms: u64,
+    /// Concurrent streams held open for the memory scenario.
+    pub concurrent_streams: usize,
+    /// The fake's pause before each chunk in the memory scenario (12 content chunks per stream).
+    pub hold_chunk_delay_ms: u64,
+}
+
+/// Direct and gateway results of one scenario point.
+#[derive(Clone, Debug, Serialize)]
+pub struct Pair {
+    pub direct: PhaseResult,
+    pub hub: PhaseResult,
+    /// hub − direct, latency percentiles.
+    pub added_latency: Added,
+    /// hub − direct, time to first token (streams).
+    pub added_ttft: Added,
+    /// hub − direct, gaps between chunks (streams).
+    pub added_gap: Added,
+}
+
+impl Pair {
+    fn new(direct: PhaseResult, hub: PhaseResult) -> Pair {
+        Pair {
+            added_latency: hub.latency.minus(&direct.latency),
+            added_ttft: hub.ttft.minus(&direct.ttft),
+            added_gap: hub.inter_chunk_gap.minus(&direct.inter_chunk_gap),
+            direct,
+            hub,
+        }
+    }
+}
+
+/// Resident memory (KiB) of the gateway processes.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Memory {
+    pub hub_idle_kib: u64,
+    pub spoke_idle_kib: u64,
+    /// Peak while the concurrent streams were open.
+    pub hub_streams_peak_kib: u64,
+    pub spoke_streams_peak_kib: u64,
+    /// After the streams ended (and after all other scenarios).
+    pub hub_after_kib: u64,
+    pub spoke_after_kib: u64,
+    /// Streams started, the most seen open (first content received, not ended) at once, and
+    /// those that ended cleanly with `[DONE]`.
+    pub streams_started: usize,
+    pub streams_peak_open: usize,
+    pub streams_completed: usize,
+    /// The burst, through the hub: TTFT and errors under that concurrency.
+    pub burst: PhaseResult,
+}
+
+/// Everything one run measured.
+#[derive(Clone, Debug, Serialize)]
+pub struct Results {
+    pub plan: Plan,
+    pub added_latency: Vec<Pair>,
+    pub saturation: Pair,
+    pub streaming: Pair,
+    pub memory: Memory,
+    pub load_before: Load,
+    pub load_after: Load,
+}
+
+/// Runs every scenario against `stack`.
+pub async fn run(stack: &Stack, plan: &Plan) -> anyhow::Result<Results> {
+    let load_before = Load::now();
+    let phase = Duration::from_secs_f64(plan.phase_secs);
+    let client = load::client(plan.concurrent_streams.max(256) + 64)?;
+    let target = |name: &str, stream: bool| Target {
+        name: name.to_string(),
+        url: if name == "hub" {
+            stack.hub_url()
+        } else {
+            stack.direct_url()
+        },
+        bearer: (name == "hub").then(|| API_KEY.to_string()),
+        body: request_body(stream),
+        stream,
+    };
+    let (direct, hub) = (target("direct", false), target("hub", false));
+
+    let mut memory = Memory {
+        hub_idle_kib: sys::rss_kib(stack.hub.pid()).unwrap_or(0),
+        spoke_idle_kib: sys::rss_kib(stack.spoke.pid()).unwrap_or(0),
+        ..Memory::default()
+    };
+
+    progress("warm-up (2 s each, closed loop ×8)");
+    for t in [&direct, &hub] {
+        load::closed_loop(&client, t, 8, Duration::from_secs(2)).await?;
+    }
+
+    let mut added_latency = Vec::new();
+    for &rate in &plan.rates {
+        let d = measured(stack, || load::open_loop(&client, &direct, rate, phase)).await?;
+        let h = measured(stack, || load::open_loop(&client, &hub, rate, phase)).await?;
+        let pair = Pair::new(d, h);
+        progress(&format!(
+            "open loop {rate}/s: direct p50 {:.3} p99 {:.3} | hub p50 {:.3} p99 {:.3} | added p50 {:.3} p99 {:.3} ms | errors {}/{}",
+            pair.direct.latency.p50_ms,
+            pair.direct.latency.p99_ms,
+            pair.hub.latency.p50_ms,
+            pair.hub.latency.p99_ms,
+            pair.added_latency.p50_ms,
+            pair.added_latency.p99_ms,
+            pair.direct.error_count(),
+            pair.hub.error_count()
+        ));
+        added_latency.push(pair);
+    }
+
+    let c = plan.saturation_concurrency;
+    let d = measured(stack, || load::closed_loop(&client, &direct, c, phase)).await?;
+    let h = measured(stack, || load::closed_loop(&client, &hub, c, phase)).await?;
+    let saturation = Pair::new(d, h);
+    progress(&format!(
+        "saturation (closed loop ×{c}): direct {:.0}/s, hub {:.0}/s",
+        saturation.direct.throughput_rps, saturation.hub.throughput_rps
+    ));
+
+    stack.set_chunk_delay(plan.stream_chunk_delay_ms).await?;
+    let (sd, sh) = (target("direct", true), target("hub", true));
+    let rate = plan.stream_rate;
+    let d = measured(stack, || load::open_loop(&client, &sd, rate, phase)).await?;
+    let h = measured(stack, || load::open_loop(&client, &sh, rate, phase)).await?;
+    let streaming = Pair::new(d, h);
+    progress(&format!(
+        "streams {rate}/s: added TTFT p50 {:.3} p99 {:.3} ms, added gap p50 {:.3} p99 {:.3} ms, errors {}/{}",
+        streaming.added_ttft.p50_ms,
+        streaming.added_ttft.p99_ms,
+        streaming.added_gap.p50_ms,
+        streaming.added_gap.p99_ms,
+        streaming.direct.error_count(),
+        streaming.hub.error_count()
+    ));
+
+    stack.reset_fake().await?;
+    stack.set_chunk_delay(plan.hold_chunk_delay_ms).await?;
+    concurrent_streams(stack, &client, &sh, plan.concurrent_streams, &mut memory).await?;
+    stack.set_chunk_delay(0).await?;
+    // Let connections idle out of the burst before the "after" figure.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    memory.hub_after_kib = sys::rss_kib(stack.hub.pid()).unwrap_or(0);
+    memory.spoke_after_kib = sys::rss_kib(stack.spoke.pid()).unwrap_or(0);
+    progress(&format!(
+        "memory: hub idle {} KiB, {} streams {} KiB, after {} KiB; spoke idle {} KiB, streams {} KiB",
+        memory.hub_idle_kib,
+        memory.streams_started,
+        memory.hub_streams_peak_kib,
+        memory.hub_after_kib,
+        memory.spoke_idle_kib,
+        memory.spoke_streams_peak_kib
+    ));
+
+    Ok(Results {
+        plan: plan.clone(),
+        added_latency,
+        saturation,
+        streaming,
+        memory,
+        load_before,
+        load_after: Load::now(),
+    })
+}
+
+/// Resets the fake, then runs one phase.
+async fn measured<F, Fut>(stack: &Stack, f: F) -> anyhow::Result<PhaseResult>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<PhaseResult>>,
+{
+    stack.reset_fake().await?;
+    let pids = [
+        ("hub", stack.hub.pid()),
+        ("spoke", stack.spoke.pid()),
+        ("fake", stack.fake.pid()),
+        ("loadgen", std::process::id()),
+    ];
+    let before: Vec<u64> = pids
+        .iter()
+        .map(|(_, p)| sys::cpu_micros(*p).unwrap_or(0))
+        .collect();
+    let mut r = f().await?;
+    for ((name, pid), b) in pids.iter().zip(before) {
+        let used = sys::cpu_micros(*pid).unwrap_or(0).saturating_sub(b);
+        r.cpu_us_per_request
+            .insert((*name).to_string(), used as f64 / r.ok.max(1) as f64);
+    }
+    Ok(r)
+}
+
+/// Opens `n` streams through the hub at once and samples hub and spoke RSS every 50 ms while
+/// they run.
+async fn concurrent_streams(
+    stack: &Stack,
+    client: &reqwest::Client,
+    target: &Target,
+    n: usize,
+    memory: &mut Memory,
+) -> anyhow::Result<()> {
+    let open = Arc::new(OpenStreams::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let (hub_pid, spoke_pid) = (stack.hub.pid(), stack.spoke.pid());
+    let sampler = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let (mut hub_peak, mut spoke_peak) = (0, 0);
+            while !stop.load(Ordering::SeqCst) {
+                hub_peak = sys::rss_kib(hub_pid).unwrap_or(0).max(hub_peak);
+                spoke_peak = sys::rss_kib(spoke_pid).unwrap_or(0).max(spoke_peak);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            (hub_peak, spoke_peak)
+        })
+    };
+    let started = Instant::now();
+    let handles = load::burst_streams(client, target, n, open.clone());
+    let mut samples = Vec::with_capacity(n);
+    for h in handles {
+        samples.push(h.await?);
+    }
+    let wall = started.elapsed();
+    stop.store(true, Ordering::SeqCst);
+    let (hub_peak, spoke_peak) = sampler.await?;
+    let burst = load::summarize_burst(target, wall, samples);
+    memory.hub_streams_peak_kib = hub_peak;
+    memory.spoke_streams_peak_kib = spoke_peak;
+    memory.streams_started = n;
+    memory.streams_peak_open = open.peak();
+    memory.streams_completed = burst.ok;
+    memory.burst = burst;
+    Ok(())
+}
+
+/// Progress lines go to stderr; the result tables are written at the end.
+pub fn progress(line: &str) {
+    eprintln!("[bench] {line}");
+}
