@@ -8,78 +8,18 @@
 
 mod chaos_common;
 
-use std::net::{Ipv4Addr, SocketAddr};
-use std::str::FromStr;
-use std::sync::Arc;
+use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use chaos_common::*;
-use hickory_proto::rr::rdata::{A, SOA, SRV};
-use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType, RrKey};
-use hickory_server::Server;
-use hickory_server::store::in_memory::InMemoryZoneHandler;
-use hickory_server::zone_handler::{AxfrPolicy, Catalog, ZoneType};
+use hickory_proto::rr::rdata::A;
+use hickory_proto::rr::{RData, RecordType};
+use switchyard_testkit::dns::TestDns;
 use switchyard_testkit::openai::FakeOpenAi;
 use switchyard_testkit::process::eventually;
-use tokio::net::UdpSocket;
-
-struct Dns {
-    addr: SocketAddr,
-    zone: Arc<InMemoryZoneHandler>,
-    _server: Server<Catalog>,
-}
-
-async fn start_dns(origin: &str) -> Dns {
-    let origin = Name::from_str(origin).unwrap();
-    let zone = InMemoryZoneHandler::empty(origin.clone(), ZoneType::Primary, AxfrPolicy::Deny);
-    let soa = SOA::new(
-        Name::from_str("ns.pool.test.").unwrap(),
-        Name::from_str("admin.pool.test.").unwrap(),
-        1,
-        60,
-        60,
-        600,
-        1,
-    );
-    zone.upsert(Record::from_rdata(origin.clone(), 1, RData::SOA(soa)), 1)
-        .await;
-    let zone = Arc::new(zone);
-    let mut catalog = Catalog::new();
-    catalog.upsert(LowerName::new(&origin), vec![zone.clone()]);
-    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let addr = socket.local_addr().unwrap();
-    let mut server = Server::new(catalog);
-    server.register_socket(socket);
-    Dns {
-        addr,
-        zone,
-        _server: server,
-    }
-}
-
-impl Dns {
-    /// Replaces every record of (name, type) with `data` (TTL 1 s).
-    async fn set(&self, name: &str, rtype: RecordType, data: Vec<RData>) {
-        let name = Name::from_str(name).unwrap();
-        self.zone
-            .records_mut()
-            .await
-            .remove(&RrKey::new(LowerName::new(&name), rtype));
-        for (serial, d) in (2..).zip(data) {
-            self.zone
-                .upsert(Record::from_rdata(name.clone(), 1, d), serial)
-                .await;
-        }
-    }
-}
 
 fn srv(port: u16) -> RData {
-    RData::SRV(SRV::new(
-        0,
-        1,
-        port,
-        Name::from_str("s.pool.test.").unwrap(),
-    ))
+    switchyard_testkit::dns::srv("s.pool.test.", port, 1).unwrap()
 }
 
 const SRV_NAME: &str = "_spoke._tcp.pool.test.";
@@ -95,19 +35,21 @@ async fn dns_removal_lets_in_flight_streams_finish_and_moves_new_requests() {
         f.set_chunk_delay(Duration::from_millis(300));
     }
     let (a, b) = (spoke("acct-a", &ua).await, spoke("acct-b", &ub).await);
-    let dns = start_dns("pool.test.").await;
+    let dns = TestDns::start("pool.test.").await.unwrap();
     dns.set(
         "s.pool.test.",
         RecordType::A,
         vec![RData::A(A(Ipv4Addr::LOCALHOST))],
     )
-    .await;
+    .await
+    .unwrap();
     dns.set(
         SRV_NAME,
         RecordType::SRV,
         vec![srv(a.proc.addr().port()), srv(b.proc.addr().port())],
     )
-    .await;
+    .await
+    .unwrap();
     let hub = Hub::start(&format!(
         "{DEMO_M1}\n[[providers]]\nname = \"p1\"\ndns = \"{SRV_NAME}\"\ndns_record = \"srv\"\n\
          dns_server = \"{}\"\ndns_min_ttl = \"1s\"\ndns_max_ttl = \"1s\"\nhealth = {{ interval = \"1s\" }}\n",
@@ -131,7 +73,8 @@ async fn dns_removal_lets_in_flight_streams_finish_and_moves_new_requests() {
         "no stream reached spoke a"
     );
     dns.set(SRV_NAME, RecordType::SRV, vec![srv(b.proc.addr().port())])
-        .await;
+        .await
+        .unwrap();
     hub.proc
         .wait_for_log("spoke removed", Duration::from_secs(5))
         .await

@@ -5,17 +5,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::net::Ipv4Addr;
-use std::str::FromStr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use hickory_proto::rr::rdata::{A, SOA, SRV};
-use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType, RrKey};
-use hickory_server::Server;
-use hickory_server::store::in_memory::InMemoryZoneHandler;
-use hickory_server::zone_handler::{AxfrPolicy, Catalog, ZoneType};
+use hickory_proto::rr::RData;
+use hickory_proto::rr::RecordType;
+use hickory_proto::rr::rdata::A;
 use serde_json::json;
 use switchyard_e2e::Spoke;
+use switchyard_testkit::dns::TestDns;
 use switchyard_testkit::openai::FakeOpenAi;
 use switchyard_testkit::process::{Proc, eventually, write_config};
 
@@ -23,16 +20,12 @@ const KEY: &str = "sk-e2e-key";
 const KEY_SHA256: &str = "efa5642593240584aa889ebfff15261eedfcf4bef5a8ec85db1be8135774d1a9";
 const SRV_NAME: &str = "_spoke._tcp.pool.test.";
 
-async fn set_srv(zone: &InMemoryZoneHandler, ports: &[u16]) {
-    let name = Name::from_str(SRV_NAME).unwrap();
-    zone.records_mut()
-        .await
-        .remove(&RrKey::new(LowerName::new(&name), RecordType::SRV));
-    for p in ports {
-        let srv = SRV::new(0, 1, *p, Name::from_str("s.pool.test.").unwrap());
-        zone.upsert(Record::from_rdata(name.clone(), 1, RData::SRV(srv)), 2)
-            .await;
-    }
+async fn set_srv(dns: &TestDns, ports: &[u16]) {
+    let records = ports
+        .iter()
+        .map(|p| switchyard_testkit::dns::srv("s.pool.test.", *p, 1).unwrap())
+        .collect();
+    dns.set(SRV_NAME, RecordType::SRV, records).await.unwrap();
 }
 
 fn spoke_config(account: &str, up: &FakeOpenAi) -> String {
@@ -69,36 +62,16 @@ async fn dns_srv_records_add_and_remove_spokes() {
     let b = Spoke::start(&spoke_config("acct-b", &ub)).await.unwrap();
 
     // The zone: SOA, s.pool.test → 127.0.0.1, SRV → spoke a only.
-    let origin = Name::from_str("pool.test.").unwrap();
-    let zone = InMemoryZoneHandler::empty(origin.clone(), ZoneType::Primary, AxfrPolicy::Deny);
-    let soa = SOA::new(
-        Name::from_str("ns.pool.test.").unwrap(),
-        Name::from_str("admin.pool.test.").unwrap(),
-        1,
-        60,
-        60,
-        600,
-        1,
-    );
-    zone.upsert(Record::from_rdata(origin.clone(), 1, RData::SOA(soa)), 1)
-        .await;
-    zone.upsert(
-        Record::from_rdata(
-            Name::from_str("s.pool.test.").unwrap(),
-            1,
-            RData::A(A(Ipv4Addr::LOCALHOST)),
-        ),
-        1,
+    let dns = TestDns::start("pool.test.").await.unwrap();
+    dns.set(
+        "s.pool.test.",
+        RecordType::A,
+        vec![RData::A(A(Ipv4Addr::LOCALHOST))],
     )
-    .await;
-    let zone = Arc::new(zone);
-    set_srv(&zone, &[a.proc.addr().port()]).await;
-    let mut catalog = Catalog::new();
-    catalog.upsert(LowerName::new(&origin), vec![zone.clone()]);
-    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let dns_addr = socket.local_addr().unwrap();
-    let mut server = Server::new(catalog);
-    server.register_socket(socket);
+    .await
+    .unwrap();
+    set_srv(&dns, &[a.proc.addr().port()]).await;
+    let dns_addr = dns.addr;
 
     let toml = format!(
         "listen = \"127.0.0.1:0\"\n\
@@ -130,7 +103,7 @@ async fn dns_srv_records_add_and_remove_spokes() {
     }
 
     // Add b: it joins within the TTL (≤ 2s) plus one health check.
-    set_srv(&zone, &[a.proc.addr().port(), b.proc.addr().port()]).await;
+    set_srv(&dns, &[a.proc.addr().port(), b.proc.addr().port()]).await;
     assert!(
         eventually(Duration::from_secs(8), || healthy(2)).await,
         "{}",
@@ -143,7 +116,7 @@ async fn dns_srv_records_add_and_remove_spokes() {
     assert!(seen_b, "added spoke never served");
 
     // Remove a: after the TTL everything goes to b.
-    set_srv(&zone, &[b.proc.addr().port()]).await;
+    set_srv(&dns, &[b.proc.addr().port()]).await;
     let removed = eventually(Duration::from_secs(8), || async {
         hub.count_log("spoke removed") >= 1
     })
@@ -154,5 +127,5 @@ async fn dns_srv_records_add_and_remove_spokes() {
         assert_eq!(served_by(&hub).await, "acct-b");
     }
     assert_eq!(ua.calls("m1"), calls_a);
-    drop(server);
+    drop(dns);
 }

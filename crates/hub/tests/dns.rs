@@ -6,75 +6,15 @@
 mod common;
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::str::FromStr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use hickory_proto::rr::rdata::{A, SOA, SRV};
-use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType, RrKey};
-use hickory_server::Server;
-use hickory_server::store::in_memory::InMemoryZoneHandler;
-use hickory_server::zone_handler::{AxfrPolicy, Catalog, ZoneType};
-use tokio::net::UdpSocket;
-
-struct Dns {
-    addr: SocketAddr,
-    zone: Arc<InMemoryZoneHandler>,
-    _server: Server<Catalog>,
-}
-
-async fn start_dns(origin: &str) -> Dns {
-    let origin = Name::from_str(origin).unwrap();
-    let zone = InMemoryZoneHandler::empty(origin.clone(), ZoneType::Primary, AxfrPolicy::Deny);
-    let soa = SOA::new(
-        Name::from_str("ns.pool.test.").unwrap(),
-        Name::from_str("admin.pool.test.").unwrap(),
-        1,
-        60,
-        60,
-        600,
-        1,
-    );
-    zone.upsert(Record::from_rdata(origin.clone(), 1, RData::SOA(soa)), 1)
-        .await;
-    let zone = Arc::new(zone);
-    let mut catalog = Catalog::new();
-    catalog.upsert(LowerName::new(&origin), vec![zone.clone()]);
-    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let addr = socket.local_addr().unwrap();
-    let mut server = Server::new(catalog);
-    server.register_socket(socket);
-    Dns {
-        addr,
-        zone,
-        _server: server,
-    }
-}
-
-impl Dns {
-    /// Replaces every record of (name, type) with `data` (TTL 1s).
-    async fn set(&self, name: &str, rtype: RecordType, data: Vec<RData>) {
-        let name = Name::from_str(name).unwrap();
-        self.zone
-            .records_mut()
-            .await
-            .remove(&RrKey::new(LowerName::new(&name), rtype));
-        for d in data {
-            self.zone
-                .upsert(Record::from_rdata(name.clone(), 1, d), 2)
-                .await;
-        }
-    }
-}
+use hickory_proto::rr::rdata::A;
+use hickory_proto::rr::{RData, RecordType};
+use switchyard_testkit::dns::TestDns;
 
 fn srv(port: u16, weight: u16) -> RData {
-    RData::SRV(SRV::new(
-        0,
-        weight,
-        port,
-        Name::from_str("s.pool.test.").unwrap(),
-    ))
+    switchyard_testkit::dns::srv("s.pool.test.", port, weight).unwrap()
 }
 
 fn spoke_addrs(hub: &HubHandle) -> Vec<SocketAddr> {
@@ -84,7 +24,7 @@ fn spoke_addrs(hub: &HubHandle) -> Vec<SocketAddr> {
     v
 }
 
-fn dns_hub_config(dns: &Dns, name: &str, record: &str, port: u16) -> String {
+fn dns_hub_config(dns: &TestDns, name: &str, record: &str, port: u16) -> String {
     format!(
         r#"
 [[aliases]]
@@ -124,19 +64,21 @@ async fn served_by(hub: &HubHandle) -> String {
 async fn srv_records_add_and_remove_spokes() {
     let a = start_spoke("acct-a", &["m1"]).await;
     let b = start_spoke("acct-b", &["m1"]).await;
-    let dns = start_dns("pool.test.").await;
+    let dns = TestDns::start("pool.test.").await.unwrap();
     dns.set(
         "s.pool.test.",
         RecordType::A,
         vec![RData::A(A(Ipv4Addr::LOCALHOST))],
     )
-    .await;
+    .await
+    .unwrap();
     dns.set(
         "_spoke._tcp.pool.test.",
         RecordType::SRV,
         vec![srv(a.addr.port(), 3)],
     )
-    .await;
+    .await
+    .unwrap();
     let hub = start_hub(&dns_hub_config(&dns, "_spoke._tcp.pool.test.", "srv", 0)).await;
     hub.wait_healthy("p1", 1).await;
     assert_eq!(spoke_addrs(&hub), vec![a.addr]);
@@ -149,7 +91,8 @@ async fn srv_records_add_and_remove_spokes() {
         RecordType::SRV,
         vec![srv(a.addr.port(), 3), srv(b.addr.port(), 1)],
     )
-    .await;
+    .await
+    .unwrap();
     eventually(Duration::from_secs(6), || spoke_addrs(&hub).len() == 2).await;
     hub.wait_healthy("p1", 2).await;
 
@@ -159,7 +102,8 @@ async fn srv_records_add_and_remove_spokes() {
         RecordType::SRV,
         vec![srv(b.addr.port(), 1)],
     )
-    .await;
+    .await
+    .unwrap();
     eventually(Duration::from_secs(6), || spoke_addrs(&hub) == vec![b.addr]).await;
     for _ in 0..10 {
         assert_eq!(served_by(&hub).await, "acct-b");
@@ -167,7 +111,8 @@ async fn srv_records_add_and_remove_spokes() {
 
     // No records at all: the pool empties and the alias has no route (503).
     dns.set("_spoke._tcp.pool.test.", RecordType::SRV, vec![])
-        .await;
+        .await
+        .unwrap();
     eventually(Duration::from_secs(6), || spoke_addrs(&hub).is_empty()).await;
     let r = client()
         .post(hub.url("/v1/chat/completions"))
@@ -192,13 +137,14 @@ async fn a_records_add_and_remove_spokes() {
         &format!("127.0.0.2:{port}"),
     )
     .await;
-    let dns = start_dns("pool.test.").await;
+    let dns = TestDns::start("pool.test.").await.unwrap();
     dns.set(
         "spokes.pool.test.",
         RecordType::A,
         vec![RData::A(A(Ipv4Addr::LOCALHOST))],
     )
-    .await;
+    .await
+    .unwrap();
     let hub = start_hub(&dns_hub_config(&dns, "spokes.pool.test.", "a", port)).await;
     hub.wait_healthy("p1", 1).await;
     assert_eq!(served_by(&hub).await, "acct-a");
@@ -210,7 +156,8 @@ async fn a_records_add_and_remove_spokes() {
             RData::A(A(Ipv4Addr::new(127, 0, 0, 2))),
         ],
     )
-    .await;
+    .await
+    .unwrap();
     eventually(Duration::from_secs(6), || {
         spoke_addrs(&hub) == vec![a.addr, b.addr]
     })
@@ -221,7 +168,8 @@ async fn a_records_add_and_remove_spokes() {
         RecordType::A,
         vec![RData::A(A(Ipv4Addr::new(127, 0, 0, 2)))],
     )
-    .await;
+    .await
+    .unwrap();
     eventually(Duration::from_secs(6), || spoke_addrs(&hub) == vec![b.addr]).await;
     for _ in 0..10 {
         assert_eq!(served_by(&hub).await, "acct-b");

@@ -33,6 +33,7 @@
 
 pub mod bedrock;
 pub mod behavior;
+pub mod dns;
 pub mod fake;
 pub mod openai;
 pub mod process;
