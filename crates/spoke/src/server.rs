@@ -139,7 +139,9 @@ async fn report_health(engine: Arc<Engine>, reporter: tonic_health::server::Heal
                 .await;
             last = Some(serving);
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        // describe() asks the quota store about every limited route (a Redis round trip each
+        // when shared); once a second matches the fastest health interval hubs may use.
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 
