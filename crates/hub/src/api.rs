@@ -34,6 +34,7 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/v1/models", get(models_handler))
         .route("/healthz", get(healthz_handler))
         .route("/readyz", get(readyz_handler))
+        .merge(crate::admin::routes())
         .fallback(fallback_handler)
         .with_state(hub)
         // Outermost: trace, then turn a panic into a 500 in OpenAI's shape.
@@ -75,8 +76,7 @@ async fn readyz_handler(State(hub): State<Arc<Hub>>) -> Response {
 }
 
 async fn fallback_handler() -> Response {
-    let body = json!({"error": {"message": "unknown path", "type": "invalid_request_error", "code": "not_found", "param": null}});
-    (StatusCode::NOT_FOUND, axum::Json(body)).into_response()
+    HubError::NotFound.into_response()
 }
 
 async fn authenticate(hub: &Hub, headers: &HeaderMap) -> Result<Tenant, HubError> {

@@ -55,6 +55,19 @@ pub struct HubConfig {
     /// Output tokens reserved at admission when a request sets no `max_tokens`.
     #[serde(default = "default_max_tokens")]
     pub default_max_tokens: u32,
+    /// Operator endpoints under `/admin/` (off when no key hash is set).
+    #[serde(default)]
+    pub admin: AdminConfig,
+}
+
+/// `[admin]`: who may call `/admin/*`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// SHA-256 of each admin key (64 hex digits), like tenant keys. Empty = admin endpoints off
+    /// (every `/admin/*` call gets 404).
+    #[serde(default)]
+    pub api_key_sha256: Vec<String>,
 }
 
 fn default_max_tokens() -> u32 {
@@ -305,6 +318,8 @@ pub struct Settings {
     pub providers: Vec<Provider>,
     pub quota: switchyard_quota::StoreConfig,
     pub default_max_tokens: u32,
+    /// SHA-256 hashes of the admin keys; empty = `/admin/*` is off.
+    pub admin_key_hashes: Vec<[u8; 32]>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -662,9 +677,22 @@ impl HubConfig {
             );
         }
 
+        // admin keys (a tenant key may not double as an admin key: checked below with tenants)
+        let mut admin_key_hashes = Vec::new();
+        for (j, h) in self.admin.api_key_sha256.iter().enumerate() {
+            let mut out = [0u8; 32];
+            match hex::decode_to_slice(h.trim(), &mut out) {
+                Ok(()) => admin_key_hashes.push(out),
+                Err(_) => errs.push(format!(
+                    "admin.api_key_sha256[{j}]: not 64 hex digits (a SHA-256 of the key, e.g. `printf %s KEY | sha256sum`)"
+                )),
+            }
+        }
+
         // tenants
         let mut tenants = Vec::new();
         let mut seen_hashes = HashSet::new();
+        let admin_set: HashSet<[u8; 32]> = admin_key_hashes.iter().copied().collect();
         let mut tenant_names = HashSet::new();
         for (i, t) in self.tenants.iter().enumerate() {
             let base = format!("tenants[{i}]");
@@ -679,6 +707,11 @@ impl HubConfig {
                 let mut out = [0u8; 32];
                 match hex::decode_to_slice(h.trim(), &mut out) {
                     Ok(()) => {
+                        if admin_set.contains(&out) {
+                            errs.push(format!(
+                                "{base}.api_key_sha256[{j}]: also an admin key; use separate keys"
+                            ));
+                        }
                         if !seen_hashes.insert(out) {
                             errs.push(format!(
                                 "{base}.api_key_sha256[{j}]: the same key hash is configured twice"
@@ -774,6 +807,7 @@ impl HubConfig {
                 providers,
                 quota,
                 default_max_tokens: self.default_max_tokens,
+                admin_key_hashes,
             }),
             _ => Err(ConfigError::Invalid(errs)),
         }

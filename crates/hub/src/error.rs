@@ -81,6 +81,9 @@ pub enum HubError {
         retry_after: Duration,
         state: switchyard_quota::RateState,
     },
+    /// A path that does not exist (or an admin path while admin is off).
+    #[error("unknown path")]
+    NotFound,
     #[error("internal error")]
     Internal(String),
 }
@@ -95,7 +98,7 @@ impl HubError {
             | Self::PiiDetected(_) => StatusCode::BAD_REQUEST,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::ModelNotAllowed(_) => StatusCode::FORBIDDEN,
-            Self::ModelNotFound(_) => StatusCode::NOT_FOUND,
+            Self::ModelNotFound(_) | Self::NotFound => StatusCode::NOT_FOUND,
             Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Exhausted { .. } | Self::TenantQuota { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::NoRoute { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -112,6 +115,7 @@ impl HubError {
             Self::Unauthorized => ("invalid_request_error", "invalid_api_key"),
             Self::ModelNotAllowed(_) => ("permission_error", "model_not_allowed"),
             Self::ModelNotFound(_) => ("invalid_request_error", "model_not_found"),
+            Self::NotFound => ("invalid_request_error", "not_found"),
             Self::BodyTooLarge(_) => ("invalid_request_error", "request_too_large"),
             Self::ContentPolicy(_) => ("invalid_request_error", "content_policy_violation"),
             Self::PiiDetected(_) => ("invalid_request_error", "pii_detected"),
@@ -152,6 +156,7 @@ impl HubError {
             | Self::Unauthorized
             | Self::ModelNotAllowed(_)
             | Self::ModelNotFound(_)
+            | Self::NotFound
             | Self::BodyTooLarge(_)
             | Self::ContentPolicy(_)
             | Self::PiiDetected(_)
@@ -171,6 +176,7 @@ impl HubError {
             | Self::Unauthorized
             | Self::ModelNotAllowed(_)
             | Self::ModelNotFound(_)
+            | Self::NotFound
             | Self::BodyTooLarge(_)
             | Self::ContentPolicy(_)
             | Self::PiiDetected(_)

@@ -7,6 +7,7 @@
 //! SSE) → [`hub`] (state, failover loop) → [`routing`] (pure selection) and [`pool`] (spokes,
 //! health) + [`dns`] (discovery). [`config`] parses and validates `hub --config FILE`.
 
+pub mod admin;
 pub mod api;
 pub mod budget;
 pub mod config;
