@@ -36,6 +36,7 @@ pub mod behavior;
 pub mod dns;
 pub mod fake;
 pub mod openai;
+pub mod pki;
 pub mod process;
 
 pub use bedrock::FakeBedrock;
