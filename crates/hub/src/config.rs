@@ -106,6 +106,38 @@ pub struct TlsConfig {
     pub cert: PathBuf,
     /// PEM private key (PKCS#8, PKCS#1 or SEC1).
     pub key: PathBuf,
+    /// How often the files are re-read; a changed certificate is served from the next
+    /// connection on (default 5s).
+    #[serde(default)]
+    pub reload_interval: Option<String>,
+}
+
+impl TlsConfig {
+    /// The reload interval (validated by [`HubConfig::validate`]; the default if unset).
+    pub fn reload_interval(&self) -> Duration {
+        self.reload_interval
+            .as_deref()
+            .and_then(|s| humantime::parse_duration(s).ok())
+            .unwrap_or(switchyard_tls::DEFAULT_RELOAD_INTERVAL)
+    }
+}
+
+/// `providers[].tls`: call this pool's spokes over TLS, trusting `ca`; with `cert` and `key`,
+/// present a client certificate (for spokes that require mutual TLS).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpokeTlsConfig {
+    /// PEM CA certificate(s) the spokes' certificates must chain to.
+    pub ca: PathBuf,
+    /// PEM client certificate chain (mutual TLS).
+    pub cert: Option<PathBuf>,
+    /// PEM client private key (mutual TLS).
+    pub key: Option<PathBuf>,
+    /// Name to verify in the spoke's certificate. Default: the DNS name for `dns` pools, the
+    /// spoke's IP address for static lists.
+    pub server_name: Option<String>,
+    /// How often the files are re-read (default 5s).
+    pub reload_interval: Option<String>,
 }
 
 /// Retries allowed = `min_per_second × window + ratio × requests in the window`.
@@ -229,6 +261,8 @@ pub struct ProviderConfig {
     pub health: HealthConfig,
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout: String,
+    /// Call the spokes over TLS (optionally mutual); plain h2c when absent.
+    pub tls: Option<SpokeTlsConfig>,
 }
 
 fn default_dns_record() -> String {
@@ -372,6 +406,16 @@ pub struct Provider {
     pub source: SpokeSource,
     pub health: Health,
     pub connect_timeout: Duration,
+    pub tls: Option<SpokeTls>,
+}
+
+/// Validated `providers[].tls`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpokeTls {
+    pub files: switchyard_tls::ClientFiles,
+    /// None = the spoke's IP address.
+    pub server_name: Option<String>,
+    pub reload_interval: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -446,6 +490,11 @@ impl HubConfig {
         let drain_timeout = dur("drain_timeout", &self.drain_timeout);
         let header_read_timeout = dur("header_read_timeout", &self.header_read_timeout);
         let window = dur("retry_budget.window", &self.retry_budget.window);
+        let hub_tls_reload = self
+            .tls
+            .as_ref()
+            .and_then(|t| t.reload_interval.as_deref())
+            .map(|v| dur("tls.reload_interval", v));
 
         let mut provider_parts = Vec::new();
         for (i, p) in self.providers.iter().enumerate() {
@@ -502,6 +551,12 @@ impl HubConfig {
                 if !path.exists() {
                     errs.push(format!("{name}: file {} does not exist", path.display()));
                 }
+            }
+            if let Some(d) = hub_tls_reload
+                && !d.is_zero()
+                && d < Duration::from_millis(100)
+            {
+                errs.push("tls.reload_interval: must be at least 100ms".into());
             }
         }
 
@@ -602,12 +657,60 @@ impl HubConfig {
                     }))
                 }
             };
+            let tls = p.tls.as_ref().and_then(|t| {
+                let interval = match &t.reload_interval {
+                    None => switchyard_tls::DEFAULT_RELOAD_INTERVAL,
+                    Some(v) => match humantime::parse_duration(v) {
+                        Ok(d) if d >= Duration::from_millis(100) => d,
+                        Ok(_) => {
+                            errs.push(format!(
+                                "{base}.tls.reload_interval: must be at least 100ms"
+                            ));
+                            return None;
+                        }
+                        Err(e) => {
+                            errs.push(format!(
+                                "{base}.tls.reload_interval: invalid duration {v:?}: {e}"
+                            ));
+                            return None;
+                        }
+                    },
+                };
+                let files = switchyard_tls::ClientFiles {
+                    ca: t.ca.clone(),
+                    cert: t.cert.clone(),
+                    key: t.key.clone(),
+                };
+                // Load once now, so a bad file is reported with every other problem.
+                if let Err(e) = switchyard_tls::client_config(&files) {
+                    errs.push(format!("{base}.tls: {e}"));
+                    return None;
+                }
+                if let Some(name) = &t.server_name
+                    && rustls::pki_types::ServerName::try_from(name.as_str()).is_err()
+                {
+                    errs.push(format!(
+                        "{base}.tls.server_name: {name:?} is not a DNS name or IP address"
+                    ));
+                    return None;
+                }
+                let server_name = t.server_name.clone().or_else(|| match &source {
+                    Some(SpokeSource::Dns(d)) => Some(d.name.trim_end_matches('.').to_string()),
+                    _ => None,
+                });
+                Some(SpokeTls {
+                    files,
+                    server_name,
+                    reload_interval: interval,
+                })
+            });
             if let Some(source) = source {
                 providers.push(Provider {
                     name: p.name.clone(),
                     source,
                     health,
                     connect_timeout,
+                    tls,
                 });
             }
         }

@@ -88,12 +88,28 @@ impl Hub {
         let stop = CancellationToken::new();
         let mut pools = HashMap::new();
         for p in &settings.providers {
-            let pool = Arc::new(ProviderPool::new(
-                &p.name,
-                p.health,
-                p.connect_timeout,
-                stop.child_token(),
-            ));
+            let tls = match p.tls.as_ref().map(crate::pool::PoolTls::start).transpose() {
+                Ok(t) => t,
+                Err(e) => {
+                    // validate() loaded these files already; they changed since. Never fall
+                    // back to plain text: the pool stays empty and its aliases fail over.
+                    tracing::error!(provider = %p.name, error = %e, "spoke TLS files do not load; pool disabled");
+                    pools.insert(
+                        p.name.clone(),
+                        Arc::new(ProviderPool::new(
+                            &p.name,
+                            p.health,
+                            p.connect_timeout,
+                            stop.child_token(),
+                        )),
+                    );
+                    continue;
+                }
+            };
+            let pool = Arc::new(
+                ProviderPool::new(&p.name, p.health, p.connect_timeout, stop.child_token())
+                    .with_tls(tls),
+            );
             match &p.source {
                 SpokeSource::Static(list) => pool.set_members(list),
                 SpokeSource::Dns(dns) => {

@@ -81,15 +81,21 @@ impl Spoke {
         weight: u32,
         connect_timeout: Duration,
         health: &Health,
+        tls: Option<&PoolTls>,
         stop: CancellationToken,
     ) -> Result<Self, tonic::transport::Error> {
-        let channel = Endpoint::from_shared(format!("http://{addr}"))?
+        // With TLS the URI stays `http://`: our connector does the TLS, and tonic must not try
+        // its own (it would refuse `https://` without its TLS feature).
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))?
             .connect_timeout(connect_timeout)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(health.interval.min(Duration::from_secs(10)))
             .keep_alive_timeout(health.timeout)
-            .keep_alive_while_idle(true)
-            .connect_lazy();
+            .keep_alive_while_idle(true);
+        let channel = match tls {
+            None => endpoint.connect_lazy(),
+            Some(tls) => endpoint.connect_with_connector_lazy(tls.connector(addr)),
+        };
         Ok(Self {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             addr,
@@ -296,6 +302,65 @@ pub async fn health_loop(spoke: Arc<Spoke>, cfg: Health) {
     }
 }
 
+/// TLS to a pool's spokes: the client config (reloaded when its files change; each new
+/// connection uses the current one) and the name to verify in the spokes' certificates.
+#[derive(Debug, Clone)]
+pub struct PoolTls {
+    pub config: switchyard_tls::Reloading<rustls::ClientConfig>,
+    /// None = verify the spoke's IP address.
+    pub server_name: Option<rustls::pki_types::ServerName<'static>>,
+}
+
+impl PoolTls {
+    /// Builds from validated settings and starts watching the files.
+    pub fn start(tls: &crate::config::SpokeTls) -> Result<Self, switchyard_tls::TlsError> {
+        let server_name = match &tls.server_name {
+            None => None,
+            Some(n) => Some(
+                rustls::pki_types::ServerName::try_from(n.clone())
+                    .map_err(|e| switchyard_tls::TlsError::Config(format!("{n:?}: {e}")))?,
+            ),
+        };
+        Ok(Self {
+            config: switchyard_tls::Reloading::watch(tls.files.clone(), tls.reload_interval)?,
+            server_name,
+        })
+    }
+
+    /// A tonic connector: TCP (no Nagle) then a TLS handshake with the current config.
+    fn connector(
+        &self,
+        addr: SocketAddr,
+    ) -> impl tower::Service<
+        http::Uri,
+        Response = hyper_util::rt::TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
+        Error = std::io::Error,
+        Future = impl Future<
+            Output = std::io::Result<
+                hyper_util::rt::TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
+            >,
+        > + Send,
+    > + Send
+    + 'static {
+        let tls = self.clone();
+        tower::service_fn(move |_: http::Uri| {
+            let config = tls.config.current();
+            let name = tls
+                .server_name
+                .clone()
+                .unwrap_or_else(|| rustls::pki_types::ServerName::IpAddress(addr.ip().into()));
+            async move {
+                let tcp = tokio::net::TcpStream::connect(addr).await?;
+                tcp.set_nodelay(true)?;
+                let stream = tokio_rustls::TlsConnector::from(config)
+                    .connect(name, tcp)
+                    .await?;
+                Ok(hyper_util::rt::TokioIo::new(stream))
+            }
+        })
+    }
+}
+
 /// The spokes of one provider. The list is swapped whole (DNS changes); each spoke's health is
 /// interior state.
 #[derive(Debug)]
@@ -303,6 +368,7 @@ pub struct ProviderPool {
     pub name: Arc<str>,
     pub health: Health,
     pub connect_timeout: Duration,
+    tls: Option<PoolTls>,
     spokes: ArcSwap<Vec<Arc<Spoke>>>,
     stop: CancellationToken,
 }
@@ -318,9 +384,17 @@ impl ProviderPool {
             name: Arc::from(name),
             health,
             connect_timeout,
+            tls: None,
             spokes: ArcSwap::from_pointee(Vec::new()),
             stop,
         }
+    }
+
+    /// Calls this pool's spokes over TLS (set before adding members).
+    #[must_use]
+    pub fn with_tls(mut self, tls: Option<PoolTls>) -> Self {
+        self.tls = tls;
+        self
     }
 
     pub fn spokes(&self) -> Arc<Vec<Arc<Spoke>>> {
@@ -354,6 +428,7 @@ impl ProviderPool {
                 *weight,
                 self.connect_timeout,
                 &self.health,
+                self.tls.as_ref(),
                 self.stop.child_token(),
             ) {
                 Ok(s) => {

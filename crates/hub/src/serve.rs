@@ -3,8 +3,6 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -12,8 +10,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use switchyard_tls::Reloading;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
@@ -59,33 +56,18 @@ impl Default for ConnLimits {
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// Loads the certificate chain and key into a rustls server config (HTTP/2 and HTTP/1.1 ALPN).
-pub fn tls_config(tls: &TlsConfig) -> Result<Arc<rustls::ServerConfig>, ServeError> {
-    let certs = load_certs(&tls.cert)?;
-    let key = PrivateKeyDer::from_pem_file(&tls.key)
-        .map_err(|e| ServeError::Tls(format!("{}: {e}", tls.key.display())))?;
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ServeError::Tls(e.to_string()))?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| ServeError::Tls(e.to_string()))?;
-    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Arc::new(cfg))
-}
-
-fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, ServeError> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| ServeError::Tls(format!("{}: {e}", path.display())))?;
-    if certs.is_empty() {
-        return Err(ServeError::Tls(format!(
-            "{}: no certificate found",
-            path.display()
-        )));
-    }
-    Ok(certs)
+/// The HTTPS listener's rustls config (HTTP/2 and HTTP/1.1 ALPN), re-read from its files every
+/// `reload_interval` so a renewed certificate is served without a restart.
+pub fn tls_config(tls: &TlsConfig) -> Result<Reloading<rustls::ServerConfig>, ServeError> {
+    Reloading::watch(
+        switchyard_tls::ServerFiles {
+            cert: tls.cert.clone(),
+            key: tls.key.clone(),
+            client_ca: None,
+        },
+        tls.reload_interval(),
+    )
+    .map_err(|e| ServeError::Tls(e.to_string()))
 }
 
 /// Starts the hub from validated settings: binds, logs `listening on ADDR`, serves until
@@ -117,7 +99,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
 pub async fn serve(
     listener: TcpListener,
     app: Router,
-    tls: Option<Arc<rustls::ServerConfig>>,
+    tls: Option<Reloading<rustls::ServerConfig>>,
     shutdown: impl Future<Output = ()>,
     drain: Duration,
 ) -> Result<(), ServeError> {
@@ -128,12 +110,13 @@ pub async fn serve(
 pub async fn serve_with(
     listener: TcpListener,
     app: Router,
-    tls: Option<Arc<rustls::ServerConfig>>,
+    tls: Option<Reloading<rustls::ServerConfig>>,
     shutdown: impl Future<Output = ()>,
     drain: Duration,
     limits: ConnLimits,
 ) -> Result<(), ServeError> {
-    let acceptor = tls.map(TlsAcceptor::from);
+    // Per connection, the current config: a rotated certificate applies to new connections.
+    let acceptor = tls;
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -152,7 +135,7 @@ pub async fn serve_with(
         let _ = stream.set_nodelay(true);
         let app = app.clone();
         let watcher = graceful.watcher();
-        match acceptor.clone() {
+        match acceptor.as_ref().map(|t| TlsAcceptor::from(t.current())) {
             None => {
                 tokio::spawn(async move {
                     if first_bytes(&stream, limits.header_read_timeout).await {

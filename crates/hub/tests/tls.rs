@@ -47,6 +47,7 @@ health = {{ interval = "1s" }}
     let tls = switchyard_hub::serve::tls_config(&TlsConfig {
         cert: cert_path.clone(),
         key: key_path.clone(),
+        reload_interval: None,
     })
     .unwrap();
     let hub = switchyard_hub::Hub::start(settings);

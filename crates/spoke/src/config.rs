@@ -32,6 +32,18 @@ pub struct SpokeConfigFile {
     pub simulated: Option<SimulatedFile>,
     #[serde(default)]
     pub quota: switchyard_quota::QuotaStoreFile,
+    pub tls: Option<TlsFile>,
+}
+
+/// `[tls]`: serve gRPC and HTTP over TLS; with `client_ca`, only clients (hubs) holding a
+/// certificate from that CA get through the handshake (mutual TLS).
+#[derive(Debug, Deserialize)]
+pub struct TlsFile {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: Option<PathBuf>,
+    /// How often the files are re-read for rotation (default 5s).
+    pub reload_interval: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -169,6 +181,14 @@ pub struct SpokeConfig {
     pub models: Vec<Model>,
     /// Where the account-quota buckets live (memory, or Redis shared by the service's tasks).
     pub quota: switchyard_quota::StoreConfig,
+    /// TLS (and mutual TLS) on the listener; None = plain h2c / HTTP.
+    pub tls: Option<TlsConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsConfig {
+    pub files: switchyard_tls::ServerFiles,
+    pub reload_interval: Duration,
 }
 
 /// Reads and validates a config file.
@@ -333,6 +353,34 @@ pub fn validate(f: SpokeConfigFile) -> Result<SpokeConfig, ConfigErrors> {
         }
     }
 
+    let tls = f.tls.as_ref().map(|t| {
+        let mut files = vec![("tls.cert", &t.cert), ("tls.key", &t.key)];
+        if let Some(ca) = &t.client_ca {
+            files.push(("tls.client_ca", ca));
+        }
+        for (path, file) in files {
+            if !file.exists() {
+                p.push(path, format!("file {} does not exist", file.display()));
+            }
+        }
+        let reload_interval = p.duration_or(
+            "tls.reload_interval",
+            t.reload_interval.as_deref(),
+            switchyard_tls::DEFAULT_RELOAD_INTERVAL,
+        );
+        if reload_interval < Duration::from_millis(100) {
+            p.push("tls.reload_interval", "must be at least 100ms");
+        }
+        TlsConfig {
+            files: switchyard_tls::ServerFiles {
+                cert: t.cert.clone(),
+                key: t.key.clone(),
+                client_ca: t.client_ca.clone(),
+            },
+            reload_interval,
+        }
+    });
+
     if f.regions.is_empty() {
         p.push("regions", "at least one region is required");
     }
@@ -458,6 +506,7 @@ pub fn validate(f: SpokeConfigFile) -> Result<SpokeConfig, ConfigErrors> {
             regions,
             models,
             quota,
+            tls,
         }),
         // Unreachable in practice: a missing value always recorded a problem above.
         _ => Err(ConfigErrors(vec!["configuration incomplete".into()])),

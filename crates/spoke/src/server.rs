@@ -31,6 +31,8 @@ pub enum StartError {
     Upstream(String),
     #[error("server: {0}")]
     Serve(std::io::Error),
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 /// Builds the configured upstream adapter.
@@ -169,12 +171,16 @@ async fn watch_credentials(engine: Arc<Engine>) {
 /// is the spoke's real limit.
 const MAX_CONCURRENT_STREAMS: u32 = 10_000;
 
+/// A client must finish the TLS handshake within this time (a silent peer cannot hold a task).
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Accepts connections until `shutdown`, then marks the engine draining, stops accepting, and
 /// waits (up to `drain`) for in-flight calls and streams: HTTP/2 connections get a GOAWAY, so
 /// hubs send new calls elsewhere while the running ones finish.
 async fn serve_connections(
     listener: TcpListener,
     app: Router,
+    tls: Option<switchyard_tls::Reloading<rustls::ServerConfig>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
     engine: Arc<Engine>,
     drain: Duration,
@@ -210,18 +216,49 @@ async fn serve_connections(
         // each waited for the previous one's ACK — measured as one chunk of added time to
         // first token.
         let _ = stream.set_nodelay(true);
-        let conn = builder
-            .serve_connection_with_upgrades(
-                TokioIo::new(stream),
-                TowerToHyperService::new(app.clone()),
-            )
-            .into_owned();
-        let watched = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = watched.await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+        let service = TowerToHyperService::new(app.clone());
+        match &tls {
+            None => {
+                let conn = builder
+                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                    .into_owned();
+                let watched = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = watched.await {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                });
             }
-        });
+            Some(tls) => {
+                // The current config: a rotated certificate applies from the next connection.
+                let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
+                let watcher = graceful.watcher();
+                let builder = builder.clone();
+                tokio::spawn(async move {
+                    let stream =
+                        match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream))
+                            .await
+                        {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => {
+                                // A hub without a certificate from the configured CA ends here.
+                                tracing::info!(%peer, error = %e, "TLS handshake refused");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(%peer, "TLS handshake timed out");
+                                return;
+                            }
+                        };
+                    let conn = builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .into_owned();
+                    if let Err(e) = watcher.watch(conn).await {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                });
+            }
+        }
     }
     engine.set_draining();
     drop(listener);
@@ -253,18 +290,30 @@ pub async fn serve(
             source,
         })?;
     let addr = listener.local_addr().map_err(StartError::Serve)?;
+    let tls = config
+        .tls
+        .as_ref()
+        .map(|t| switchyard_tls::Reloading::watch(t.files.clone(), t.reload_interval))
+        .transpose()
+        .map_err(|e| StartError::Tls(e.to_string()))?;
     let (app, reporter) = router(engine.clone());
     let health_task = tokio::spawn(report_health(engine.clone(), reporter));
     let creds_task = tokio::spawn(watch_credentials(engine.clone()));
     tracing::info!(
         provider = engine.provider(),
         account = engine.account(),
+        tls = match &config.tls {
+            None => "off",
+            Some(t) if t.files.client_ca.is_some() => "mutual",
+            Some(_) => "on",
+        },
         "listening on {addr}"
     );
 
     serve_connections(
         listener,
         app,
+        tls,
         shutdown,
         engine.clone(),
         config.drain_timeout,
