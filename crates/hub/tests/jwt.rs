@@ -1,4 +1,4 @@
-//! JWT bearer tokens: ES256 tokens signed with keys generated here, JWKS served from a local
+//! JWT bearer tokens: RS256 and ES256 tokens signed with keys generated here, JWKS served from a local
 //! HTTP server (counting fetches), issuer/audience/expiry checks, unknown `kid` → one refresh,
 //! bad signatures and foreign algorithms → 401. API keys keep working next to JWTs.
 
@@ -36,6 +36,33 @@ fn es256_key(kid: &str) -> Key {
     }
 }
 
+/// An RSA-2048 key (RS256), generated here with aws-lc-rs; the JWK carries its modulus and
+/// exponent, as Cognito's and other OIDC providers' JWKS do.
+fn rs256_key(kid: &str) -> Key {
+    use aws_lc_rs::encoding::AsDer;
+    use aws_lc_rs::signature::KeyPair as _;
+    let kp = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+    let pkcs8 = kp.as_der().unwrap();
+    let b64 = base64::engine::general_purpose::STANDARD.encode(pkcs8.as_ref());
+    let lines: Vec<&str> = b64
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    let pem = format!(
+        "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+        lines.join("\n")
+    );
+    let url = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let public = kp.public_key();
+    Key {
+        enc: EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap(),
+        jwk: json!({"kty": "RSA", "n": url(public.modulus().big_endian_without_leading_zero()),
+                    "e": url(public.exponent().big_endian_without_leading_zero()),
+                    "kid": kid, "alg": "RS256", "use": "sig"}),
+    }
+}
+
 fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -48,7 +75,12 @@ fn claims(tenant: &str) -> Value {
 }
 
 fn sign(key: &Key, kid: &str, claims: &Value) -> String {
-    let mut h = Header::new(Algorithm::ES256);
+    let alg = if key.jwk["kty"] == "RSA" {
+        Algorithm::RS256
+    } else {
+        Algorithm::ES256
+    };
+    let mut h = Header::new(alg);
     h.kid = Some(kid.into());
     jsonwebtoken::encode(&h, claims, &key.enc).unwrap()
 }
@@ -238,6 +270,68 @@ health = {{ interval = "1s" }}
         .unwrap();
     assert_eq!(r.status(), 403);
     assert_eq!(chat(&hub, &token).await.0, 200);
+}
+
+#[tokio::test]
+async fn rs256_tokens_are_verified_and_algorithms_can_be_restricted() {
+    let rsa = rs256_key("rsa-1");
+    let ec = es256_key("ec-1");
+    let jwks = jwks_server(&[&rsa, &ec]).await;
+    let spoke = start_spoke("acct-a", &["m1"]).await;
+    let config = |algorithms: &str| {
+        format!(
+            r#"
+[jwt]
+issuer = "{ISS}"
+audience = "{AUD}"
+jwks_url = "{}"
+{algorithms}
+
+[[aliases]]
+name = "demo"
+candidates = [{{ provider = "p1", model = "m1" }}]
+
+[[providers]]
+name = "p1"
+spokes = [{{ addr = "{}" }}]
+health = {{ interval = "1s" }}
+"#,
+            jwks.url, spoke.addr
+        )
+    };
+    let hub = start_hub(&config("")).await;
+    hub.wait_healthy("p1", 1).await;
+    // Default algorithms: RS256 and ES256 both verify.
+    let (status, body) = chat(&hub, &sign(&rsa, "rsa-1", &claims("limited"))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        chat(&hub, &sign(&ec, "ec-1", &claims("limited"))).await.0,
+        200
+    );
+    // An RS256 token signed by another RSA key under the same kid: refused.
+    let impostor = rs256_key("rsa-1");
+    let (status, _) = chat(&hub, &sign(&impostor, "rsa-1", &claims("limited"))).await;
+    assert_eq!(status, 401);
+    // Expired RS256 token: refused.
+    let mut expired = claims("limited");
+    expired["exp"] = json!(now() - 3600);
+    assert_eq!(chat(&hub, &sign(&rsa, "rsa-1", &expired)).await.0, 401);
+
+    // A hub that accepts only RS256 refuses a valid ES256 token.
+    let rs_only = start_hub(&config("algorithms = [\"RS256\"]")).await;
+    rs_only.wait_healthy("p1", 1).await;
+    assert_eq!(
+        chat(&rs_only, &sign(&rsa, "rsa-1", &claims("limited")))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        chat(&rs_only, &sign(&ec, "ec-1", &claims("limited")))
+            .await
+            .0,
+        401
+    );
 }
 
 fn verifier() -> Arc<switchyard_hub::jwt::JwtVerifier> {
