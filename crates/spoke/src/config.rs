@@ -32,6 +32,17 @@ pub struct SpokeConfigFile {
     pub simulated: Option<SimulatedFile>,
     #[serde(default)]
     pub quota: switchyard_quota::QuotaStoreFile,
+    /// `GET /admin/config` (off when no key hash is set).
+    #[serde(default)]
+    pub admin: AdminFile,
+}
+
+/// `[admin]`: who may call the spoke's `/admin/*` (same semantics as the hub's).
+#[derive(Debug, Default, Deserialize)]
+pub struct AdminFile {
+    /// SHA-256 (64 hex digits) of each admin key; empty = `/admin/*` answers 404.
+    #[serde(default)]
+    pub api_key_sha256: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -169,6 +180,8 @@ pub struct SpokeConfig {
     pub models: Vec<Model>,
     /// Where the account-quota buckets live (memory, or Redis shared by the service's tasks).
     pub quota: switchyard_quota::StoreConfig,
+    /// SHA-256 of the admin keys; empty = `/admin/*` is off.
+    pub admin_key_hashes: Vec<[u8; 32]>,
 }
 
 /// Reads and validates a config file.
@@ -443,6 +456,18 @@ pub fn validate(f: SpokeConfigFile) -> Result<SpokeConfig, ConfigErrors> {
         p.push(path, msg);
     }
 
+    let mut admin_key_hashes = Vec::new();
+    for (j, h) in f.admin.api_key_sha256.iter().enumerate() {
+        let mut out = [0u8; 32];
+        match hex::decode_to_slice(h.trim(), &mut out) {
+            Ok(()) => admin_key_hashes.push(out),
+            Err(_) => p.push(
+                format!("admin.api_key_sha256[{j}]"),
+                "not 64 hex digits (a SHA-256 of the key)",
+            ),
+        }
+    }
+
     p.finish()?;
     match (listen, provider) {
         (Some(listen), Some(provider)) => Ok(SpokeConfig {
@@ -458,6 +483,7 @@ pub fn validate(f: SpokeConfigFile) -> Result<SpokeConfig, ConfigErrors> {
             regions,
             models,
             quota,
+            admin_key_hashes,
         }),
         // Unreachable in practice: a missing value always recorded a problem above.
         _ => Err(ConfigErrors(vec!["configuration incomplete".into()])),

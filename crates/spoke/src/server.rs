@@ -254,6 +254,8 @@ pub async fn serve(
         })?;
     let addr = listener.local_addr().map_err(StartError::Serve)?;
     let (app, reporter) = router(engine.clone());
+    // `/admin/config`, and live reload when the binary watches its config file.
+    let app = app.merge(crate::reload::start(engine.clone(), &config));
     let health_task = tokio::spawn(report_health(engine.clone(), reporter));
     let creds_task = tokio::spawn(watch_credentials(engine.clone()));
     tracing::info!(
