@@ -214,7 +214,7 @@ async fn chat(
                 crate::prompts::mark(&mut resp, prompt_used.as_ref());
                 return Ok(resp);
             }
-            crate::cache::Served::Lead(l) => lead = l,
+            crate::cache::Served::Lead(l) => lead = Some(l),
         }
     }
     let cache_miss = lead.is_some();

@@ -635,6 +635,7 @@ fn count(outcome: &'static str) {
 }
 
 /// How to answer a request that was served without a call of its own.
+#[derive(Clone)]
 pub struct Reply {
     pub id: String,
     pub created: u64,
@@ -658,11 +659,10 @@ impl Reply {
     }
 }
 
-/// Outcome of [`serve`]: a finished response, or the leader hold for the request's own call
-/// (`None` when a leader this request followed failed before any content: call on your own).
+/// Outcome of [`serve`]: a finished response, or the leader hold for the request's own call.
 pub enum Served {
     Done(Response),
-    Lead(Option<Leader>),
+    Lead(Leader),
 }
 
 /// Cache lookup and coalescing for one cacheable request. Hits and coalesced answers are
@@ -674,23 +674,30 @@ pub async fn serve(
     ttl: Duration,
     reply: Reply,
 ) -> Result<Served, HubError> {
-    match hub.cache.begin(key, ttl).await {
-        Begin::Lead(l) => {
-            count("miss");
-            Ok(Served::Lead(Some(l)))
+    loop {
+        match hub.cache.begin(key, ttl).await {
+            Begin::Lead(l) => {
+                count("miss");
+                return Ok(Served::Lead(l));
+            }
+            Begin::Hit(answer) => {
+                let state = admit_request_only(hub, tenant).await?;
+                count("hit");
+                let mut resp = if reply.stream {
+                    replay(reply, answer.clone())
+                } else {
+                    json_reply(&reply, &answer)
+                };
+                finish_headers(resp.headers_mut(), &answer, "hit", &state);
+                return Ok(Served::Done(resp));
+            }
+            // A leader that failed before any content: start over (one of its followers leads
+            // the next call).
+            Begin::Follow(flight) => match follow(hub, tenant, flight, &reply).await? {
+                Some(resp) => return Ok(Served::Done(resp)),
+                None => continue,
+            },
         }
-        Begin::Hit(answer) => {
-            let state = admit_request_only(hub, tenant).await?;
-            count("hit");
-            let mut resp = if reply.stream {
-                replay(reply, answer.clone())
-            } else {
-                json_reply(&reply, &answer)
-            };
-            finish_headers(resp.headers_mut(), &answer, "hit", &state);
-            Ok(Served::Done(resp))
-        }
-        Begin::Follow(flight) => follow(hub, tenant, flight, reply).await,
     }
 }
 
@@ -698,22 +705,22 @@ async fn follow(
     hub: &Arc<Hub>,
     tenant: &Tenant,
     flight: Arc<Flight>,
-    reply: Reply,
-) -> Result<Served, HubError> {
+    reply: &Reply,
+) -> Result<Option<Response>, HubError> {
     let mut rx = flight.changed.subscribe();
     // Wait for the first content (streaming) or the end (non-streaming); a failed leader lets
     // this request make its own call.
     let first = loop {
         let (deltas, done) = flight.read(0);
         match done {
-            Some(Err(())) => return Ok(Served::Lead(None)),
+            Some(Err(())) => return Ok(None),
             Some(Ok(answer)) => break Ok(answer),
             None if reply.stream && !deltas.is_empty() => break Err(()),
             None => {}
         }
         match tokio::time::timeout_at(reply.deadline.into(), rx.changed()).await {
             Ok(Ok(())) => {}
-            Ok(Err(_)) => return Ok(Served::Lead(None)),
+            Ok(Err(_)) => return Ok(None),
             Err(_) => return Err(HubError::DeadlineExceeded { attempts: vec![] }),
         }
     };
@@ -723,20 +730,20 @@ async fn follow(
         Ok(answer) => answer,
         Err(()) => {
             // Stream the leader's deltas live.
-            let mut resp = live(reply, flight);
+            let mut resp = live(reply.clone(), flight);
             resp.headers_mut()
                 .insert(CACHE_HEADER, HeaderValue::from_static("coalesced"));
             crate::quota::ratelimit_headers(resp.headers_mut(), &state);
-            return Ok(Served::Done(resp));
+            return Ok(Some(resp));
         }
     };
     let mut resp = if reply.stream {
-        replay(reply, answer.clone())
+        replay(reply.clone(), answer.clone())
     } else {
-        json_reply(&reply, &answer)
+        json_reply(reply, &answer)
     };
     finish_headers(resp.headers_mut(), &answer, "coalesced", &state);
-    Ok(Served::Done(resp))
+    Ok(Some(resp))
 }
 
 fn finish_headers(
