@@ -233,10 +233,10 @@ impl Live {
         if !restart.is_empty() {
             tracing::warn!(settings = ?restart, "config changes that need a restart were not applied (old values stay)");
         }
-        self.engine.reload_routes(&new);
-        // Restart-only settings keep their running values.
+        // Restart-only settings (account, breaker policy, …) keep their running values.
         let mut kept = active.1.clone();
         kept.models = new.models;
+        self.engine.reload_routes(&kept);
         *active = (raw, kept);
         let mut st = self.status.lock();
         st.version = version.to_string();
