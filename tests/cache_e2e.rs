@@ -292,3 +292,29 @@ fn uuid_like() -> String {
         .as_nanos();
     format!("{nanos:x}-{}", std::process::id())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_streaming_follower_gets_every_chunk_of_the_leaders_stream() {
+    let up = FakeOpenAi::start().await.unwrap();
+    // A slow stream: one word every 150 ms.
+    up.set_chunk_delay(Duration::from_millis(150));
+    let (_spoke, hub) = stack(&up, "cache = { ttl = \"1m\" }", "").await;
+    let hub = Arc::new(hub);
+    let body = chat("one two three four five six", 0.0, true);
+    let leader = {
+        let (hub, body) = (hub.clone(), body.clone());
+        tokio::spawn(async move { hub.send(KEY_A, body).await })
+    };
+    // Join mid-stream: the replay buffer hands over the chunks already sent, then the rest.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let (s, c, follower_text) = hub.send(KEY_A, body.clone()).await;
+    let (ls, lc, leader_text) = leader.await.unwrap();
+    assert_eq!((ls, lc.as_str()), (200, "miss"));
+    assert_eq!((s, c.as_str()), (200, "coalesced"));
+    assert_eq!(follower_text, leader_text);
+    assert!(
+        leader_text.contains("one two three four five six"),
+        "{leader_text}"
+    );
+    assert_eq!(up.calls("m1"), 1);
+}

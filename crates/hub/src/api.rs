@@ -448,6 +448,9 @@ async fn stream_chat(
     let quota_route = route.clone();
     let deadline = plan.deadline;
     let model = route.model.clone();
+    if let Some(l) = &lead {
+        l.set_model(&model);
+    }
     let request_id = plan.request_id.clone();
     let Committed {
         buffered, mut rest, ..

@@ -331,6 +331,8 @@ pub struct Flight {
 
 #[derive(Debug, Default)]
 struct FlightState {
+    /// The served model, once the leader's stream started (labels the followers' chunks).
+    model: String,
     deltas: Vec<String>,
     /// `Some(Ok)`: the leader's answer; `Some(Err)`: it failed or was abandoned.
     done: Option<Result<Arc<Answer>, ()>>,
@@ -346,6 +348,10 @@ impl Flight {
 
     fn bump(&self) {
         self.changed.send_modify(|v| *v += 1);
+    }
+
+    fn model(&self) -> String {
+        self.state.lock().model.clone()
     }
 
     /// Deltas from `from` on, and the end if reached.
@@ -530,6 +536,11 @@ pub struct Leader {
 }
 
 impl Leader {
+    /// The model a streamed answer comes from (before its first delta).
+    pub fn set_model(&self, model: &str) {
+        self.flight.state.lock().model = model.to_string();
+    }
+
     /// A streamed delta, fanned out to followers at once.
     pub fn delta(&self, text: &str) {
         if text.is_empty() {
@@ -881,7 +892,7 @@ fn live(reply: Reply, flight: Arc<Flight>) -> Response {
     let events = async_stream::stream! {
         let mut rx = flight.changed.subscribe();
         let mut sent = 0usize;
-        let mut model = String::new();
+        let mut model = flight.model();
         yield Ok::<_, Infallible>(chunk(&reply, &model, json!({"role": "assistant", "content": ""}), None));
         loop {
             let (deltas, done) = flight.read(sent);
