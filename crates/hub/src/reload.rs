@@ -155,8 +155,13 @@ async fn watch(hub: Arc<Hub>, path: PathBuf, mut seen: String) {
         let why = if forced { "SIGHUP" } else { "file changed" };
         let text = String::from_utf8_lossy(&text);
         match reload(&hub, &text, &hash) {
-            Ok(()) => tracing::info!(version = %hash, trigger = why, "config reloaded"),
+            Ok(()) => {
+                metrics::counter!("switchyard_config_reloads_total", "result" => "ok").increment(1);
+                tracing::info!(version = %hash, trigger = why, "config reloaded");
+            }
             Err(e) => {
+                metrics::counter!("switchyard_config_reloads_total", "result" => "rejected")
+                    .increment(1);
                 tracing::error!(
                     trigger = why,
                     "config reload rejected; the old config stays: {e}"
@@ -227,6 +232,10 @@ fn restart_only_changes(
     old: Option<&toml::Value>,
     new: &toml::Value,
 ) -> (Vec<String>, BTreeSet<String>) {
+    // No record of the active file (a hub started in-process): nothing to compare with.
+    if old.is_none() {
+        return (Vec::new(), BTreeSet::new());
+    }
     let (old, new) = (table_of(old), table_of(Some(new)));
     let keys: BTreeSet<&String> = old.keys().chain(new.keys()).collect();
     let mut out = Vec::new();
