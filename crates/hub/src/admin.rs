@@ -18,7 +18,20 @@ pub const ADMIN_KEY_HEADER: &str = "x-admin-key";
 /// The `/admin/*` routes, merged into [`crate::api::router`]. Each handler starts with
 /// [`require_admin`].
 pub fn routes() -> Router<Arc<Hub>> {
-    Router::new()
+    Router::new().route("/admin/config", axum::routing::get(config_handler))
+}
+
+/// `GET /admin/config`: the active config's version (SHA-256 of the file), when it was loaded,
+/// the last rejected reload's problems, the number of reloads, and changes awaiting a restart.
+async fn config_handler(
+    axum::extract::State(hub): axum::extract::State<Arc<Hub>>,
+    headers: HeaderMap,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if let Err(e) = require_admin(&hub, &headers) {
+        return e.into_response();
+    }
+    axum::Json(hub.live.status()).into_response()
 }
 
 /// Whether `headers` carry a configured admin key. `Err(NotFound)` when admin is off (the

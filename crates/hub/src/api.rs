@@ -35,6 +35,7 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/healthz", get(healthz_handler))
         .route("/readyz", get(readyz_handler))
         .merge(crate::admin::routes())
+        .merge(crate::prompts::routes())
         .fallback(fallback_handler)
         .with_state(hub)
         // Outermost: trace, then turn a panic into a 500 in OpenAI's shape.
@@ -79,7 +80,7 @@ async fn fallback_handler() -> Response {
     HubError::NotFound.into_response()
 }
 
-async fn authenticate(hub: &Hub, headers: &HeaderMap) -> Result<Tenant, HubError> {
+pub(crate) async fn authenticate(hub: &Hub, headers: &HeaderMap) -> Result<Tenant, HubError> {
     let mut all = headers.get_all(http::header::AUTHORIZATION).iter();
     let (Some(value), None) = (all.next(), all.next()) else {
         // None, or several: a request must not be able to pick among identities.
@@ -126,7 +127,7 @@ async fn models_handler(State(hub): State<Arc<Hub>>, headers: HeaderMap) -> Resp
     axum::Json(json!({"object": "list", "data": data})).into_response()
 }
 
-async fn chat_completions_handler(
+pub(crate) async fn chat_completions_handler(
     State(hub): State<Arc<Hub>>,
     headers: HeaderMap,
     body: Body,
@@ -179,8 +180,9 @@ async fn chat(
             ));
         }
     };
-    let req: ChatRequest = serde_json::from_slice(&bytes)
+    let mut req: ChatRequest = serde_json::from_slice(&bytes)
         .map_err(|e| HubError::BadRequest(format!("invalid request body: {e}")))?;
+    let prompt_used = crate::prompts::expand(hub, &mut req)?;
     if req.messages.len() > hub.settings.max_messages {
         return Err(HubError::BadRequest(format!(
             "`messages` has {} entries; at most {} are accepted",
@@ -202,6 +204,20 @@ async fn chat(
             HubError::PiiDetected(kinds)
         }
     })?;
+    // Response cache and coalescing (opt-in, deterministic requests only).
+    let mut lead = None;
+    if let Some((key, ttl)) = crate::cache::cacheable(&tenant, &alias, &req, &base) {
+        let deadline = started + hub.settings.request_timeout;
+        let reply = crate::cache::Reply::for_request(&req, request_id, deadline);
+        match crate::cache::serve(hub, &tenant, key, ttl, reply).await? {
+            crate::cache::Served::Done(mut resp) => {
+                crate::prompts::mark(&mut resp, prompt_used.as_ref());
+                return Ok(resp);
+            }
+            crate::cache::Served::Lead(l) => lead = Some(l),
+        }
+    }
+    let cache_miss = lead.is_some();
     // Tenant quotas: admission before routing (429 with Retry-After and x-ratelimit-*).
     let admitted = hub.admit(&tenant, &base).await?;
     let rate_state = admitted.state;
@@ -247,11 +263,14 @@ async fn chat(
                 id,
                 created,
                 include_usage,
+                lead,
             },
             admitted,
         )
         .await?;
         crate::quota::ratelimit_headers(resp.headers_mut(), &rate_state);
+        crate::cache::mark_miss(&mut resp, cache_miss);
+        crate::prompts::mark(&mut resp, prompt_used.as_ref());
         Ok(resp)
     } else {
         let dispatched = hub
@@ -277,9 +296,15 @@ async fn chat(
         };
         hub.settle(admitted, resp.usage.as_ref(), Some(&route))
             .await;
+        if let Some(l) = lead {
+            l.finish(crate::cache::Answer::from_response(&resp, &route))
+                .await;
+        }
         let mut out = axum::Json(openai::completion_json(&id, created, &resp)).into_response();
         route_headers(out.headers_mut(), &route, started);
         crate::quota::ratelimit_headers(out.headers_mut(), &rate_state);
+        crate::cache::mark_miss(&mut out, cache_miss);
+        crate::prompts::mark(&mut out, prompt_used.as_ref());
         Ok(out)
     }
 }
@@ -384,6 +409,8 @@ struct ChunkMeta {
     id: String,
     created: u64,
     include_usage: bool,
+    /// Feeds identical requests following this one (and the response cache).
+    lead: Option<crate::cache::Leader>,
 }
 
 async fn stream_chat(
@@ -398,6 +425,7 @@ async fn stream_chat(
         id,
         created,
         include_usage,
+        mut lead,
     } = meta;
     let dispatched = hub
         .dispatch(&plan, |spoke, routing, remaining| {
@@ -420,6 +448,9 @@ async fn stream_chat(
     let quota_route = route.clone();
     let deadline = plan.deadline;
     let model = route.model.clone();
+    if let Some(l) = &lead {
+        l.set_model(&model);
+    }
     let request_id = plan.request_id.clone();
     let Committed {
         buffered, mut rest, ..
@@ -444,12 +475,18 @@ async fn stream_chat(
             match next {
                 Ok(Some(pb::InferEvent { event: Some(pb::infer_event::Event::Delta(d)) })) => {
                     if !d.text.is_empty() {
+                        if let Some(l) = &lead {
+                            l.delta(&d.text);
+                        }
                         yield Ok(chunk(json!({"content": d.text}), None));
                     }
                 }
                 Ok(Some(pb::InferEvent { event: Some(pb::infer_event::Event::End(end)) })) => {
                     if let Some(a) = admitted.take() {
                         quota_hub.settle(a, end.usage.as_ref(), Some(&quota_route)).await;
+                    }
+                    if let Some(l) = lead.take() {
+                        l.finish_stream(&end, &quota_route).await;
                     }
                     yield Ok(chunk(json!({}), Some(openai::finish_reason(end.stop_reason))));
                     if include_usage {

@@ -58,6 +58,12 @@ pub struct HubConfig {
     /// Operator endpoints under `/admin/` (off when no key hash is set).
     #[serde(default)]
     pub admin: AdminConfig,
+    /// Response cache and request coalescing (`[cache]`; opted into per tenant or alias).
+    #[serde(default)]
+    pub cache: crate::cache::CacheFileConfig,
+    /// Named, versioned prompt templates (`[[prompts]]`).
+    #[serde(default)]
+    pub prompts: Vec<crate::prompts::PromptConfig>,
 }
 
 /// `[admin]`: who may call `/admin/*`.
@@ -199,6 +205,8 @@ pub struct TenantConfig {
     /// Content controls applied before the request leaves the hub (`[tenants.policy]`).
     #[serde(default)]
     pub policy: crate::policy::PolicyConfig,
+    /// Response cache for this tenant's deterministic requests (`cache = { ttl = "5m" }`).
+    pub cache: Option<crate::cache::CacheOptIn>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -209,6 +217,8 @@ pub struct AliasConfig {
     /// Capabilities every candidate must offer on top of what the request needs.
     #[serde(default)]
     pub needs: NeedsConfig,
+    /// Response cache for deterministic requests to this alias (`cache = { ttl = "5m" }`).
+    pub cache: Option<crate::cache::CacheOptIn>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -354,6 +364,10 @@ pub struct Settings {
     pub default_max_tokens: u32,
     /// SHA-256 hashes of the admin keys; empty = `/admin/*` is off.
     pub admin_key_hashes: Vec<[u8; 32]>,
+    /// Cache store and bounds (the per-tenant / per-alias TTLs live in `Tenant` / `Alias`).
+    pub cache: crate::cache::CacheSettings,
+    /// Prompt templates by name.
+    pub prompts: BTreeMap<String, crate::prompts::Prompt>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -374,6 +388,8 @@ pub struct Tenant {
     pub limits: switchyard_quota::Limits,
     /// Deny rules and PII handling; shared, since a tenant is cloned per request.
     pub policy: std::sync::Arc<crate::policy::Policy>,
+    /// Response-cache TTL when the tenant opted in (`Some(0)` = coalescing only).
+    pub cache_ttl: Option<Duration>,
 }
 
 impl Tenant {
@@ -388,6 +404,8 @@ pub struct Alias {
     pub name: String,
     pub candidates: Vec<Candidate>,
     pub needs: crate::routing::Needs,
+    /// Response-cache TTL when the alias opted in (`Some(0)` = coalescing only).
+    pub cache_ttl: Option<Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -766,9 +784,11 @@ impl HubConfig {
                     "{base}.candidates: split weights add up to {weighted}, not 100"
                 ));
             }
+            let cache_ttl = crate::cache::opt_in_ttl(a.cache.as_ref(), &base, &mut errs);
             aliases.insert(
                 a.name.clone(),
                 Alias {
+                    cache_ttl,
                     name: a.name.clone(),
                     candidates,
                     needs: crate::routing::Needs {
@@ -863,7 +883,9 @@ impl HubConfig {
                 }
             }
             let policy = t.policy.build(&format!("{base}.policy"), &mut errs);
+            let cache_ttl = crate::cache::opt_in_ttl(t.cache.as_ref(), &base, &mut errs);
             tenants.push(Tenant {
+                cache_ttl,
                 policy: std::sync::Arc::new(policy),
                 name: t.name.clone(),
                 key_hashes,
@@ -882,6 +904,8 @@ impl HubConfig {
         let mut quota_problems = Vec::new();
         let quota = self.quota.validate("quota", &mut quota_problems);
         errs.extend(quota_problems.into_iter().map(|(p, m)| format!("{p}: {m}")));
+        let cache = self.cache.validate(&mut errs);
+        let prompts = crate::prompts::validate(&self.prompts, &aliases, &mut errs);
         if self.default_max_tokens == 0 {
             errs.push("default_max_tokens: must be at least 1".into());
         }
@@ -911,6 +935,8 @@ impl HubConfig {
                 quota,
                 default_max_tokens: self.default_max_tokens,
                 admin_key_hashes,
+                cache,
+                prompts,
             }),
             _ => Err(ConfigError::Invalid(errs)),
         }

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Code, Status};
 
 use crate::budget::Budget;
-use crate::config::{Alias, Candidate, Settings, SpokeSource, Tenant};
+use crate::config::{Alias, Candidate, Settings, Tenant};
 use crate::error::{AttemptFailure, FailedAttempt, HubError};
 use crate::pool::{InFlight, ProviderPool, Spoke};
 use crate::routing::{self, Needs, Preference};
@@ -24,6 +24,8 @@ pub struct Table {
     pub tenants: Vec<Tenant>,
     pub aliases: BTreeMap<String, Alias>,
     pub pools: HashMap<String, Arc<ProviderPool>>,
+    /// Prompt templates by name (`[[prompts]]`).
+    pub prompts: BTreeMap<String, crate::prompts::Prompt>,
 }
 
 /// Shared state of a running hub.
@@ -40,6 +42,10 @@ pub struct Hub {
     pub stop: CancellationToken,
     /// JWT bearer-token verification (`[jwt]`), besides API keys.
     pub jwt: Option<Arc<crate::jwt::JwtVerifier>>,
+    /// Response cache and the calls in flight that identical requests follow.
+    pub cache: Arc<crate::cache::Cache>,
+    /// Live-config status (active version, last reload error).
+    pub live: crate::reload::Live,
 }
 
 /// Where a request ended up.
@@ -88,46 +94,17 @@ impl Hub {
         let stop = CancellationToken::new();
         let mut pools = HashMap::new();
         for p in &settings.providers {
-            let tls = match p.tls.as_ref().map(crate::pool::PoolTls::start).transpose() {
-                Ok(t) => t,
-                Err(e) => {
-                    // validate() loaded these files already; they changed since. Never fall
-                    // back to plain text: the pool stays empty and its aliases fail over.
-                    tracing::error!(provider = %p.name, error = %e, "spoke TLS files do not load; pool disabled");
-                    pools.insert(
-                        p.name.clone(),
-                        Arc::new(ProviderPool::new(
-                            &p.name,
-                            p.health,
-                            p.connect_timeout,
-                            stop.child_token(),
-                        )),
-                    );
-                    continue;
-                }
-            };
-            let pool = Arc::new(
-                ProviderPool::new(&p.name, p.health, p.connect_timeout, stop.child_token())
-                    .with_tls(tls),
-            );
-            match &p.source {
-                SpokeSource::Static(list) => pool.set_members(list),
-                SpokeSource::Dns(dns) => {
-                    tokio::spawn(crate::dns::watch(
-                        pool.clone(),
-                        dns.clone(),
-                        stop.child_token(),
-                    ));
-                }
-            }
-            pools.insert(p.name.clone(), pool);
+            pools.insert(p.name.clone(), crate::reload::new_pool(p, &stop));
         }
         let table = Table {
             tenants: settings.tenants.clone(),
             aliases: settings.aliases.clone(),
             pools,
+            prompts: settings.prompts.clone(),
         };
-        Arc::new(Hub {
+        let hub = Arc::new(Hub {
+            cache: Arc::new(crate::cache::Cache::new(settings.cache.clone())),
+            live: crate::reload::Live::default(),
             jwt: settings.jwt.clone().map(crate::jwt::JwtVerifier::new),
             budget: Budget::new(settings.retry_budget),
             settings,
@@ -135,7 +112,9 @@ impl Hub {
             quota,
             latency: Mutex::new(HashMap::new()),
             stop,
-        })
+        });
+        crate::reload::spawn(&hub);
+        hub
     }
 
     /// The tenant owning `key`, comparing SHA-256 hashes in constant time.

@@ -10,6 +10,7 @@
 pub mod admin;
 pub mod api;
 pub mod budget;
+pub mod cache;
 pub mod config;
 pub mod dns;
 pub mod error;
@@ -18,7 +19,9 @@ pub mod jwt;
 pub mod openai;
 pub mod policy;
 pub mod pool;
+pub mod prompts;
 pub mod quota;
+pub mod reload;
 pub mod routing;
 pub mod serve;
 

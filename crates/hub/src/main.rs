@@ -32,6 +32,8 @@ fn main() -> ExitCode {
         eprintln!("hub: config OK");
         return ExitCode::SUCCESS;
     }
+    // Reload on SIGHUP and when the file changes.
+    switchyard_hub::reload::watch_file(args.config.clone());
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

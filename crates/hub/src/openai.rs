@@ -12,6 +12,8 @@ use crate::routing::Needs;
 #[derive(Debug, Deserialize)]
 pub struct ChatRequest {
     pub model: String,
+    /// May be empty when `prompt` supplies the messages.
+    #[serde(default)]
     pub messages: Vec<ChatMessage>,
     #[serde(default)]
     pub stream: bool,
@@ -22,6 +24,8 @@ pub struct ChatRequest {
     pub top_p: Option<f32>,
     pub stop: Option<Stop>,
     pub tools: Option<Vec<Tool>>,
+    /// A prompt template to render into the messages (`{"name", "version"?, "variables"}`).
+    pub prompt: Option<crate::prompts::PromptRef>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -397,6 +397,12 @@ impl ProviderPool {
         self
     }
 
+    /// Stops the pool (provider removed by a config reload): health loops and DNS watcher end,
+    /// calls in flight finish on their own channel clones.
+    pub fn shutdown(&self) {
+        self.stop.cancel();
+    }
+
     pub fn spokes(&self) -> Arc<Vec<Arc<Spoke>>> {
         self.spokes.load_full()
     }

@@ -33,6 +33,9 @@ pub struct SpokeConfigFile {
     #[serde(default)]
     pub quota: switchyard_quota::QuotaStoreFile,
     pub tls: Option<TlsFile>,
+    /// `GET /admin/config` (off when no key hash is set).
+    #[serde(default)]
+    pub admin: AdminFile,
 }
 
 /// `[tls]`: serve gRPC and HTTP over TLS; with `client_ca`, only clients (hubs) holding a
@@ -44,6 +47,14 @@ pub struct TlsFile {
     pub client_ca: Option<PathBuf>,
     /// How often the files are re-read for rotation (default 5s).
     pub reload_interval: Option<String>,
+}
+
+/// `[admin]`: who may call the spoke's `/admin/*` (same semantics as the hub's).
+#[derive(Debug, Default, Deserialize)]
+pub struct AdminFile {
+    /// SHA-256 (64 hex digits) of each admin key; empty = `/admin/*` answers 404.
+    #[serde(default)]
+    pub api_key_sha256: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -183,6 +194,8 @@ pub struct SpokeConfig {
     pub quota: switchyard_quota::StoreConfig,
     /// TLS (and mutual TLS) on the listener; None = plain h2c / HTTP.
     pub tls: Option<TlsConfig>,
+    /// SHA-256 of the admin keys; empty = `/admin/*` is off.
+    pub admin_key_hashes: Vec<[u8; 32]>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -491,6 +504,18 @@ pub fn validate(f: SpokeConfigFile) -> Result<SpokeConfig, ConfigErrors> {
         p.push(path, msg);
     }
 
+    let mut admin_key_hashes = Vec::new();
+    for (j, h) in f.admin.api_key_sha256.iter().enumerate() {
+        let mut out = [0u8; 32];
+        match hex::decode_to_slice(h.trim(), &mut out) {
+            Ok(()) => admin_key_hashes.push(out),
+            Err(_) => p.push(
+                format!("admin.api_key_sha256[{j}]"),
+                "not 64 hex digits (a SHA-256 of the key)",
+            ),
+        }
+    }
+
     p.finish()?;
     match (listen, provider) {
         (Some(listen), Some(provider)) => Ok(SpokeConfig {
@@ -507,6 +532,7 @@ pub fn validate(f: SpokeConfigFile) -> Result<SpokeConfig, ConfigErrors> {
             models,
             quota,
             tls,
+            admin_key_hashes,
         }),
         // Unreachable in practice: a missing value always recorded a problem above.
         _ => Err(ConfigErrors(vec!["configuration incomplete".into()])),

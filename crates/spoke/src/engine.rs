@@ -33,7 +33,61 @@ pub struct Route {
     /// Quota-store scope: `acct:{account}:{region}:{model}`, shared by every task of the spoke
     /// service when the store is Redis.
     scope: String,
-    state: Mutex<RouteState>,
+    /// Shared with the route's successor when a config reload keeps the (model, region).
+    state: Arc<Mutex<RouteState>>,
+}
+
+/// The models and their region chains: swapped whole by a config reload.
+struct RouteTable {
+    models: Vec<Model>,
+    /// Routes grouped by model, each group in region-chain order.
+    routes: Vec<Vec<Arc<Route>>>,
+}
+
+impl RouteTable {
+    /// Builds the routes of `config`, reusing the breaker / cool-down state of every
+    /// (model, region) that `prev` already had.
+    fn build(config: &SpokeConfig, prev: Option<&RouteTable>) -> RouteTable {
+        let now = std::time::Instant::now();
+        let routes = config
+            .models
+            .iter()
+            .map(|m| {
+                m.regions
+                    .iter()
+                    .map(|r| {
+                        let state = prev
+                            .and_then(|p| {
+                                p.routes
+                                    .iter()
+                                    .flatten()
+                                    .find(|old| old.model == m.id && &old.region == r)
+                            })
+                            .map(|old| old.state.clone())
+                            .unwrap_or_else(|| {
+                                Arc::new(Mutex::new(RouteState::new(config.breaker, now)))
+                            });
+                        Arc::new(Route {
+                            model: m.id.clone(),
+                            upstream_model: m.upstream_id.clone(),
+                            region: r.clone(),
+                            limits: Limits {
+                                requests_per_minute: m.requests_per_minute,
+                                tokens_per_minute: m.tokens_per_minute,
+                                ..Limits::default()
+                            },
+                            scope: format!("acct:{}:{}:{}", config.account, r, m.id),
+                            state,
+                        })
+                    })
+                    .collect()
+            })
+            .collect();
+        RouteTable {
+            models: config.models.clone(),
+            routes,
+        }
+    }
 }
 
 /// What admission took for one attempt, returned when the attempt ends.
@@ -47,9 +101,7 @@ pub struct Engine {
     account: String,
     upstream: Arc<dyn Upstream>,
     store: Arc<dyn QuotaStore>,
-    models: Vec<Model>,
-    /// Routes grouped by model, each group in region-chain order.
-    routes: Vec<Vec<Arc<Route>>>,
+    table: arc_swap::ArcSwap<RouteTable>,
     backoff: Backoff,
     default_timeout: Duration,
     attempt_timeout: Option<Duration>,
@@ -66,43 +118,27 @@ impl Engine {
         upstream: Arc<dyn Upstream>,
         store: Arc<dyn QuotaStore>,
     ) -> Self {
-        let now = std::time::Instant::now();
-        let routes = config
-            .models
-            .iter()
-            .map(|m| {
-                m.regions
-                    .iter()
-                    .map(|r| {
-                        Arc::new(Route {
-                            model: m.id.clone(),
-                            upstream_model: m.upstream_id.clone(),
-                            region: r.clone(),
-                            limits: Limits {
-                                requests_per_minute: m.requests_per_minute,
-                                tokens_per_minute: m.tokens_per_minute,
-                                ..Limits::default()
-                            },
-                            scope: format!("acct:{}:{}:{}", config.account, r, m.id),
-                            state: Mutex::new(RouteState::new(config.breaker, now)),
-                        })
-                    })
-                    .collect()
-            })
-            .collect();
         Self {
+            table: arc_swap::ArcSwap::from_pointee(RouteTable::build(config, None)),
             provider: upstream.kind(),
             account: config.account.clone(),
             upstream,
             store,
-            models: config.models.clone(),
-            routes,
             backoff: config.backoff,
             default_timeout: config.default_timeout,
             attempt_timeout: config.attempt_timeout,
             draining: AtomicBool::new(false),
             credentials_ok: AtomicBool::new(true),
         }
+    }
+
+    /// Config reload: swaps in the models, region chains and quotas of `config` at once;
+    /// routes that still exist keep their breaker and cool-down state. Calls in flight finish on
+    /// the routes they started with.
+    pub fn reload_routes(&self, config: &SpokeConfig) {
+        let prev = self.table.load_full();
+        self.table
+            .store(Arc::new(RouteTable::build(config, Some(&prev))));
     }
 
     pub fn provider(&self) -> &'static str {
@@ -138,13 +174,14 @@ impl Engine {
     pub fn plan(&self, req: &InferRequest) -> Result<Vec<Arc<Route>>, SpokeError> {
         let mut known = false;
         let mut plan = Vec::new();
+        let table = self.table.load();
         for name in &req.models {
-            let Some(i) = self.models.iter().position(|m| &m.id == name) else {
+            let Some(i) = table.models.iter().position(|m| &m.id == name) else {
                 continue;
             };
             known = true;
             plan.extend(
-                self.routes[i]
+                table.routes[i]
                     .iter()
                     .filter(|r| {
                         req.allowed_regions.is_empty() || req.allowed_regions.contains(&r.region)
@@ -556,8 +593,9 @@ impl Engine {
     pub async fn describe(&self) -> DescribeResponse {
         let mut serving = false;
         let mut headroom: f64 = 0.0;
-        let mut models = Vec::with_capacity(self.models.len());
-        for (m, routes) in self.models.iter().zip(&self.routes) {
+        let table = self.table.load_full();
+        let mut models = Vec::with_capacity(table.models.len());
+        for (m, routes) in table.models.iter().zip(&table.routes) {
             let mut regions = Vec::with_capacity(routes.len());
             for r in routes {
                 let factor = r.state.lock().rate_factor(std::time::Instant::now());

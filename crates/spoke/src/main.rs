@@ -32,6 +32,8 @@ async fn main() -> ExitCode {
         eprintln!("{}: ok", args.config.display());
         return ExitCode::SUCCESS;
     }
+    // Reload on SIGHUP and when the file changes.
+    switchyard_spoke::reload::watch_file(args.config.clone());
     match switchyard_spoke::server::serve(config, switchyard_core::shutdown::signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -297,6 +297,8 @@ pub async fn serve(
         .transpose()
         .map_err(|e| StartError::Tls(e.to_string()))?;
     let (app, reporter) = router(engine.clone());
+    // `/admin/config`, and live reload when the binary watches its config file.
+    let app = app.merge(crate::reload::start(engine.clone(), &config));
     let health_task = tokio::spawn(report_health(engine.clone(), reporter));
     let creds_task = tokio::spawn(watch_credentials(engine.clone()));
     tracing::info!(
