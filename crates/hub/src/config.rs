@@ -58,6 +58,19 @@ pub struct HubConfig {
     /// Operator endpoints under `/admin/` (off when no key hash is set).
     #[serde(default)]
     pub admin: AdminConfig,
+    /// OpenTelemetry trace export (`[telemetry]`; docs/observability.md).
+    #[serde(default)]
+    pub telemetry: switchyard_core::telemetry::TelemetryConfig,
+    /// The per-request audit log (`[audit]`).
+    #[serde(default)]
+    pub audit: crate::observe::AuditConfig,
+    /// `GET /metrics` (`[metrics]`).
+    #[serde(default)]
+    pub metrics: crate::observe::MetricsConfig,
+    /// Price table per model, USD per million tokens (`[prices.MODEL] input = .., output = ..`):
+    /// the price of every candidate of that model that sets no `price_in`/`price_out` itself.
+    #[serde(default)]
+    pub prices: BTreeMap<String, crate::observe::Price>,
 }
 
 /// `[admin]`: who may call `/admin/*`.
@@ -320,6 +333,9 @@ pub struct Settings {
     pub default_max_tokens: u32,
     /// SHA-256 hashes of the admin keys; empty = `/admin/*` is off.
     pub admin_key_hashes: Vec<[u8; 32]>,
+    pub telemetry: switchyard_core::telemetry::TelemetryConfig,
+    pub audit: crate::observe::AuditConfig,
+    pub metrics: crate::observe::MetricsConfig,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -638,6 +654,9 @@ impl HubConfig {
                 if c.model.is_empty() {
                     errs.push(format!("{cbase}.model: must not be empty"));
                 }
+                let table = self.prices.get(&c.model);
+                let price_in = c.price_in.or(table.map(|p| p.input));
+                let price_out = c.price_out.or(table.map(|p| p.output));
                 for (n, v) in [("price_in", c.price_in), ("price_out", c.price_out)] {
                     if v.is_some_and(|v| !(v >= 0.0 && v.is_finite())) {
                         errs.push(format!("{cbase}.{n}: must be a non-negative number"));
@@ -653,8 +672,8 @@ impl HubConfig {
                     provider: c.provider.clone(),
                     model: c.model.clone(),
                     priority: c.priority.unwrap_or(i32::try_from(j).unwrap_or(i32::MAX)),
-                    price_in: c.price_in,
-                    price_out: c.price_out,
+                    price_in,
+                    price_out,
                     weight: c.weight,
                 });
             }
@@ -779,6 +798,17 @@ impl HubConfig {
         let mut quota_problems = Vec::new();
         let quota = self.quota.validate("quota", &mut quota_problems);
         errs.extend(quota_problems.into_iter().map(|(p, m)| format!("{p}: {m}")));
+        for (m, p) in &self.prices {
+            for (n, v) in [("input", p.input), ("output", p.output)] {
+                if !(v >= 0.0 && v.is_finite()) {
+                    errs.push(format!("prices.{m}.{n}: must be a non-negative number"));
+                }
+            }
+        }
+        errs.extend(self.telemetry.problems());
+        if self.audit.path.as_deref().is_some_and(|p| p.as_os_str().is_empty()) {
+            errs.push("audit.path: must not be empty (\"-\" is stdout)".into());
+        }
         if self.default_max_tokens == 0 {
             errs.push("default_max_tokens: must be at least 1".into());
         }
@@ -808,6 +838,9 @@ impl HubConfig {
                 quota,
                 default_max_tokens: self.default_max_tokens,
                 admin_key_hashes,
+                telemetry: self.telemetry.clone(),
+                audit: self.audit.clone(),
+                metrics: self.metrics.clone(),
             }),
             _ => Err(ConfigError::Invalid(errs)),
         }

@@ -40,6 +40,8 @@ pub struct Hub {
     pub stop: CancellationToken,
     /// JWT bearer-token verification (`[jwt]`), besides API keys.
     pub jwt: Option<Arc<crate::jwt::JwtVerifier>>,
+    /// Where audit lines go (`[audit]`); `None` when off.
+    pub audit: Option<Arc<crate::observe::AuditSink>>,
 }
 
 /// Where a request ended up.
@@ -54,6 +56,11 @@ pub struct RouteTaken {
     pub spoke_time: Duration,
     /// The dispatched candidate's price, USD per million (input, output) tokens.
     pub price: (Option<f64>, Option<f64>),
+    /// The pool (configured provider name) and spoke address that served.
+    pub pool: String,
+    pub spoke: String,
+    /// The attempts that failed before this one (audit log).
+    pub failed: Vec<FailedAttempt>,
 }
 
 /// What a single attempt's call closure returns on failure.
@@ -113,6 +120,7 @@ impl Hub {
         };
         Arc::new(Hub {
             jwt: settings.jwt.clone().map(crate::jwt::JwtVerifier::new),
+            audit: crate::observe::AuditSink::open(&settings.audit),
             budget: Budget::new(settings.retry_budget),
             settings,
             table: ArcSwap::from_pointee(table),
@@ -242,11 +250,15 @@ impl Hub {
                         .max(1),
                     ..Default::default()
                 };
+                if made > 1 {
+                    crate::observe::retried(&cand.provider);
+                }
+                let span = crate::observe::attempt_span(cand, &spoke.addr.to_string(), made);
                 let guard = spoke.begin();
                 let started = Instant::now();
                 let result = match tokio::time::timeout(
                     remaining,
-                    call(spoke.clone(), req, remaining),
+                    tracing::Instrument::instrument(call(spoke.clone(), req, remaining), span.clone()),
                 )
                 .await
                 {
@@ -259,7 +271,11 @@ impl Hub {
                     Ok(v) => {
                         self.observe_latency(cand, took);
                         let r = v.route();
+                        crate::observe::attempt_ok(&span, &r);
                         let route = RouteTaken {
+                            pool: cand.provider.clone(),
+                            spoke: spoke.addr.to_string(),
+                            failed: failed.clone(),
                             price: (cand.price_in, cand.price_out),
                             provider: if r.provider.is_empty() {
                                 cand.provider.clone()
@@ -301,6 +317,7 @@ impl Hub {
                             | AttemptFailure::NotServed
                             | AttemptFailure::Timeout => {}
                         }
+                        crate::observe::attempt_failed(&span, &cand.provider, &kind);
                         tracing::info!(
                             request_id = %plan.request_id, spoke = %spoke.addr, provider = %cand.provider,
                             model = %cand.model, failure = ?kind, detail = %detail, "attempt failed"

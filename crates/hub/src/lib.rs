@@ -15,6 +15,7 @@ pub mod dns;
 pub mod error;
 pub mod hub;
 pub mod jwt;
+pub mod observe;
 pub mod openai;
 pub mod policy;
 pub mod pool;

@@ -20,7 +20,6 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    switchyard_core::telemetry::init_logging();
     let settings = match HubConfig::load(&args.config).and_then(|c| c.validate()) {
         Ok(s) => s,
         Err(e) => {
@@ -32,6 +31,8 @@ fn main() -> ExitCode {
         eprintln!("hub: config OK");
         return ExitCode::SUCCESS;
     }
+    // Logging, plus OTLP tracing when configured; flushed when `_telemetry` drops at exit.
+    let _telemetry = switchyard_core::telemetry::init("hub", &settings.telemetry);
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

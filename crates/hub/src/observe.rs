@@ -1,0 +1,771 @@
+//! Per-request observability of the hub, recorded in one place: a [`RequestRecord`] follows each
+//! chat request (into its SSE stream when it streams) and, when it is dropped at the very end,
+//! emits the metrics, the audit line and the final span attributes. See docs/observability.md.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::http::{HeaderMap, HeaderValue};
+use metrics::{counter, gauge, histogram};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use switchyard_core::telemetry::{self, OpenTelemetrySpanExt};
+use tracing::Span;
+use tracing::field::Empty;
+
+use crate::config::Candidate;
+use crate::error::{AttemptFailure, FailedAttempt, HubError};
+use crate::hub::RouteTaken;
+
+/// Response header with the request's cost in USD (non-streaming responses).
+pub const COST_HEADER: &str = "x-switchyard-cost-usd";
+/// Response headers set by the response cache and prompt templates (#10), copied to the audit.
+pub const CACHE_HEADER: &str = "x-switchyard-cache";
+pub const PROMPT_HEADER: &str = "x-switchyard-prompt";
+
+/// `[audit]`: one JSON line per request.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Write audit lines at all (default true).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// File to append to, or `"-"` for stdout (the default).
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// Include the request's messages in the audit line (default false: no prompt content).
+    #[serde(default)]
+    pub capture_content: bool,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            path: None,
+            capture_content: false,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `[metrics]`: who may read `GET /metrics`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Require the admin key (`[admin]`) on `/metrics` (default false: open, like most
+    /// Prometheus targets; put the hub's listener on a private network instead).
+    #[serde(default)]
+    pub require_admin: bool,
+}
+
+/// One model's price, USD per million tokens.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Price {
+    pub input: f64,
+    pub output: f64,
+}
+
+/// Where audit lines go: a writer thread fed by a channel (the request path never blocks on
+/// the file).
+#[derive(Debug)]
+pub struct AuditSink {
+    tx: std::sync::mpsc::Sender<String>,
+    pub capture_content: bool,
+}
+
+impl AuditSink {
+    /// `None` when the audit log is disabled or the file cannot be opened (logged).
+    pub fn open(cfg: &AuditConfig) -> Option<Arc<AuditSink>> {
+        if !cfg.enabled {
+            return None;
+        }
+        let out: Box<dyn Write + Send> = match &cfg.path {
+            None => Box::new(std::io::stdout()),
+            Some(p) if p.as_os_str() == "-" => Box::new(std::io::stdout()),
+            Some(p) => match std::fs::OpenOptions::new().create(true).append(true).open(p) {
+                Ok(f) => Box::new(f),
+                Err(e) => {
+                    tracing::error!(path = %p.display(), "audit log: cannot open ({e}); audit off");
+                    return None;
+                }
+            },
+        };
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        let spawned = std::thread::Builder::new()
+            .name("audit".into())
+            .spawn(move || {
+                let mut out = std::io::BufWriter::new(out);
+                while let Ok(line) = rx.recv() {
+                    let _ = writeln!(out, "{line}");
+                    // Drain what is queued, then flush: a line is on disk before the writer idles.
+                    while let Ok(line) = rx.try_recv() {
+                        let _ = writeln!(out, "{line}");
+                    }
+                    let _ = out.flush();
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!("audit log: cannot start writer ({e}); audit off");
+            return None;
+        }
+        Some(Arc::new(AuditSink {
+            tx,
+            capture_content: cfg.capture_content,
+        }))
+    }
+
+    fn write(&self, line: String) {
+        let _ = self.tx.send(line);
+    }
+}
+
+/// `GET /metrics`: Prometheus text. Pool gauges (spoke health, breaker, headroom) are refreshed
+/// from the live table at scrape time. Open unless `[metrics] require_admin = true`.
+pub async fn metrics_handler(
+    axum::extract::State(hub): axum::extract::State<Arc<crate::hub::Hub>>,
+    headers: HeaderMap,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if hub.settings.metrics.require_admin
+        && let Err(e) = crate::admin::require_admin(&hub, &headers)
+    {
+        return e.into_response();
+    }
+    let table = hub.table.load();
+    for (name, pool) in &table.pools {
+        for s in pool.spokes().iter() {
+            let snap = s.snapshot();
+            let d = snap.described.clone().unwrap_or_default();
+            let account = label(&d.account);
+            let spoke = snap.addr.to_string();
+            let l = [
+                ("pool", name.clone()),
+                ("spoke", spoke.clone()),
+                ("account", account.clone()),
+            ];
+            gauge!("switchyard_spoke_healthy", &l).set(if snap.healthy { 1.0 } else { 0.0 });
+            gauge!("switchyard_spoke_breaker_open", &l).set(if snap.ejected { 1.0 } else { 0.0 });
+            gauge!("switchyard_spoke_headroom", &l).set(d.headroom);
+            gauge!("switchyard_spoke_in_flight", &l).set(f64::from(snap.in_flight));
+            for r in &d.regions {
+                gauge!(
+                    "switchyard_reported_headroom",
+                    "pool" => name.clone(),
+                    "account" => account.clone(),
+                    "region" => r.region.clone(),
+                    "model" => r.model.clone()
+                )
+                .set(r.headroom);
+            }
+        }
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        switchyard_core::prom::render(),
+    )
+        .into_response()
+}
+
+/// gRPC request metadata as a trace-context injection target.
+pub struct MetadataInjector<'a>(pub &'a mut tonic::metadata::MetadataMap);
+
+impl opentelemetry::propagation::Injector for MetadataInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(k), Ok(v)) = (
+            tonic::metadata::MetadataKey::from_bytes(key.as_bytes()),
+            value.parse(),
+        ) {
+            self.0.insert(k, v);
+        }
+    }
+}
+
+/// GenAI semantic-convention provider name for a spoke's provider kind.
+pub fn genai_provider(kind: &str) -> &str {
+    match kind {
+        "bedrock" => "aws.bedrock",
+        "anthropic" => "anthropic",
+        "openai" => "openai",
+        other => other,
+    }
+}
+
+/// The root span of one client request, child of the client's `traceparent` when it sent one.
+/// `Span::none()` when tracing is off.
+pub fn request_span(headers: &HeaderMap, request_id: &str) -> Span {
+    if !telemetry::tracing_enabled() {
+        return Span::none();
+    }
+    let span = tracing::info_span!(
+        "hub.request",
+        otel.name = "chat",
+        otel.kind = "server",
+        otel.status_code = Empty,
+        switchyard.request_id = %request_id,
+        switchyard.tenant = Empty,
+        switchyard.alias = Empty,
+        switchyard.stream = Empty,
+        switchyard.attempts = Empty,
+        switchyard.route.account = Empty,
+        switchyard.route.region = Empty,
+        switchyard.cost_usd = Empty,
+        gen_ai.operation.name = "chat",
+        gen_ai.provider.name = Empty,
+        gen_ai.request.model = Empty,
+        gen_ai.request.max_tokens = Empty,
+        gen_ai.request.temperature = Empty,
+        gen_ai.request.top_p = Empty,
+        gen_ai.response.model = Empty,
+        gen_ai.usage.input_tokens = Empty,
+        gen_ai.usage.output_tokens = Empty,
+        gen_ai.input.messages = Empty,
+        http.response.status_code = Empty,
+        error.type = Empty,
+    );
+    telemetry::extract(&span, &telemetry::HeaderCarrier(headers));
+    span
+}
+
+/// The span of route selection (candidate ordering) inside the request span.
+pub fn route_span(alias: &str, candidates: usize) -> Span {
+    if !telemetry::tracing_enabled() {
+        return Span::none();
+    }
+    tracing::info_span!(
+        "hub.route",
+        otel.name = "route selection",
+        switchyard.alias = %alias,
+        switchyard.candidates = candidates
+    )
+}
+
+/// The span of one attempt at a spoke (client side of the gRPC call).
+pub fn attempt_span(cand: &Candidate, spoke: &str, n: u32) -> Span {
+    if !telemetry::tracing_enabled() {
+        return Span::none();
+    }
+    tracing::info_span!(
+        "hub.spoke_attempt",
+        otel.name = "spoke attempt",
+        otel.kind = "client",
+        otel.status_code = Empty,
+        switchyard.attempt = n,
+        switchyard.spoke = %spoke,
+        switchyard.pool = %cand.provider,
+        switchyard.route.account = Empty,
+        switchyard.route.region = Empty,
+        switchyard.failover.reason = Empty,
+        gen_ai.request.model = %cand.model,
+        gen_ai.response.model = Empty,
+        error.type = Empty,
+    )
+}
+
+/// A reason label for an attempt failure.
+pub fn failure_reason(kind: &AttemptFailure) -> &'static str {
+    match kind {
+        AttemptFailure::Exhausted { .. } => "exhausted",
+        AttemptFailure::Unavailable => "unavailable",
+        AttemptFailure::Transport => "transport",
+        AttemptFailure::NotServed => "not_served",
+        AttemptFailure::Timeout => "timeout",
+    }
+}
+
+/// Records a failed attempt: span attributes and `switchyard_failovers_total`.
+pub fn attempt_failed(span: &Span, pool: &str, kind: &AttemptFailure) {
+    let reason = failure_reason(kind);
+    span.record("switchyard.failover.reason", reason);
+    span.record("error.type", reason);
+    span.record("otel.status_code", "ERROR");
+    counter!("switchyard_failovers_total", "pool" => pool.to_string(), "reason" => reason)
+        .increment(1);
+}
+
+/// Records a successful attempt on its span.
+pub fn attempt_ok(span: &Span, route: &switchyard_proto::v1::Route) {
+    span.record("switchyard.route.account", route.account.as_str());
+    span.record("switchyard.route.region", route.region.as_str());
+    span.record("gen_ai.response.model", route.model.as_str());
+}
+
+/// A retry (an attempt after the first) on `pool`.
+pub fn retried(pool: &str) {
+    counter!("switchyard_retries_total", "pool" => pool.to_string()).increment(1);
+}
+
+/// One attempt as it appears in the audit line.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditAttempt {
+    pub pool: String,
+    pub model: String,
+    pub spoke: String,
+    pub outcome: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+}
+
+impl AuditAttempt {
+    fn failed(a: &FailedAttempt) -> Self {
+        Self {
+            pool: a.provider.clone(),
+            model: a.model.clone(),
+            spoke: a.spoke.clone(),
+            outcome: failure_reason(&a.kind).to_string(),
+            account: None,
+            region: None,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    sink: Option<Arc<AuditSink>>,
+    span: Span,
+    request_id: String,
+    started: Instant,
+    time: SystemTime,
+    tenant: String,
+    alias: String,
+    stream: bool,
+    route: Option<RouteTaken>,
+    usage: Option<(u32, u32)>,
+    failed: Vec<FailedAttempt>,
+    status: u16,
+    error: Option<String>,
+    first_token: Option<Duration>,
+    cache: Option<String>,
+    prompt: Option<String>,
+    messages: Option<serde_json::Value>,
+    in_flight_stream: bool,
+}
+
+/// Follows one chat request; emits metrics, audit line and span attributes when dropped.
+#[derive(Debug, Default)]
+pub struct RequestRecord(Option<Box<Inner>>);
+
+impl RequestRecord {
+    pub fn start(sink: Option<Arc<AuditSink>>, request_id: &str, span: Span) -> Self {
+        gauge!("switchyard_in_flight_requests").increment(1.0);
+        Self(Some(Box::new(Inner {
+            sink,
+            span,
+            request_id: request_id.to_string(),
+            started: Instant::now(),
+            time: SystemTime::now(),
+            tenant: String::new(),
+            alias: String::new(),
+            stream: false,
+            route: None,
+            usage: None,
+            failed: Vec::new(),
+            status: 0,
+            error: None,
+            first_token: None,
+            cache: None,
+            prompt: None,
+            messages: None,
+            in_flight_stream: false,
+        })))
+    }
+
+    pub fn span(&self) -> Span {
+        self.0.as_ref().map_or_else(Span::none, |i| i.span.clone())
+    }
+
+    pub fn set_tenant(&mut self, tenant: &str) {
+        if let Some(i) = &mut self.0 {
+            i.tenant = tenant.to_string();
+            i.span.record("switchyard.tenant", tenant);
+        }
+    }
+
+    /// The resolved alias and the request's parameters.
+    pub fn set_request(&mut self, alias: &str, req: &crate::openai::ChatRequest) {
+        if let Some(i) = &mut self.0 {
+            i.alias = alias.to_string();
+            i.stream = req.stream;
+            let s = &i.span;
+            s.record("switchyard.alias", alias);
+            s.record("switchyard.stream", req.stream);
+            s.record("gen_ai.request.model", req.model.as_str());
+            s.record("otel.name", format!("chat {}", req.model).as_str());
+            if let Some(m) = req.max_completion_tokens.or(req.max_tokens) {
+                s.record("gen_ai.request.max_tokens", m);
+            }
+            if let Some(t) = req.temperature {
+                s.record("gen_ai.request.temperature", f64::from(t));
+            }
+            if let Some(t) = req.top_p {
+                s.record("gen_ai.request.top_p", f64::from(t));
+            }
+            let capture_audit = i.sink.as_ref().is_some_and(|s| s.capture_content);
+            if telemetry::capture_content() || capture_audit {
+                let msgs = serde_json::Value::Array(
+                    req.messages
+                        .iter()
+                        .map(|m| json!({"role": m.role, "content": message_text(m)}))
+                        .collect(),
+                );
+                if telemetry::capture_content() {
+                    s.record("gen_ai.input.messages", msgs.to_string().as_str());
+                }
+                if capture_audit {
+                    i.messages = Some(msgs);
+                }
+            }
+        }
+    }
+
+    /// The route that served the request and its usage.
+    pub fn set_route(&mut self, route: &RouteTaken, usage: Option<&switchyard_proto::v1::Usage>) {
+        if let Some(i) = &mut self.0 {
+            i.route = Some(route.clone());
+            i.failed = route.failed.clone();
+            if let Some(u) = usage {
+                i.usage = Some((u.input_tokens, u.output_tokens));
+            }
+        }
+    }
+
+    pub fn set_usage(&mut self, usage: Option<&switchyard_proto::v1::Usage>) {
+        if let (Some(i), Some(u)) = (&mut self.0, usage) {
+            i.usage = Some((u.input_tokens, u.output_tokens));
+        }
+    }
+
+    /// The request failed with `e` (its attempts are kept).
+    pub fn set_error(&mut self, e: &HubError) {
+        if let Some(i) = &mut self.0 {
+            i.status = e.status().as_u16();
+            i.error = Some(e.type_and_code().1.to_string());
+            match e {
+                HubError::Exhausted { attempts, .. }
+                | HubError::NoRoute { attempts }
+                | HubError::DeadlineExceeded { attempts } => i.failed = attempts.clone(),
+                _ => {}
+            }
+        }
+    }
+
+    /// A streamed request failed after its first chunk (`why` is a label, e.g.
+    /// `stream_interrupted`).
+    pub fn set_stream_error(&mut self, why: &str) {
+        if let Some(i) = &mut self.0 {
+            i.error = Some(why.to_string());
+        }
+    }
+
+    /// Marks the first content chunk of a stream (time to first token).
+    pub fn first_token(&mut self) {
+        if let Some(i) = &mut self.0
+            && i.first_token.is_none()
+        {
+            i.first_token = Some(i.started.elapsed());
+        }
+    }
+
+    /// The cost so far (route price × usage), USD.
+    pub fn cost(&self) -> Option<f64> {
+        let i = self.0.as_ref()?;
+        let route = i.route.as_ref()?;
+        let (input, output) = i.usage?;
+        let usage = switchyard_proto::v1::Usage {
+            input_tokens: input,
+            output_tokens: output,
+        };
+        route
+            .price
+            .0
+            .or(route.price.1)
+            .map(|_| crate::quota::cost_usd(route.price, &usage))
+    }
+
+    /// Takes the record for a stream (the handler's copy becomes inert); counts the stream.
+    pub fn take_for_stream(&mut self) -> RequestRecord {
+        let mut r = RequestRecord(self.0.take());
+        if let Some(i) = &mut r.0 {
+            i.status = 200;
+            i.in_flight_stream = true;
+            gauge!("switchyard_in_flight_streams").increment(1.0);
+        }
+        r
+    }
+
+    /// The response is ready (non-streaming, or a stream's head): status and #10's headers.
+    pub fn finish_response(&mut self, headers: &HeaderMap, status: u16) {
+        if let Some(i) = &mut self.0 {
+            i.status = status;
+            i.cache = header(headers, CACHE_HEADER);
+            i.prompt = header(headers, PROMPT_HEADER);
+        }
+    }
+
+    /// For a stream: picks #10's headers from the response head.
+    pub fn note_headers(&mut self, headers: &HeaderMap) {
+        if let Some(i) = &mut self.0 {
+            i.cache = header(headers, CACHE_HEADER);
+            i.prompt = header(headers, PROMPT_HEADER);
+        }
+    }
+}
+
+fn message_text(m: &crate::openai::ChatMessage) -> String {
+    match &m.content {
+        Some(crate::openai::Content::Text(t)) => t.clone(),
+        Some(crate::openai::Content::Parts(ps)) => ps
+            .iter()
+            .filter_map(|p| p.text.as_deref())
+            .collect::<Vec<_>>()
+            .join(""),
+        None => String::new(),
+    }
+}
+
+fn header(h: &HeaderMap, name: &str) -> Option<String> {
+    h.get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.chars().take(128).collect())
+}
+
+/// Sets `x-switchyard-cost-usd` (six decimals).
+pub fn cost_header(h: &mut HeaderMap, cost: Option<f64>) {
+    if let Some(c) = cost
+        && let Ok(v) = HeaderValue::from_str(&format!("{c:.6}"))
+    {
+        h.insert(COST_HEADER, v);
+    }
+}
+
+fn label(s: &str) -> String {
+    if s.is_empty() {
+        "none".to_string()
+    } else {
+        s.to_string()
+    }
+}
+
+impl Drop for RequestRecord {
+    fn drop(&mut self) {
+        let Some(i) = self.0.take() else { return };
+        gauge!("switchyard_in_flight_requests").decrement(1.0);
+        if i.in_flight_stream {
+            gauge!("switchyard_in_flight_streams").decrement(1.0);
+        }
+        let elapsed = i.started.elapsed();
+        let outcome = match (&i.error, i.status) {
+            (None, 200..=299) => "ok",
+            (None, 0) => "cancelled",
+            (Some(_), 200..=299) => "stream_error",
+            _ => "error",
+        };
+        let route = i.route.clone().unwrap_or_default();
+        let (provider, account, region, model) = (
+            label(&route.provider),
+            label(&route.account),
+            label(&route.region),
+            label(&route.model),
+        );
+        let (tenant, alias) = (label(&i.tenant), label(&i.alias));
+        let labels = [
+            ("tenant", tenant.clone()),
+            ("alias", alias.clone()),
+            ("provider", provider.clone()),
+            ("account", account.clone()),
+            ("region", region.clone()),
+            ("model", model.clone()),
+        ];
+        let mut with_outcome = labels.to_vec();
+        with_outcome.push(("outcome", outcome.to_string()));
+        counter!("switchyard_requests_total", &with_outcome).increment(1);
+        histogram!("switchyard_request_duration_seconds", &with_outcome)
+            .record(elapsed.as_secs_f64());
+        if outcome != "ok" {
+            let mut l = labels.to_vec();
+            l.push(("error", i.error.clone().unwrap_or_else(|| outcome.to_string())));
+            counter!("switchyard_request_errors_total", &l).increment(1);
+        }
+        let cost = self_cost(&i);
+        if let Some((input, output)) = i.usage {
+            let mut l = labels.to_vec();
+            l.push(("direction", "input".to_string()));
+            counter!("switchyard_tokens_total", &l).increment(u64::from(input));
+            l.pop();
+            l.push(("direction", "output".to_string()));
+            counter!("switchyard_tokens_total", &l).increment(u64::from(output));
+        }
+        if let Some(c) = cost {
+            // Micro-dollars as an integer counter would lose nothing at these magnitudes, but
+            // Prometheus users expect dollars: an f64 counter via absolute increments.
+            counter!("switchyard_cost_usd_micros_total", &labels).increment((c * 1e6).round() as u64);
+        }
+        if i.route.is_some() {
+            let overhead = elapsed.saturating_sub(route.spoke_time);
+            // For streams the spoke time is only the opening; the added latency is measured on
+            // the head of the response, which is what the client waits on.
+            if !i.stream {
+                histogram!("switchyard_overhead_seconds").record(overhead.as_secs_f64());
+            }
+        }
+        if let Some(t) = i.first_token {
+            histogram!(
+                "switchyard_time_to_first_token_seconds",
+                "tenant" => tenant.clone(),
+                "alias" => alias.clone(),
+                "provider" => provider.clone(),
+                "model" => model.clone()
+            )
+            .record(t.as_secs_f64());
+        }
+        // Span attributes.
+        let s = &i.span;
+        if i.route.is_some() {
+            s.record("gen_ai.provider.name", genai_provider(&route.provider));
+            s.record("gen_ai.response.model", route.model.as_str());
+            s.record("switchyard.route.account", route.account.as_str());
+            s.record("switchyard.route.region", route.region.as_str());
+            s.record("switchyard.attempts", route.attempts);
+        }
+        if let Some((input, output)) = i.usage {
+            s.record("gen_ai.usage.input_tokens", input);
+            s.record("gen_ai.usage.output_tokens", output);
+        }
+        if let Some(c) = cost {
+            s.record("switchyard.cost_usd", c);
+        }
+        s.record("http.response.status_code", i.status);
+        if outcome != "ok" {
+            s.record("otel.status_code", "ERROR");
+            s.record("error.type", i.error.as_deref().unwrap_or(outcome));
+        }
+        // Audit line.
+        if let Some(sink) = &i.sink {
+            let mut attempts: Vec<AuditAttempt> = i.failed.iter().map(AuditAttempt::failed).collect();
+            if i.route.is_some() {
+                attempts.push(AuditAttempt {
+                    pool: route.pool.clone(),
+                    model: route.model.clone(),
+                    spoke: route.spoke.clone(),
+                    outcome: "ok".into(),
+                    account: Some(route.account.clone()),
+                    region: Some(route.region.clone()),
+                });
+            }
+            let time = i
+                .time
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0);
+            let trace_id = {
+                let cx = i.span.context();
+                let sc = opentelemetry::trace::TraceContextExt::span(&cx).span_context().clone();
+                sc.is_valid().then(|| sc.trace_id().to_string())
+            };
+            let mut line = json!({
+                "type": "audit",
+                "request_id": i.request_id,
+                "time": rfc3339(i.time),
+                "unix_time": time,
+                "tenant": i.tenant,
+                "alias": i.alias,
+                "stream": i.stream,
+                "route": i.route.as_ref().map(|_| json!({
+                    "provider": route.provider, "account": route.account,
+                    "region": route.region, "model": route.model, "spoke": route.spoke,
+                })),
+                "attempts": attempts,
+                "usage": i.usage.map(|(a, b)| json!({"input_tokens": a, "output_tokens": b})),
+                "cost_usd": cost,
+                "status": i.status,
+                "outcome": outcome,
+                "error": i.error,
+                "latency_ms": elapsed.as_secs_f64() * 1000.0,
+                "time_to_first_token_ms": i.first_token.map(|t| t.as_secs_f64() * 1000.0),
+                "cache": i.cache,
+                "prompt": i.prompt,
+                "trace_id": trace_id,
+            });
+            if let (Some(m), Some(o)) = (&i.messages, line.as_object_mut()) {
+                o.insert("messages".into(), m.clone());
+            }
+            sink.write(line.to_string());
+        }
+    }
+}
+
+fn self_cost(i: &Inner) -> Option<f64> {
+    let route = i.route.as_ref()?;
+    let (input, output) = i.usage?;
+    if route.price.0.is_none() && route.price.1.is_none() {
+        return None;
+    }
+    Some(crate::quota::cost_usd(
+        route.price,
+        &switchyard_proto::v1::Usage {
+            input_tokens: input,
+            output_tokens: output,
+        },
+    ))
+}
+
+/// RFC 3339 UTC with milliseconds, without a date crate.
+pub fn rfc3339(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = if month <= 2 { y + 1 } else { y };
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60,
+        d.subsec_millis()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_known_instants() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        let t = UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
+        assert_eq!(rfc3339(t), "2023-11-14T22:13:20.123Z");
+        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
+        assert_eq!(rfc3339(leap), "2000-02-29T00:00:00.000Z");
+    }
+
+    #[test]
+    fn cost_header_six_decimals() {
+        let mut h = HeaderMap::new();
+        cost_header(&mut h, Some(0.0000125));
+        assert_eq!(h.get(COST_HEADER).unwrap(), "0.000013");
+        let mut h = HeaderMap::new();
+        cost_header(&mut h, None);
+        assert!(h.is_empty());
+    }
+}
