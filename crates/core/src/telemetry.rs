@@ -227,7 +227,10 @@ impl SpanExporter for OnRuntime {
         }
     }
 
-    fn shutdown_with_timeout(&mut self, timeout: Duration) -> opentelemetry_sdk::error::OTelSdkResult {
+    fn shutdown_with_timeout(
+        &mut self,
+        timeout: Duration,
+    ) -> opentelemetry_sdk::error::OTelSdkResult {
         match std::sync::Arc::get_mut(&mut self.inner) {
             Some(e) => e.shutdown_with_timeout(timeout),
             None => Ok(()),

@@ -44,10 +44,10 @@ async fn routes_handler(
     match q.format.as_deref() {
         None | Some("json") => axum::Json(routing_table(&hub)).into_response(),
         Some("html") => Html(routes_page(&routing_table(&hub))).into_response(),
-        Some(other) => HubError::BadRequest(format!(
-            "format: {other:?} is not \"json\" or \"html\""
-        ))
-        .into_response(),
+        Some(other) => {
+            HubError::BadRequest(format!("format: {other:?} is not \"json\" or \"html\""))
+                .into_response()
+        }
     }
 }
 

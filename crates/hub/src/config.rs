@@ -806,7 +806,12 @@ impl HubConfig {
             }
         }
         errs.extend(self.telemetry.problems());
-        if self.audit.path.as_deref().is_some_and(|p| p.as_os_str().is_empty()) {
+        if self
+            .audit
+            .path
+            .as_deref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+        {
             errs.push("audit.path: must not be empty (\"-\" is stdout)".into());
         }
         if self.default_max_tokens == 0 {

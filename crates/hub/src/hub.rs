@@ -258,7 +258,10 @@ impl Hub {
                 let started = Instant::now();
                 let result = match tokio::time::timeout(
                     remaining,
-                    tracing::Instrument::instrument(call(spoke.clone(), req, remaining), span.clone()),
+                    tracing::Instrument::instrument(
+                        call(spoke.clone(), req, remaining),
+                        span.clone(),
+                    ),
                 )
                 .await
                 {

@@ -89,7 +89,11 @@ impl AuditSink {
         let out: Box<dyn Write + Send> = match &cfg.path {
             None => Box::new(std::io::stdout()),
             Some(p) if p.as_os_str() == "-" => Box::new(std::io::stdout()),
-            Some(p) => match std::fs::OpenOptions::new().create(true).append(true).open(p) {
+            Some(p) => match std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+            {
                 Ok(f) => Box::new(f),
                 Err(e) => {
                     tracing::error!(path = %p.display(), "audit log: cannot open ({e}); audit off");
@@ -594,7 +598,10 @@ impl Drop for RequestRecord {
             .record(elapsed.as_secs_f64());
         if outcome != "ok" {
             let mut l = labels.to_vec();
-            l.push(("error", i.error.clone().unwrap_or_else(|| outcome.to_string())));
+            l.push((
+                "error",
+                i.error.clone().unwrap_or_else(|| outcome.to_string()),
+            ));
             counter!("switchyard_request_errors_total", &l).increment(1);
         }
         let cost = self_cost(&i);
@@ -609,7 +616,8 @@ impl Drop for RequestRecord {
         if let Some(c) = cost {
             // Micro-dollars as an integer counter would lose nothing at these magnitudes, but
             // Prometheus users expect dollars: an f64 counter via absolute increments.
-            counter!("switchyard_cost_usd_micros_total", &labels).increment((c * 1e6).round() as u64);
+            counter!("switchyard_cost_usd_micros_total", &labels)
+                .increment((c * 1e6).round() as u64);
         }
         if i.route.is_some() {
             let overhead = elapsed.saturating_sub(route.spoke_time);
@@ -652,7 +660,8 @@ impl Drop for RequestRecord {
         }
         // Audit line.
         if let Some(sink) = &i.sink {
-            let mut attempts: Vec<AuditAttempt> = i.failed.iter().map(AuditAttempt::failed).collect();
+            let mut attempts: Vec<AuditAttempt> =
+                i.failed.iter().map(AuditAttempt::failed).collect();
             if i.route.is_some() {
                 attempts.push(AuditAttempt {
                     pool: route.pool.clone(),
@@ -670,7 +679,9 @@ impl Drop for RequestRecord {
                 .unwrap_or(0.0);
             let trace_id = {
                 let cx = i.span.context();
-                let sc = opentelemetry::trace::TraceContextExt::span(&cx).span_context().clone();
+                let sc = opentelemetry::trace::TraceContextExt::span(&cx)
+                    .span_context()
+                    .clone();
                 sc.is_valid().then(|| sc.trace_id().to_string())
             };
             let mut line = json!({

@@ -32,6 +32,9 @@ pub struct SpokeConfigFile {
     pub simulated: Option<SimulatedFile>,
     #[serde(default)]
     pub quota: switchyard_quota::QuotaStoreFile,
+    /// OpenTelemetry trace export (docs/observability.md).
+    #[serde(default)]
+    pub telemetry: switchyard_core::telemetry::TelemetryConfig,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -169,6 +172,7 @@ pub struct SpokeConfig {
     pub models: Vec<Model>,
     /// Where the account-quota buckets live (memory, or Redis shared by the service's tasks).
     pub quota: switchyard_quota::StoreConfig,
+    pub telemetry: switchyard_core::telemetry::TelemetryConfig,
 }
 
 /// Reads and validates a config file.
@@ -443,6 +447,11 @@ pub fn validate(f: SpokeConfigFile) -> Result<SpokeConfig, ConfigErrors> {
         p.push(path, msg);
     }
 
+    for problem in f.telemetry.problems() {
+        let (path, msg) = problem.split_once(": ").unwrap_or(("telemetry", &problem));
+        p.push(path, msg);
+    }
+
     p.finish()?;
     match (listen, provider) {
         (Some(listen), Some(provider)) => Ok(SpokeConfig {
@@ -458,6 +467,7 @@ pub fn validate(f: SpokeConfigFile) -> Result<SpokeConfig, ConfigErrors> {
             regions,
             models,
             quota,
+            telemetry: f.telemetry,
         }),
         // Unreachable in practice: a missing value always recorded a problem above.
         _ => Err(ConfigErrors(vec!["configuration incomplete".into()])),

@@ -9,6 +9,7 @@ pub mod engine;
 pub mod error;
 pub mod grpc;
 pub mod http;
+pub mod observe;
 pub mod routes;
 pub mod server;
 
