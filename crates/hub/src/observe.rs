@@ -212,6 +212,7 @@ pub fn request_span(headers: &HeaderMap, request_id: &str) -> Span {
     }
     let span = tracing::info_span!(
         "hub.request",
+        switchyard.span = "hub.request",
         otel.name = "chat",
         otel.kind = "server",
         otel.status_code = Empty,
@@ -247,6 +248,7 @@ pub fn route_span(alias: &str, candidates: usize) -> Span {
     }
     tracing::info_span!(
         "hub.route",
+        switchyard.span = "hub.route",
         otel.name = "route selection",
         switchyard.alias = %alias,
         switchyard.candidates = candidates
@@ -260,6 +262,7 @@ pub fn attempt_span(cand: &Candidate, spoke: &str, n: u32) -> Span {
     }
     tracing::info_span!(
         "hub.spoke_attempt",
+        switchyard.span = "hub.spoke_attempt",
         otel.name = "spoke attempt",
         otel.kind = "client",
         otel.status_code = Empty,

@@ -58,6 +58,7 @@ pub fn request_span(
     let model = req.models.first().map(String::as_str).unwrap_or("");
     let span = tracing::info_span!(
         "spoke.infer",
+        switchyard.span = "spoke.infer",
         otel.name = %format!("chat {model}"),
         otel.kind = "server",
         otel.status_code = Empty,
@@ -105,6 +106,7 @@ pub fn upstream_span(
     }
     tracing::info_span!(
         "spoke.upstream_attempt",
+        switchyard.span = "spoke.upstream_attempt",
         otel.name = %format!("upstream {upstream}"),
         otel.kind = "client",
         otel.status_code = Empty,
