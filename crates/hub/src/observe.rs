@@ -213,7 +213,6 @@ pub fn request_span(headers: &HeaderMap, request_id: &str) -> Span {
     let span = tracing::info_span!(
         "hub.request",
         switchyard.span = "hub.request",
-        otel.name = "chat",
         otel.kind = "server",
         otel.status_code = Empty,
         switchyard.request_id = %request_id,
@@ -408,7 +407,7 @@ impl RequestRecord {
             s.record("switchyard.alias", alias);
             s.record("switchyard.stream", req.stream);
             s.record("gen_ai.request.model", req.model.as_str());
-            s.record("otel.name", format!("chat {}", req.model).as_str());
+            set_span_name(s, format!("chat {}", req.model));
             if let Some(m) = req.max_completion_tokens.or(req.max_tokens) {
                 s.record("gen_ai.request.max_tokens", m);
             }
@@ -529,6 +528,16 @@ impl RequestRecord {
     }
 }
 
+/// Renames the OpenTelemetry span behind `span` (GenAI: "{operation} {model}"). `otel.name` can
+/// only be set before the span starts, and this span starts before the body is parsed.
+fn set_span_name(span: &Span, name: String) {
+    if span.is_none() {
+        return;
+    }
+    let cx = span.context();
+    opentelemetry::trace::TraceContextExt::span(&cx).update_name(name);
+}
+
 fn message_text(m: &crate::openai::ChatMessage) -> String {
     match &m.content {
         Some(crate::openai::Content::Text(t)) => t.clone(),
@@ -642,6 +651,9 @@ impl Drop for RequestRecord {
         }
         // Span attributes.
         let s = &i.span;
+        if i.alias.is_empty() {
+            set_span_name(s, "chat".to_string());
+        }
         if i.route.is_some() {
             s.record("gen_ai.provider.name", genai_provider(&route.provider));
             s.record("gen_ai.response.model", route.model.as_str());
