@@ -887,3 +887,59 @@ async fn admin_routes_json_and_page_in_headless_chromium() {
     assert!(png.len() > 10_000, "screenshot only {} bytes", png.len());
     eprintln!("screenshot: {}", shot.display());
 }
+
+/// With `capture_content = true` (telemetry and audit), the prompt is on the hub's request span
+/// and in the audit line — and only then (the other tests assert its absence by default).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prompt_content_only_when_capture_content_is_on() {
+    let (collector, otlp) = Collector::start().await;
+    let ua = FakeOpenAi::start().await.unwrap();
+    let a = Spoke::start(&spoke_config("acct-a", &ua, ""))
+        .await
+        .unwrap();
+    let audit_dir = tempfile::tempdir().unwrap();
+    let audit_path = audit_dir.path().join("audit.jsonl");
+    let hub = Hub::start(
+        &format!(
+            "[[aliases]]\nname = \"demo\"\ncandidates = [{{ provider = \"p1\", model = \"m1\" }}]\n{}\n\
+             [telemetry]\notlp_endpoint = \"http://{otlp}\"\ncapture_content = true\n\
+             [audit]\npath = \"{}\"\ncapture_content = true\n",
+            pool("p1", a.proc.addr()),
+            audit_path.display()
+        ),
+        &[("OTEL_BSP_SCHEDULE_DELAY", "100")],
+    )
+    .await;
+    hub.wait_healthy(1).await;
+    let r = hub.chat(false, &[]).await;
+    assert_eq!(r.status(), 200);
+    let ok = eventually(Duration::from_secs(20), || async {
+        collector.spans().iter().any(|s| s.name == "hub.request")
+    })
+    .await;
+    assert!(ok, "no hub.request span");
+    let spans = collector.spans();
+    let root = spans.iter().find(|s| s.name == "hub.request").unwrap();
+    let messages: Value = serde_json::from_str(&root.attrs["gen_ai.input.messages"]).unwrap();
+    assert_eq!(messages, json!([{"role": "user", "content": PROMPT}]));
+
+    let mut line = Value::Null;
+    for _ in 0..50 {
+        if let Some(l) = std::fs::read_to_string(&audit_path)
+            .unwrap_or_default()
+            .lines()
+            .next()
+        {
+            line = serde_json::from_str(l).unwrap();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        line["messages"],
+        json!([{"role": "user", "content": PROMPT}]),
+        "{line}"
+    );
+    // The trace id in the audit line ties it to the trace.
+    assert_eq!(line["trace_id"].as_str().unwrap(), root.trace_id);
+}

@@ -246,3 +246,31 @@ pub fn require_admin(hub: &Hub, headers: &HeaderMap) -> Result<(), HubError> {
         Err(HubError::Unauthorized)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_escapes_spoke_supplied_text_and_colours_health() {
+        let table = json!({
+            "generated_at": "2026-01-01T00:00:00.000Z",
+            "pools": [{"name": "p", "spokes": [
+                {"pool": "p", "address": "10.0.0.1:50051", "weight": 2, "health": "healthy",
+                 "breaker": "closed", "account": "<script>alert(1)</script>", "headroom": 0.5,
+                 "in_flight": 0, "regions": [], "last_check": null, "last_error": null},
+                {"pool": "p", "address": "10.0.0.2:50051", "weight": 1, "health": "ejected",
+                 "breaker": "open", "account": null, "headroom": null,
+                 "in_flight": 0, "regions": [], "last_check": null, "last_error": "a \"b\" & c"},
+            ]}],
+        });
+        let page = routes_page(&table);
+        assert!(!page.contains("<script>alert"));
+        assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+        assert!(page.contains("a &quot;b&quot; &amp; c"));
+        assert!(page.contains("class=\"spoke health-healthy\" data-address=\"10.0.0.1:50051\""));
+        assert!(page.contains("class=\"spoke health-ejected\" data-address=\"10.0.0.2:50051\""));
+        assert!(page.contains("http-equiv=\"refresh\""));
+        assert!(page.contains("0.50"));
+    }
+}

@@ -200,7 +200,7 @@ async fn chat(
         )));
     }
     let alias = hub.resolve_alias(&tenant, &req.model)?;
-    rec.set_request(&alias.name, &req);
+    rec.set_request(&alias, &req);
     let mut base = req.to_infer()?;
     // Content controls: before quota admission and before anything leaves the hub.
     tenant.policy.apply(&mut base).map_err(|v| match v {

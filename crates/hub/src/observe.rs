@@ -356,6 +356,8 @@ struct Inner {
     prompt: Option<String>,
     messages: Option<serde_json::Value>,
     in_flight_stream: bool,
+    /// The alias's candidate models: the only values the `model` label takes (else "other").
+    models: Vec<String>,
 }
 
 /// Follows one chat request; emits metrics, audit line and span attributes when dropped.
@@ -384,6 +386,7 @@ impl RequestRecord {
             prompt: None,
             messages: None,
             in_flight_stream: false,
+            models: Vec::new(),
         })))
     }
 
@@ -399,8 +402,10 @@ impl RequestRecord {
     }
 
     /// The resolved alias and the request's parameters.
-    pub fn set_request(&mut self, alias: &str, req: &crate::openai::ChatRequest) {
+    pub fn set_request(&mut self, alias: &crate::config::Alias, req: &crate::openai::ChatRequest) {
         if let Some(i) = &mut self.0 {
+            i.models = alias.candidates.iter().map(|c| c.model.clone()).collect();
+            let alias = alias.name.as_str();
             i.alias = alias.to_string();
             i.stream = req.stream;
             let s = &i.span;
@@ -518,14 +523,6 @@ impl RequestRecord {
             i.prompt = header(headers, PROMPT_HEADER);
         }
     }
-
-    /// For a stream: picks #10's headers from the response head.
-    pub fn note_headers(&mut self, headers: &HeaderMap) {
-        if let Some(i) = &mut self.0 {
-            i.cache = header(headers, CACHE_HEADER);
-            i.prompt = header(headers, PROMPT_HEADER);
-        }
-    }
 }
 
 /// Renames the OpenTelemetry span behind `span` (GenAI: "{operation} {model}"). `otel.name` can
@@ -588,11 +585,15 @@ impl Drop for RequestRecord {
             _ => "error",
         };
         let route = i.route.clone().unwrap_or_default();
-        let (provider, account, region, model) = (
+        let model = if route.model.is_empty() || i.models.contains(&route.model) {
+            label(&route.model)
+        } else {
+            "other".to_string()
+        };
+        let (provider, account, region) = (
             label(&route.provider),
             label(&route.account),
             label(&route.region),
-            label(&route.model),
         );
         let (tenant, alias) = (label(&i.tenant), label(&i.alias));
         let labels = [
@@ -783,6 +784,67 @@ mod tests {
         assert_eq!(rfc3339(t), "2023-11-14T22:13:20.123Z");
         let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
         assert_eq!(rfc3339(leap), "2000-02-29T00:00:00.000Z");
+    }
+
+    const BASE: &str = r#"
+listen = "127.0.0.1:0"
+[[tenants]]
+name = "t"
+api_key_sha256 = ["5f0a5e7d6a0b9d0d3c1b2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f3a"]
+aliases = ["demo"]
+[[aliases]]
+name = "demo"
+candidates = [{ provider = "sim", model = "m1" }, { provider = "sim", model = "m2", price_in = 1.0, price_out = 2.0 }]
+[[providers]]
+name = "sim"
+spokes = [{ addr = "127.0.0.1:1" }]
+"#;
+
+    fn settings(extra: &str) -> Result<crate::config::Settings, String> {
+        crate::config::HubConfig::parse(&format!("{BASE}{extra}"))?
+            .validate()
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn price_table_fills_candidates_without_their_own_price() {
+        let s = settings(
+            "[prices.m1]\ninput = 3.0\noutput = 15.0\n[prices.m2]\ninput = 9.0\noutput = 9.0\n",
+        )
+        .unwrap();
+        let c = &s.aliases["demo"].candidates;
+        assert_eq!((c[0].price_in, c[0].price_out), (Some(3.0), Some(15.0)));
+        // A candidate's own price wins over the table.
+        assert_eq!((c[1].price_in, c[1].price_out), (Some(1.0), Some(2.0)));
+        let e = settings("[prices.m1]\ninput = -1.0\noutput = 1.0\n").unwrap_err();
+        assert!(e.contains("prices.m1.input"), "{e}");
+    }
+
+    #[test]
+    fn observability_sections_parse_and_validate() {
+        let s = settings(
+            "[telemetry]\notlp_endpoint = \"http://127.0.0.1:4317\"\n\
+             [audit]\npath = \"-\"\n[metrics]\nrequire_admin = true\n",
+        )
+        .unwrap();
+        assert_eq!(
+            s.telemetry.otlp_endpoint.as_deref(),
+            Some("http://127.0.0.1:4317")
+        );
+        assert!(s.metrics.require_admin);
+        assert!(s.audit.enabled);
+        let defaults = settings("").unwrap();
+        assert!(defaults.audit.enabled && defaults.audit.path.is_none());
+        assert!(!defaults.audit.capture_content && !defaults.telemetry.capture_content);
+        let e = settings("[telemetry]\notlp_endpoint = \"collector:4317\"\n").unwrap_err();
+        assert!(e.contains("telemetry.otlp_endpoint"), "{e}");
+        assert!(settings("[audit]\nbogus = 1\n").is_err());
+    }
+
+    #[test]
+    fn genai_provider_names() {
+        assert_eq!(genai_provider("bedrock"), "aws.bedrock");
+        assert_eq!(genai_provider("openai"), "openai");
     }
 
     #[test]
