@@ -576,7 +576,7 @@ async fn metrics_audit_and_cost_after_known_traffic() {
         "cost micros {micros} want {want}"
     );
     assert_eq!(d("switchyard_time_to_first_token_seconds_count", &[]), 1.0);
-    assert_eq!(d("switchyard_overhead_seconds_count", &[]), 3.0);
+    assert_eq!(d("switchyard_overhead_seconds_count", &[]), 4.0);
     assert_eq!(sum(&h1, "switchyard_in_flight_requests", &[]), 0.0);
     assert_eq!(sum(&h1, "switchyard_in_flight_streams", &[]), 0.0);
     assert_eq!(
@@ -672,6 +672,9 @@ async fn metrics_audit_and_cost_after_known_traffic() {
         assert_eq!(attempts[0]["outcome"], "unavailable");
         assert_eq!(attempts[0]["pool"], "p1");
         assert_eq!(attempts[1]["outcome"], "ok");
+        // The serving spoke's own attempt: one region, ok.
+        assert_eq!(attempts[1]["upstream"][0]["region"], "us-east-1");
+        assert_eq!(attempts[1]["upstream"][0]["outcome"], "ok");
         assert!(line["usage"]["input_tokens"].as_u64().unwrap() > 0);
         assert!(line["cost_usd"].as_f64().unwrap() > 0.0);
         assert!(line["latency_ms"].as_f64().unwrap() > 0.0);

@@ -291,7 +291,7 @@ async fn chat(
         };
         hub.settle(admitted, resp.usage.as_ref(), Some(&route))
             .await;
-        rec.set_route(&route, resp.usage.as_ref());
+        rec.set_route(&route, resp.usage.as_ref(), &resp.attempts);
         let mut out = axum::Json(openai::completion_json(&id, created, &resp)).into_response();
         route_headers(out.headers_mut(), &route, started);
         crate::observe::cost_header(out.headers_mut(), rec.cost());
@@ -439,7 +439,14 @@ async fn stream_chat(
             return Err(e);
         }
     };
-    rec.set_route(&route, None);
+    rec.set_route(
+        &route,
+        None,
+        committed
+            .start
+            .as_ref()
+            .map_or(&[][..], |s| s.attempts.as_slice()),
+    );
     let quota_hub = hub.clone();
     let quota_route = route.clone();
     let deadline = plan.deadline;

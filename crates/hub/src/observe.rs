@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use axum::http::{HeaderMap, HeaderValue};
 use metrics::{counter, gauge, histogram};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde_json::{Value, json};
 use switchyard_core::telemetry::{self, OpenTelemetrySpanExt};
 use tracing::Span;
 use tracing::field::Empty;
@@ -321,6 +321,25 @@ pub struct AuditAttempt {
     pub account: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
+    /// The serving spoke's own attempts (region, model, outcome, latency), when it reported them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub upstream: Vec<Value>,
+}
+
+/// The spoke's `Attempt` list as audit JSON: `{region, model, outcome, latency_ms}`.
+pub fn upstream_attempts(attempts: &[switchyard_proto::v1::Attempt]) -> Vec<Value> {
+    attempts
+        .iter()
+        .map(|a| {
+            let t = a.target.clone().unwrap_or_default();
+            let outcome = switchyard_proto::v1::Outcome::try_from(a.outcome)
+                .unwrap_or(switchyard_proto::v1::Outcome::Unspecified)
+                .as_str_name()
+                .trim_start_matches("OUTCOME_")
+                .to_ascii_lowercase();
+            json!({"region": t.region, "model": t.model, "outcome": outcome, "latency_ms": a.latency_ms})
+        })
+        .collect()
 }
 
 impl AuditAttempt {
@@ -332,6 +351,7 @@ impl AuditAttempt {
             outcome: failure_reason(&a.kind).to_string(),
             account: None,
             region: None,
+            upstream: Vec::new(),
         }
     }
 }
@@ -358,6 +378,10 @@ struct Inner {
     in_flight_stream: bool,
     /// The alias's candidate models: the only values the `model` label takes (else "other").
     models: Vec<String>,
+    /// The serving spoke's attempts (audit).
+    upstream: Vec<Value>,
+    /// Time the hub itself added before the response head (total minus waiting on spokes).
+    overhead: Option<Duration>,
 }
 
 /// Follows one chat request; emits metrics, audit line and span attributes when dropped.
@@ -387,6 +411,8 @@ impl RequestRecord {
             messages: None,
             in_flight_stream: false,
             models: Vec::new(),
+            upstream: Vec::new(),
+            overhead: None,
         })))
     }
 
@@ -441,8 +467,15 @@ impl RequestRecord {
     }
 
     /// The route that served the request and its usage.
-    pub fn set_route(&mut self, route: &RouteTaken, usage: Option<&switchyard_proto::v1::Usage>) {
+    pub fn set_route(
+        &mut self,
+        route: &RouteTaken,
+        usage: Option<&switchyard_proto::v1::Usage>,
+        upstream: &[switchyard_proto::v1::Attempt],
+    ) {
         if let Some(i) = &mut self.0 {
+            i.overhead = Some(i.started.elapsed().saturating_sub(route.spoke_time));
+            i.upstream = upstream_attempts(upstream);
             i.route = Some(route.clone());
             i.failed = route.failed.clone();
             if let Some(u) = usage {
@@ -632,13 +665,8 @@ impl Drop for RequestRecord {
             counter!("switchyard_cost_usd_micros_total", &labels)
                 .increment((c * 1e6).round() as u64);
         }
-        if i.route.is_some() {
-            let overhead = elapsed.saturating_sub(route.spoke_time);
-            // For streams the spoke time is only the opening; the added latency is measured on
-            // the head of the response, which is what the client waits on.
-            if !i.stream {
-                histogram!("switchyard_overhead_seconds").record(overhead.as_secs_f64());
-            }
+        if let Some(o) = i.overhead {
+            histogram!("switchyard_overhead_seconds").record(o.as_secs_f64());
         }
         if let Some(t) = i.first_token {
             histogram!(
@@ -686,6 +714,7 @@ impl Drop for RequestRecord {
                     outcome: "ok".into(),
                     account: Some(route.account.clone()),
                     region: Some(route.region.clone()),
+                    upstream: i.upstream.clone(),
                 });
             }
             let time = i
