@@ -539,6 +539,15 @@ async fn metrics_audit_and_cost_after_known_traffic() {
     tin += usage["usage"]["prompt_tokens"].as_u64().unwrap();
     tout += usage["usage"]["completion_tokens"].as_u64().unwrap();
 
+    // A refused request (bad key) is counted as an error and audited, with no tenant.
+    let r = reqwest::Client::new()
+        .post(hub.url("/v1/chat/completions"))
+        .bearer_auth("sk-wrong")
+        .json(&json!({"model": "demo", "messages": [{"role": "user", "content": PROMPT}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
     // Stream records finish when the stream ends; give the hub a moment.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let h1 = scrape(&hub_metrics).await;
@@ -577,6 +586,20 @@ async fn metrics_audit_and_cost_after_known_traffic() {
     );
     assert_eq!(d("switchyard_time_to_first_token_seconds_count", &[]), 1.0);
     assert_eq!(d("switchyard_overhead_seconds_count", &[]), 4.0);
+    assert_eq!(
+        d(
+            "switchyard_request_errors_total",
+            &[("tenant", "none"), ("error", "invalid_api_key")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        d(
+            "switchyard_requests_total",
+            &[("tenant", "none"), ("outcome", "error")]
+        ),
+        1.0
+    );
     assert_eq!(sum(&h1, "switchyard_in_flight_requests", &[]), 0.0);
     assert_eq!(sum(&h1, "switchyard_in_flight_streams", &[]), 0.0);
     assert_eq!(
@@ -651,14 +674,20 @@ async fn metrics_audit_and_cost_after_known_traffic() {
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
-        if lines.len() >= 4 {
+        if lines.len() >= 5 {
             ok = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(ok, "audit lines: {lines:#?}");
-    assert_eq!(lines.len(), 4);
+    assert_eq!(lines.len(), 5);
+    let refused = lines.pop().unwrap();
+    assert_eq!(refused["status"], 401);
+    assert_eq!(refused["error"], "invalid_api_key");
+    assert_eq!(refused["tenant"], "");
+    assert!(refused["route"].is_null());
+    assert!(!refused.to_string().contains("sk-wrong"));
     for (line, id) in lines.iter().zip(&ids) {
         assert_eq!(&line["request_id"], id);
         assert_eq!(line["tenant"], "e2e");
