@@ -921,9 +921,10 @@ async fn admin_routes_json_and_page_in_headless_chromium() {
 }
 
 /// With `capture_content = true` (telemetry and audit), the prompt is on the hub's request span
-/// and in the audit line — and only then (the other tests assert its absence by default).
+/// and in the audit line — and only then (the other tests assert its absence by default). The
+/// spans reach the collector through the flush when the hub exits on SIGTERM.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn prompt_content_only_when_capture_content_is_on() {
+async fn capture_content_on_spans_and_audit_and_flush_on_exit() {
     let (collector, otlp) = Collector::start().await;
     let ua = FakeOpenAi::start().await.unwrap();
     let a = Spoke::start(&spoke_config("acct-a", &ua, ""))
@@ -939,17 +940,27 @@ async fn prompt_content_only_when_capture_content_is_on() {
             pool("p1", a.proc.addr()),
             audit_path.display()
         ),
-        &[("OTEL_BSP_SCHEDULE_DELAY", "100")],
+        // The default batch delay (5 s) is longer than this test waits: the spans must arrive
+        // through the flush on exit.
+        &[],
     )
     .await;
+    let mut hub = hub;
     hub.wait_healthy(1).await;
     let r = hub.chat(false, &[]).await;
     assert_eq!(r.status(), 200);
-    let ok = eventually(Duration::from_secs(20), || async {
-        collector.spans().iter().any(|s| s.name == "hub.request")
-    })
-    .await;
-    assert!(ok, "no hub.request span");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        collector.spans().is_empty(),
+        "exported before the batch delay"
+    );
+    hub.proc.sigterm().unwrap();
+    let status = hub.proc.wait_exit(Duration::from_secs(15)).await.unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        collector.spans().iter().any(|s| s.name == "hub.request"),
+        "no hub.request span after the hub exited (flush on exit)"
+    );
     let spans = collector.spans();
     let root = spans.iter().find(|s| s.name == "hub.request").unwrap();
     let messages: Value = serde_json::from_str(&root.attrs["gen_ai.input.messages"]).unwrap();
