@@ -472,7 +472,12 @@ async fn metrics_audit_and_cost_after_known_traffic() {
             error: ErrorKind::ServiceUnavailable,
         },
     );
-    let a = Spoke::start(&spoke_config("acct-a", &ua, NO_BREAKER))
+    // Spoke A has two regions, both failing: two upstream calls (one retry) per request.
+    let two_regions = format!(
+        "{NO_BREAKER}[[regions]]\nname = \"eu-west-1\"\nendpoint = \"{}\"\n",
+        ua.url()
+    );
+    let a = Spoke::start(&spoke_config("acct-a", &ua, &two_regions))
         .await
         .unwrap();
     let b = Spoke::start(&spoke_config("acct-b", &ub, ""))
@@ -563,7 +568,13 @@ async fn metrics_audit_and_cost_after_known_traffic() {
         ),
         4.0
     );
-    assert_eq!(d("switchyard_retries_total", &[("pool", "p2")]), 4.0);
+    assert_eq!(
+        d(
+            "switchyard_retries_total",
+            &[("pool", "p2"), ("reason", "unavailable")]
+        ),
+        4.0
+    );
     assert_eq!(
         d(
             "switchyard_tokens_total",
@@ -619,8 +630,8 @@ async fn metrics_audit_and_cost_after_known_traffic() {
         1.0
     );
 
-    // The serving spoke counted 4 requests and the tokens; the failing one 4 errors and 4
-    // failed upstream attempts.
+    // The serving spoke counted 4 requests and the tokens; the failing one 4 errors, 8 failed
+    // upstream attempts (two regions) and 4 retries.
     let ds = |name: &str, want: &[(&str, &str)]| sum(&s1, name, want) - sum(&s0, name, want);
     assert_eq!(
         ds(
@@ -646,16 +657,26 @@ async fn metrics_audit_and_cost_after_known_traffic() {
         1.0
     );
     let dsa = |name: &str, want: &[(&str, &str)]| sum(&sa1, name, want) - sum(&sa0, name, want);
-    assert_eq!(
-        dsa(
-            "switchyard_upstream_attempts_total",
-            &[("outcome", "unavailable")]
-        ),
-        4.0
-    );
+    for region in ["eu-west-1", "us-east-1"] {
+        assert_eq!(
+            dsa(
+                "switchyard_upstream_attempts_total",
+                &[("region", region), ("outcome", "unavailable")]
+            ),
+            4.0,
+            "{region}"
+        );
+    }
     assert_eq!(
         dsa(
             "switchyard_spoke_failovers_total",
+            &[("reason", "unavailable")]
+        ),
+        8.0
+    );
+    assert_eq!(
+        dsa(
+            "switchyard_spoke_retries_total",
             &[("reason", "unavailable")]
         ),
         4.0

@@ -251,7 +251,7 @@ impl Hub {
                     ..Default::default()
                 };
                 if made > 1 {
-                    crate::observe::retried(&cand.provider);
+                    crate::observe::retried(&cand.provider, failed.last());
                 }
                 let span = crate::observe::attempt_span(cand, &spoke.addr.to_string(), made);
                 let guard = spoke.begin();

@@ -305,9 +305,11 @@ pub fn attempt_ok(span: &Span, route: &switchyard_proto::v1::Route) {
     span.record("gen_ai.response.model", route.model.as_str());
 }
 
-/// A retry (an attempt after the first) on `pool`.
-pub fn retried(pool: &str) {
-    counter!("switchyard_retries_total", "pool" => pool.to_string()).increment(1);
+/// A retry (an attempt after the first) on `pool`, labelled with the previous attempt's failure.
+pub fn retried(pool: &str, after: Option<&FailedAttempt>) {
+    let reason = after.map_or("none", |a| failure_reason(&a.kind));
+    counter!("switchyard_retries_total", "pool" => pool.to_string(), "reason" => reason)
+        .increment(1);
 }
 
 /// One attempt as it appears in the audit line.

@@ -237,6 +237,7 @@ impl Drop for SpokeRecord {
         }
         let mut upstream_time = Duration::ZERO;
         let mut calls = 0u32;
+        let mut previous: Option<&'static str> = None;
         for a in &self.attempts {
             let t = a.target.clone().unwrap_or_default();
             let name = outcome_name(a.outcome);
@@ -256,7 +257,17 @@ impl Drop for SpokeRecord {
             );
             if !skipped {
                 calls += 1;
+                if calls > 1 {
+                    counter!(
+                        "switchyard_spoke_retries_total",
+                        "provider" => self.provider,
+                        "account" => self.account.clone(),
+                        "reason" => previous.unwrap_or("none")
+                    )
+                    .increment(1);
+                }
             }
+            previous = Some(name);
             if a.outcome != Outcome::Ok as i32 {
                 counter!(
                     "switchyard_spoke_failovers_total",
@@ -266,14 +277,6 @@ impl Drop for SpokeRecord {
                 )
                 .increment(1);
             }
-        }
-        if calls > 1 {
-            counter!(
-                "switchyard_spoke_retries_total",
-                "provider" => self.provider,
-                "account" => self.account.clone()
-            )
-            .increment(u64::from(calls - 1));
         }
         if let Some((input, output)) = self.usage {
             let mut l = base.to_vec();
