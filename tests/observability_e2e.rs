@@ -1007,3 +1007,84 @@ async fn capture_content_on_spans_and_audit_and_flush_on_exit() {
     // The trace id in the audit line ties it to the trace.
     assert_eq!(line["trace_id"].as_str().unwrap(), root.trace_id);
 }
+
+/// A stream that fails after its first chunk ends as `stream_error`: counted as an error with
+/// code `stream_interrupted`, audited with its time to first token, on hub and spoke.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_failing_mid_way_is_counted_and_audited() {
+    let ua = FakeOpenAi::start().await.unwrap();
+    ua.set_behavior("m1", Behavior::StreamFailAfter { chunks: 2 });
+    let a = Spoke::start(&spoke_config("acct-a", &ua, NO_BREAKER))
+        .await
+        .unwrap();
+    let audit_dir = tempfile::tempdir().unwrap();
+    let audit_path = audit_dir.path().join("audit.jsonl");
+    let hub = Hub::start(
+        &format!(
+            "[[aliases]]\nname = \"demo\"\ncandidates = [{{ provider = \"p1\", model = \"m1\" }}]\n{}\n\
+             [audit]\npath = \"{}\"\n",
+            pool("p1", a.proc.addr()),
+            audit_path.display()
+        ),
+        &[],
+    )
+    .await;
+    hub.wait_healthy(1).await;
+    let hub_metrics = hub.url("/metrics");
+    let spoke_metrics = format!("{}/metrics", a.url());
+    let (h0, s0) = (scrape(&hub_metrics).await, scrape(&spoke_metrics).await);
+
+    let r = hub.chat(true, &[]).await;
+    assert_eq!(r.status(), 200);
+    let body = r.text().await.unwrap();
+    assert!(body.contains("stream_interrupted"), "{body}");
+    assert!(!body.contains("[DONE]"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let (h1, s1) = (scrape(&hub_metrics).await, scrape(&spoke_metrics).await);
+    let d = |name: &str, want: &[(&str, &str)]| sum(&h1, name, want) - sum(&h0, name, want);
+    assert_eq!(
+        d(
+            "switchyard_requests_total",
+            &[("account", "acct-a"), ("outcome", "stream_error")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        d(
+            "switchyard_request_errors_total",
+            &[("error", "stream_interrupted")]
+        ),
+        1.0
+    );
+    assert_eq!(d("switchyard_time_to_first_token_seconds_count", &[]), 1.0);
+    assert_eq!(sum(&h1, "switchyard_in_flight_streams", &[]), 0.0);
+    let ds = |name: &str, want: &[(&str, &str)]| sum(&s1, name, want) - sum(&s0, name, want);
+    assert_eq!(
+        ds(
+            "switchyard_spoke_requests_total",
+            &[("region", "us-east-1"), ("outcome", "stream_error")]
+        ),
+        1.0
+    );
+    assert_eq!(sum(&s1, "switchyard_spoke_in_flight_streams", &[]), 0.0);
+
+    let mut line = Value::Null;
+    for _ in 0..50 {
+        if let Some(l) = std::fs::read_to_string(&audit_path)
+            .unwrap_or_default()
+            .lines()
+            .next()
+        {
+            line = serde_json::from_str(l).unwrap();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(line["outcome"], "stream_error", "{line}");
+    assert_eq!(line["error"], "stream_interrupted");
+    assert_eq!(line["status"], 200);
+    assert_eq!(line["route"]["account"], "acct-a");
+    assert!(line["usage"].is_null());
+    assert!(line["time_to_first_token_ms"].as_f64().is_some());
+}
