@@ -253,7 +253,7 @@ impl Hub {
                 if made > 1 {
                     crate::observe::retried(&cand.provider, failed.last());
                 }
-                let span = crate::observe::attempt_span(cand, &spoke.addr.to_string(), made);
+                let span = crate::observe::attempt_span(cand, spoke.addr, made);
                 let guard = spoke.begin();
                 let started = Instant::now();
                 let result = match tokio::time::timeout(

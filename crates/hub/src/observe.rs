@@ -255,7 +255,7 @@ pub fn route_span(alias: &str, candidates: usize) -> Span {
 }
 
 /// The span of one attempt at a spoke (client side of the gRPC call).
-pub fn attempt_span(cand: &Candidate, spoke: &str, n: u32) -> Span {
+pub fn attempt_span(cand: &Candidate, spoke: std::net::SocketAddr, n: u32) -> Span {
     if !telemetry::tracing_enabled() {
         return Span::none();
     }
