@@ -457,6 +457,19 @@ async fn scrape(url: &str) -> BTreeMap<String, f64> {
     samples(&r.text().await.unwrap())
 }
 
+/// Scrapes `url` until gauge `in_flight` is 0 (every request record, streams included, has
+/// finished), for at most 10 s.
+async fn settled(url: &str, in_flight: &str) -> BTreeMap<String, f64> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let m = scrape(url).await;
+        if sum(&m, in_flight, &[]) == 0.0 || tokio::time::Instant::now() >= deadline {
+            return m;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Known traffic (3 unary + 1 streamed, each failing over from p1 to p2) moves the hub's and the
 /// spoke's counters by exactly that much; tokens and cost match the responses; the audit file
 /// has one JSON line per request; the cost header matches the price table.
@@ -553,11 +566,10 @@ async fn metrics_audit_and_cost_after_known_traffic() {
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
-    // Stream records finish when the stream ends; give the hub a moment.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let h1 = scrape(&hub_metrics).await;
-    let s1 = scrape(&spoke_metrics).await;
-    let sa1 = scrape(&spoke_a_metrics).await;
+    // Stream records finish when the stream ends: wait until nothing is in flight.
+    let h1 = settled(&hub_metrics, "switchyard_in_flight_requests").await;
+    let s1 = settled(&spoke_metrics, "switchyard_spoke_in_flight_requests").await;
+    let sa1 = settled(&spoke_a_metrics, "switchyard_spoke_in_flight_requests").await;
     let d = |name: &str, want: &[(&str, &str)]| sum(&h1, name, want) - sum(&h0, name, want);
     assert_eq!(d("switchyard_requests_total", &labels), 4.0, "{h1:#?}");
     assert_eq!(d("switchyard_request_duration_seconds_count", &labels), 4.0);
@@ -1039,9 +1051,8 @@ async fn stream_failing_mid_way_is_counted_and_audited() {
     let body = r.text().await.unwrap();
     assert!(body.contains("stream_interrupted"), "{body}");
     assert!(!body.contains("[DONE]"));
-    tokio::time::sleep(Duration::from_millis(300)).await;
-
-    let (h1, s1) = (scrape(&hub_metrics).await, scrape(&spoke_metrics).await);
+    let h1 = settled(&hub_metrics, "switchyard_in_flight_requests").await;
+    let s1 = settled(&spoke_metrics, "switchyard_spoke_in_flight_requests").await;
     let d = |name: &str, want: &[(&str, &str)]| sum(&h1, name, want) - sum(&h0, name, want);
     assert_eq!(
         d(

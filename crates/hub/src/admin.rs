@@ -103,7 +103,7 @@ pub fn routing_table(hub: &Hub) -> Value {
                         "exhausted_for_ms": snap.exhausted_for.map(|d| d.as_millis() as u64),
                         "models": models,
                         "regions": d.regions,
-                        "last_check": snap.last_check.map(crate::observe::rfc3339),
+                        "last_check": snap.last_check.map(crate::audit::rfc3339),
                         "last_error": snap.last_error,
                     })
                 })
@@ -112,7 +112,7 @@ pub fn routing_table(hub: &Hub) -> Value {
         })
         .collect();
     json!({
-        "generated_at": crate::observe::rfc3339(std::time::SystemTime::now()),
+        "generated_at": crate::audit::rfc3339(std::time::SystemTime::now()),
         "pools": pools,
     })
 }

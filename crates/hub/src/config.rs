@@ -63,7 +63,7 @@ pub struct HubConfig {
     pub telemetry: switchyard_core::telemetry::TelemetryConfig,
     /// The per-request audit log (`[audit]`).
     #[serde(default)]
-    pub audit: crate::observe::AuditConfig,
+    pub audit: crate::audit::AuditConfig,
     /// `GET /metrics` (`[metrics]`).
     #[serde(default)]
     pub metrics: crate::observe::MetricsConfig,
@@ -334,7 +334,7 @@ pub struct Settings {
     /// SHA-256 hashes of the admin keys; empty = `/admin/*` is off.
     pub admin_key_hashes: Vec<[u8; 32]>,
     pub telemetry: switchyard_core::telemetry::TelemetryConfig,
-    pub audit: crate::observe::AuditConfig,
+    pub audit: crate::audit::AuditConfig,
     pub metrics: crate::observe::MetricsConfig,
 }
 

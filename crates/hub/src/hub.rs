@@ -41,7 +41,7 @@ pub struct Hub {
     /// JWT bearer-token verification (`[jwt]`), besides API keys.
     pub jwt: Option<Arc<crate::jwt::JwtVerifier>>,
     /// Where audit lines go (`[audit]`); `None` when off.
-    pub audit: Option<Arc<crate::observe::AuditSink>>,
+    pub audit: Option<Arc<crate::audit::AuditSink>>,
 }
 
 /// Where a request ended up.
@@ -120,7 +120,7 @@ impl Hub {
         };
         Arc::new(Hub {
             jwt: settings.jwt.clone().map(crate::jwt::JwtVerifier::new),
-            audit: crate::observe::AuditSink::open(&settings.audit),
+            audit: crate::audit::AuditSink::open(&settings.audit),
             budget: Budget::new(settings.retry_budget),
             settings,
             table: ArcSwap::from_pointee(table),

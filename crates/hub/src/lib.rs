@@ -9,6 +9,7 @@
 
 pub mod admin;
 pub mod api;
+pub mod audit;
 pub mod budget;
 pub mod config;
 pub mod dns;
