@@ -703,6 +703,52 @@ spokes = [{ addr = "127.0.0.1:1" }]
         assert!(settings("[audit]\nbogus = 1\n").is_err());
     }
 
+    async fn get(app: &axum::Router, path: &str, key: Option<&str>) -> u16 {
+        use tower::ServiceExt;
+        let mut req = axum::http::Request::get(path);
+        if let Some(k) = key {
+            req = req.header("x-admin-key", k);
+        }
+        let resp = app
+            .clone()
+            .oneshot(req.body(axum::body::Body::empty()).unwrap())
+            .await
+            .unwrap();
+        resp.status().as_u16()
+    }
+
+    #[tokio::test]
+    async fn metrics_open_by_default_or_behind_the_admin_key() {
+        // Admin on (a hash of no key in particular); /metrics stays open by default.
+        let admin = "[admin]\napi_key_sha256 = [\"d1b4c5f5ea4d0c1c2d6d6de9e1f9ab1c9d1d2c4f1a1a1a1a1a1a1a1a1a1a1a1a\"]\n";
+        let open =
+            crate::Hub::start(settings(&format!("{admin}[audit]\nenabled = false\n")).unwrap());
+        let app = crate::router(open.clone());
+        assert_eq!(get(&app, "/metrics", None).await, 200);
+        open.stop.cancel();
+
+        let key = "admin-key";
+        let hash = {
+            use sha2::Digest;
+            hex::encode(sha2::Sha256::digest(key.as_bytes()))
+        };
+        let closed = crate::Hub::start(
+            settings(&format!(
+                "[admin]\napi_key_sha256 = [\"{hash}\"]\n[metrics]\nrequire_admin = true\n\
+                 [audit]\nenabled = false\n"
+            ))
+            .unwrap(),
+        );
+        let app = crate::router(closed.clone());
+        assert_eq!(get(&app, "/metrics", None).await, 401);
+        assert_eq!(get(&app, "/metrics", Some("wrong")).await, 401);
+        assert_eq!(get(&app, "/metrics", Some(key)).await, 200);
+        assert_eq!(get(&app, "/admin/routes", Some(key)).await, 200);
+        assert_eq!(get(&app, "/admin/routes.html", Some(key)).await, 200);
+        assert_eq!(get(&app, "/admin/routes", None).await, 401);
+        closed.stop.cancel();
+    }
+
     #[test]
     fn genai_provider_names() {
         assert_eq!(genai_provider("bedrock"), "aws.bedrock");
