@@ -9,5 +9,6 @@ pub mod breaker;
 pub mod bucket;
 pub mod config;
 pub mod duration;
+pub mod prom;
 pub mod shutdown;
 pub mod telemetry;

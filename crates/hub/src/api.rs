@@ -34,6 +34,7 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/v1/models", get(models_handler))
         .route("/healthz", get(healthz_handler))
         .route("/readyz", get(readyz_handler))
+        .route("/metrics", get(crate::observe::metrics_handler))
         .merge(crate::admin::routes())
         .merge(crate::prompts::routes())
         .fallback(fallback_handler)
@@ -139,13 +140,21 @@ pub(crate) async fn chat_completions_handler(
         .filter(|v| !v.is_empty() && v.len() <= 128)
         .map(str::to_string)
         .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
-    let mut resp = match chat(&hub, &headers, body, started, &request_id).await {
+    let span = crate::observe::request_span(&headers, &request_id);
+    let mut rec =
+        crate::observe::RequestRecord::start(hub.audit.clone(), &request_id, span.clone());
+    let chatting = chat(&hub, &headers, body, started, &request_id, &mut rec);
+    let mut resp = match tracing::Instrument::instrument(chatting, span).await {
         Ok(r) => r,
-        Err(e) => e.into_response(),
+        Err(e) => {
+            rec.set_error(&e);
+            e.into_response()
+        }
     };
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         resp.headers_mut().insert("x-request-id", v);
     }
+    rec.finish_response(resp.headers(), resp.status().as_u16());
     resp
 }
 
@@ -155,8 +164,10 @@ async fn chat(
     body: Body,
     started: Instant,
     request_id: &str,
+    rec: &mut crate::observe::RequestRecord,
 ) -> Result<Response, HubError> {
     let tenant = authenticate(hub, headers).await?;
+    rec.set_tenant(&tenant.name);
     let limit = hub.settings.max_body_bytes;
     let declared = headers
         .get(http::header::CONTENT_LENGTH)
@@ -191,6 +202,7 @@ async fn chat(
         )));
     }
     let alias = hub.resolve_alias(&tenant, &req.model)?;
+    rec.set_request(&alias, &req);
     let mut base = req.to_infer()?;
     // Content controls: before quota admission and before anything leaves the hub.
     tenant.policy.apply(&mut base).map_err(|v| match v {
@@ -240,7 +252,8 @@ async fn chat(
         timeout = timeout.min(Duration::from_millis(ms));
     }
     let plan = Plan {
-        candidates: hub.order(&alias, pref),
+        candidates: crate::observe::route_span(&alias.name, alias.candidates.len())
+            .in_scope(|| hub.order(&alias, pref)),
         needs: req.needs().union(alias.needs),
         deadline: started + timeout,
         request_id: request_id.to_string(),
@@ -266,6 +279,7 @@ async fn chat(
                 lead,
             },
             admitted,
+            rec.take_for_stream(),
         )
         .await?;
         crate::quota::ratelimit_headers(resp.headers_mut(), &rate_state);
@@ -300,8 +314,10 @@ async fn chat(
             l.finish(crate::cache::Answer::from_response(&resp, &route))
                 .await;
         }
+        rec.set_route(&route, resp.usage.as_ref(), &resp.attempts);
         let mut out = axum::Json(openai::completion_json(&id, created, &resp)).into_response();
         route_headers(out.headers_mut(), &route, started);
+        crate::observe::cost_header(out.headers_mut(), rec.cost());
         crate::quota::ratelimit_headers(out.headers_mut(), &rate_state);
         crate::cache::mark_miss(&mut out, cache_miss);
         crate::prompts::mark(&mut out, prompt_used.as_ref());
@@ -327,6 +343,11 @@ fn grpc_request<T>(msg: T, timeout: Duration, request_id: &str) -> tonic::Reques
     if let Ok(v) = request_id.parse() {
         r.metadata_mut().insert(switchyard_proto::REQUEST_ID, v);
     }
+    // W3C trace context of the current (attempt) span, when tracing is on.
+    switchyard_core::telemetry::inject(
+        &tracing::Span::current(),
+        &mut crate::observe::MetadataInjector(r.metadata_mut()),
+    );
     r
 }
 
@@ -420,6 +441,7 @@ async fn stream_chat(
     started: Instant,
     meta: ChunkMeta,
     admitted: crate::quota::Admitted,
+    mut rec: crate::observe::RequestRecord,
 ) -> Result<Response, HubError> {
     let ChunkMeta {
         id,
@@ -441,9 +463,18 @@ async fn stream_chat(
         Ok(d) => d,
         Err(e) => {
             hub.settle(admitted, None, None).await;
+            rec.set_error(&e);
             return Err(e);
         }
     };
+    rec.set_route(
+        &route,
+        None,
+        committed
+            .start
+            .as_ref()
+            .map_or(&[][..], |s| s.attempts.as_slice()),
+    );
     let quota_hub = hub.clone();
     let quota_route = route.clone();
     let deadline = plan.deadline;
@@ -457,6 +488,7 @@ async fn stream_chat(
     } = committed;
     let events = async_stream::stream! {
         let _guard = guard;
+        let mut rec = rec;
         // Settled exactly once: with the usage at the end, or released on failure.
         let mut admitted = Some(admitted);
         let chunk = |delta: serde_json::Value, finish: Option<&str>| {
@@ -478,10 +510,12 @@ async fn stream_chat(
                         if let Some(l) = &lead {
                             l.delta(&d.text);
                         }
+                        rec.first_token();
                         yield Ok(chunk(json!({"content": d.text}), None));
                     }
                 }
                 Ok(Some(pb::InferEvent { event: Some(pb::infer_event::Event::End(end)) })) => {
+                    rec.set_usage(end.usage.as_ref());
                     if let Some(a) = admitted.take() {
                         quota_hub.settle(a, end.usage.as_ref(), Some(&quota_route)).await;
                     }
@@ -500,6 +534,7 @@ async fn stream_chat(
                 Ok(Some(_)) => {}
                 Ok(None) => {
                     tracing::warn!(request_id = %request_id, "spoke stream closed without an end event");
+                    rec.set_stream_error("stream_interrupted");
                     yield Ok(error_event("the stream ended unexpectedly"));
                     if let Some(a) = admitted.take() {
                         quota_hub.settle(a, None, None).await;
@@ -508,6 +543,7 @@ async fn stream_chat(
                 }
                 Err(why) => {
                     tracing::warn!(request_id = %request_id, reason = %why, "stream failed after first chunk");
+                    rec.set_stream_error("stream_interrupted");
                     yield Ok(error_event("the upstream failed while streaming"));
                     if let Some(a) = admitted.take() {
                         quota_hub.settle(a, None, None).await;

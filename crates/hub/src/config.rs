@@ -64,6 +64,19 @@ pub struct HubConfig {
     /// Named, versioned prompt templates (`[[prompts]]`).
     #[serde(default)]
     pub prompts: Vec<crate::prompts::PromptConfig>,
+    /// OpenTelemetry trace export (`[telemetry]`; docs/observability.md).
+    #[serde(default)]
+    pub telemetry: switchyard_core::telemetry::TelemetryConfig,
+    /// The per-request audit log (`[audit]`).
+    #[serde(default)]
+    pub audit: crate::audit::AuditConfig,
+    /// `GET /metrics` (`[metrics]`).
+    #[serde(default)]
+    pub metrics: crate::observe::MetricsConfig,
+    /// Price table per model, USD per million tokens (`[prices.MODEL] input = .., output = ..`):
+    /// the price of every candidate of that model that sets no `price_in`/`price_out` itself.
+    #[serde(default)]
+    pub prices: BTreeMap<String, crate::observe::Price>,
 }
 
 /// `[admin]`: who may call `/admin/*`.
@@ -368,6 +381,9 @@ pub struct Settings {
     pub cache: crate::cache::CacheSettings,
     /// Prompt templates by name.
     pub prompts: BTreeMap<String, crate::prompts::Prompt>,
+    pub telemetry: switchyard_core::telemetry::TelemetryConfig,
+    pub audit: crate::audit::AuditConfig,
+    pub metrics: crate::observe::MetricsConfig,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -759,6 +775,9 @@ impl HubConfig {
                 if c.model.is_empty() {
                     errs.push(format!("{cbase}.model: must not be empty"));
                 }
+                let table = self.prices.get(&c.model);
+                let price_in = c.price_in.or(table.map(|p| p.input));
+                let price_out = c.price_out.or(table.map(|p| p.output));
                 for (n, v) in [("price_in", c.price_in), ("price_out", c.price_out)] {
                     if v.is_some_and(|v| !(v >= 0.0 && v.is_finite())) {
                         errs.push(format!("{cbase}.{n}: must be a non-negative number"));
@@ -774,8 +793,8 @@ impl HubConfig {
                     provider: c.provider.clone(),
                     model: c.model.clone(),
                     priority: c.priority.unwrap_or(i32::try_from(j).unwrap_or(i32::MAX)),
-                    price_in: c.price_in,
-                    price_out: c.price_out,
+                    price_in,
+                    price_out,
                     weight: c.weight,
                 });
             }
@@ -906,6 +925,22 @@ impl HubConfig {
         errs.extend(quota_problems.into_iter().map(|(p, m)| format!("{p}: {m}")));
         let cache = self.cache.validate(&mut errs);
         let prompts = crate::prompts::validate(&self.prompts, &aliases, &mut errs);
+        for (m, p) in &self.prices {
+            for (n, v) in [("input", p.input), ("output", p.output)] {
+                if !(v >= 0.0 && v.is_finite()) {
+                    errs.push(format!("prices.{m}.{n}: must be a non-negative number"));
+                }
+            }
+        }
+        errs.extend(self.telemetry.problems());
+        if self
+            .audit
+            .path
+            .as_deref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+        {
+            errs.push("audit.path: must not be empty (\"-\" is stdout)".into());
+        }
         if self.default_max_tokens == 0 {
             errs.push("default_max_tokens: must be at least 1".into());
         }
@@ -937,6 +972,9 @@ impl HubConfig {
                 admin_key_hashes,
                 cache,
                 prompts,
+                telemetry: self.telemetry.clone(),
+                audit: self.audit.clone(),
+                metrics: self.metrics.clone(),
             }),
             _ => Err(ConfigError::Invalid(errs)),
         }

@@ -46,6 +46,8 @@ pub struct Hub {
     pub cache: Arc<crate::cache::Cache>,
     /// Live-config status (active version, last reload error).
     pub live: crate::reload::Live,
+    /// Where audit lines go (`[audit]`); `None` when off.
+    pub audit: Option<Arc<crate::audit::AuditSink>>,
 }
 
 /// Where a request ended up.
@@ -60,6 +62,11 @@ pub struct RouteTaken {
     pub spoke_time: Duration,
     /// The dispatched candidate's price, USD per million (input, output) tokens.
     pub price: (Option<f64>, Option<f64>),
+    /// The pool (configured provider name) and spoke address that served.
+    pub pool: String,
+    pub spoke: String,
+    /// The attempts that failed before this one (audit log).
+    pub failed: Vec<FailedAttempt>,
 }
 
 /// What a single attempt's call closure returns on failure.
@@ -106,6 +113,7 @@ impl Hub {
             cache: Arc::new(crate::cache::Cache::new(settings.cache.clone())),
             live: crate::reload::Live::default(),
             jwt: settings.jwt.clone().map(crate::jwt::JwtVerifier::new),
+            audit: crate::audit::AuditSink::open(&settings.audit),
             budget: Budget::new(settings.retry_budget),
             settings,
             table: ArcSwap::from_pointee(table),
@@ -237,11 +245,18 @@ impl Hub {
                         .max(1),
                     ..Default::default()
                 };
+                if made > 1 {
+                    crate::observe::retried(&cand.provider, failed.last());
+                }
+                let span = crate::observe::attempt_span(cand, spoke.addr, made);
                 let guard = spoke.begin();
                 let started = Instant::now();
                 let result = match tokio::time::timeout(
                     remaining,
-                    call(spoke.clone(), req, remaining),
+                    tracing::Instrument::instrument(
+                        call(spoke.clone(), req, remaining),
+                        span.clone(),
+                    ),
                 )
                 .await
                 {
@@ -254,7 +269,11 @@ impl Hub {
                     Ok(v) => {
                         self.observe_latency(cand, took);
                         let r = v.route();
+                        crate::observe::attempt_ok(&span, &r);
                         let route = RouteTaken {
+                            pool: cand.provider.clone(),
+                            spoke: spoke.addr.to_string(),
+                            failed: failed.clone(),
                             price: (cand.price_in, cand.price_out),
                             provider: if r.provider.is_empty() {
                                 cand.provider.clone()
@@ -296,6 +315,7 @@ impl Hub {
                             | AttemptFailure::NotServed
                             | AttemptFailure::Timeout => {}
                         }
+                        crate::observe::attempt_failed(&span, &cand.provider, &kind);
                         tracing::info!(
                             request_id = %plan.request_id, spoke = %spoke.addr, provider = %cand.provider,
                             model = %cand.model, failure = ?kind, detail = %detail, "attempt failed"

@@ -9,6 +9,7 @@
 
 pub mod admin;
 pub mod api;
+pub mod audit;
 pub mod budget;
 pub mod cache;
 pub mod config;
@@ -16,6 +17,7 @@ pub mod dns;
 pub mod error;
 pub mod hub;
 pub mod jwt;
+pub mod observe;
 pub mod openai;
 pub mod policy;
 pub mod pool;

@@ -20,7 +20,6 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    switchyard_core::telemetry::init_logging();
     let settings = match HubConfig::load(&args.config).and_then(|c| c.validate()) {
         Ok(s) => s,
         Err(e) => {
@@ -34,6 +33,8 @@ fn main() -> ExitCode {
     }
     // Reload on SIGHUP and when the file changes.
     switchyard_hub::reload::watch_file(args.config.clone());
+    // Logging, plus OTLP tracing when configured; flushed when `_telemetry` drops at exit.
+    let _telemetry = switchyard_core::telemetry::init("hub", &settings.telemetry);
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

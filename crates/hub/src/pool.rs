@@ -29,6 +29,33 @@ pub struct Described {
     pub headroom: f64,
     pub serving: bool,
     pub models: HashMap<String, ModelCaps>,
+    /// Headroom the spoke reported per (model, region), with the route state name.
+    pub regions: Vec<RegionHeadroom>,
+}
+
+/// One (model, region) route of a spoke as its last `Describe` reported it.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RegionHeadroom {
+    pub model: String,
+    pub region: String,
+    pub headroom: f64,
+    pub state: &'static str,
+}
+
+/// A spoke's state for operators (`/admin/routes`, `/metrics`).
+#[derive(Debug, Clone)]
+pub struct SpokeSnapshot {
+    pub addr: SocketAddr,
+    pub weight: u32,
+    pub healthy: bool,
+    /// Passively ejected, waiting for a probe (the hub's breaker is open).
+    pub ejected: bool,
+    pub in_flight: u32,
+    pub described: Option<Described>,
+    /// Time left of a RESOURCE_EXHAUSTED hold.
+    pub exhausted_for: Option<Duration>,
+    pub last_check: Option<std::time::SystemTime>,
+    pub last_error: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -41,6 +68,8 @@ struct SpokeState {
     described: Option<Described>,
     /// After RESOURCE_EXHAUSTED: treat headroom as 0 until then.
     exhausted_until: Option<Instant>,
+    last_check: Option<std::time::SystemTime>,
+    last_error: Option<String>,
 }
 
 /// One spoke (one account's service) of a provider pool.
@@ -192,6 +221,8 @@ impl Spoke {
     /// its first passing check; an ejected one returns after one passing probe.
     fn record_check(&self, result: Result<Described, String>, cfg: &Health) {
         let mut st = self.state.lock();
+        st.last_check = Some(std::time::SystemTime::now());
+        st.last_error = result.as_ref().err().cloned();
         match result {
             Ok(d) => {
                 st.fail_streak = 0;
@@ -212,6 +243,26 @@ impl Spoke {
                     tracing::warn!(spoke = %self.addr, provider = %self.provider, reason = %why, "spoke unhealthy");
                 }
             }
+        }
+    }
+
+    /// Everything an operator view needs, in one lock.
+    pub fn snapshot(&self) -> SpokeSnapshot {
+        let now = Instant::now();
+        let st = self.state.lock();
+        SpokeSnapshot {
+            addr: self.addr,
+            weight: self.weight(),
+            healthy: st.healthy && !self.stop.is_cancelled(),
+            ejected: st.ejected,
+            in_flight: self.in_flight(),
+            described: st.described.clone(),
+            exhausted_for: st
+                .exhausted_until
+                .and_then(|t| t.checked_duration_since(now))
+                .filter(|d| !d.is_zero()),
+            last_check: st.last_check,
+            last_error: st.last_error.clone(),
         }
     }
 
@@ -261,12 +312,37 @@ pub async fn check(spoke: &Spoke, timeout: Duration) -> Result<Described, String
             )
         })
         .collect();
+    let regions = d
+        .models
+        .iter()
+        .flat_map(|m| {
+            m.regions.iter().map(|r| RegionHeadroom {
+                model: m.id.clone(),
+                region: r.region.clone(),
+                headroom: r.headroom,
+                state: route_state_name(r.state),
+            })
+        })
+        .collect();
     Ok(Described {
+        regions,
         account: d.account,
         headroom: d.headroom,
         serving: d.serving,
         models,
     })
+}
+
+fn route_state_name(v: i32) -> &'static str {
+    use pb::RouteState as S;
+    match S::try_from(v).unwrap_or(S::Unspecified) {
+        S::Unspecified => "unknown",
+        S::Ready => "ready",
+        S::Cooling => "cooling",
+        S::Open => "open",
+        S::Exhausted => "exhausted",
+        S::HalfOpen => "half_open",
+    }
 }
 
 /// Runs until the spoke is stopped: checks at once, then every `interval`; after a passive

@@ -83,6 +83,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
     let addr = listener.local_addr()?;
     let drain = settings.drain_timeout;
     let limits = settings.conn_limits;
+    switchyard_core::prom::start();
     let quota = settings.quota.build().await;
     let hub = Hub::start_with_quota(settings, quota);
     tracing::info!(

@@ -36,6 +36,9 @@ pub struct SpokeConfigFile {
     /// `GET /admin/config` (off when no key hash is set).
     #[serde(default)]
     pub admin: AdminFile,
+    /// OpenTelemetry trace export (docs/observability.md).
+    #[serde(default)]
+    pub telemetry: switchyard_core::telemetry::TelemetryConfig,
 }
 
 /// `[tls]`: serve gRPC and HTTP over TLS; with `client_ca`, only clients (hubs) holding a
@@ -196,6 +199,7 @@ pub struct SpokeConfig {
     pub tls: Option<TlsConfig>,
     /// SHA-256 of the admin keys; empty = `/admin/*` is off.
     pub admin_key_hashes: Vec<[u8; 32]>,
+    pub telemetry: switchyard_core::telemetry::TelemetryConfig,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -515,6 +519,10 @@ pub fn validate(f: SpokeConfigFile) -> Result<SpokeConfig, ConfigErrors> {
             ),
         }
     }
+    for problem in f.telemetry.problems() {
+        let (path, msg) = problem.split_once(": ").unwrap_or(("telemetry", &problem));
+        p.push(path, msg);
+    }
 
     p.finish()?;
     match (listen, provider) {
@@ -533,6 +541,7 @@ pub fn validate(f: SpokeConfigFile) -> Result<SpokeConfig, ConfigErrors> {
             quota,
             tls,
             admin_key_hashes,
+            telemetry: f.telemetry,
         }),
         // Unreachable in practice: a missing value always recorded a problem above.
         _ => Err(ConfigErrors(vec!["configuration incomplete".into()])),

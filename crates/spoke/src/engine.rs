@@ -201,6 +201,17 @@ impl Engine {
         Ok(plan)
     }
 
+    /// The span of one upstream call on `r` (`Span::none()` when tracing is off).
+    fn upstream_span(&self, r: &Route) -> tracing::Span {
+        crate::observe::upstream_span(
+            self.provider,
+            &self.account,
+            &r.region,
+            &r.model,
+            &r.upstream_model,
+        )
+    }
+
     fn wire_route(&self, r: &Route) -> WireRoute {
         WireRoute {
             provider: self.provider.to_owned(),
@@ -385,10 +396,14 @@ impl Engine {
                 timeout: budget,
             };
             let started = Instant::now();
-            let result = match tokio::time::timeout(budget, self.upstream.complete(call)).await {
+            let span = self.upstream_span(&route);
+            let completing =
+                tracing::Instrument::instrument(self.upstream.complete(call), span.clone());
+            let result = match tokio::time::timeout(budget, completing).await {
                 Ok(r) => r,
                 Err(_) => Err(UpstreamError::Timeout),
             };
+            crate::observe::upstream_result(&span, result.as_ref().err());
             let latency = started.elapsed();
             match result {
                 Ok(c) => {
@@ -443,19 +458,25 @@ impl Engine {
             };
             let started = Instant::now();
             let attempt_deadline = Instant::now() + budget;
+            let span = self.upstream_span(&route);
             // Open the stream and wait for its first chunk: until then, failing over is free.
-            let opened = tokio::time::timeout_at(attempt_deadline, async {
-                let mut s = self.upstream.stream(call).await?;
-                match s.next().await {
-                    Some(Ok(first)) => Ok((first, s)),
-                    Some(Err(e)) => Err(e),
-                    None => Err(UpstreamError::unavailable(
-                        "stream closed before any content",
-                    )),
-                }
-            })
-            .await
-            .unwrap_or(Err(UpstreamError::Timeout));
+            let opening = tracing::Instrument::instrument(
+                async {
+                    let mut s = self.upstream.stream(call).await?;
+                    match s.next().await {
+                        Some(Ok(first)) => Ok((first, s)),
+                        Some(Err(e)) => Err(e),
+                        None => Err(UpstreamError::unavailable(
+                            "stream closed before any content",
+                        )),
+                    }
+                },
+                span.clone(),
+            );
+            let opened = tokio::time::timeout_at(attempt_deadline, opening)
+                .await
+                .unwrap_or(Err(UpstreamError::Timeout));
+            crate::observe::upstream_result(&span, opened.as_ref().err());
             let latency = started.elapsed();
             match opened {
                 Ok((first, rest)) => {

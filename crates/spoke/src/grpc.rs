@@ -1,15 +1,18 @@
 //! The `switchyard.v1.Spoke` gRPC service over the engine.
 
 use crate::engine::Engine;
+use crate::observe::{self, SpokeRecord};
 use futures::{Stream, StreamExt};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
+use switchyard_proto::v1::infer_event::Event;
 use switchyard_proto::v1::spoke_server::Spoke;
 use switchyard_proto::v1::{
     DescribeRequest, DescribeResponse, InferEvent, InferRequest, InferResponse,
 };
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 pub struct SpokeService {
     engine: Arc<Engine>,
@@ -53,11 +56,23 @@ impl Spoke for SpokeService {
         request: Request<InferRequest>,
     ) -> Result<Response<InferResponse>, Status> {
         let timeout = grpc_timeout(&request);
-        self.engine
+        let span =
+            observe::request_span(&self.engine, request.metadata(), request.get_ref(), false);
+        let mut rec = SpokeRecord::start(&self.engine, span.clone(), false);
+        let result = self
+            .engine
             .infer(request.into_inner(), timeout)
-            .await
-            .map(Response::new)
-            .map_err(|e| e.to_status())
+            .instrument(span)
+            .await;
+        match &result {
+            Ok(r) => {
+                let route = r.route.clone().unwrap_or_default();
+                rec.ok(&route.region, &route.model, &r.attempts, r.usage.as_ref());
+            }
+            Err(e) => rec.failed(e),
+        }
+        drop(rec);
+        result.map(Response::new).map_err(|e| e.to_status())
     }
 
     type InferStreamStream = EventStream;
@@ -67,12 +82,36 @@ impl Spoke for SpokeService {
         request: Request<InferRequest>,
     ) -> Result<Response<Self::InferStreamStream>, Status> {
         let timeout = grpc_timeout(&request);
-        let events = self
+        let span = observe::request_span(&self.engine, request.metadata(), request.get_ref(), true);
+        let mut rec = SpokeRecord::start(&self.engine, span.clone(), true);
+        let events = match self
             .engine
             .infer_stream(request.into_inner(), timeout)
+            .instrument(span)
             .await
-            .map_err(|e| e.to_status())?;
-        let out = events.map(|item| item.map_err(|e| e.to_status()));
+        {
+            Ok(ev) => ev,
+            Err(e) => {
+                rec.failed(&e);
+                return Err(e.to_status());
+            }
+        };
+        // The record (and the span it holds) lives as long as the stream.
+        let out = events.map(move |item| {
+            match &item {
+                Ok(ev) => match &ev.event {
+                    Some(Event::Start(s)) => {
+                        let route = s.route.clone().unwrap_or_default();
+                        rec.ok(&route.region, &route.model, &s.attempts, None);
+                    }
+                    Some(Event::Delta(_)) => rec.first_token(),
+                    Some(Event::End(end)) => rec.usage(end.usage.as_ref()),
+                    None => {}
+                },
+                Err(e) => rec.failed(e),
+            }
+            item.map_err(|e| e.to_status())
+        });
         Ok(Response::new(Box::pin(out)))
     }
 

@@ -125,7 +125,7 @@ pub fn outcome_name(v: i32) -> &'static str {
     }
 }
 
-fn state_name(v: i32) -> &'static str {
+pub fn state_name(v: i32) -> &'static str {
     match RouteState::try_from(v).unwrap_or(RouteState::Unspecified) {
         RouteState::Unspecified => "unknown",
         RouteState::Ready => "ready",
@@ -210,9 +210,17 @@ pub async fn inference_handler(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
         .map(Duration::from_millis);
+    let mut rec = crate::observe::SpokeRecord::start(&engine, tracing::Span::none(), false);
     match engine.infer(req, timeout).await {
-        Ok(r) => Json(response_json(r)).into_response(),
-        Err(e) => error_response(&e),
+        Ok(r) => {
+            let route = r.route.clone().unwrap_or_default();
+            rec.ok(&route.region, &route.model, &r.attempts, r.usage.as_ref());
+            Json(response_json(r)).into_response()
+        }
+        Err(e) => {
+            rec.failed(&e);
+            error_response(&e)
+        }
     }
 }
 

@@ -10,6 +10,7 @@ pub mod error;
 pub mod grpc;
 pub mod http;
 pub mod reload;
+pub mod observe;
 pub mod routes;
 pub mod server;
 

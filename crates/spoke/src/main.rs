@@ -19,7 +19,6 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    switchyard_core::telemetry::init_logging();
     let args = Args::parse();
     let config = match switchyard_spoke::config::load(&args.config) {
         Ok(c) => c,
@@ -34,6 +33,8 @@ async fn main() -> ExitCode {
     }
     // Reload on SIGHUP and when the file changes.
     switchyard_spoke::reload::watch_file(args.config.clone());
+    // Logging, plus OTLP tracing when configured; flushed when `_telemetry` drops at exit.
+    let _telemetry = switchyard_core::telemetry::init("spoke", &config.telemetry);
     match switchyard_spoke::server::serve(config, switchyard_core::shutdown::signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -119,6 +119,7 @@ pub fn router(engine: Arc<Engine>) -> (Router, tonic_health::server::HealthRepor
     let http = Router::new()
         .route("/healthz", get(crate::http::healthz_handler))
         .route("/inference", post(crate::http::inference_handler))
+        .route("/metrics", get(crate::observe::metrics_handler))
         .with_state(engine);
     (http.merge(grpc), reporter)
 }
@@ -280,6 +281,7 @@ pub async fn serve(
     config: SpokeConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
+    switchyard_core::prom::start();
     let upstream = build_upstream(&config).await?;
     let store = config.quota.build().await;
     let engine = Arc::new(Engine::new(&config, upstream, store));

@@ -1,0 +1,767 @@
+//! Per-request observability of the hub, recorded in one place: a [`RequestRecord`] follows each
+//! chat request (into its SSE stream when it streams) and, when it is dropped at the very end,
+//! emits the metrics, the audit line and the final span attributes. See docs/observability.md.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::http::{HeaderMap, HeaderValue};
+use metrics::{counter, gauge, histogram};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use switchyard_core::telemetry::{self, OpenTelemetrySpanExt};
+use tracing::Span;
+use tracing::field::Empty;
+
+use crate::audit::{AuditAttempt, upstream_attempts};
+use crate::config::Candidate;
+use crate::error::{AttemptFailure, FailedAttempt, HubError};
+use crate::hub::RouteTaken;
+
+/// Response header with the request's cost in USD (non-streaming responses).
+pub const COST_HEADER: &str = "x-switchyard-cost-usd";
+/// Response headers set by the response cache and prompt templates (#10), copied to the audit.
+pub const CACHE_HEADER: &str = "x-switchyard-cache";
+pub const PROMPT_HEADER: &str = "x-switchyard-prompt";
+
+/// `[metrics]`: who may read `GET /metrics`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Require the admin key (`[admin]`) on `/metrics` (default false: open, like most
+    /// Prometheus targets; put the hub's listener on a private network instead).
+    #[serde(default)]
+    pub require_admin: bool,
+}
+
+/// One model's price, USD per million tokens.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Price {
+    pub input: f64,
+    pub output: f64,
+}
+
+/// `GET /metrics`: Prometheus text. Pool gauges (spoke health, breaker, headroom) are refreshed
+/// from the live table at scrape time. Open unless `[metrics] require_admin = true`.
+pub async fn metrics_handler(
+    axum::extract::State(hub): axum::extract::State<Arc<crate::hub::Hub>>,
+    headers: HeaderMap,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if hub.settings.metrics.require_admin
+        && let Err(e) = crate::admin::require_admin(&hub, &headers)
+    {
+        return e.into_response();
+    }
+    let table = hub.table.load();
+    for (name, pool) in &table.pools {
+        for s in pool.spokes().iter() {
+            let snap = s.snapshot();
+            let d = snap.described.clone().unwrap_or_default();
+            let account = label(&d.account);
+            let spoke = snap.addr.to_string();
+            let l = [
+                ("pool", name.clone()),
+                ("spoke", spoke.clone()),
+                ("account", account.clone()),
+            ];
+            gauge!("switchyard_spoke_healthy", &l).set(if snap.healthy { 1.0 } else { 0.0 });
+            gauge!("switchyard_spoke_breaker_open", &l).set(if snap.ejected { 1.0 } else { 0.0 });
+            gauge!("switchyard_spoke_headroom", &l).set(d.headroom);
+            gauge!("switchyard_spoke_in_flight", &l).set(f64::from(snap.in_flight));
+            for r in &d.regions {
+                gauge!(
+                    "switchyard_reported_headroom",
+                    "pool" => name.clone(),
+                    "account" => account.clone(),
+                    "region" => r.region.clone(),
+                    "model" => r.model.clone()
+                )
+                .set(r.headroom);
+            }
+        }
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        switchyard_core::prom::render(),
+    )
+        .into_response()
+}
+
+/// gRPC request metadata as a trace-context injection target.
+pub struct MetadataInjector<'a>(pub &'a mut tonic::metadata::MetadataMap);
+
+impl opentelemetry::propagation::Injector for MetadataInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(k), Ok(v)) = (
+            tonic::metadata::MetadataKey::from_bytes(key.as_bytes()),
+            value.parse(),
+        ) {
+            self.0.insert(k, v);
+        }
+    }
+}
+
+/// GenAI semantic-convention provider name for a spoke's provider kind.
+pub fn genai_provider(kind: &str) -> &str {
+    match kind {
+        "bedrock" => "aws.bedrock",
+        "anthropic" => "anthropic",
+        "openai" => "openai",
+        other => other,
+    }
+}
+
+/// The root span of one client request, child of the client's `traceparent` when it sent one.
+/// `Span::none()` when tracing is off.
+pub fn request_span(headers: &HeaderMap, request_id: &str) -> Span {
+    if !telemetry::tracing_enabled() {
+        return Span::none();
+    }
+    let span = tracing::info_span!(
+        "hub.request",
+        switchyard.span = "hub.request",
+        otel.kind = "server",
+        otel.status_code = Empty,
+        switchyard.request_id = %request_id,
+        switchyard.tenant = Empty,
+        switchyard.alias = Empty,
+        switchyard.stream = Empty,
+        switchyard.attempts = Empty,
+        switchyard.route.account = Empty,
+        switchyard.route.region = Empty,
+        switchyard.cost_usd = Empty,
+        gen_ai.operation.name = "chat",
+        gen_ai.provider.name = Empty,
+        gen_ai.request.model = Empty,
+        gen_ai.request.max_tokens = Empty,
+        gen_ai.request.temperature = Empty,
+        gen_ai.request.top_p = Empty,
+        gen_ai.response.model = Empty,
+        gen_ai.usage.input_tokens = Empty,
+        gen_ai.usage.output_tokens = Empty,
+        gen_ai.input.messages = Empty,
+        http.response.status_code = Empty,
+        error.type = Empty,
+    );
+    telemetry::extract(&span, &telemetry::HeaderCarrier(headers));
+    span
+}
+
+/// The span of route selection (candidate ordering) inside the request span.
+pub fn route_span(alias: &str, candidates: usize) -> Span {
+    if !telemetry::tracing_enabled() {
+        return Span::none();
+    }
+    tracing::info_span!(
+        "hub.route",
+        switchyard.span = "hub.route",
+        otel.name = "route selection",
+        switchyard.alias = %alias,
+        switchyard.candidates = candidates
+    )
+}
+
+/// The span of one attempt at a spoke (client side of the gRPC call).
+pub fn attempt_span(cand: &Candidate, spoke: std::net::SocketAddr, n: u32) -> Span {
+    if !telemetry::tracing_enabled() {
+        return Span::none();
+    }
+    tracing::info_span!(
+        "hub.spoke_attempt",
+        switchyard.span = "hub.spoke_attempt",
+        otel.name = "spoke attempt",
+        otel.kind = "client",
+        otel.status_code = Empty,
+        switchyard.attempt = n,
+        switchyard.spoke = %spoke,
+        switchyard.pool = %cand.provider,
+        switchyard.route.account = Empty,
+        switchyard.route.region = Empty,
+        switchyard.failover.reason = Empty,
+        gen_ai.request.model = %cand.model,
+        gen_ai.response.model = Empty,
+        error.type = Empty,
+    )
+}
+
+/// A reason label for an attempt failure.
+pub fn failure_reason(kind: &AttemptFailure) -> &'static str {
+    match kind {
+        AttemptFailure::Exhausted { .. } => "exhausted",
+        AttemptFailure::Unavailable => "unavailable",
+        AttemptFailure::Transport => "transport",
+        AttemptFailure::NotServed => "not_served",
+        AttemptFailure::Timeout => "timeout",
+    }
+}
+
+/// Records a failed attempt: span attributes and `switchyard_failovers_total`.
+pub fn attempt_failed(span: &Span, pool: &str, kind: &AttemptFailure) {
+    let reason = failure_reason(kind);
+    span.record("switchyard.failover.reason", reason);
+    span.record("error.type", reason);
+    span.record("otel.status_code", "ERROR");
+    counter!("switchyard_failovers_total", "pool" => pool.to_string(), "reason" => reason)
+        .increment(1);
+}
+
+/// Records a successful attempt on its span.
+pub fn attempt_ok(span: &Span, route: &switchyard_proto::v1::Route) {
+    span.record("switchyard.route.account", route.account.as_str());
+    span.record("switchyard.route.region", route.region.as_str());
+    span.record("gen_ai.response.model", route.model.as_str());
+}
+
+/// A retry (an attempt after the first) on `pool`, labelled with the previous attempt's failure.
+pub fn retried(pool: &str, after: Option<&FailedAttempt>) {
+    let reason = after.map_or("none", |a| failure_reason(&a.kind));
+    counter!("switchyard_retries_total", "pool" => pool.to_string(), "reason" => reason)
+        .increment(1);
+}
+
+#[derive(Debug)]
+struct Inner {
+    sink: Option<Arc<crate::audit::AuditSink>>,
+    span: Span,
+    request_id: String,
+    started: Instant,
+    time: SystemTime,
+    tenant: String,
+    alias: String,
+    stream: bool,
+    route: Option<RouteTaken>,
+    usage: Option<(u32, u32)>,
+    failed: Vec<FailedAttempt>,
+    status: u16,
+    error: Option<String>,
+    first_token: Option<Duration>,
+    cache: Option<String>,
+    prompt: Option<String>,
+    messages: Option<serde_json::Value>,
+    in_flight_stream: bool,
+    /// The alias's candidate models: the only values the `model` label takes (else "other").
+    models: Vec<String>,
+    /// The serving spoke's attempts (audit).
+    upstream: Vec<Value>,
+    /// Time the hub itself added before the response head (total minus waiting on spokes).
+    overhead: Option<Duration>,
+}
+
+/// Follows one chat request; emits metrics, audit line and span attributes when dropped.
+#[derive(Debug, Default)]
+pub struct RequestRecord(Option<Box<Inner>>);
+
+impl RequestRecord {
+    pub fn start(sink: Option<Arc<crate::audit::AuditSink>>, request_id: &str, span: Span) -> Self {
+        gauge!("switchyard_in_flight_requests").increment(1.0);
+        Self(Some(Box::new(Inner {
+            sink,
+            span,
+            request_id: request_id.to_string(),
+            started: Instant::now(),
+            time: SystemTime::now(),
+            tenant: String::new(),
+            alias: String::new(),
+            stream: false,
+            route: None,
+            usage: None,
+            failed: Vec::new(),
+            status: 0,
+            error: None,
+            first_token: None,
+            cache: None,
+            prompt: None,
+            messages: None,
+            in_flight_stream: false,
+            models: Vec::new(),
+            upstream: Vec::new(),
+            overhead: None,
+        })))
+    }
+
+    pub fn span(&self) -> Span {
+        self.0.as_ref().map_or_else(Span::none, |i| i.span.clone())
+    }
+
+    pub fn set_tenant(&mut self, tenant: &str) {
+        if let Some(i) = &mut self.0 {
+            i.tenant = tenant.to_string();
+            i.span.record("switchyard.tenant", tenant);
+        }
+    }
+
+    /// The resolved alias and the request's parameters.
+    pub fn set_request(&mut self, alias: &crate::config::Alias, req: &crate::openai::ChatRequest) {
+        if let Some(i) = &mut self.0 {
+            i.models = alias.candidates.iter().map(|c| c.model.clone()).collect();
+            let alias = alias.name.as_str();
+            i.alias = alias.to_string();
+            i.stream = req.stream;
+            let s = &i.span;
+            s.record("switchyard.alias", alias);
+            s.record("switchyard.stream", req.stream);
+            s.record("gen_ai.request.model", req.model.as_str());
+            set_span_name(s, format!("chat {}", req.model));
+            if let Some(m) = req.max_completion_tokens.or(req.max_tokens) {
+                s.record("gen_ai.request.max_tokens", m);
+            }
+            if let Some(t) = req.temperature {
+                s.record("gen_ai.request.temperature", f64::from(t));
+            }
+            if let Some(t) = req.top_p {
+                s.record("gen_ai.request.top_p", f64::from(t));
+            }
+            let capture_audit = i.sink.as_ref().is_some_and(|s| s.capture_content);
+            if telemetry::capture_content() || capture_audit {
+                let msgs = serde_json::Value::Array(
+                    req.messages
+                        .iter()
+                        .map(|m| json!({"role": m.role, "content": message_text(m)}))
+                        .collect(),
+                );
+                if telemetry::capture_content() {
+                    s.record("gen_ai.input.messages", msgs.to_string().as_str());
+                }
+                if capture_audit {
+                    i.messages = Some(msgs);
+                }
+            }
+        }
+    }
+
+    /// The route that served the request and its usage.
+    pub fn set_route(
+        &mut self,
+        route: &RouteTaken,
+        usage: Option<&switchyard_proto::v1::Usage>,
+        upstream: &[switchyard_proto::v1::Attempt],
+    ) {
+        if let Some(i) = &mut self.0 {
+            i.overhead = Some(i.started.elapsed().saturating_sub(route.spoke_time));
+            i.upstream = upstream_attempts(upstream);
+            i.route = Some(route.clone());
+            i.failed = route.failed.clone();
+            if let Some(u) = usage {
+                i.usage = Some((u.input_tokens, u.output_tokens));
+            }
+        }
+    }
+
+    pub fn set_usage(&mut self, usage: Option<&switchyard_proto::v1::Usage>) {
+        if let (Some(i), Some(u)) = (&mut self.0, usage) {
+            i.usage = Some((u.input_tokens, u.output_tokens));
+        }
+    }
+
+    /// The request failed with `e` (its attempts are kept).
+    pub fn set_error(&mut self, e: &HubError) {
+        if let Some(i) = &mut self.0 {
+            i.status = e.status().as_u16();
+            i.error = Some(e.type_and_code().1.to_string());
+            match e {
+                HubError::Exhausted { attempts, .. }
+                | HubError::NoRoute { attempts }
+                | HubError::DeadlineExceeded { attempts } => i.failed = attempts.clone(),
+                _ => {}
+            }
+        }
+    }
+
+    /// A streamed request failed after its first chunk (`why` is a label, e.g.
+    /// `stream_interrupted`).
+    pub fn set_stream_error(&mut self, why: &str) {
+        if let Some(i) = &mut self.0 {
+            i.error = Some(why.to_string());
+        }
+    }
+
+    /// Marks the first content chunk of a stream (time to first token).
+    pub fn first_token(&mut self) {
+        if let Some(i) = &mut self.0
+            && i.first_token.is_none()
+        {
+            i.first_token = Some(i.started.elapsed());
+        }
+    }
+
+    /// The cost so far (route price × usage), USD.
+    pub fn cost(&self) -> Option<f64> {
+        let i = self.0.as_ref()?;
+        let route = i.route.as_ref()?;
+        let (input, output) = i.usage?;
+        let usage = switchyard_proto::v1::Usage {
+            input_tokens: input,
+            output_tokens: output,
+        };
+        route
+            .price
+            .0
+            .or(route.price.1)
+            .map(|_| crate::quota::cost_usd(route.price, &usage))
+    }
+
+    /// Takes the record for a stream (the handler's copy becomes inert); counts the stream.
+    pub fn take_for_stream(&mut self) -> RequestRecord {
+        let mut r = RequestRecord(self.0.take());
+        if let Some(i) = &mut r.0 {
+            i.status = 200;
+            i.in_flight_stream = true;
+            gauge!("switchyard_in_flight_streams").increment(1.0);
+        }
+        r
+    }
+
+    /// The response is ready (non-streaming, or a stream's head): status and #10's headers.
+    pub fn finish_response(&mut self, headers: &HeaderMap, status: u16) {
+        if let Some(i) = &mut self.0 {
+            i.status = status;
+            i.cache = header(headers, CACHE_HEADER);
+            i.prompt = header(headers, PROMPT_HEADER);
+        }
+    }
+}
+
+/// Renames the OpenTelemetry span behind `span` (GenAI: "{operation} {model}"). `otel.name` can
+/// only be set before the span starts, and this span starts before the body is parsed.
+fn set_span_name(span: &Span, name: String) {
+    if span.is_none() {
+        return;
+    }
+    let cx = span.context();
+    opentelemetry::trace::TraceContextExt::span(&cx).update_name(name);
+}
+
+fn message_text(m: &crate::openai::ChatMessage) -> String {
+    match &m.content {
+        Some(crate::openai::Content::Text(t)) => t.clone(),
+        Some(crate::openai::Content::Parts(ps)) => ps
+            .iter()
+            .filter_map(|p| p.text.as_deref())
+            .collect::<Vec<_>>()
+            .join(""),
+        None => String::new(),
+    }
+}
+
+fn header(h: &HeaderMap, name: &str) -> Option<String> {
+    h.get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.chars().take(128).collect())
+}
+
+/// Sets `x-switchyard-cost-usd` (six decimals).
+pub fn cost_header(h: &mut HeaderMap, cost: Option<f64>) {
+    if let Some(c) = cost
+        && let Ok(v) = HeaderValue::from_str(&format!("{c:.6}"))
+    {
+        h.insert(COST_HEADER, v);
+    }
+}
+
+fn label(s: &str) -> String {
+    if s.is_empty() {
+        "none".to_string()
+    } else {
+        s.to_string()
+    }
+}
+
+impl Drop for RequestRecord {
+    fn drop(&mut self) {
+        let Some(i) = self.0.take() else { return };
+        gauge!("switchyard_in_flight_requests").decrement(1.0);
+        if i.in_flight_stream {
+            gauge!("switchyard_in_flight_streams").decrement(1.0);
+        }
+        let elapsed = i.started.elapsed();
+        let outcome = match (&i.error, i.status) {
+            (None, 200..=299) => "ok",
+            (None, 0) => "cancelled",
+            (Some(_), 200..=299) => "stream_error",
+            _ => "error",
+        };
+        let route = i.route.clone().unwrap_or_default();
+        let model = if route.model.is_empty() || i.models.contains(&route.model) {
+            label(&route.model)
+        } else {
+            "other".to_string()
+        };
+        let (provider, account, region) = (
+            label(&route.provider),
+            label(&route.account),
+            label(&route.region),
+        );
+        let (tenant, alias) = (label(&i.tenant), label(&i.alias));
+        let labels = [
+            ("tenant", tenant.clone()),
+            ("alias", alias.clone()),
+            ("provider", provider.clone()),
+            ("account", account.clone()),
+            ("region", region.clone()),
+            ("model", model.clone()),
+        ];
+        let mut with_outcome = labels.to_vec();
+        with_outcome.push(("outcome", outcome.to_string()));
+        counter!("switchyard_requests_total", &with_outcome).increment(1);
+        histogram!("switchyard_request_duration_seconds", &with_outcome)
+            .record(elapsed.as_secs_f64());
+        if outcome != "ok" {
+            let mut l = labels.to_vec();
+            l.push((
+                "error",
+                i.error.clone().unwrap_or_else(|| outcome.to_string()),
+            ));
+            counter!("switchyard_request_errors_total", &l).increment(1);
+        }
+        let cost = self_cost(&i);
+        if let Some((input, output)) = i.usage {
+            let mut l = labels.to_vec();
+            l.push(("direction", "input".to_string()));
+            counter!("switchyard_tokens_total", &l).increment(u64::from(input));
+            l.pop();
+            l.push(("direction", "output".to_string()));
+            counter!("switchyard_tokens_total", &l).increment(u64::from(output));
+        }
+        if let Some(c) = cost {
+            // Micro-dollars as an integer counter would lose nothing at these magnitudes, but
+            // Prometheus users expect dollars: an f64 counter via absolute increments.
+            counter!("switchyard_cost_usd_micros_total", &labels)
+                .increment((c * 1e6).round() as u64);
+        }
+        if let Some(o) = i.overhead {
+            histogram!("switchyard_overhead_seconds").record(o.as_secs_f64());
+        }
+        if let Some(t) = i.first_token {
+            histogram!(
+                "switchyard_time_to_first_token_seconds",
+                "tenant" => tenant.clone(),
+                "alias" => alias.clone(),
+                "provider" => provider.clone(),
+                "model" => model.clone()
+            )
+            .record(t.as_secs_f64());
+        }
+        // Span attributes.
+        let s = &i.span;
+        if i.alias.is_empty() {
+            set_span_name(s, "chat".to_string());
+        }
+        if i.route.is_some() {
+            s.record("gen_ai.provider.name", genai_provider(&route.provider));
+            s.record("gen_ai.response.model", route.model.as_str());
+            s.record("switchyard.route.account", route.account.as_str());
+            s.record("switchyard.route.region", route.region.as_str());
+            s.record("switchyard.attempts", route.attempts);
+        }
+        if let Some((input, output)) = i.usage {
+            s.record("gen_ai.usage.input_tokens", input);
+            s.record("gen_ai.usage.output_tokens", output);
+        }
+        if let Some(c) = cost {
+            s.record("switchyard.cost_usd", c);
+        }
+        s.record("http.response.status_code", i.status);
+        if outcome != "ok" {
+            s.record("otel.status_code", "ERROR");
+            s.record("error.type", i.error.as_deref().unwrap_or(outcome));
+        }
+        // Audit line.
+        if let Some(sink) = &i.sink {
+            let mut attempts: Vec<AuditAttempt> =
+                i.failed.iter().map(AuditAttempt::failed).collect();
+            if i.route.is_some() {
+                attempts.push(AuditAttempt {
+                    pool: route.pool.clone(),
+                    model: route.model.clone(),
+                    spoke: route.spoke.clone(),
+                    outcome: "ok".into(),
+                    account: Some(route.account.clone()),
+                    region: Some(route.region.clone()),
+                    upstream: i.upstream.clone(),
+                });
+            }
+            let time = i
+                .time
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0);
+            let trace_id = {
+                let cx = i.span.context();
+                let sc = opentelemetry::trace::TraceContextExt::span(&cx)
+                    .span_context()
+                    .clone();
+                sc.is_valid().then(|| sc.trace_id().to_string())
+            };
+            let mut line = json!({
+                "type": "audit",
+                "request_id": i.request_id,
+                "time": crate::audit::rfc3339(i.time),
+                "unix_time": time,
+                "tenant": i.tenant,
+                "alias": i.alias,
+                "stream": i.stream,
+                "route": i.route.as_ref().map(|_| json!({
+                    "provider": route.provider, "account": route.account,
+                    "region": route.region, "model": route.model, "spoke": route.spoke,
+                })),
+                "attempts": attempts,
+                "usage": i.usage.map(|(a, b)| json!({"input_tokens": a, "output_tokens": b})),
+                "cost_usd": cost,
+                "status": i.status,
+                "outcome": outcome,
+                "error": i.error,
+                "latency_ms": elapsed.as_secs_f64() * 1000.0,
+                "time_to_first_token_ms": i.first_token.map(|t| t.as_secs_f64() * 1000.0),
+                "cache": i.cache,
+                "prompt": i.prompt,
+                "trace_id": trace_id,
+            });
+            if let (Some(m), Some(o)) = (&i.messages, line.as_object_mut()) {
+                o.insert("messages".into(), m.clone());
+            }
+            sink.write(line.to_string());
+        }
+    }
+}
+
+fn self_cost(i: &Inner) -> Option<f64> {
+    let route = i.route.as_ref()?;
+    let (input, output) = i.usage?;
+    if route.price.0.is_none() && route.price.1.is_none() {
+        return None;
+    }
+    Some(crate::quota::cost_usd(
+        route.price,
+        &switchyard_proto::v1::Usage {
+            input_tokens: input,
+            output_tokens: output,
+        },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+listen = "127.0.0.1:0"
+[[tenants]]
+name = "t"
+api_key_sha256 = ["5f0a5e7d6a0b9d0d3c1b2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f3a"]
+aliases = ["demo"]
+[[aliases]]
+name = "demo"
+candidates = [{ provider = "sim", model = "m1" }, { provider = "sim", model = "m2", price_in = 1.0, price_out = 2.0 }]
+[[providers]]
+name = "sim"
+spokes = [{ addr = "127.0.0.1:1" }]
+"#;
+
+    fn settings(extra: &str) -> Result<crate::config::Settings, String> {
+        crate::config::HubConfig::parse(&format!("{BASE}{extra}"))?
+            .validate()
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn price_table_fills_candidates_without_their_own_price() {
+        let s = settings(
+            "[prices.m1]\ninput = 3.0\noutput = 15.0\n[prices.m2]\ninput = 9.0\noutput = 9.0\n",
+        )
+        .unwrap();
+        let c = &s.aliases["demo"].candidates;
+        assert_eq!((c[0].price_in, c[0].price_out), (Some(3.0), Some(15.0)));
+        // A candidate's own price wins over the table.
+        assert_eq!((c[1].price_in, c[1].price_out), (Some(1.0), Some(2.0)));
+        let e = settings("[prices.m1]\ninput = -1.0\noutput = 1.0\n").unwrap_err();
+        assert!(e.contains("prices.m1.input"), "{e}");
+    }
+
+    #[test]
+    fn observability_sections_parse_and_validate() {
+        let s = settings(
+            "[telemetry]\notlp_endpoint = \"http://127.0.0.1:4317\"\n\
+             [audit]\npath = \"-\"\n[metrics]\nrequire_admin = true\n",
+        )
+        .unwrap();
+        assert_eq!(
+            s.telemetry.otlp_endpoint.as_deref(),
+            Some("http://127.0.0.1:4317")
+        );
+        assert!(s.metrics.require_admin);
+        assert!(s.audit.enabled);
+        let defaults = settings("").unwrap();
+        assert!(defaults.audit.enabled && defaults.audit.path.is_none());
+        assert!(!defaults.audit.capture_content && !defaults.telemetry.capture_content);
+        let e = settings("[telemetry]\notlp_endpoint = \"collector:4317\"\n").unwrap_err();
+        assert!(e.contains("telemetry.otlp_endpoint"), "{e}");
+        assert!(settings("[audit]\nbogus = 1\n").is_err());
+    }
+
+    async fn get(app: &axum::Router, path: &str, key: Option<&str>) -> u16 {
+        use tower::ServiceExt;
+        let mut req = axum::http::Request::get(path);
+        if let Some(k) = key {
+            req = req.header("x-admin-key", k);
+        }
+        let resp = app
+            .clone()
+            .oneshot(req.body(axum::body::Body::empty()).unwrap())
+            .await
+            .unwrap();
+        resp.status().as_u16()
+    }
+
+    #[tokio::test]
+    async fn metrics_open_by_default_or_behind_the_admin_key() {
+        // Admin on (a hash of no key in particular); /metrics stays open by default.
+        let admin = "[admin]\napi_key_sha256 = [\"d1b4c5f5ea4d0c1c2d6d6de9e1f9ab1c9d1d2c4f1a1a1a1a1a1a1a1a1a1a1a1a\"]\n";
+        let open =
+            crate::Hub::start(settings(&format!("{admin}[audit]\nenabled = false\n")).unwrap());
+        let app = crate::router(open.clone());
+        assert_eq!(get(&app, "/metrics", None).await, 200);
+        open.stop.cancel();
+
+        let key = "admin-key";
+        let hash = {
+            use sha2::Digest;
+            hex::encode(sha2::Sha256::digest(key.as_bytes()))
+        };
+        let closed = crate::Hub::start(
+            settings(&format!(
+                "[admin]\napi_key_sha256 = [\"{hash}\"]\n[metrics]\nrequire_admin = true\n\
+                 [audit]\nenabled = false\n"
+            ))
+            .unwrap(),
+        );
+        let app = crate::router(closed.clone());
+        assert_eq!(get(&app, "/metrics", None).await, 401);
+        assert_eq!(get(&app, "/metrics", Some("wrong")).await, 401);
+        assert_eq!(get(&app, "/metrics", Some(key)).await, 200);
+        assert_eq!(get(&app, "/admin/routes", Some(key)).await, 200);
+        assert_eq!(get(&app, "/admin/routes.html", Some(key)).await, 200);
+        assert_eq!(get(&app, "/admin/routes", None).await, 401);
+        closed.stop.cancel();
+    }
+
+    #[test]
+    fn genai_provider_names() {
+        assert_eq!(genai_provider("bedrock"), "aws.bedrock");
+        assert_eq!(genai_provider("openai"), "openai");
+    }
+
+    #[test]
+    fn cost_header_six_decimals() {
+        let mut h = HeaderMap::new();
+        cost_header(&mut h, Some(0.0000125));
+        assert_eq!(h.get(COST_HEADER).unwrap(), "0.000013");
+        let mut h = HeaderMap::new();
+        cost_header(&mut h, None);
+        assert!(h.is_empty());
+    }
+}

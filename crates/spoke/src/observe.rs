@@ -1,0 +1,349 @@
+//! Per-request observability of the spoke: the server span (a child of the hub's attempt span
+//! through the `traceparent` gRPC metadata), one span per upstream attempt, and the metrics,
+//! recorded once per request by [`SpokeRecord`] when it drops (for streams: when the stream
+//! ends). See docs/observability.md.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use metrics::{counter, gauge, histogram};
+use switchyard_core::telemetry;
+use switchyard_proto::v1::{Attempt, InferRequest, Outcome, Usage};
+use switchyard_providers::UpstreamError;
+use tracing::Span;
+use tracing::field::Empty;
+
+use crate::engine::Engine;
+use crate::error::SpokeError;
+use crate::http::outcome_name;
+
+/// gRPC request metadata as a trace-context carrier.
+pub struct MetadataExtractor<'a>(pub &'a tonic::metadata::MetadataMap);
+
+impl opentelemetry::propagation::Extractor for MetadataExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+    fn keys(&self) -> Vec<&str> {
+        self.0
+            .keys()
+            .filter_map(|k| match k {
+                tonic::metadata::KeyRef::Ascii(k) => Some(k.as_str()),
+                tonic::metadata::KeyRef::Binary(_) => None,
+            })
+            .collect()
+    }
+}
+
+/// GenAI semantic-convention provider name for an upstream kind.
+pub fn genai_provider(kind: &str) -> &str {
+    match kind {
+        "bedrock" => "aws.bedrock",
+        other => other,
+    }
+}
+
+/// The server span of one `Infer`/`InferStream` call; `Span::none()` when tracing is off.
+pub fn request_span(
+    engine: &Engine,
+    metadata: &tonic::metadata::MetadataMap,
+    req: &InferRequest,
+    stream: bool,
+) -> Span {
+    if !telemetry::tracing_enabled() {
+        return Span::none();
+    }
+    let model = req.models.first().map(String::as_str).unwrap_or("");
+    let span = tracing::info_span!(
+        "spoke.infer",
+        switchyard.span = "spoke.infer",
+        otel.name = %format!("chat {model}"),
+        otel.kind = "server",
+        otel.status_code = Empty,
+        switchyard.request_id = %req.request_id,
+        switchyard.stream = stream,
+        switchyard.route.account = %engine.account(),
+        switchyard.route.region = Empty,
+        switchyard.attempts = Empty,
+        gen_ai.operation.name = "chat",
+        gen_ai.provider.name = %genai_provider(engine.provider()),
+        gen_ai.request.model = %model,
+        gen_ai.request.max_tokens = Empty,
+        gen_ai.request.temperature = Empty,
+        gen_ai.request.top_p = Empty,
+        gen_ai.response.model = Empty,
+        gen_ai.usage.input_tokens = Empty,
+        gen_ai.usage.output_tokens = Empty,
+        error.type = Empty,
+    );
+    if let Some(p) = &req.params {
+        if let Some(m) = p.max_tokens {
+            span.record("gen_ai.request.max_tokens", m);
+        }
+        if let Some(t) = p.temperature {
+            span.record("gen_ai.request.temperature", f64::from(t));
+        }
+        if let Some(t) = p.top_p {
+            span.record("gen_ai.request.top_p", f64::from(t));
+        }
+    }
+    telemetry::extract(&span, &MetadataExtractor(metadata));
+    span
+}
+
+/// The span of one upstream call (one model in one region).
+pub fn upstream_span(
+    provider: &str,
+    account: &str,
+    region: &str,
+    model: &str,
+    upstream: &str,
+) -> Span {
+    if !telemetry::tracing_enabled() {
+        return Span::none();
+    }
+    tracing::info_span!(
+        "spoke.upstream_attempt",
+        switchyard.span = "spoke.upstream_attempt",
+        otel.name = %format!("upstream {upstream}"),
+        otel.kind = "client",
+        otel.status_code = Empty,
+        gen_ai.operation.name = "chat",
+        gen_ai.provider.name = %genai_provider(provider),
+        gen_ai.request.model = %upstream,
+        switchyard.model = %model,
+        switchyard.route.account = %account,
+        switchyard.route.region = %region,
+        switchyard.failover.reason = Empty,
+        error.type = Empty,
+    )
+}
+
+/// Records an upstream attempt's result on its span.
+pub fn upstream_result(span: &Span, err: Option<&UpstreamError>) {
+    if let Some(e) = err {
+        let reason = outcome_name(e.outcome() as i32);
+        span.record("switchyard.failover.reason", reason);
+        span.record("error.type", reason);
+        span.record("otel.status_code", "ERROR");
+    }
+}
+
+/// Follows one request through the spoke; emits metrics and span attributes on drop.
+pub struct SpokeRecord {
+    span: Span,
+    provider: &'static str,
+    account: String,
+    started: Instant,
+    stream: bool,
+    attempts: Vec<Attempt>,
+    route: Option<(String, String)>,
+    usage: Option<(u32, u32)>,
+    error: Option<&'static str>,
+    first_token: Option<Duration>,
+    done: bool,
+}
+
+impl SpokeRecord {
+    pub fn start(engine: &Engine, span: Span, stream: bool) -> Self {
+        gauge!("switchyard_spoke_in_flight_requests").increment(1.0);
+        if stream {
+            gauge!("switchyard_spoke_in_flight_streams").increment(1.0);
+        }
+        Self {
+            span,
+            provider: engine.provider(),
+            account: engine.account().to_string(),
+            started: Instant::now(),
+            stream,
+            attempts: Vec::new(),
+            route: None,
+            usage: None,
+            error: None,
+            first_token: None,
+            done: false,
+        }
+    }
+
+    pub fn span(&self) -> &Span {
+        &self.span
+    }
+
+    /// The request succeeded on (region, model) after `attempts`.
+    pub fn ok(&mut self, region: &str, model: &str, attempts: &[Attempt], usage: Option<&Usage>) {
+        self.route = Some((region.to_string(), model.to_string()));
+        self.attempts = attempts.to_vec();
+        if let Some(u) = usage {
+            self.usage = Some((u.input_tokens, u.output_tokens));
+        }
+    }
+
+    pub fn failed(&mut self, e: &SpokeError) {
+        self.error = Some(e.kind().1);
+        self.attempts.extend_from_slice(e.attempts());
+    }
+
+    pub fn usage(&mut self, u: Option<&Usage>) {
+        if let Some(u) = u {
+            self.usage = Some((u.input_tokens, u.output_tokens));
+        }
+        self.done = true;
+    }
+
+    pub fn first_token(&mut self) {
+        if self.first_token.is_none() {
+            self.first_token = Some(self.started.elapsed());
+        }
+    }
+}
+
+impl Drop for SpokeRecord {
+    fn drop(&mut self) {
+        gauge!("switchyard_spoke_in_flight_requests").decrement(1.0);
+        if self.stream {
+            gauge!("switchyard_spoke_in_flight_streams").decrement(1.0);
+        }
+        let elapsed = self.started.elapsed();
+        let outcome = match (self.error, &self.route) {
+            (None, Some(_)) if !self.stream || self.done => "ok",
+            (None, Some(_)) => "cancelled",
+            (Some(_), Some(_)) => "stream_error",
+            _ => "error",
+        };
+        let (region, model) = self
+            .route
+            .clone()
+            .unwrap_or_else(|| ("none".into(), "none".into()));
+        let base = [
+            ("provider", self.provider.to_string()),
+            ("account", self.account.clone()),
+            ("region", region.clone()),
+            ("model", model.clone()),
+        ];
+        let mut l = base.to_vec();
+        l.push(("outcome", outcome.to_string()));
+        counter!("switchyard_spoke_requests_total", &l).increment(1);
+        histogram!("switchyard_spoke_request_duration_seconds", &l).record(elapsed.as_secs_f64());
+        if let Some(e) = self.error {
+            counter!(
+                "switchyard_spoke_request_errors_total",
+                "provider" => self.provider,
+                "account" => self.account.clone(),
+                "error" => e
+            )
+            .increment(1);
+        }
+        let mut upstream_time = Duration::ZERO;
+        let mut calls = 0u32;
+        let mut previous: Option<&'static str> = None;
+        for a in &self.attempts {
+            let t = a.target.clone().unwrap_or_default();
+            let name = outcome_name(a.outcome);
+            counter!(
+                "switchyard_upstream_attempts_total",
+                "provider" => self.provider,
+                "account" => self.account.clone(),
+                "region" => t.region,
+                "model" => t.model,
+                "outcome" => name
+            )
+            .increment(1);
+            upstream_time += Duration::from_millis(u64::from(a.latency_ms));
+            let skipped = matches!(
+                Outcome::try_from(a.outcome),
+                Ok(Outcome::SkippedQuota | Outcome::SkippedCooldown | Outcome::SkippedBreaker)
+            );
+            if !skipped {
+                calls += 1;
+                if calls > 1 {
+                    counter!(
+                        "switchyard_spoke_retries_total",
+                        "provider" => self.provider,
+                        "account" => self.account.clone(),
+                        "reason" => previous.unwrap_or("none")
+                    )
+                    .increment(1);
+                }
+            }
+            previous = Some(name);
+            if a.outcome != Outcome::Ok as i32 {
+                counter!(
+                    "switchyard_spoke_failovers_total",
+                    "provider" => self.provider,
+                    "account" => self.account.clone(),
+                    "reason" => name
+                )
+                .increment(1);
+            }
+        }
+        if let Some((input, output)) = self.usage {
+            let mut l = base.to_vec();
+            l.push(("direction", "input".to_string()));
+            counter!("switchyard_spoke_tokens_total", &l).increment(u64::from(input));
+            l.pop();
+            l.push(("direction", "output".to_string()));
+            counter!("switchyard_spoke_tokens_total", &l).increment(u64::from(output));
+        }
+        if !self.stream && self.route.is_some() {
+            histogram!("switchyard_spoke_overhead_seconds")
+                .record(elapsed.saturating_sub(upstream_time).as_secs_f64());
+        }
+        if let Some(t) = self.first_token {
+            histogram!("switchyard_spoke_time_to_first_token_seconds", &base)
+                .record(t.as_secs_f64());
+        }
+        let s = &self.span;
+        if self.route.is_some() {
+            s.record("switchyard.route.region", region.as_str());
+            s.record("gen_ai.response.model", model.as_str());
+        }
+        s.record("switchyard.attempts", self.attempts.len() as u64);
+        if let Some((input, output)) = self.usage {
+            s.record("gen_ai.usage.input_tokens", input);
+            s.record("gen_ai.usage.output_tokens", output);
+        }
+        if outcome != "ok" {
+            s.record("otel.status_code", "ERROR");
+            s.record("error.type", self.error.unwrap_or(outcome));
+        }
+    }
+}
+
+/// `GET /metrics` on the spoke: Prometheus text; route gauges (state, headroom) are refreshed
+/// from the engine at scrape time.
+pub async fn metrics_handler(State(engine): State<Arc<Engine>>) -> Response {
+    let d = engine.describe().await;
+    let account = engine.account().to_string();
+    gauge!("switchyard_spoke_serving", "account" => account.clone()).set(if d.serving {
+        1.0
+    } else {
+        0.0
+    });
+    const STATES: [&str; 5] = ["ready", "cooling", "open", "exhausted", "half_open"];
+    for m in &d.models {
+        for r in &m.regions {
+            let l = [
+                ("account", account.clone()),
+                ("region", r.region.clone()),
+                ("model", m.id.clone()),
+            ];
+            gauge!("switchyard_route_headroom", &l).set(r.headroom);
+            let current = crate::http::state_name(r.state);
+            for st in STATES {
+                let mut l = l.to_vec();
+                l.push(("state", st.to_string()));
+                gauge!("switchyard_route_state", &l).set(if st == current { 1.0 } else { 0.0 });
+            }
+        }
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        switchyard_core::prom::render(),
+    )
+        .into_response()
+}

@@ -1,0 +1,1101 @@
+//! End-to-end observability (issue #6): real `hub` and `spoke` binaries against fake upstreams.
+//!
+//! - OpenTelemetry: an OTLP/gRPC `TraceService` runs inside the test; one request through the
+//!   hub gives one trace (the client's `traceparent`) with spans from both processes, GenAI
+//!   attributes, and the failover reason on the failed attempt — and no prompt text.
+//! - Prometheus: `/metrics` on hub and spoke, scraped before and after known traffic.
+//! - Audit log and cost: one JSON line per request in the audit file; `x-switchyard-cost-usd`.
+//! - Admin view: `/admin/routes` JSON, and the HTML page loaded in headless Chromium through a
+//!   small header-adding proxy (the admin key never goes into a URL), with a screenshot.
+//!
+//! Run `cargo build --workspace --bins` first.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::KeyValue;
+use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
+use serde_json::{Value, json};
+use switchyard_e2e::Spoke;
+use switchyard_testkit::behavior::{Behavior, ErrorKind};
+use switchyard_testkit::openai::FakeOpenAi;
+use switchyard_testkit::process::{Proc, eventually, write_config};
+
+const KEY: &str = "sk-e2e-key";
+/// `printf %s sk-e2e-key | sha256sum`
+const KEY_SHA256: &str = "efa5642593240584aa889ebfff15261eedfcf4bef5a8ec85db1be8135774d1a9";
+const ADMIN_KEY: &str = "admin-e2e-key";
+const PROMPT: &str = "one two three four five six seven";
+
+// ---------------------------------------------------------------------------------------------
+// Harness
+
+struct Hub {
+    proc: Proc,
+    _config: tempfile::TempPath,
+}
+
+impl Hub {
+    async fn start(body: &str, env: &[(&str, &str)]) -> Hub {
+        let admin_sha = sha256_hex(ADMIN_KEY);
+        let toml = format!(
+            "listen = \"127.0.0.1:0\"\ndrain_timeout = \"5s\"\n{body}\n\
+             [admin]\napi_key_sha256 = [\"{admin_sha}\"]\n\
+             [[tenants]]\nname = \"e2e\"\napi_key_sha256 = [\"{KEY_SHA256}\"]\naliases = [\"*\"]\n"
+        );
+        let path = write_config(&toml, "toml").unwrap();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let proc = Proc::spawn(
+            "hub",
+            &["--config".to_string(), path.to_string_lossy().into_owned()],
+            &env,
+        )
+        .await
+        .unwrap();
+        Hub {
+            proc,
+            _config: path,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.proc.url())
+    }
+
+    async fn chat(&self, stream: bool, extra: &[(&str, &str)]) -> reqwest::Response {
+        let mut b = reqwest::Client::new()
+            .post(self.url("/v1/chat/completions"))
+            .bearer_auth(KEY)
+            .json(&json!({
+                "model": "demo",
+                "stream": stream,
+                "stream_options": {"include_usage": true},
+                "max_tokens": 50,
+                "temperature": 0.5,
+                "messages": [{"role": "user", "content": PROMPT}],
+            }));
+        for (k, v) in extra {
+            b = b.header(*k, *v);
+        }
+        b.send().await.unwrap()
+    }
+
+    async fn wait_healthy(&self, n: usize) {
+        let ok = eventually(Duration::from_secs(15), || async {
+            self.proc.count_log("spoke healthy") >= n
+        })
+        .await;
+        assert!(
+            ok,
+            "hub did not see {n} healthy spokes:\n{}",
+            self.proc.logs()
+        );
+    }
+}
+
+fn sha256_hex(s: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(s.as_bytes()))
+}
+
+fn spoke_config(account: &str, up: &FakeOpenAi, telemetry: &str) -> String {
+    format!(
+        "listen = \"127.0.0.1:0\"\naccount = \"{account}\"\nprovider = \"openai\"\n\
+         default_timeout = \"20s\"\ndrain_timeout = \"2s\"\n{telemetry}\n\
+         [[regions]]\nname = \"us-east-1\"\nendpoint = \"{}\"\n\
+         [[models]]\nid = \"m1\"\nstreaming = true\ncontext_window = 100000\n",
+        up.url()
+    )
+}
+
+/// Keeps the failing spoke's route closed so every request really tries it.
+const NO_BREAKER: &str = "[breaker]\nfailures = 1000\n";
+
+fn pool(name: &str, addr: SocketAddr) -> String {
+    format!(
+        "[[providers]]\nname = \"{name}\"\nspokes = [{{ addr = \"{addr}\", weight = 1 }}]\n\
+         health = {{ interval = \"1s\" }}\n"
+    )
+}
+
+/// Alias `demo`: pool `p1` first (made to fail in some tests), then pool `p2`.
+const DEMO_TWO_POOLS: &str = "[[aliases]]\nname = \"demo\"\ncandidates = [\
+    { provider = \"p1\", model = \"m1\", priority = 0 }, \
+    { provider = \"p2\", model = \"m1\", priority = 1 }]\n";
+
+fn header(r: &reqwest::Response, name: &str) -> String {
+    r.headers()
+        .get(name)
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default()
+}
+
+// ---------------------------------------------------------------------------------------------
+// OTLP receiver
+
+#[derive(Default, Clone)]
+struct Collector {
+    requests: Arc<Mutex<Vec<ExportTraceServiceRequest>>>,
+}
+
+#[tonic::async_trait]
+impl TraceService for Collector {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        self.requests.lock().push(request.into_inner());
+        Ok(tonic::Response::new(ExportTraceServiceResponse {
+            partial_success: None,
+        }))
+    }
+}
+
+/// A received span, flattened.
+#[derive(Debug, Clone)]
+struct RSpan {
+    service: String,
+    name: String,
+    otel_name: String,
+    /// OTLP status code: 0 unset, 1 ok, 2 error.
+    status: i32,
+    trace_id: String,
+    span_id: String,
+    parent: String,
+    attrs: BTreeMap<String, String>,
+}
+
+fn any_text(v: &Option<opentelemetry_proto::tonic::common::v1::AnyValue>) -> String {
+    match v.as_ref().and_then(|v| v.value.as_ref()) {
+        Some(AnyValue::StringValue(s)) => s.clone(),
+        Some(AnyValue::IntValue(i)) => i.to_string(),
+        Some(AnyValue::DoubleValue(d)) => d.to_string(),
+        Some(AnyValue::BoolValue(b)) => b.to_string(),
+        Some(other) => format!("{other:?}"),
+        None => String::new(),
+    }
+}
+
+fn attrs(kvs: &[KeyValue]) -> BTreeMap<String, String> {
+    kvs.iter()
+        .map(|kv| (kv.key.clone(), any_text(&kv.value)))
+        .collect()
+}
+
+impl Collector {
+    async fn start() -> (Collector, SocketAddr) {
+        let c = Collector::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let svc = TraceServiceServer::new(c.clone());
+        tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(svc)
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+                .await
+                .unwrap();
+        });
+        (c, addr)
+    }
+
+    fn spans(&self) -> Vec<RSpan> {
+        let mut out = Vec::new();
+        for req in self.requests.lock().iter() {
+            for rs in &req.resource_spans {
+                let res = rs.resource.as_ref().map(|r| attrs(&r.attributes));
+                let service = res
+                    .and_then(|r| r.get("service.name").cloned())
+                    .unwrap_or_default();
+                for ss in &rs.scope_spans {
+                    for s in &ss.spans {
+                        let a = attrs(&s.attributes);
+                        out.push(RSpan {
+                            service: service.clone(),
+                            // The tracing span name; the exported name is the GenAI-style
+                            // `otel.name` ("chat demo").
+                            name: a.get("switchyard.span").cloned().unwrap_or_default(),
+                            otel_name: s.name.clone(),
+                            status: s.status.as_ref().map_or(0, |st| st.code),
+                            trace_id: hex::encode(&s.trace_id),
+                            span_id: hex::encode(&s.span_id),
+                            parent: hex::encode(&s.parent_span_id),
+                            attrs: a,
+                        });
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests
+
+/// One request with a client `traceparent`; pool p1's upstream fails, so the hub fails over to
+/// p2. The collector gets one trace with spans from both services, parented across the gRPC hop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otlp_one_trace_across_hub_and_spokes_with_genai_attributes() {
+    let (collector, otlp) = Collector::start().await;
+    let endpoint = format!("http://{otlp}");
+    let (ua, ub) = (
+        FakeOpenAi::start().await.unwrap(),
+        FakeOpenAi::start().await.unwrap(),
+    );
+    ua.set_behavior(
+        "m1",
+        Behavior::Error {
+            error: ErrorKind::ServiceUnavailable,
+        },
+    );
+    let spoke_env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+    ];
+    // Spokes take the endpoint from the environment, the hub from its config.
+    let a = Spoke::start_with_env(&spoke_config("acct-a", &ua, NO_BREAKER), &spoke_env)
+        .await
+        .unwrap();
+    let b = Spoke::start_with_env(&spoke_config("acct-b", &ub, ""), &spoke_env)
+        .await
+        .unwrap();
+    let hub = Hub::start(
+        &format!(
+            "{DEMO_TWO_POOLS}{}{}\n[telemetry]\notlp_endpoint = \"{endpoint}\"\n",
+            pool("p1", a.proc.addr()),
+            pool("p2", b.proc.addr())
+        ),
+        &[("OTEL_BSP_SCHEDULE_DELAY", "100")],
+    )
+    .await;
+    hub.wait_healthy(2).await;
+
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let client_parent = "00f067aa0ba902b7";
+    let r = hub
+        .chat(
+            false,
+            &[("traceparent", &format!("00-{trace_id}-{client_parent}-01"))],
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "x-switchyard-account"), "acct-b");
+    assert_eq!(header(&r, "x-switchyard-attempts"), "2");
+
+    let ok = eventually(Duration::from_secs(20), || async {
+        let spans = collector.spans();
+        let services: BTreeSet<_> = spans
+            .iter()
+            .filter(|s| s.trace_id == trace_id)
+            .map(|s| s.service.clone())
+            .collect();
+        let count = |n: &str| spans.iter().filter(|s| s.name == n).count();
+        services.contains("hub")
+            && services.contains("spoke")
+            && count("spoke.upstream_attempt") >= 2
+            && count("spoke.infer") >= 2
+            && count("hub.spoke_attempt") >= 2
+            && count("hub.request") >= 1
+    })
+    .await;
+    let spans = collector.spans();
+    assert!(
+        ok,
+        "collector did not get spans from both tiers: {spans:#?}"
+    );
+
+    // One trace: every span of this request (hub and spokes) carries the client's trace id.
+    let ours: Vec<&RSpan> = spans.iter().filter(|s| s.trace_id == trace_id).collect();
+    let foreign: Vec<&RSpan> = spans.iter().filter(|s| s.trace_id != trace_id).collect();
+    assert!(
+        foreign.is_empty(),
+        "spans outside the request's trace: {foreign:#?}"
+    );
+
+    let find = |service: &str, name: &str| -> Vec<&RSpan> {
+        ours.iter()
+            .copied()
+            .filter(|s| s.service == service && s.name == name)
+            .collect()
+    };
+    let root = find("hub", "hub.request");
+    assert_eq!(root.len(), 1, "{ours:#?}");
+    let root = root[0];
+    assert_eq!(
+        root.parent, client_parent,
+        "the hub honours the client's traceparent"
+    );
+    assert_eq!(root.otel_name, "chat demo");
+    let a = &root.attrs;
+    assert_eq!(a["gen_ai.operation.name"], "chat");
+    assert_eq!(a["gen_ai.request.model"], "demo");
+    assert_eq!(a["gen_ai.response.model"], "m1");
+    assert_eq!(a["gen_ai.provider.name"], "openai");
+    assert_eq!(a["gen_ai.request.max_tokens"], "50");
+    assert_eq!(a["gen_ai.request.temperature"], "0.5");
+    assert_eq!(a["switchyard.route.account"], "acct-b");
+    assert_eq!(a["switchyard.route.region"], "us-east-1");
+    assert_eq!(a["switchyard.tenant"], "e2e");
+    let input: u64 = a["gen_ai.usage.input_tokens"].parse().unwrap();
+    let output: u64 = a["gen_ai.usage.output_tokens"].parse().unwrap();
+    assert!(input > 0 && output > 0, "{a:?}");
+    assert!(!find("hub", "hub.route").is_empty());
+
+    // Two hub attempts: the first failed with a failover reason, the second served.
+    let mut attempts = find("hub", "hub.spoke_attempt");
+    attempts.sort_by_key(|s| s.attrs["switchyard.attempt"].clone());
+    assert_eq!(attempts.len(), 2, "{attempts:#?}");
+    assert_eq!(
+        attempts[0].attrs["switchyard.failover.reason"],
+        "unavailable"
+    );
+    assert_eq!(attempts[0].attrs["switchyard.pool"], "p1");
+    assert_eq!(attempts[0].status, 2);
+    assert_ne!(root.status, 2);
+    assert!(!attempts[1].attrs.contains_key("switchyard.failover.reason"));
+    assert_eq!(attempts[1].attrs["switchyard.route.account"], "acct-b");
+    for at in &attempts {
+        assert_eq!(at.parent, root.span_id);
+    }
+
+    // Each spoke's server span is a child of the hub attempt that called it (across processes).
+    let servers = find("spoke", "spoke.infer");
+    assert_eq!(servers.len(), 2, "{servers:#?}");
+    for s in &servers {
+        assert!(
+            attempts.iter().any(|a| a.span_id == s.parent),
+            "spoke span not parented by a hub attempt: {s:#?}"
+        );
+        assert_eq!(s.attrs["gen_ai.operation.name"], "chat");
+        assert_eq!(s.attrs["gen_ai.provider.name"], "openai");
+        assert_eq!(s.attrs["gen_ai.request.model"], "m1");
+    }
+    let served = servers
+        .iter()
+        .find(|s| s.attrs["switchyard.route.account"] == "acct-b")
+        .unwrap();
+    assert_eq!(served.attrs["gen_ai.response.model"], "m1");
+    assert_eq!(served.attrs["gen_ai.usage.input_tokens"], input.to_string());
+    assert_eq!(
+        served.attrs["gen_ai.usage.output_tokens"],
+        output.to_string()
+    );
+    let failed = servers
+        .iter()
+        .find(|s| s.attrs["switchyard.route.account"] == "acct-a")
+        .unwrap();
+    assert_eq!(failed.status, 2, "{failed:#?}");
+    assert_eq!(failed.attrs["error.type"], "upstream_unavailable");
+
+    // Upstream attempts: the failing one carries its failover reason.
+    let ups = find("spoke", "spoke.upstream_attempt");
+    assert!(
+        ups.iter().any(|u| u
+            .attrs
+            .get("switchyard.failover.reason")
+            .is_some_and(|r| r == "unavailable")
+            && u.attrs["switchyard.route.account"] == "acct-a"),
+        "{ups:#?}"
+    );
+    assert!(
+        ups.iter()
+            .all(|u| servers.iter().any(|s| s.span_id == u.parent))
+    );
+
+    // No prompt or completion text anywhere (capture_content is off).
+    for s in &spans {
+        for (k, v) in &s.attrs {
+            assert!(!v.contains("four five six"), "prompt text in {k} of {s:#?}");
+        }
+    }
+}
+
+/// Parses one Prometheus sample line set into (name{labels} → value).
+fn samples(text: &str) -> BTreeMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            Some((k.to_string(), v.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Sum of the samples of metric `name` whose labels include every `want` pair.
+fn sum(m: &BTreeMap<String, f64>, name: &str, want: &[(&str, &str)]) -> f64 {
+    m.iter()
+        .filter(|(k, _)| {
+            k.strip_prefix(name)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('{'))
+                && want
+                    .iter()
+                    .all(|(l, v)| k.contains(&format!("{l}=\"{v}\"")))
+        })
+        .map(|(_, v)| v)
+        .sum()
+}
+
+async fn scrape(url: &str) -> BTreeMap<String, f64> {
+    let r = reqwest::get(url).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(header(&r, "content-type").starts_with("text/plain"));
+    samples(&r.text().await.unwrap())
+}
+
+/// Scrapes `url` until gauge `in_flight` is 0 (every request record, streams included, has
+/// finished), for at most 10 s.
+async fn settled(url: &str, in_flight: &str) -> BTreeMap<String, f64> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let m = scrape(url).await;
+        if sum(&m, in_flight, &[]) == 0.0 || tokio::time::Instant::now() >= deadline {
+            return m;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Known traffic (3 unary + 1 streamed, each failing over from p1 to p2) moves the hub's and the
+/// spoke's counters by exactly that much; tokens and cost match the responses; the audit file
+/// has one JSON line per request; the cost header matches the price table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_audit_and_cost_after_known_traffic() {
+    let (ua, ub) = (
+        FakeOpenAi::start().await.unwrap(),
+        FakeOpenAi::start().await.unwrap(),
+    );
+    ua.set_behavior(
+        "m1",
+        Behavior::Error {
+            error: ErrorKind::ServiceUnavailable,
+        },
+    );
+    // Spoke A has two regions, both failing: two upstream calls (one retry) per request.
+    let two_regions = format!(
+        "{NO_BREAKER}[[regions]]\nname = \"eu-west-1\"\nendpoint = \"{}\"\n",
+        ua.url()
+    );
+    let a = Spoke::start(&spoke_config("acct-a", &ua, &two_regions))
+        .await
+        .unwrap();
+    let b = Spoke::start(&spoke_config("acct-b", &ub, ""))
+        .await
+        .unwrap();
+    let audit_dir = tempfile::tempdir().unwrap();
+    let audit_path = audit_dir.path().join("audit.jsonl");
+    // Prices from the table (USD per million tokens): 2.0 in, 8.0 out.
+    let hub = Hub::start(
+        &format!(
+            "{DEMO_TWO_POOLS}{}{}\n[audit]\npath = \"{}\"\n[prices.m1]\ninput = 2.0\noutput = 8.0\n",
+            pool("p1", a.proc.addr()),
+            pool("p2", b.proc.addr()),
+            audit_path.display()
+        ),
+        &[],
+    )
+    .await;
+    hub.wait_healthy(2).await;
+
+    let hub_metrics = hub.url("/metrics");
+    let spoke_metrics = format!("{}/metrics", b.url());
+    let spoke_a_metrics = format!("{}/metrics", a.url());
+    let h0 = scrape(&hub_metrics).await;
+    let s0 = scrape(&spoke_metrics).await;
+    let sa0 = scrape(&spoke_a_metrics).await;
+
+    let labels = [
+        ("tenant", "e2e"),
+        ("alias", "demo"),
+        ("account", "acct-b"),
+        ("region", "us-east-1"),
+        ("model", "m1"),
+        ("outcome", "ok"),
+    ];
+    let (mut tin, mut tout) = (0u64, 0u64);
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let r = hub.chat(false, &[]).await;
+        assert_eq!(r.status(), 200);
+        ids.push(header(&r, "x-request-id"));
+        let cost: f64 = header(&r, "x-switchyard-cost-usd").parse().unwrap();
+        let body: Value = r.json().await.unwrap();
+        let (i, o) = (
+            body["usage"]["prompt_tokens"].as_u64().unwrap(),
+            body["usage"]["completion_tokens"].as_u64().unwrap(),
+        );
+        let want = (i as f64 * 2.0 + o as f64 * 8.0) / 1e6;
+        assert!((cost - want).abs() < 1e-6, "cost {cost} want {want}");
+        tin += i;
+        tout += o;
+    }
+    // One streamed request; its usage comes in the last chunk.
+    let r = hub.chat(true, &[]).await;
+    assert_eq!(r.status(), 200);
+    ids.push(header(&r, "x-request-id"));
+    let text = r.text().await.unwrap();
+    let usage: Value = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
+        .find(|v| v["usage"].is_object())
+        .unwrap();
+    tin += usage["usage"]["prompt_tokens"].as_u64().unwrap();
+    tout += usage["usage"]["completion_tokens"].as_u64().unwrap();
+
+    // A refused request (bad key) is counted as an error and audited, with no tenant.
+    let r = reqwest::Client::new()
+        .post(hub.url("/v1/chat/completions"))
+        .bearer_auth("sk-wrong")
+        .json(&json!({"model": "demo", "messages": [{"role": "user", "content": PROMPT}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    // Stream records finish when the stream ends: wait until nothing is in flight.
+    let h1 = settled(&hub_metrics, "switchyard_in_flight_requests").await;
+    let s1 = settled(&spoke_metrics, "switchyard_spoke_in_flight_requests").await;
+    let sa1 = settled(&spoke_a_metrics, "switchyard_spoke_in_flight_requests").await;
+    let d = |name: &str, want: &[(&str, &str)]| sum(&h1, name, want) - sum(&h0, name, want);
+    assert_eq!(d("switchyard_requests_total", &labels), 4.0, "{h1:#?}");
+    assert_eq!(d("switchyard_request_duration_seconds_count", &labels), 4.0);
+    assert_eq!(
+        d(
+            "switchyard_failovers_total",
+            &[("pool", "p1"), ("reason", "unavailable")]
+        ),
+        4.0
+    );
+    assert_eq!(
+        d(
+            "switchyard_retries_total",
+            &[("pool", "p2"), ("reason", "unavailable")]
+        ),
+        4.0
+    );
+    assert_eq!(
+        d(
+            "switchyard_tokens_total",
+            &[("account", "acct-b"), ("direction", "input")]
+        ),
+        tin as f64
+    );
+    assert_eq!(
+        d(
+            "switchyard_tokens_total",
+            &[("account", "acct-b"), ("direction", "output")]
+        ),
+        tout as f64
+    );
+    let micros = d("switchyard_cost_usd_micros_total", &[("account", "acct-b")]);
+    let want = (tin as f64 * 2.0 + tout as f64 * 8.0) / 1e6 * 1e6;
+    assert!(
+        (micros - want).abs() <= 4.0,
+        "cost micros {micros} want {want}"
+    );
+    assert_eq!(d("switchyard_time_to_first_token_seconds_count", &[]), 1.0);
+    assert_eq!(d("switchyard_overhead_seconds_count", &[]), 4.0);
+    assert_eq!(
+        d(
+            "switchyard_request_errors_total",
+            &[("tenant", "none"), ("error", "invalid_api_key")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        d(
+            "switchyard_requests_total",
+            &[("tenant", "none"), ("outcome", "error")]
+        ),
+        1.0
+    );
+    assert_eq!(sum(&h1, "switchyard_in_flight_requests", &[]), 0.0);
+    assert_eq!(sum(&h1, "switchyard_in_flight_streams", &[]), 0.0);
+    assert_eq!(
+        sum(
+            &h1,
+            "switchyard_spoke_healthy",
+            &[("pool", "p2"), ("account", "acct-b")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        sum(
+            &h1,
+            "switchyard_reported_headroom",
+            &[("account", "acct-b"), ("model", "m1")]
+        ),
+        1.0
+    );
+
+    // The serving spoke counted 4 requests and the tokens; the failing one 4 errors, 8 failed
+    // upstream attempts (two regions) and 4 retries.
+    let ds = |name: &str, want: &[(&str, &str)]| sum(&s1, name, want) - sum(&s0, name, want);
+    assert_eq!(
+        ds(
+            "switchyard_spoke_requests_total",
+            &[("account", "acct-b"), ("model", "m1"), ("outcome", "ok")]
+        ),
+        4.0
+    );
+    assert_eq!(
+        ds("switchyard_spoke_tokens_total", &[("direction", "output")]),
+        tout as f64
+    );
+    assert_eq!(
+        ds("switchyard_spoke_time_to_first_token_seconds_count", &[]),
+        1.0
+    );
+    assert_eq!(
+        sum(
+            &s1,
+            "switchyard_route_state",
+            &[("region", "us-east-1"), ("state", "ready")]
+        ),
+        1.0
+    );
+    let dsa = |name: &str, want: &[(&str, &str)]| sum(&sa1, name, want) - sum(&sa0, name, want);
+    for region in ["eu-west-1", "us-east-1"] {
+        assert_eq!(
+            dsa(
+                "switchyard_upstream_attempts_total",
+                &[("region", region), ("outcome", "unavailable")]
+            ),
+            4.0,
+            "{region}"
+        );
+    }
+    assert_eq!(
+        dsa(
+            "switchyard_spoke_failovers_total",
+            &[("reason", "unavailable")]
+        ),
+        8.0
+    );
+    assert_eq!(
+        dsa(
+            "switchyard_spoke_retries_total",
+            &[("reason", "unavailable")]
+        ),
+        4.0
+    );
+    assert_eq!(
+        dsa("switchyard_spoke_requests_total", &[("outcome", "error")]),
+        4.0
+    );
+
+    // Audit: one line per request, with the route, both attempts, tokens, cost, latency.
+    let mut lines: Vec<Value> = Vec::new();
+    let mut ok = false;
+    for _ in 0..50 {
+        lines = std::fs::read_to_string(&audit_path)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        if lines.len() >= 5 {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ok, "audit lines: {lines:#?}");
+    assert_eq!(lines.len(), 5);
+    let refused = lines.pop().unwrap();
+    assert_eq!(refused["status"], 401);
+    assert_eq!(refused["error"], "invalid_api_key");
+    assert_eq!(refused["tenant"], "");
+    assert!(refused["route"].is_null());
+    assert!(!refused.to_string().contains("sk-wrong"));
+    for (line, id) in lines.iter().zip(&ids) {
+        assert_eq!(&line["request_id"], id);
+        assert_eq!(line["tenant"], "e2e");
+        assert_eq!(line["alias"], "demo");
+        assert_eq!(line["status"], 200);
+        assert_eq!(line["outcome"], "ok");
+        assert_eq!(line["route"]["account"], "acct-b");
+        assert_eq!(line["route"]["region"], "us-east-1");
+        let attempts = line["attempts"].as_array().unwrap();
+        assert_eq!(attempts.len(), 2, "{line}");
+        assert_eq!(attempts[0]["outcome"], "unavailable");
+        assert_eq!(attempts[0]["pool"], "p1");
+        assert_eq!(attempts[1]["outcome"], "ok");
+        // The serving spoke's own attempt: one region, ok.
+        assert_eq!(attempts[1]["upstream"][0]["region"], "us-east-1");
+        assert_eq!(attempts[1]["upstream"][0]["outcome"], "ok");
+        assert!(line["usage"]["input_tokens"].as_u64().unwrap() > 0);
+        assert!(line["cost_usd"].as_f64().unwrap() > 0.0);
+        assert!(line["latency_ms"].as_f64().unwrap() > 0.0);
+        assert!(line["time"].as_str().unwrap().ends_with('Z'));
+        assert!(
+            !line.to_string().contains("four five six"),
+            "prompt in audit"
+        );
+        assert!(!line.to_string().contains(KEY), "key in audit");
+    }
+    assert!(lines[3]["stream"].as_bool().unwrap());
+    assert!(lines[3]["time_to_first_token_ms"].as_f64().is_some());
+    assert!(lines[0]["time_to_first_token_ms"].is_null());
+}
+
+/// A tiny reverse proxy on 127.0.0.1:0 that adds the admin key header to every request, so the
+/// browser never sees the key in a URL.
+async fn admin_proxy(target: String) -> SocketAddr {
+    use axum::body::Body;
+    use axum::extract::Request;
+    use axum::response::Response;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let client = reqwest::Client::new();
+    let app = axum::Router::new().fallback(move |req: Request| {
+        let client = client.clone();
+        let target = target.clone();
+        async move {
+            let path = req
+                .uri()
+                .path_and_query()
+                .map(|p| p.as_str().to_string())
+                .unwrap_or_default();
+            let r = client
+                .get(format!("{target}{path}"))
+                .header("x-admin-key", ADMIN_KEY)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            let ct = header(&r, "content-type");
+            let body = r.bytes().await.unwrap();
+            Response::builder()
+                .status(status)
+                .header("content-type", ct)
+                .body(Body::from(body))
+                .unwrap()
+        }
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+/// `/admin/routes`: JSON with every spoke (one up, one down), refused without the key; the HTML
+/// page rendered by headless Chromium shows every row with its health class, and the test keeps
+/// a screenshot under `target/`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_routes_json_and_page_in_headless_chromium() {
+    let ua = FakeOpenAi::start().await.unwrap();
+    let a = Spoke::start(&spoke_config("acct-a", &ua, ""))
+        .await
+        .unwrap();
+    // A spoke address where nothing listens: it stays unhealthy.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let hub = Hub::start(
+        &format!(
+            "{DEMO_TWO_POOLS}{}{}",
+            pool("p1", a.proc.addr()),
+            pool("p2", dead)
+        ),
+        &[],
+    )
+    .await;
+    hub.wait_healthy(1).await;
+    let client = reqwest::Client::new();
+
+    let r = client.get(hub.url("/admin/routes")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let r = client
+        .get(hub.url("/admin/routes"))
+        .header("x-admin-key", "wrong")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+
+    // Wait until the dead spoke has been checked (so it shows as unhealthy, not pending).
+    let mut table = Value::Null;
+    let mut ok = false;
+    for _ in 0..100 {
+        table = client
+            .get(hub.url("/admin/routes"))
+            .bearer_auth(ADMIN_KEY)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if table["pools"][1]["spokes"][0]["last_check"].is_string() {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ok, "{table:#}");
+    let pools = table["pools"].as_array().unwrap();
+    assert_eq!(pools.len(), 2);
+    let up = &pools[0]["spokes"][0];
+    assert_eq!(pools[0]["name"], "p1");
+    assert_eq!(up["address"], a.proc.addr().to_string());
+    assert_eq!(up["pool"], "p1");
+    assert_eq!(up["weight"], 1);
+    assert_eq!(up["health"], "healthy");
+    assert_eq!(up["breaker"], "closed");
+    assert_eq!(up["account"], "acct-a");
+    assert_eq!(up["headroom"], 1.0);
+    assert_eq!(up["models"], json!(["m1"]));
+    assert_eq!(up["regions"][0]["region"], "us-east-1");
+    assert_eq!(up["regions"][0]["state"], "ready");
+    assert!(up["last_check"].as_str().unwrap().ends_with('Z'));
+    let down = &pools[1]["spokes"][0];
+    assert_eq!(down["address"], dead.to_string());
+    assert_eq!(down["health"], "unhealthy");
+    assert!(down["account"].is_null());
+    assert!(down["last_error"].is_string());
+    let r = client
+        .get(hub.url("/admin/routes?format=xml"))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+
+    // The page, through the header-adding proxy, in headless Chromium.
+    let chromium = std::path::Path::new("/usr/bin/chromium");
+    assert!(
+        chromium.exists(),
+        "/usr/bin/chromium missing (apt-get install -y chromium; .ci/run installs it)"
+    );
+    let proxy = admin_proxy(hub.proc.url()).await;
+    let page = format!("http://{proxy}/admin/routes.html");
+    let html = reqwest::get(&page).await.unwrap().text().await.unwrap();
+    assert!(html.contains("http-equiv=\"refresh\""), "{html}");
+
+    let out_dir = switchyard_testkit::process::bin_dir()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("observability");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let shot = out_dir.join("admin-routes.png");
+    let _ = std::fs::remove_file(&shot);
+    let profile = tempfile::tempdir().unwrap();
+    let base_args = |extra: &[String]| {
+        let mut v = vec![
+            "--headless".to_string(),
+            "--no-sandbox".into(),
+            "--disable-gpu".into(),
+            "--disable-dev-shm-usage".into(),
+            "--no-first-run".into(),
+            format!("--user-data-dir={}", profile.path().display()),
+        ];
+        v.extend_from_slice(extra);
+        v
+    };
+    let run = |args: Vec<String>| async move {
+        tokio::time::timeout(
+            Duration::from_secs(90),
+            tokio::process::Command::new("/usr/bin/chromium")
+                .args(&args)
+                .kill_on_drop(true)
+                .output(),
+        )
+        .await
+        .expect("chromium timed out")
+        .unwrap()
+    };
+    let dom = run(base_args(&["--dump-dom".into(), page.clone()])).await;
+    let dom = String::from_utf8_lossy(&dom.stdout).to_string();
+    assert!(dom.contains("<table id=\"routes\""), "DOM: {dom}");
+    let rows = dom.matches("<tr class=\"spoke ").count();
+    assert_eq!(rows, 2, "DOM: {dom}");
+    assert!(dom.contains(&format!(
+        "class=\"spoke health-healthy\" data-address=\"{}\"",
+        a.proc.addr()
+    )));
+    assert!(dom.contains(&format!(
+        "class=\"spoke health-unhealthy\" data-address=\"{dead}\""
+    )));
+
+    let out = run(base_args(&[
+        format!("--screenshot={}", shot.display()),
+        "--window-size=1200,800".into(),
+        "--hide-scrollbars".into(),
+        page.clone(),
+    ]))
+    .await;
+    let png = std::fs::read(&shot).unwrap_or_else(|e| {
+        panic!(
+            "no screenshot ({e}); chromium said: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    let width = u32::from_be_bytes(png[16..20].try_into().unwrap());
+    let height = u32::from_be_bytes(png[20..24].try_into().unwrap());
+    assert_eq!((width, height), (1200, 800));
+    // A blank page compresses to a few KB; a rendered table with colours is larger.
+    assert!(png.len() > 10_000, "screenshot only {} bytes", png.len());
+    eprintln!("screenshot: {}", shot.display());
+}
+
+/// With `capture_content = true` (telemetry and audit), the prompt is on the hub's request span
+/// and in the audit line — and only then (the other tests assert its absence by default). The
+/// spans reach the collector through the flush when the hub exits on SIGTERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capture_content_on_spans_and_audit_and_flush_on_exit() {
+    let (collector, otlp) = Collector::start().await;
+    let ua = FakeOpenAi::start().await.unwrap();
+    let a = Spoke::start(&spoke_config("acct-a", &ua, ""))
+        .await
+        .unwrap();
+    let audit_dir = tempfile::tempdir().unwrap();
+    let audit_path = audit_dir.path().join("audit.jsonl");
+    let hub = Hub::start(
+        &format!(
+            "[[aliases]]\nname = \"demo\"\ncandidates = [{{ provider = \"p1\", model = \"m1\" }}]\n{}\n\
+             [telemetry]\notlp_endpoint = \"http://{otlp}\"\ncapture_content = true\n\
+             [audit]\npath = \"{}\"\ncapture_content = true\n",
+            pool("p1", a.proc.addr()),
+            audit_path.display()
+        ),
+        // The default batch delay (5 s) is longer than this test waits: the spans must arrive
+        // through the flush on exit.
+        &[],
+    )
+    .await;
+    let mut hub = hub;
+    hub.wait_healthy(1).await;
+    let r = hub.chat(false, &[]).await;
+    assert_eq!(r.status(), 200);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        collector.spans().is_empty(),
+        "exported before the batch delay"
+    );
+    hub.proc.sigterm().unwrap();
+    let status = hub.proc.wait_exit(Duration::from_secs(15)).await.unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        collector.spans().iter().any(|s| s.name == "hub.request"),
+        "no hub.request span after the hub exited (flush on exit)"
+    );
+    let spans = collector.spans();
+    let root = spans.iter().find(|s| s.name == "hub.request").unwrap();
+    let messages: Value = serde_json::from_str(&root.attrs["gen_ai.input.messages"]).unwrap();
+    assert_eq!(messages, json!([{"role": "user", "content": PROMPT}]));
+
+    let mut line = Value::Null;
+    for _ in 0..50 {
+        if let Some(l) = std::fs::read_to_string(&audit_path)
+            .unwrap_or_default()
+            .lines()
+            .next()
+        {
+            line = serde_json::from_str(l).unwrap();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        line["messages"],
+        json!([{"role": "user", "content": PROMPT}]),
+        "{line}"
+    );
+    // The trace id in the audit line ties it to the trace.
+    assert_eq!(line["trace_id"].as_str().unwrap(), root.trace_id);
+}
+
+/// A stream that fails after its first chunk ends as `stream_error`: counted as an error with
+/// code `stream_interrupted`, audited with its time to first token, on hub and spoke.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_failing_mid_way_is_counted_and_audited() {
+    let ua = FakeOpenAi::start().await.unwrap();
+    ua.set_behavior("m1", Behavior::StreamFailAfter { chunks: 2 });
+    let a = Spoke::start(&spoke_config("acct-a", &ua, NO_BREAKER))
+        .await
+        .unwrap();
+    let audit_dir = tempfile::tempdir().unwrap();
+    let audit_path = audit_dir.path().join("audit.jsonl");
+    let hub = Hub::start(
+        &format!(
+            "[[aliases]]\nname = \"demo\"\ncandidates = [{{ provider = \"p1\", model = \"m1\" }}]\n{}\n\
+             [audit]\npath = \"{}\"\n",
+            pool("p1", a.proc.addr()),
+            audit_path.display()
+        ),
+        &[],
+    )
+    .await;
+    hub.wait_healthy(1).await;
+    let hub_metrics = hub.url("/metrics");
+    let spoke_metrics = format!("{}/metrics", a.url());
+    let (h0, s0) = (scrape(&hub_metrics).await, scrape(&spoke_metrics).await);
+
+    let r = hub.chat(true, &[]).await;
+    assert_eq!(r.status(), 200);
+    let body = r.text().await.unwrap();
+    assert!(body.contains("stream_interrupted"), "{body}");
+    assert!(!body.contains("[DONE]"));
+    let h1 = settled(&hub_metrics, "switchyard_in_flight_requests").await;
+    let s1 = settled(&spoke_metrics, "switchyard_spoke_in_flight_requests").await;
+    let d = |name: &str, want: &[(&str, &str)]| sum(&h1, name, want) - sum(&h0, name, want);
+    assert_eq!(
+        d(
+            "switchyard_requests_total",
+            &[("account", "acct-a"), ("outcome", "stream_error")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        d(
+            "switchyard_request_errors_total",
+            &[("error", "stream_interrupted")]
+        ),
+        1.0
+    );
+    assert_eq!(d("switchyard_time_to_first_token_seconds_count", &[]), 1.0);
+    assert_eq!(sum(&h1, "switchyard_in_flight_streams", &[]), 0.0);
+    let ds = |name: &str, want: &[(&str, &str)]| sum(&s1, name, want) - sum(&s0, name, want);
+    assert_eq!(
+        ds(
+            "switchyard_spoke_requests_total",
+            &[("region", "us-east-1"), ("outcome", "stream_error")]
+        ),
+        1.0
+    );
+    assert_eq!(sum(&s1, "switchyard_spoke_in_flight_streams", &[]), 0.0);
+
+    let mut line = Value::Null;
+    for _ in 0..50 {
+        if let Some(l) = std::fs::read_to_string(&audit_path)
+            .unwrap_or_default()
+            .lines()
+            .next()
+        {
+            line = serde_json::from_str(l).unwrap();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(line["outcome"], "stream_error", "{line}");
+    assert_eq!(line["error"], "stream_interrupted");
+    assert_eq!(line["status"], 200);
+    assert_eq!(line["route"]["account"], "acct-a");
+    assert!(line["usage"].is_null());
+    assert!(line["time_to_first_token_ms"].as_f64().is_some());
+}
