@@ -151,6 +151,26 @@ async fn a_rotated_secret_is_used_without_a_restart_and_never_logged() {
         .wait_for_log("secret refresh failed", Duration::from_secs(5))
         .await
         .unwrap();
+    // The failure is metered, and the successful refreshes before it too.
+    let metrics = reqwest::get(format!("{}/metrics", spoke.url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let count = |outcome: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("switchyard_secret_refreshes_total")
+                    && l.contains(&format!("outcome=\"{outcome}\""))
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    assert!(count("error") >= 1.0, "{metrics}");
+    assert!(count("ok") >= 1.0, "{metrics}");
 
     let health = reqwest::get(format!("{}/healthz", spoke.url()))
         .await

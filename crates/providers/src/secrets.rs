@@ -115,9 +115,15 @@ impl SecretsManagerKey {
         loop {
             tokio::time::sleep(every).await;
             match self.refresh().await {
-                Ok(()) => tracing::debug!(secret = %self.secret.id, "secret refreshed"),
+                Ok(()) => {
+                    metrics::counter!("switchyard_secret_refreshes_total", "outcome" => "ok")
+                        .increment(1);
+                    tracing::debug!(secret = %self.secret.id, "secret refreshed");
+                }
                 Err(e) => {
                     self.cell.note_failure();
+                    metrics::counter!("switchyard_secret_refreshes_total", "outcome" => "error")
+                        .increment(1);
                     tracing::warn!("secret refresh failed, keeping the last good value: {e}");
                 }
             }

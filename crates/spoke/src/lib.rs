@@ -9,8 +9,8 @@ pub mod engine;
 pub mod error;
 pub mod grpc;
 pub mod http;
-pub mod reload;
 pub mod observe;
+pub mod reload;
 pub mod routes;
 pub mod server;
 
