@@ -16,7 +16,7 @@ pub use error::UpstreamError;
 
 use futures::stream::BoxStream;
 use std::time::Duration;
-use switchyard_proto::v1::{InferRequest, StopReason, Usage};
+use switchyard_proto::v1::{InferRequest, StopReason, ToolCall, Usage};
 
 /// One call to one (region, model) target.
 #[derive(Clone, Copy, Debug)]
@@ -33,6 +33,8 @@ pub struct Call<'a> {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Completion {
     pub text: String,
+    /// Tool calls the model made (in order), after the text.
+    pub tool_calls: Vec<ToolCall>,
     pub stop_reason: StopReason,
     pub usage: Usage,
 }
@@ -41,6 +43,14 @@ pub struct Completion {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Chunk {
     Delta(String),
+    /// A piece of tool call number `index`: the first piece carries `id` and `name`, later ones
+    /// only more `arguments` text.
+    ToolCall {
+        index: u32,
+        id: String,
+        name: String,
+        arguments: String,
+    },
     End {
         stop_reason: StopReason,
         usage: Usage,

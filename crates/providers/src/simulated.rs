@@ -97,6 +97,7 @@ impl Upstream for SimulatedUpstream {
         let (words, stop_reason, usage) = Self::words(&call);
         Ok(Completion {
             text: words.join(" "),
+            tool_calls: Vec::new(),
             stop_reason,
             usage,
         })
