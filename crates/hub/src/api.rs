@@ -30,6 +30,7 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/healthz", get(healthz_handler))
         .route("/readyz", get(readyz_handler))
         .merge(crate::admin::routes())
+        .merge(crate::anthropic::routes())
         .fallback(fallback_handler)
         .with_state(hub)
         // Outermost: trace, then turn a panic into a 500 in OpenAI's shape.

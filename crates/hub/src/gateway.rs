@@ -401,3 +401,19 @@ async fn open_stream(
 
 /// `Infallible` result helper for SSE streams.
 pub type SseResult = Result<axum::response::sse::Event, Infallible>;
+
+/// A [`HubError`] as a response in a surface's own error shape: the hub's status, `Retry-After`,
+/// `x-switchyard-attempts` and `x-ratelimit-*` headers, with `body` (and `status`, when the
+/// surface maps it differently) replacing the OpenAI body.
+pub fn error_response(
+    e: HubError,
+    status: axum::http::StatusCode,
+    body: serde_json::Value,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let mut resp = e.into_response();
+    *resp.status_mut() = status;
+    *resp.body_mut() = Body::from(body.to_string());
+    resp.headers_mut().remove(http::header::CONTENT_LENGTH);
+    resp
+}

@@ -8,6 +8,7 @@
 //! health) + [`dns`] (discovery). [`config`] parses and validates `hub --config FILE`.
 
 pub mod admin;
+pub mod anthropic;
 pub mod api;
 pub mod budget;
 pub mod config;

@@ -108,7 +108,13 @@ impl Content {
         let mut out = Vec::with_capacity(parts.len());
         for p in parts {
             match (p.kind.as_str(), &p.text, &p.image_url) {
-                ("text", Some(t), _) => out.push(text_part(t.clone())),
+                ("text", Some(t), _) => match out.last_mut() {
+                    // Adjacent text parts join into one, as before images were supported.
+                    Some(pb::ContentPart {
+                        part: Some(pb::content_part::Part::Text(prev)),
+                    }) => prev.push_str(t),
+                    _ => out.push(text_part(t.clone())),
+                },
                 ("image_url", _, Some(img)) if images => out.push(
                     crate::media::image_from_data_url(&img.url)
                         .map_err(|e| HubError::BadRequest(format!("messages[{i}]: {e}")))?,

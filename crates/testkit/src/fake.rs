@@ -125,6 +125,48 @@ impl Completion {
     }
 }
 
+/// The fakes' tool-use rule: when a request offers tools and its last message is a user turn
+/// (not tool results), the model calls the first tool with `{"query": <the last user text,
+/// trimmed>}`. Answering tool results gets text again: the fake echoes the last tool result as
+/// if it were the user's message ([`completion_text`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ToolUse {
+    /// `toolu_…` / `tooluse_…` / `call_…` plus the fake's request id.
+    pub id: String,
+    pub name: String,
+    /// The JSON arguments, as text.
+    pub arguments: String,
+}
+
+impl ToolUse {
+    pub fn new(prefix: &str, request_id: &str, name: &str, last_user: &str) -> ToolUse {
+        ToolUse {
+            id: format!("{prefix}{request_id}"),
+            name: name.to_string(),
+            arguments: json!({ "query": last_user.trim() }).to_string(),
+        }
+    }
+
+    /// The arguments in two streamed pieces (split inside the JSON, like real models do).
+    pub fn pieces(&self) -> Vec<String> {
+        let mid = self
+            .arguments
+            .char_indices()
+            .map(|(i, _)| i)
+            .find(|i| *i >= self.arguments.len() / 2)
+            .unwrap_or(0);
+        vec![
+            self.arguments[..mid].to_string(),
+            self.arguments[mid..].to_string(),
+        ]
+    }
+
+    /// The arguments as JSON.
+    pub fn input(&self) -> Value {
+        serde_json::from_str(&self.arguments).unwrap_or(Value::Null)
+    }
+}
+
 /// Which wire protocol a fake speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Kind {
