@@ -31,6 +31,7 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/readyz", get(readyz_handler))
         .merge(crate::admin::routes())
         .merge(crate::anthropic::routes())
+        .merge(crate::converse::routes())
         .fallback(fallback_handler)
         .with_state(hub)
         // Outermost: trace, then turn a panic into a 500 in OpenAI's shape.

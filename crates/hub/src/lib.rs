@@ -12,6 +12,7 @@ pub mod anthropic;
 pub mod api;
 pub mod budget;
 pub mod config;
+pub mod converse;
 pub mod dns;
 pub mod error;
 pub mod gateway;
