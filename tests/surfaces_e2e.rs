@@ -534,3 +534,232 @@ async fn anthropic_errors_come_in_anthropics_shape() {
         "rate_limit_error"
     );
 }
+
+/// The real AWS SDK's Bedrock Runtime client pointed at the hub (static dummy credentials: the
+/// SigV4 signature is ignored; the hub key goes in `x-api-key`).
+async fn bedrock_client(s: &Stack) -> aws_sdk_bedrockruntime::Client {
+    let creds =
+        aws_sdk_bedrockruntime::config::Credentials::new("unused", "unused", None, None, "test");
+    let conf = aws_sdk_bedrockruntime::Config::builder()
+        .behavior_version(aws_sdk_bedrockruntime::config::BehaviorVersion::latest())
+        .region(aws_sdk_bedrockruntime::config::Region::new("us-east-1"))
+        .credentials_provider(creds)
+        .endpoint_url(s.hub.url())
+        .retry_config(aws_sdk_bedrockruntime::config::retry::RetryConfig::disabled())
+        .build();
+    aws_sdk_bedrockruntime::Client::from_conf(conf)
+}
+
+fn add_key(req: &mut aws_sdk_bedrockruntime::config::http::HttpRequest) {
+    req.headers_mut().insert("x-api-key", KEY);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn converse_tool_calls_and_streams_with_the_aws_sdk_through_both_upstreams() {
+    use aws_sdk_bedrockruntime::types::{
+        ContentBlock, ConversationRole, ConverseStreamOutput, Message, Tool, ToolConfiguration,
+        ToolInputSchema, ToolResultBlock, ToolResultContentBlock, ToolSpecification,
+    };
+    use aws_smithy_types::Document;
+    let s = Stack::start().await;
+    let client = bedrock_client(&s).await;
+    let tools = ToolConfiguration::builder()
+        .tools(Tool::ToolSpec(
+            ToolSpecification::builder()
+                .name("get_weather")
+                .input_schema(ToolInputSchema::Json(Document::Object(
+                    [("type".to_string(), Document::String("object".into()))].into(),
+                )))
+                .build()
+                .unwrap(),
+        ))
+        .build()
+        .unwrap();
+    let user = |t: &str| {
+        Message::builder()
+            .role(ConversationRole::User)
+            .content(ContentBlock::Text(t.into()))
+            .build()
+            .unwrap()
+    };
+    for alias in ["gpt", "claude"] {
+        // Plain text.
+        let out = client
+            .converse()
+            .model_id(alias)
+            .messages(user("hello converse"))
+            .customize()
+            .mutate_request(add_key)
+            .send()
+            .await
+            .unwrap();
+        let text = out.output().unwrap().as_message().unwrap().content()[0]
+            .as_text()
+            .unwrap()
+            .clone();
+        assert!(text.ends_with("hello converse"), "{alias}: {text}");
+        assert!(out.usage().unwrap().output_tokens() > 0);
+
+        // A tool call, then its result.
+        let out = client
+            .converse()
+            .model_id(alias)
+            .messages(user("weather in Lima"))
+            .tool_config(tools.clone())
+            .customize()
+            .mutate_request(add_key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(out.stop_reason().as_str(), "tool_use", "{alias}");
+        let msg = out.output().unwrap().as_message().unwrap().clone();
+        let tool_use = msg
+            .content()
+            .iter()
+            .find_map(|b| b.as_tool_use().ok())
+            .unwrap()
+            .clone();
+        assert_eq!(tool_use.name(), "get_weather");
+        let Document::Object(input) = tool_use.input() else {
+            panic!("{alias}: input is not an object");
+        };
+        assert_eq!(input["query"], Document::String("weather in Lima".into()));
+        let result = Message::builder()
+            .role(ConversationRole::User)
+            .content(ContentBlock::ToolResult(
+                ToolResultBlock::builder()
+                    .tool_use_id(tool_use.tool_use_id())
+                    .content(ToolResultContentBlock::Text("warm 25C".into()))
+                    .build()
+                    .unwrap(),
+            ))
+            .build()
+            .unwrap();
+        let out = client
+            .converse()
+            .model_id(alias)
+            .messages(user("weather in Lima"))
+            .messages(msg)
+            .messages(result)
+            .tool_config(tools.clone())
+            .customize()
+            .mutate_request(add_key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(out.stop_reason().as_str(), "end_turn", "{alias}");
+        let text = out.output().unwrap().as_message().unwrap().content()[0]
+            .as_text()
+            .unwrap()
+            .clone();
+        assert!(text.ends_with("warm 25C"), "{alias}: {text}");
+
+        // ConverseStream: a streamed tool call, decoded by the SDK's event-stream parser.
+        let mut out = client
+            .converse_stream()
+            .model_id(alias)
+            .messages(user("weather in Quito"))
+            .tool_config(tools.clone())
+            .customize()
+            .mutate_request(add_key)
+            .send()
+            .await
+            .unwrap();
+        let (mut name, mut input, mut stop, mut kinds) =
+            (String::new(), String::new(), None, vec![]);
+        while let Some(ev) = out.stream.recv().await.unwrap() {
+            match &ev {
+                ConverseStreamOutput::ContentBlockStart(st) => {
+                    kinds.push("start");
+                    name = st
+                        .start()
+                        .unwrap()
+                        .as_tool_use()
+                        .unwrap()
+                        .name()
+                        .to_string();
+                }
+                ConverseStreamOutput::ContentBlockDelta(d) => {
+                    kinds.push("delta");
+                    input.push_str(d.delta().unwrap().as_tool_use().unwrap().input());
+                }
+                ConverseStreamOutput::MessageStop(m) => {
+                    kinds.push("stop");
+                    stop = Some(m.stop_reason().as_str().to_string());
+                }
+                ConverseStreamOutput::Metadata(_) => kinds.push("metadata"),
+                ConverseStreamOutput::MessageStart(_) => kinds.push("message_start"),
+                ConverseStreamOutput::ContentBlockStop(_) => kinds.push("block_stop"),
+                _ => kinds.push("other"),
+            }
+        }
+        assert_eq!(name, "get_weather", "{alias}: {kinds:?}");
+        assert_eq!(
+            serde_json::from_str::<Value>(&input).unwrap(),
+            json!({"query": "weather in Quito"})
+        );
+        assert_eq!(stop.as_deref(), Some("tool_use"));
+        assert_eq!(kinds.first(), Some(&"message_start"));
+        assert_eq!(kinds[kinds.len() - 3..], ["block_stop", "stop", "metadata"]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn converse_errors_are_modelled_bedrock_exceptions() {
+    use aws_sdk_bedrockruntime::error::ProvideErrorMetadata;
+    use aws_sdk_bedrockruntime::types::{ContentBlock, ConversationRole, Message};
+    let s = Stack::start().await;
+    let client = bedrock_client(&s).await;
+    let msg = Message::builder()
+        .role(ConversationRole::User)
+        .content(ContentBlock::Text("hi".into()))
+        .build()
+        .unwrap();
+    let call = |model: &'static str, key: &'static str| {
+        client
+            .converse()
+            .model_id(model)
+            .messages(msg.clone())
+            .customize()
+            .mutate_request(move |r| {
+                r.headers_mut().insert("x-api-key", key);
+            })
+            .send()
+    };
+    let e = call("claude", "sk-wrong")
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert!(e.is_access_denied_exception(), "{e:?}");
+    let e = call("nope", KEY).await.unwrap_err().into_service_error();
+    assert!(e.is_resource_not_found_exception(), "{e:?}");
+    s.bedrock.set_behavior(
+        HAIKU,
+        Behavior::Error {
+            error: ErrorKind::Validation,
+        },
+    );
+    let e = call("claude", KEY).await.unwrap_err().into_service_error();
+    assert!(e.is_validation_exception(), "{e:?}");
+    s.bedrock.set_behavior(
+        HAIKU,
+        Behavior::Error {
+            error: ErrorKind::Throttling,
+        },
+    );
+    let e = call("claude", KEY).await.unwrap_err().into_service_error();
+    assert!(e.is_throttling_exception(), "{e:?}");
+    assert!(e.message().unwrap().contains("out of quota"), "{e:?}");
+    // Raw: the wire shape boto3 reads.
+    let r = s
+        .post(
+            "/model/claude/converse",
+            ("x-api-key", KEY),
+            &json!({"messages": [{"role": "user", "content": [{"document": {}}]}]}),
+        )
+        .await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.headers()["x-amzn-errortype"], "ValidationException");
+    let v: Value = r.json().await.unwrap();
+    assert!(v["message"].as_str().unwrap().contains("document"), "{v}");
+}
