@@ -4,6 +4,7 @@
 //! wire errors into an [`UpstreamError`] whose class (throttled / unavailable / timeout /
 //! invalid) decides, once and here, what the engine does next.
 
+pub mod anthropic;
 pub mod aws;
 pub mod bedrock;
 pub mod error;
@@ -61,7 +62,7 @@ pub type ChunkStream = BoxStream<'static, Result<Chunk, UpstreamError>>;
 
 #[async_trait::async_trait]
 pub trait Upstream: Send + Sync + 'static {
-    /// `"bedrock"`, `"openai"` or `"simulated"`.
+    /// `"bedrock"`, `"openai"`, `"anthropic"` or `"simulated"`.
     fn kind(&self) -> &'static str;
 
     /// A whole completion. Implementations bound the call by `call.timeout`.

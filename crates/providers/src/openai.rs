@@ -19,6 +19,11 @@ impl ApiKey {
     pub fn new(key: String) -> Self {
         Self(key)
     }
+
+    /// The key itself, for the request header that carries it.
+    pub(crate) fn expose(&self) -> &str {
+        &self.0
+    }
 }
 
 impl fmt::Debug for ApiKey {
@@ -162,7 +167,7 @@ impl OpenAiUpstream {
     }
 }
 
-fn transport_error(e: reqwest::Error) -> UpstreamError {
+pub(crate) fn transport_error(e: reqwest::Error) -> UpstreamError {
     if e.is_timeout() {
         UpstreamError::Timeout
     } else if e.is_connect() {

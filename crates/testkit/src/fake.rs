@@ -172,6 +172,7 @@ impl ToolUse {
 pub(crate) enum Kind {
     Bedrock,
     OpenAi,
+    Anthropic,
 }
 
 #[derive(Debug)]
