@@ -32,6 +32,7 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .merge(crate::admin::routes())
         .merge(crate::anthropic::routes())
         .merge(crate::converse::routes())
+        .merge(crate::embeddings::routes())
         .fallback(fallback_handler)
         .with_state(hub)
         // Outermost: trace, then turn a panic into a 500 in OpenAI's shape.

@@ -303,6 +303,75 @@ impl Admission {
     }
 }
 
+impl HasRoute for pb::EmbedResponse {
+    fn route(&self) -> pb::Route {
+        self.route.clone().unwrap_or_default()
+    }
+}
+
+impl Admission {
+    /// Serves an embeddings request (`Embed`) with failover; settles the quota either way. The
+    /// inputs are the text parts of the admitted request's messages, one message per input, as
+    /// the content policy left them.
+    pub async fn embed(
+        self,
+        hub: &Hub,
+        dimensions: u32,
+    ) -> Result<(pb::EmbedResponse, RouteTaken), HubError> {
+        let Admission {
+            plan,
+            request,
+            admitted,
+            ..
+        } = self;
+        let inputs: Vec<String> = request
+            .messages
+            .iter()
+            .map(|m| {
+                m.content
+                    .iter()
+                    .filter_map(|p| match &p.part {
+                        Some(pb::content_part::Part::Text(t)) => Some(t.as_str()),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .collect();
+        let dispatched = hub
+            .dispatch(&plan, |spoke, routing, remaining| {
+                let req = pb::EmbedRequest {
+                    request_id: routing.request_id,
+                    models: routing.models,
+                    inputs: inputs.clone(),
+                    dimensions,
+                    allowed_regions: routing.allowed_regions,
+                    timeout_ms: routing.timeout_ms,
+                };
+                let rid = plan.request_id.clone();
+                async move {
+                    let mut client = spoke.client();
+                    let resp = client
+                        .embed(grpc_request(req, remaining, &rid))
+                        .await
+                        .map_err(|s| classify(&s))?;
+                    Ok(resp.into_inner())
+                }
+            })
+            .await;
+        match dispatched {
+            Ok((response, route, _guard)) => {
+                hub.settle(admitted, response.usage.as_ref(), Some(&route))
+                    .await;
+                Ok((response, route))
+            }
+            Err(e) => {
+                hub.settle(admitted, None, None).await;
+                Err(e)
+            }
+        }
+    }
+}
+
 /// `x-switchyard-*` headers naming the route that served a request.
 pub fn route_headers(h: &mut HeaderMap, route: &RouteTaken, started: Instant) {
     let overhead = started.elapsed().saturating_sub(route.spoke_time);

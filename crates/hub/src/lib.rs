@@ -14,6 +14,7 @@ pub mod budget;
 pub mod config;
 pub mod converse;
 pub mod dns;
+pub mod embeddings;
 pub mod error;
 pub mod gateway;
 pub mod hub;

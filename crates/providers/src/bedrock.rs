@@ -3,7 +3,7 @@
 //! spoke's job, and an SDK retry loop would hide throttling from it.
 
 use crate::error::parse_retry_after;
-use crate::{Call, Chunk, ChunkStream, Completion, Upstream, UpstreamError};
+use crate::{Call, Chunk, ChunkStream, Completion, EmbedCall, Embeddings, Upstream, UpstreamError};
 use aws_sdk_bedrockruntime::Client;
 use aws_sdk_bedrockruntime::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_bedrockruntime::primitives::Blob;
@@ -370,6 +370,79 @@ impl Upstream for BedrockUpstream {
             tool_calls,
             stop_reason: stop_reason(out.stop_reason()),
             usage: usage(out.usage()),
+        })
+    }
+
+    /// `InvokeModel` with the model family's body: Cohere Embed takes the batch at once
+    /// (`{"texts", "input_type"}` → `{"embeddings"}`), Titan one text per call (`{"inputText"}` →
+    /// `{"embedding", "inputTextTokenCount"}`).
+    async fn embed(&self, call: EmbedCall<'_>) -> Result<Embeddings, UpstreamError> {
+        let client = self.client(call.region)?;
+        let invoke = |body: Value| {
+            let fut = client
+                .invoke_model()
+                .model_id(call.model)
+                .content_type("application/json")
+                .accept("application/json")
+                .body(Blob::new(body.to_string()))
+                .send();
+            async move {
+                let out = tokio::time::timeout(call.timeout, fut)
+                    .await
+                    .map_err(|_| UpstreamError::Timeout)?
+                    .map_err(sdk_error)?;
+                serde_json::from_slice::<Value>(out.body().as_ref())
+                    .map_err(|_| UpstreamError::unavailable("embeddings response is not JSON"))
+            }
+        };
+        let floats = |v: &Value| -> Vec<f32> {
+            v.as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_f64)
+                .map(|f| f as f32)
+                .collect()
+        };
+        if call.model.contains("cohere.embed") {
+            if call.dimensions.is_some() {
+                return Err(invalid("Cohere Embed does not take `dimensions`".into()));
+            }
+            let v =
+                invoke(serde_json::json!({"texts": call.inputs, "input_type": "search_document"}))
+                    .await?;
+            let vectors: Vec<Vec<f32>> = v["embeddings"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(floats)
+                .collect();
+            if vectors.len() != call.inputs.len() {
+                return Err(UpstreamError::unavailable(format!(
+                    "upstream returned {} embeddings for {} inputs",
+                    vectors.len(),
+                    call.inputs.len()
+                )));
+            }
+            let chars: usize = call.inputs.iter().map(String::len).sum();
+            return Ok(Embeddings {
+                vectors,
+                input_tokens: chars.div_ceil(4) as u32,
+            });
+        }
+        let mut vectors = Vec::with_capacity(call.inputs.len());
+        let mut tokens = 0u32;
+        for text in call.inputs {
+            let mut body = serde_json::json!({"inputText": text});
+            if let Some(d) = call.dimensions {
+                body["dimensions"] = serde_json::json!(d);
+            }
+            let v = invoke(body).await?;
+            tokens = tokens.saturating_add(v["inputTextTokenCount"].as_u64().unwrap_or(0) as u32);
+            vectors.push(floats(&v["embedding"]));
+        }
+        Ok(Embeddings {
+            vectors,
+            input_tokens: tokens,
         })
     }
 

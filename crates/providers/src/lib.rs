@@ -30,6 +30,25 @@ pub struct Call<'a> {
     pub timeout: Duration,
 }
 
+/// One embeddings call to one (region, model) target.
+#[derive(Clone, Copy, Debug)]
+pub struct EmbedCall<'a> {
+    pub region: &'a str,
+    /// The provider's own model id.
+    pub model: &'a str,
+    pub inputs: &'a [String],
+    /// Requested output dimensions (`None` = the model's default).
+    pub dimensions: Option<u32>,
+    pub timeout: Duration,
+}
+
+/// Embeddings of a batch, one vector per input, in order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Embeddings {
+    pub vectors: Vec<Vec<f32>>,
+    pub input_tokens: u32,
+}
+
 /// A finished, non-streamed completion.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Completion {
@@ -72,6 +91,14 @@ pub trait Upstream: Send + Sync + 'static {
     /// as `Err` here; errors after that come as `Err` items of the stream. The stream ends with
     /// exactly one [`Chunk::End`] when the upstream finished cleanly.
     async fn stream(&self, call: Call<'_>) -> Result<ChunkStream, UpstreamError>;
+
+    /// Embeddings for `call.inputs`. Adapters without an embeddings API refuse (not retried).
+    async fn embed(&self, call: EmbedCall<'_>) -> Result<Embeddings, UpstreamError> {
+        let _ = call;
+        Err(UpstreamError::Invalid {
+            reason: format!("the {} adapter does not serve embeddings", self.kind()),
+        })
+    }
 
     /// Whether the adapter holds what it needs to call its upstream (credentials). Called at
     /// start and then periodically; while it fails the spoke reports itself not serving

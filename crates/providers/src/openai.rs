@@ -2,7 +2,7 @@
 //! and SSE streaming, over one pooled HTTP client.
 
 use crate::error::parse_retry_after;
-use crate::{Call, Chunk, ChunkStream, Completion, Upstream, UpstreamError};
+use crate::{Call, Chunk, ChunkStream, Completion, EmbedCall, Embeddings, Upstream, UpstreamError};
 use base64::Engine as _;
 use futures::StreamExt;
 use serde_json::{Value, json};
@@ -119,15 +119,28 @@ impl OpenAiUpstream {
         call: &Call<'_>,
         stream: bool,
     ) -> Result<reqwest::Response, UpstreamError> {
-        let base = self.endpoints.get(call.region).ok_or_else(|| {
-            UpstreamError::unavailable(format!("no endpoint for region {}", call.region))
+        self.post(
+            call.region,
+            "chat/completions",
+            call.timeout,
+            &Self::body(call, stream),
+        )
+        .await
+    }
+
+    /// POSTs `body` to `{base}/{path}` of `region`'s endpoint; non-2xx answers become errors.
+    async fn post(
+        &self,
+        region: &str,
+        path: &str,
+        timeout: Duration,
+        body: &Value,
+    ) -> Result<reqwest::Response, UpstreamError> {
+        let base = self.endpoints.get(region).ok_or_else(|| {
+            UpstreamError::unavailable(format!("no endpoint for region {region}"))
         })?;
-        let url = format!("{}/chat/completions", base.trim_end_matches('/'));
-        let mut rb = self
-            .http
-            .post(url)
-            .timeout(call.timeout)
-            .json(&Self::body(call, stream));
+        let url = format!("{}/{path}", base.trim_end_matches('/'));
+        let mut rb = self.http.post(url).timeout(timeout).json(body);
         match &self.api_key {
             KeySource::None => {}
             KeySource::Static(key) => rb = rb.bearer_auth(&key.0),
@@ -297,6 +310,43 @@ impl Upstream for OpenAiUpstream {
             tool_calls: tool_calls(&choice["message"]),
             stop_reason: stop_reason(choice["finish_reason"].as_str()),
             usage: usage(&v["usage"]),
+        })
+    }
+
+    async fn embed(&self, call: EmbedCall<'_>) -> Result<Embeddings, UpstreamError> {
+        let mut body =
+            json!({"model": call.model, "input": call.inputs, "encoding_format": "float"});
+        if let Some(d) = call.dimensions {
+            body["dimensions"] = json!(d);
+        }
+        let resp = self
+            .post(call.region, "embeddings", call.timeout, &body)
+            .await?;
+        let v: Value = resp.json().await.map_err(transport_error)?;
+        let mut data: Vec<&Value> = v["data"].as_array().into_iter().flatten().collect();
+        data.sort_by_key(|d| d["index"].as_u64().unwrap_or(0));
+        let vectors: Vec<Vec<f32>> = data
+            .iter()
+            .map(|d| {
+                d["embedding"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_f64)
+                    .map(|f| f as f32)
+                    .collect()
+            })
+            .collect();
+        if vectors.len() != call.inputs.len() {
+            return Err(UpstreamError::unavailable(format!(
+                "upstream returned {} embeddings for {} inputs",
+                vectors.len(),
+                call.inputs.len()
+            )));
+        }
+        Ok(Embeddings {
+            vectors,
+            input_tokens: v["usage"]["prompt_tokens"].as_u64().unwrap_or(0) as u32,
         })
     }
 

@@ -2,6 +2,8 @@
 //! chain, in order), skipping routes that are cooling down, broken or out of quota, calling the
 //! upstream on the others, until one answers or the deadline passes.
 
+mod embed;
+
 use crate::config::{Model, SpokeConfig};
 use crate::error::SpokeError;
 use crate::routes::{RouteState, Skip, Status};

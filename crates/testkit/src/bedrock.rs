@@ -25,7 +25,9 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::behavior::{Action, ErrorKind};
-use crate::fake::{Completion, FakeServer, Kind, Plan, Shared, ToolUse, collect_text};
+use crate::fake::{
+    Completion, FakeServer, Kind, Plan, Shared, ToolUse, collect_text, fake_embedding, word_count,
+};
 
 /// Content type of Bedrock event streams.
 pub const EVENT_STREAM_CONTENT_TYPE: &str = "application/vnd.amazon.eventstream";
@@ -67,6 +69,7 @@ fn routes() -> Router<Arc<Shared>> {
     Router::new()
         .route("/model/{model_id}/converse", post(converse))
         .route("/model/{model_id}/converse-stream", post(converse_stream))
+        .route("/model/{model_id}/invoke", post(invoke))
 }
 
 /// A parsed Converse request.
@@ -283,6 +286,59 @@ fn tool_use(req: &Request, plan: &Plan) -> Option<ToolUse> {
     req.call_tool
         .as_deref()
         .map(|name| ToolUse::new("tooluse_", &plan.request_id, name, &req.last_user))
+}
+
+/// `InvokeModel` for the embedding models: Titan text embeddings (`amazon.titan-embed-*`,
+/// `{"inputText", "dimensions"?}` → `{"embedding", "inputTextTokenCount"}`, 1024 values by
+/// default) and Cohere Embed (`cohere.embed-*`, `{"texts", "input_type"}` → `{"id",
+/// "embeddings", "texts", "response_type": "embeddings_floats"}`, 1024 values). Other models: a
+/// `ValidationException`.
+async fn invoke(
+    State(st): State<Arc<Shared>>,
+    Path(model): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let parsed: Option<Value> = serde_json::from_slice(&body).ok();
+    let plan = st.begin_call(
+        uri.path().to_string(),
+        &model,
+        &headers,
+        parsed.clone().unwrap_or(Value::Null),
+    );
+    let Some(req) = parsed.filter(Value::is_object) else {
+        return malformed(&plan);
+    };
+    if let Some(resp) = pre_answer(&plan, &model, false).await {
+        return resp;
+    }
+    let invalid = |msg: &str| error_response(ErrorKind::Validation, None, msg, &plan.request_id);
+    let body = if model.starts_with("amazon.titan-embed") {
+        let Some(text) = req["inputText"].as_str() else {
+            return invalid("Malformed input request: required key [inputText] not found");
+        };
+        let dims = req["dimensions"].as_u64().unwrap_or(1024) as usize;
+        json!({"embedding": fake_embedding(text, dims), "inputTextTokenCount": word_count(text)})
+    } else if model.starts_with("cohere.embed") {
+        let Some(texts) = req["texts"].as_array() else {
+            return invalid("Malformed input request: required key [texts] not found");
+        };
+        if req["input_type"].as_str().is_none() {
+            return invalid("Malformed input request: required key [input_type] not found");
+        }
+        let texts: Vec<&str> = texts.iter().filter_map(Value::as_str).collect();
+        let embeddings: Vec<Vec<f32>> = texts.iter().map(|t| fake_embedding(t, 1024)).collect();
+        json!({"id": plan.request_id, "embeddings": embeddings, "texts": texts,
+            "response_type": "embeddings_floats"})
+    } else {
+        return invalid("The provided model identifier is invalid.");
+    };
+    let mut resp = axum::Json(body).into_response();
+    if let Ok(v) = HeaderValue::from_str(&plan.request_id) {
+        resp.headers_mut().insert("x-amzn-requestid", v);
+    }
+    resp
 }
 
 fn stop_reason(c: &Completion) -> &'static str {

@@ -65,6 +65,25 @@ pub fn completion_text(label: &str, model: &str, last_user_message: &str) -> Str
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+/// The fakes' deterministic embedding of `text`: `dims` values in [-1, 1) derived from the text's
+/// bytes (FNV-1a, then a xorshift per component), so tests can compute the expected vector.
+pub fn fake_embedding(text: &str, dims: usize) -> Vec<f32> {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (0..dims)
+        .map(|_| {
+            h ^= h << 13;
+            h ^= h >> 7;
+            h ^= h << 17;
+            // Multiples of 1/1024: exact in f32 and in JSON.
+            ((h % 2048) as f32 - 1024.0) / 1024.0
+        })
+        .collect()
+}
+
 /// Whitespace word count, the fakes' token count.
 pub fn word_count(text: &str) -> u64 {
     text.split_whitespace().count() as u64

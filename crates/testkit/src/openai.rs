@@ -26,7 +26,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::behavior::{Action, ErrorKind};
-use crate::fake::{Completion, FakeServer, Kind, Shared, ToolUse};
+use crate::fake::{Completion, FakeServer, Kind, Shared, ToolUse, fake_embedding, word_count};
 
 /// A fake OpenAI-compatible endpoint. Derefs to [`FakeServer`] for behaviors, counters and
 /// requests.
@@ -64,6 +64,7 @@ impl Deref for FakeOpenAi {
 fn routes() -> Router<Arc<Shared>> {
     Router::new()
         .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/embeddings", post(embeddings))
         .route("/v1/models", get(list_models))
 }
 
@@ -132,6 +133,62 @@ fn now_secs() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+/// `POST /v1/embeddings`: [`fake_embedding`] of each input (1536 values, or `dimensions`).
+async fn embeddings(
+    State(st): State<Arc<Shared>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let parsed: Option<Value> = serde_json::from_slice(&body).ok();
+    let model = parsed
+        .as_ref()
+        .and_then(|v| v["model"].as_str())
+        .unwrap_or("")
+        .to_string();
+    let plan = st.begin_call(
+        uri.path().to_string(),
+        &model,
+        &headers,
+        parsed.clone().unwrap_or(Value::Null),
+    );
+    match plan.action {
+        Action::Ok | Action::StreamFailAfter(_) => {}
+        Action::Fail { kind, retry_after } => {
+            let msg = format!("fake openai {}: {kind} for model {model}", plan.label);
+            return error_response(kind, retry_after, &msg);
+        }
+        Action::Slow(d) => tokio::time::sleep(d).await,
+        Action::Hang => std::future::pending().await,
+    }
+    let req = parsed.unwrap_or(Value::Null);
+    let inputs: Vec<String> = match &req["input"] {
+        Value::String(s) => vec![s.clone()],
+        Value::Array(a) => a
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect(),
+        _ => vec![],
+    };
+    if inputs.is_empty() {
+        return error_response(
+            ErrorKind::Validation,
+            None,
+            "'input' is a required property",
+        );
+    }
+    let dims = req["dimensions"].as_u64().unwrap_or(1536) as usize;
+    let tokens: u64 = inputs.iter().map(|t| word_count(t)).sum();
+    let data: Vec<Value> = inputs
+        .iter()
+        .enumerate()
+        .map(|(i, t)| json!({"object": "embedding", "index": i, "embedding": fake_embedding(t, dims)}))
+        .collect();
+    axum::Json(json!({"object": "list", "data": data, "model": model,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}))
+    .into_response()
 }
 
 async fn chat_completions(

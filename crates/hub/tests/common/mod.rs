@@ -177,6 +177,15 @@ impl Spoke for Svc {
         Ok(Response::new(Box::pin(s)))
     }
 
+    async fn embed(
+        &self,
+        _request: Request<pb::EmbedRequest>,
+    ) -> Result<Response<pb::EmbedResponse>, Status> {
+        Err(Status::unimplemented(
+            "the in-process test spoke does not embed",
+        ))
+    }
+
     async fn describe(
         &self,
         _request: Request<pb::DescribeRequest>,
