@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use switchyard_e2e::{Spoke, spoke_toml};
+use switchyard_testkit::anthropic::FakeAnthropic;
 use switchyard_testkit::bedrock::FakeBedrock;
 use switchyard_testkit::behavior::{Behavior, ErrorKind};
 use switchyard_testkit::openai::FakeOpenAi;
@@ -20,11 +21,12 @@ const HAIKU: &str = "anthropic.claude-3-haiku-20240307-v1:0";
 /// A 1x1 PNG.
 const PNG_B64: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==";
 
-/// A hub with two providers: `gpt` → an OpenAI-compatible spoke (model `m1`), `claude` → a
-/// Bedrock spoke (model `haiku`).
+/// A hub with three providers: `gpt` → an OpenAI-compatible spoke (model `m1`), `claude` → a
+/// Bedrock spoke (model `haiku`), `direct` → an Anthropic spoke (model `sonnet`).
 struct Stack {
     openai: FakeOpenAi,
     bedrock: FakeBedrock,
+    anthropic: FakeAnthropic,
     _spokes: Vec<Spoke>,
     hub: Proc,
     _config: tempfile::TempPath,
@@ -36,6 +38,20 @@ impl Stack {
     async fn start() -> Stack {
         let openai = FakeOpenAi::start().await.unwrap();
         let bedrock = FakeBedrock::start().await.unwrap();
+        let anthropic = FakeAnthropic::start().await.unwrap();
+        let s_anthropic = Spoke::start_with_env(
+            &spoke_toml(
+                "anthropic",
+                &[("direct", &anthropic.url())],
+                &format!(
+                    "[[models]]\nid = \"sonnet\"\nupstream_id = \"claude-sonnet-4-5\"\n{MODEL_CAPS}"
+                ),
+                "[anthropic]\napi_key_env = \"TEST_ANTHROPIC_KEY\"\n",
+            ),
+            &[("TEST_ANTHROPIC_KEY", "sk-ant-test")],
+        )
+        .await
+        .unwrap();
         let s_openai = Spoke::start(&spoke_toml(
             "openai",
             &[("us-east-1", &openai.url())],
@@ -56,11 +72,14 @@ impl Stack {
             "listen = \"127.0.0.1:0\"\ndrain_timeout = \"5s\"\n\
              [[providers]]\nname = \"po\"\nspokes = [{{ addr = \"{}\" }}]\nhealth = {{ interval = \"1s\" }}\n\
              [[providers]]\nname = \"pb\"\nspokes = [{{ addr = \"{}\" }}]\nhealth = {{ interval = \"1s\" }}\n\
+             [[providers]]\nname = \"pa\"\nspokes = [{{ addr = \"{}\" }}]\nhealth = {{ interval = \"1s\" }}\n\
+             [[aliases]]\nname = \"direct\"\ncandidates = [{{ provider = \"pa\", model = \"sonnet\" }}]\n\
              [[aliases]]\nname = \"gpt\"\ncandidates = [{{ provider = \"po\", model = \"m1\" }}]\n\
              [[aliases]]\nname = \"claude\"\ncandidates = [{{ provider = \"pb\", model = \"haiku\" }}]\n\
              [[tenants]]\nname = \"e2e\"\napi_key_sha256 = [\"{KEY_SHA256}\"]\naliases = [\"*\"]\n",
             s_openai.proc.addr(),
             s_bedrock.proc.addr(),
+            s_anthropic.proc.addr(),
         );
         let path = write_config(&toml, "toml").unwrap();
         let hub = Proc::spawn(
@@ -71,14 +90,15 @@ impl Stack {
         .await
         .unwrap();
         let ok = eventually(Duration::from_secs(15), || async {
-            hub.count_log("spoke healthy") >= 2
+            hub.count_log("spoke healthy") >= 3
         })
         .await;
-        assert!(ok, "hub did not see both spokes:\n{}", hub.logs());
+        assert!(ok, "hub did not see all spokes:\n{}", hub.logs());
         Stack {
             openai,
             bedrock,
-            _spokes: vec![s_openai, s_bedrock],
+            anthropic,
+            _spokes: vec![s_openai, s_bedrock, s_anthropic],
             hub,
             _config: path,
         }
@@ -134,10 +154,10 @@ impl Stack {
 
     /// The last request a fake received.
     fn last_upstream_body(&self, alias: &str) -> Value {
-        let reqs = if alias == "gpt" {
-            self.openai.requests()
-        } else {
-            self.bedrock.requests()
+        let reqs = match alias {
+            "gpt" => self.openai.requests(),
+            "direct" => self.anthropic.requests(),
+            _ => self.bedrock.requests(),
         };
         reqs.last().expect("no upstream request").body.clone()
     }
@@ -151,7 +171,7 @@ fn weather_tool() -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openai_tool_calls_round_trip_through_both_upstreams() {
     let s = Stack::start().await;
-    for alias in ["gpt", "claude"] {
+    for alias in ["gpt", "claude", "direct"] {
         // 1. The model calls the tool.
         let (status, v) = s
             .chat(json!({"model": alias, "tools": [weather_tool()],
@@ -170,7 +190,10 @@ async fn openai_tool_calls_round_trip_through_both_upstreams() {
         assert!(!call_id.is_empty());
         // The upstream saw the tool definition in its own shape.
         let up = s.last_upstream_body(alias);
-        if alias == "gpt" {
+        if alias == "direct" {
+            assert_eq!(up["tools"][0]["name"], "get_weather");
+            assert_eq!(up["tools"][0]["input_schema"]["required"][0], "city");
+        } else if alias == "gpt" {
             assert_eq!(up["tools"][0]["function"]["name"], "get_weather");
             assert_eq!(
                 up["tools"][0]["function"]["parameters"]["required"][0],
@@ -202,7 +225,13 @@ async fn openai_tool_calls_round_trip_through_both_upstreams() {
         let text = v["choices"][0]["message"]["content"].as_str().unwrap();
         assert!(text.ends_with("sunny and 21C"), "{alias}: {text}");
         let up = s.last_upstream_body(alias);
-        if alias == "gpt" {
+        if alias == "direct" {
+            let msgs = up["messages"].as_array().unwrap();
+            assert_eq!(msgs[1]["content"][0]["type"], "tool_use");
+            assert_eq!(msgs[1]["content"][0]["id"], call_id.as_str());
+            assert_eq!(msgs[2]["role"], "user");
+            assert_eq!(msgs[2]["content"][0]["tool_use_id"], call_id.as_str());
+        } else if alias == "gpt" {
             let msgs = up["messages"].as_array().unwrap();
             assert_eq!(msgs[1]["tool_calls"][0]["id"], call_id.as_str());
             assert_eq!(msgs[2]["role"], "tool");
@@ -229,7 +258,7 @@ async fn openai_tool_calls_round_trip_through_both_upstreams() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openai_streamed_tool_call_deltas_from_both_upstreams() {
     let s = Stack::start().await;
-    for alias in ["gpt", "claude"] {
+    for alias in ["gpt", "claude", "direct"] {
         let chunks = s
             .chat_stream(
                 json!({"model": alias, "stream": true, "tools": [weather_tool()],
@@ -278,7 +307,7 @@ async fn openai_streamed_tool_call_deltas_from_both_upstreams() {
 async fn openai_image_data_urls_reach_both_upstreams_and_remote_urls_are_refused() {
     let s = Stack::start().await;
     let url = format!("data:image/png;base64,{PNG_B64}");
-    for alias in ["gpt", "claude"] {
+    for alias in ["gpt", "claude", "direct"] {
         let (status, v) = s
             .chat(
                 json!({"model": alias, "messages": [{"role": "user", "content": [
@@ -290,7 +319,11 @@ async fn openai_image_data_urls_reach_both_upstreams_and_remote_urls_are_refused
         assert_eq!(status, 200, "{alias}: {v}");
         let up = s.last_upstream_body(alias);
         let content = &up["messages"][0]["content"];
-        if alias == "gpt" {
+        if alias == "direct" {
+            assert_eq!(content[1]["type"], "image");
+            assert_eq!(content[1]["source"]["media_type"], "image/png");
+            assert_eq!(content[1]["source"]["data"], PNG_B64);
+        } else if alias == "gpt" {
             assert_eq!(content[1]["type"], "image_url");
             assert_eq!(content[1]["image_url"]["url"], url.as_str());
         } else {
@@ -316,7 +349,7 @@ async fn anthropic_messages_text_tools_and_images_through_both_upstreams() {
     let s = Stack::start().await;
     let tool = json!({"name": "get_weather", "description": "Weather by city",
         "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}});
-    for alias in ["gpt", "claude"] {
+    for alias in ["gpt", "claude", "direct"] {
         let r = s
             .messages(json!({"model": alias, "max_tokens": 64, "system": "be brief",
                 "messages": [{"role": "user", "content": [
@@ -339,7 +372,10 @@ async fn anthropic_messages_text_tools_and_images_through_both_upstreams() {
         );
         assert!(v["usage"]["input_tokens"].as_u64().unwrap() > 0);
         let up = s.last_upstream_body(alias);
-        if alias == "gpt" {
+        if alias == "direct" {
+            assert_eq!(up["system"], "be brief");
+            assert_eq!(up["messages"][0]["content"][1]["source"]["data"], PNG_B64);
+        } else if alias == "gpt" {
             assert_eq!(
                 up["messages"][0],
                 json!({"role": "system", "content": "be brief"})
@@ -412,7 +448,7 @@ fn sse_events(body: &str) -> Vec<(String, Value)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn anthropic_streaming_event_sequence_with_text_and_tool_use() {
     let s = Stack::start().await;
-    for alias in ["gpt", "claude"] {
+    for alias in ["gpt", "claude", "direct"] {
         let r = s
             .messages(json!({"model": alias, "max_tokens": 64, "stream": true,
                 "messages": [{"role": "user", "content": "one two three"}]}))
@@ -582,7 +618,7 @@ async fn converse_tool_calls_and_streams_with_the_aws_sdk_through_both_upstreams
             .build()
             .unwrap()
     };
-    for alias in ["gpt", "claude"] {
+    for alias in ["gpt", "claude", "direct"] {
         // Plain text.
         let out = client
             .converse()
