@@ -799,3 +799,65 @@ async fn converse_errors_are_modelled_bedrock_exceptions() {
     let v: Value = r.json().await.unwrap();
     assert!(v["message"].as_str().unwrap().contains("document"), "{v}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mid_stream_failure_ends_each_surface_in_its_own_error_shape() {
+    use aws_sdk_bedrockruntime::types::{ContentBlock, ConversationRole, Message};
+    let s = Stack::start().await;
+    s.bedrock
+        .set_behavior(HAIKU, Behavior::StreamFailAfter { chunks: 2 });
+    // OpenAI: an error data line, no [DONE].
+    let r = s
+        .post(
+            "/v1/chat/completions",
+            ("authorization", &format!("Bearer {KEY}")),
+            &json!({"model": "claude", "stream": true, "messages": [{"role": "user", "content": "one two three"}]}),
+        )
+        .await;
+    let body = r.text().await.unwrap();
+    assert!(!body.contains("[DONE]"), "{body}");
+    let last = body.lines().rfind(|l| l.starts_with("data:")).unwrap();
+    assert!(last.contains("stream_interrupted"), "{body}");
+    // Anthropic: an `error` event, no message_stop.
+    let r = s
+        .messages(json!({"model": "claude", "max_tokens": 32, "stream": true,
+            "messages": [{"role": "user", "content": "one two three"}]}))
+        .await;
+    let events = sse_events(&r.text().await.unwrap());
+    let (name, data) = events.last().unwrap();
+    assert_eq!(name, "error", "{events:?}");
+    assert_eq!(data["error"]["type"], "api_error");
+    assert!(events.iter().any(|(n, _)| n == "content_block_delta"));
+    assert!(!events.iter().any(|(n, _)| n == "message_stop"));
+    // Converse: the SDK's stream ends with a modelStreamErrorException.
+    let client = bedrock_client(&s).await;
+    let mut out = client
+        .converse_stream()
+        .model_id("claude")
+        .messages(
+            Message::builder()
+                .role(ConversationRole::User)
+                .content(ContentBlock::Text("one two three".into()))
+                .build()
+                .unwrap(),
+        )
+        .customize()
+        .mutate_request(add_key)
+        .send()
+        .await
+        .unwrap();
+    let mut deltas = 0;
+    let err = loop {
+        match out.stream.recv().await {
+            Ok(Some(aws_sdk_bedrockruntime::types::ConverseStreamOutput::ContentBlockDelta(_))) => {
+                deltas += 1
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("the stream ended cleanly after a failure"),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(deltas, 2);
+    let e = err.into_service_error();
+    assert!(e.is_model_stream_error_exception(), "{e:?}");
+}
