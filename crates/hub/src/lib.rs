@@ -4,7 +4,8 @@
 //! candidates within the request deadline, `max_attempts` and a retry budget.
 //!
 //! Modules, outside in: [`serve`] (sockets, TLS, graceful shutdown) → [`api`] (HTTP handlers,
-//! SSE) → [`hub`] (state, failover loop) → [`routing`] (pure selection) and [`pool`] (spokes,
+//! SSE) and the other client surfaces ([`anthropic`], [`converse`], [`embeddings`]) → [`gateway`]
+//! (the request path they share) → [`hub`] (state, failover loop) → [`routing`] (pure selection) and [`pool`] (spokes,
 //! health) + [`dns`] (discovery). [`config`] parses and validates `hub --config FILE`.
 
 pub mod admin;
