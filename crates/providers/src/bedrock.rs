@@ -92,6 +92,8 @@ fn conversation(
         let mut blocks = Vec::with_capacity(m.content.len());
         for p in &m.content {
             blocks.push(match &p.part {
+                // Bedrock refuses empty text blocks (an assistant turn that only called tools).
+                Some(Part::Text(t)) if t.is_empty() && m.content.len() > 1 => continue,
                 Some(Part::Text(t)) => ContentBlock::Text(t.clone()),
                 Some(Part::Image(img)) => {
                     let image = ImageBlock::builder()
