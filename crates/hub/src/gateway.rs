@@ -6,8 +6,8 @@
 //! internal model), calls [`admit`], then [`Admission::complete`] or [`Admission::stream`], and
 //! encodes the answer (or the [`HubError`]) in its own shape. Nothing here knows a wire format.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use std::{convert::Infallible, sync::Arc};
 
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, HeaderValue};
@@ -467,9 +467,6 @@ async fn open_stream(
         }
     }
 }
-
-/// `Infallible` result helper for SSE streams.
-pub type SseResult = Result<axum::response::sse::Event, Infallible>;
 
 /// A [`HubError`] as a response in a surface's own error shape: the hub's status, `Retry-After`,
 /// `x-switchyard-attempts` and `x-ratelimit-*` headers, with `body` (and `status`, when the
