@@ -4,20 +4,26 @@
 //! candidates within the request deadline, `max_attempts` and a retry budget.
 //!
 //! Modules, outside in: [`serve`] (sockets, TLS, graceful shutdown) → [`api`] (HTTP handlers,
-//! SSE) → [`hub`] (state, failover loop) → [`routing`] (pure selection) and [`pool`] (spokes,
+//! SSE) and the other client surfaces ([`anthropic`], [`converse`], [`embeddings`]) → [`gateway`]
+//! (the request path they share) → [`hub`] (state, failover loop) → [`routing`] (pure selection) and [`pool`] (spokes,
 //! health) + [`dns`] (discovery). [`config`] parses and validates `hub --config FILE`.
 
 pub mod admin;
+pub mod anthropic;
 pub mod api;
 pub mod audit;
 pub mod budget;
 pub mod cache;
 pub mod config;
+pub mod converse;
 pub mod dns;
+pub mod embeddings;
 pub mod error;
+pub mod gateway;
 pub mod hub;
 pub mod jwt;
 pub mod observe;
+pub mod media;
 pub mod openai;
 pub mod policy;
 pub mod pool;

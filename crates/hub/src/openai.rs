@@ -81,6 +81,13 @@ pub struct ContentPart {
     pub kind: String,
     #[serde(default)]
     pub text: Option<String>,
+    #[serde(default)]
+    pub image_url: Option<ImageUrl>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ImageUrl {
+    pub url: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -97,6 +104,35 @@ pub struct MessageToolCallFunction {
 }
 
 impl Content {
+    /// Text and image parts, in order (images only where `images` is set).
+    fn parts(&self, i: usize, images: bool) -> Result<Vec<pb::ContentPart>, HubError> {
+        let Content::Parts(parts) = self else {
+            return self.text().map(|t| vec![text_part(t)]);
+        };
+        let mut out = Vec::with_capacity(parts.len());
+        for p in parts {
+            match (p.kind.as_str(), &p.text, &p.image_url) {
+                ("text", Some(t), _) => match out.last_mut() {
+                    // Adjacent text parts join into one, as before images were supported.
+                    Some(pb::ContentPart {
+                        part: Some(pb::content_part::Part::Text(prev)),
+                    }) => prev.push_str(t),
+                    _ => out.push(text_part(t.clone())),
+                },
+                ("image_url", _, Some(img)) if images => out.push(
+                    crate::media::image_from_data_url(&img.url)
+                        .map_err(|e| HubError::BadRequest(format!("messages[{i}]: {e}")))?,
+                ),
+                (kind, _, _) => {
+                    return Err(HubError::BadRequest(format!(
+                        "messages[{i}]: content part of type {kind:?} is not supported here"
+                    )));
+                }
+            }
+        }
+        Ok(out)
+    }
+
     fn text(&self) -> Result<String, HubError> {
         match self {
             Content::Text(s) => Ok(s.clone()),
@@ -152,18 +188,22 @@ impl ChatRequest {
         let mut system = Vec::new();
         let mut messages = Vec::new();
         for (i, m) in self.messages.iter().enumerate() {
-            let text = match &m.content {
-                Some(c) => c.text()?,
-                None => String::new(),
+            let text = || match &m.content {
+                Some(c) => c.text(),
+                None => Ok(String::new()),
             };
             match m.role.as_str() {
-                "system" | "developer" => system.push(text),
+                "system" | "developer" => system.push(text()?),
                 "user" => messages.push(pb::Message {
                     role: pb::Role::User as i32,
-                    content: vec![text_part(text)],
+                    content: match &m.content {
+                        Some(c) => c.parts(i, true)?,
+                        None => vec![text_part(String::new())],
+                    },
                 }),
                 "assistant" => {
                     let mut content = Vec::new();
+                    let text = text()?;
                     if !text.is_empty() {
                         content.push(text_part(text));
                     }
@@ -192,7 +232,7 @@ impl ChatRequest {
                         content: vec![pb::ContentPart {
                             part: Some(pb::content_part::Part::ToolResult(pb::ToolResult {
                                 tool_call_id: id.clone(),
-                                content: text,
+                                content: text()?,
                                 is_error: false,
                             })),
                         }],
@@ -334,6 +374,19 @@ pub fn chunk_json(
         v["usage"] = Value::Null;
     }
     v
+}
+
+/// The `delta` of a chunk carrying one piece of a tool call.
+pub fn tool_call_delta_json(tc: &pb::ToolCallDelta) -> Value {
+    let mut call = json!({"index": tc.index, "function": {"arguments": tc.arguments_json}});
+    if !tc.id.is_empty() {
+        call["id"] = json!(tc.id);
+        call["type"] = json!("function");
+    }
+    if !tc.name.is_empty() {
+        call["function"]["name"] = json!(tc.name);
+    }
+    json!({ "tool_calls": [call] })
 }
 
 /// The final usage chunk (`stream_options.include_usage`): empty `choices`.

@@ -3,18 +3,22 @@
 //! spoke's job, and an SDK retry loop would hide throttling from it.
 
 use crate::error::parse_retry_after;
-use crate::{Call, Chunk, ChunkStream, Completion, Upstream, UpstreamError};
+use crate::{Call, Chunk, ChunkStream, Completion, EmbedCall, Embeddings, Upstream, UpstreamError};
 use aws_sdk_bedrockruntime::Client;
 use aws_sdk_bedrockruntime::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_bedrockruntime::primitives::Blob;
 use aws_sdk_bedrockruntime::types::{
     self as bt, ContentBlock, ConversationRole, ConverseStreamOutput, ImageBlock, ImageFormat,
-    ImageSource, InferenceConfiguration, SystemContentBlock,
+    ImageSource, InferenceConfiguration, SystemContentBlock, Tool, ToolConfiguration,
+    ToolInputSchema, ToolResultBlock, ToolResultContentBlock, ToolResultStatus, ToolSpecification,
+    ToolUseBlock,
 };
+use aws_smithy_types::{Document, Number};
 use futures::StreamExt;
+use serde_json::Value;
 use std::collections::HashMap;
 use std::time::Duration;
-use switchyard_proto::v1::{InferRequest, Role, StopReason, Usage, content_part::Part};
+use switchyard_proto::v1::{InferRequest, Role, StopReason, ToolCall, Usage, content_part::Part};
 
 /// One region of a Bedrock spoke.
 #[derive(Clone, Debug)]
@@ -88,6 +92,8 @@ fn conversation(
         let mut blocks = Vec::with_capacity(m.content.len());
         for p in &m.content {
             blocks.push(match &p.part {
+                // Bedrock refuses empty text blocks (an assistant turn that only called tools).
+                Some(Part::Text(t)) if t.is_empty() && m.content.len() > 1 => continue,
                 Some(Part::Text(t)) => ContentBlock::Text(t.clone()),
                 Some(Part::Image(img)) => {
                     let image = ImageBlock::builder()
@@ -97,11 +103,26 @@ fn conversation(
                         .map_err(|e| invalid(format!("messages[{i}]: {e}")))?;
                     ContentBlock::Image(image)
                 }
-                Some(Part::ToolCall(_)) | Some(Part::ToolResult(_)) => {
-                    return Err(invalid(format!(
-                        "messages[{i}]: tool calls are not supported by this spoke yet"
-                    )));
+                Some(Part::ToolCall(tc)) => {
+                    let input = parse_json(&tc.arguments_json)
+                        .map_err(|e| invalid(format!("messages[{i}]: tool call arguments: {e}")))?;
+                    ContentBlock::ToolUse(
+                        ToolUseBlock::builder()
+                            .tool_use_id(&tc.id)
+                            .name(&tc.name)
+                            .input(to_document(&input))
+                            .build()
+                            .map_err(|e| invalid(format!("messages[{i}]: {e}")))?,
+                    )
                 }
+                Some(Part::ToolResult(r)) => ContentBlock::ToolResult(
+                    ToolResultBlock::builder()
+                        .tool_use_id(&r.tool_call_id)
+                        .content(ToolResultContentBlock::Text(r.content.clone()))
+                        .set_status(r.is_error.then_some(ToolResultStatus::Error))
+                        .build()
+                        .map_err(|e| invalid(format!("messages[{i}]: {e}")))?,
+                ),
                 None => continue,
             });
         }
@@ -114,6 +135,78 @@ fn conversation(
         );
     }
     Ok((system, messages))
+}
+
+/// Bedrock's `toolConfig` for the request's tools (`None` without tools).
+fn tool_config(req: &InferRequest) -> Result<Option<ToolConfiguration>, UpstreamError> {
+    if req.tools.is_empty() {
+        return Ok(None);
+    }
+    let mut tools = Vec::with_capacity(req.tools.len());
+    for (i, t) in req.tools.iter().enumerate() {
+        let schema = parse_json(&t.parameters_json)
+            .map_err(|e| invalid(format!("tools[{i}]: parameters: {e}")))?;
+        let spec = ToolSpecification::builder()
+            .name(&t.name)
+            .set_description((!t.description.is_empty()).then(|| t.description.clone()))
+            .input_schema(ToolInputSchema::Json(to_document(&schema)))
+            .build()
+            .map_err(|e| invalid(format!("tools[{i}]: {e}")))?;
+        tools.push(Tool::ToolSpec(spec));
+    }
+    ToolConfiguration::builder()
+        .set_tools(Some(tools))
+        .build()
+        .map(Some)
+        .map_err(|e| invalid(format!("tools: {e}")))
+}
+
+/// Parses a JSON text of the contract (empty = `{}`).
+fn parse_json(text: &str) -> Result<Value, serde_json::Error> {
+    if text.trim().is_empty() {
+        return Ok(Value::Object(Default::default()));
+    }
+    serde_json::from_str(text)
+}
+
+/// JSON → Smithy document (Bedrock's tool inputs and schemas).
+pub fn to_document(v: &Value) -> Document {
+    match v {
+        Value::Null => Document::Null,
+        Value::Bool(b) => Document::Bool(*b),
+        Value::Number(n) => Document::Number(if let Some(u) = n.as_u64() {
+            Number::PosInt(u)
+        } else if let Some(i) = n.as_i64() {
+            Number::NegInt(i)
+        } else {
+            Number::Float(n.as_f64().unwrap_or(0.0))
+        }),
+        Value::String(s) => Document::String(s.clone()),
+        Value::Array(a) => Document::Array(a.iter().map(to_document).collect()),
+        Value::Object(o) => {
+            Document::Object(o.iter().map(|(k, v)| (k.clone(), to_document(v))).collect())
+        }
+    }
+}
+
+/// Smithy document → JSON.
+pub fn from_document(d: &Document) -> Value {
+    match d {
+        Document::Null => Value::Null,
+        Document::Bool(b) => Value::Bool(*b),
+        Document::Number(Number::PosInt(u)) => Value::from(*u),
+        Document::Number(Number::NegInt(i)) => Value::from(*i),
+        Document::Number(Number::Float(f)) => serde_json::Number::from_f64(*f)
+            .map(Value::Number)
+            .unwrap_or(Value::Null),
+        Document::String(s) => Value::String(s.clone()),
+        Document::Array(a) => Value::Array(a.iter().map(from_document).collect()),
+        Document::Object(o) => Value::Object(
+            o.iter()
+                .map(|(k, v)| (k.clone(), from_document(v)))
+                .collect(),
+        ),
+    }
 }
 
 fn inference_config(req: &InferRequest) -> Option<InferenceConfiguration> {
@@ -247,6 +340,7 @@ impl Upstream for BedrockUpstream {
             .model_id(call.model)
             .set_system((!system.is_empty()).then_some(system))
             .set_messages(Some(messages))
+            .set_tool_config(tool_config(call.request)?)
             .set_inference_config(inference_config(call.request))
             .set_guardrail_config(self.guardrail.as_ref().map(|(id, v)| {
                 bt::GuardrailConfiguration::builder()
@@ -259,20 +353,98 @@ impl Upstream for BedrockUpstream {
             .await
             .map_err(|_| UpstreamError::Timeout)?
             .map_err(sdk_error)?;
-        let text = out
-            .output()
-            .and_then(|o| o.as_message().ok())
-            .map(|m| {
-                m.content()
-                    .iter()
-                    .filter_map(|c| c.as_text().ok().map(String::as_str))
-                    .collect::<String>()
-            })
-            .unwrap_or_default();
+        let mut text = String::new();
+        let mut tool_calls = Vec::new();
+        let blocks = out.output().and_then(|o| o.as_message().ok());
+        for block in blocks.map(|m| m.content()).unwrap_or_default() {
+            match block {
+                ContentBlock::Text(t) => text.push_str(t),
+                ContentBlock::ToolUse(u) => tool_calls.push(ToolCall {
+                    id: u.tool_use_id().to_owned(),
+                    name: u.name().to_owned(),
+                    arguments_json: from_document(u.input()).to_string(),
+                }),
+                _ => {}
+            }
+        }
         Ok(Completion {
             text,
+            tool_calls,
             stop_reason: stop_reason(out.stop_reason()),
             usage: usage(out.usage()),
+        })
+    }
+
+    /// `InvokeModel` with the model family's body: Cohere Embed takes the batch at once
+    /// (`{"texts", "input_type"}` → `{"embeddings"}`), Titan one text per call (`{"inputText"}` →
+    /// `{"embedding", "inputTextTokenCount"}`).
+    async fn embed(&self, call: EmbedCall<'_>) -> Result<Embeddings, UpstreamError> {
+        let client = self.client(call.region)?;
+        let invoke = |body: Value| {
+            let fut = client
+                .invoke_model()
+                .model_id(call.model)
+                .content_type("application/json")
+                .accept("application/json")
+                .body(Blob::new(body.to_string()))
+                .send();
+            async move {
+                let out = tokio::time::timeout(call.timeout, fut)
+                    .await
+                    .map_err(|_| UpstreamError::Timeout)?
+                    .map_err(sdk_error)?;
+                serde_json::from_slice::<Value>(out.body().as_ref())
+                    .map_err(|_| UpstreamError::unavailable("embeddings response is not JSON"))
+            }
+        };
+        let floats = |v: &Value| -> Vec<f32> {
+            v.as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_f64)
+                .map(|f| f as f32)
+                .collect()
+        };
+        if call.model.contains("cohere.embed") {
+            if call.dimensions.is_some() {
+                return Err(invalid("Cohere Embed does not take `dimensions`".into()));
+            }
+            let v =
+                invoke(serde_json::json!({"texts": call.inputs, "input_type": "search_document"}))
+                    .await?;
+            let vectors: Vec<Vec<f32>> = v["embeddings"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(floats)
+                .collect();
+            if vectors.len() != call.inputs.len() {
+                return Err(UpstreamError::unavailable(format!(
+                    "upstream returned {} embeddings for {} inputs",
+                    vectors.len(),
+                    call.inputs.len()
+                )));
+            }
+            let chars: usize = call.inputs.iter().map(String::len).sum();
+            return Ok(Embeddings {
+                vectors,
+                input_tokens: chars.div_ceil(4) as u32,
+            });
+        }
+        let mut vectors = Vec::with_capacity(call.inputs.len());
+        let mut tokens = 0u32;
+        for text in call.inputs {
+            let mut body = serde_json::json!({"inputText": text});
+            if let Some(d) = call.dimensions {
+                body["dimensions"] = serde_json::json!(d);
+            }
+            let v = invoke(body).await?;
+            tokens = tokens.saturating_add(v["inputTextTokenCount"].as_u64().unwrap_or(0) as u32);
+            vectors.push(floats(&v["embedding"]));
+        }
+        Ok(Embeddings {
+            vectors,
+            input_tokens: tokens,
         })
     }
 
@@ -284,6 +456,7 @@ impl Upstream for BedrockUpstream {
             .model_id(call.model)
             .set_system((!system.is_empty()).then_some(system))
             .set_messages(Some(messages))
+            .set_tool_config(tool_config(call.request)?)
             .set_inference_config(inference_config(call.request))
             .set_guardrail_config(self.guardrail.as_ref().map(|(id, v)| {
                 bt::GuardrailStreamConfiguration::builder()
@@ -298,6 +471,7 @@ impl Upstream for BedrockUpstream {
             .map_err(sdk_error)?;
         let state = StreamState {
             rx: out.stream,
+            tool_blocks: HashMap::new(),
             stop: None,
             usage: None,
             done: false,
@@ -315,6 +489,8 @@ struct StreamState {
         ConverseStreamOutput,
         bt::error::ConverseStreamOutputError,
     >,
+    /// Content block index → tool-call index, for the tool-use blocks seen so far.
+    tool_blocks: HashMap<i32, u32>,
     stop: Option<StopReason>,
     usage: Option<Usage>,
     done: bool,
@@ -327,13 +503,38 @@ impl StreamState {
         }
         loop {
             match self.rx.recv().await {
-                Ok(Some(ConverseStreamOutput::ContentBlockDelta(d))) => {
-                    if let Some(Ok(t)) = d.delta().map(|d| d.as_text())
-                        && !t.is_empty()
-                    {
-                        return Some(Ok(Chunk::Delta(t.clone())));
+                Ok(Some(ConverseStreamOutput::ContentBlockStart(s))) => {
+                    if let Some(Ok(u)) = s.start().map(|s| s.as_tool_use()) {
+                        let index = self.tool_blocks.len() as u32;
+                        self.tool_blocks.insert(s.content_block_index(), index);
+                        return Some(Ok(Chunk::ToolCall {
+                            index,
+                            id: u.tool_use_id().to_owned(),
+                            name: u.name().to_owned(),
+                            arguments: String::new(),
+                        }));
                     }
                 }
+                Ok(Some(ConverseStreamOutput::ContentBlockDelta(d))) => match d.delta() {
+                    Some(bt::ContentBlockDelta::Text(t)) if !t.is_empty() => {
+                        return Some(Ok(Chunk::Delta(t.clone())));
+                    }
+                    Some(bt::ContentBlockDelta::ToolUse(u)) if !u.input().is_empty() => {
+                        let Some(index) = self.tool_blocks.get(&d.content_block_index()) else {
+                            self.done = true;
+                            return Some(Err(UpstreamError::unavailable(
+                                "tool-use delta without its contentBlockStart",
+                            )));
+                        };
+                        return Some(Ok(Chunk::ToolCall {
+                            index: *index,
+                            id: String::new(),
+                            name: String::new(),
+                            arguments: u.input().to_owned(),
+                        }));
+                    }
+                    _ => {}
+                },
                 Ok(Some(ConverseStreamOutput::MessageStop(m))) => {
                     self.stop = Some(stop_reason(m.stop_reason()));
                 }

@@ -4,6 +4,7 @@
 //! wire errors into an [`UpstreamError`] whose class (throttled / unavailable / timeout /
 //! invalid) decides, once and here, what the engine does next.
 
+pub mod anthropic;
 pub mod aws;
 pub mod bedrock;
 pub mod error;
@@ -16,7 +17,7 @@ pub use error::UpstreamError;
 
 use futures::stream::BoxStream;
 use std::time::Duration;
-use switchyard_proto::v1::{InferRequest, StopReason, Usage};
+use switchyard_proto::v1::{InferRequest, StopReason, ToolCall, Usage};
 
 /// One call to one (region, model) target.
 #[derive(Clone, Copy, Debug)]
@@ -29,10 +30,31 @@ pub struct Call<'a> {
     pub timeout: Duration,
 }
 
+/// One embeddings call to one (region, model) target.
+#[derive(Clone, Copy, Debug)]
+pub struct EmbedCall<'a> {
+    pub region: &'a str,
+    /// The provider's own model id.
+    pub model: &'a str,
+    pub inputs: &'a [String],
+    /// Requested output dimensions (`None` = the model's default).
+    pub dimensions: Option<u32>,
+    pub timeout: Duration,
+}
+
+/// Embeddings of a batch, one vector per input, in order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Embeddings {
+    pub vectors: Vec<Vec<f32>>,
+    pub input_tokens: u32,
+}
+
 /// A finished, non-streamed completion.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Completion {
     pub text: String,
+    /// Tool calls the model made (in order), after the text.
+    pub tool_calls: Vec<ToolCall>,
     pub stop_reason: StopReason,
     pub usage: Usage,
 }
@@ -41,6 +63,14 @@ pub struct Completion {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Chunk {
     Delta(String),
+    /// A piece of tool call number `index`: the first piece carries `id` and `name`, later ones
+    /// only more `arguments` text.
+    ToolCall {
+        index: u32,
+        id: String,
+        name: String,
+        arguments: String,
+    },
     End {
         stop_reason: StopReason,
         usage: Usage,
@@ -51,7 +81,7 @@ pub type ChunkStream = BoxStream<'static, Result<Chunk, UpstreamError>>;
 
 #[async_trait::async_trait]
 pub trait Upstream: Send + Sync + 'static {
-    /// `"bedrock"`, `"openai"` or `"simulated"`.
+    /// `"bedrock"`, `"openai"`, `"anthropic"` or `"simulated"`.
     fn kind(&self) -> &'static str;
 
     /// A whole completion. Implementations bound the call by `call.timeout`.
@@ -61,6 +91,14 @@ pub trait Upstream: Send + Sync + 'static {
     /// as `Err` here; errors after that come as `Err` items of the stream. The stream ends with
     /// exactly one [`Chunk::End`] when the upstream finished cleanly.
     async fn stream(&self, call: Call<'_>) -> Result<ChunkStream, UpstreamError>;
+
+    /// Embeddings for `call.inputs`. Adapters without an embeddings API refuse (not retried).
+    async fn embed(&self, call: EmbedCall<'_>) -> Result<Embeddings, UpstreamError> {
+        let _ = call;
+        Err(UpstreamError::Invalid {
+            reason: format!("the {} adapter does not serve embeddings", self.kind()),
+        })
+    }
 
     /// Whether the adapter holds what it needs to call its upstream (credentials). Called at
     /// start and then periodically; while it fails the spoke reports itself not serving

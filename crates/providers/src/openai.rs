@@ -2,13 +2,14 @@
 //! and SSE streaming, over one pooled HTTP client.
 
 use crate::error::parse_retry_after;
-use crate::{Call, Chunk, ChunkStream, Completion, Upstream, UpstreamError};
+use crate::{Call, Chunk, ChunkStream, Completion, EmbedCall, Embeddings, Upstream, UpstreamError};
+use base64::Engine as _;
 use futures::StreamExt;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::fmt;
 use std::time::Duration;
-use switchyard_proto::v1::{Role, StopReason, Usage, content_part::Part};
+use switchyard_proto::v1::{Role, StopReason, ToolCall, Usage, content_part::Part};
 
 /// An API key. Never printed: `Debug` shows only that it is set.
 #[derive(Clone)]
@@ -17,6 +18,11 @@ pub struct ApiKey(String);
 impl ApiKey {
     pub fn new(key: String) -> Self {
         Self(key)
+    }
+
+    /// The key itself, for the request header that carries it.
+    pub(crate) fn expose(&self) -> &str {
+        &self.0
     }
 }
 
@@ -68,8 +74,26 @@ impl OpenAiUpstream {
         if !req.system.is_empty() {
             messages.push(json!({"role": "system", "content": req.system}));
         }
-        messages.extend(req.messages.iter().map(message_json));
+        for m in &req.messages {
+            messages.extend(message_json(m));
+        }
         let mut body = json!({"model": call.model, "messages": messages, "stream": stream});
+        if !req.tools.is_empty() {
+            let tools: Vec<Value> = req
+                .tools
+                .iter()
+                .map(|t| {
+                    let params: Value = serde_json::from_str(&t.parameters_json)
+                        .unwrap_or_else(|_| json!({"type": "object"}));
+                    let mut f = json!({"name": t.name, "parameters": params});
+                    if !t.description.is_empty() {
+                        f["description"] = json!(t.description);
+                    }
+                    json!({"type": "function", "function": f})
+                })
+                .collect();
+            body["tools"] = Value::Array(tools);
+        }
         if let Some(p) = &req.params {
             if let Some(v) = p.max_tokens {
                 body["max_tokens"] = json!(v);
@@ -95,15 +119,28 @@ impl OpenAiUpstream {
         call: &Call<'_>,
         stream: bool,
     ) -> Result<reqwest::Response, UpstreamError> {
-        let base = self.endpoints.get(call.region).ok_or_else(|| {
-            UpstreamError::unavailable(format!("no endpoint for region {}", call.region))
+        self.post(
+            call.region,
+            "chat/completions",
+            call.timeout,
+            &Self::body(call, stream),
+        )
+        .await
+    }
+
+    /// POSTs `body` to `{base}/{path}` of `region`'s endpoint; non-2xx answers become errors.
+    async fn post(
+        &self,
+        region: &str,
+        path: &str,
+        timeout: Duration,
+        body: &Value,
+    ) -> Result<reqwest::Response, UpstreamError> {
+        let base = self.endpoints.get(region).ok_or_else(|| {
+            UpstreamError::unavailable(format!("no endpoint for region {region}"))
         })?;
-        let url = format!("{}/chat/completions", base.trim_end_matches('/'));
-        let mut rb = self
-            .http
-            .post(url)
-            .timeout(call.timeout)
-            .json(&Self::body(call, stream));
+        let url = format!("{}/{path}", base.trim_end_matches('/'));
+        let mut rb = self.http.post(url).timeout(timeout).json(body);
         match &self.api_key {
             KeySource::None => {}
             KeySource::Static(key) => rb = rb.bearer_auth(&key.0),
@@ -143,7 +180,7 @@ impl OpenAiUpstream {
     }
 }
 
-fn transport_error(e: reqwest::Error) -> UpstreamError {
+pub(crate) fn transport_error(e: reqwest::Error) -> UpstreamError {
     if e.is_timeout() {
         UpstreamError::Timeout
     } else if e.is_connect() {
@@ -153,23 +190,81 @@ fn transport_error(e: reqwest::Error) -> UpstreamError {
     }
 }
 
-fn message_json(m: &switchyard_proto::v1::Message) -> Value {
+/// One contract message as OpenAI messages: tool results become one `tool` message each (OpenAI
+/// wants them separate), the rest one message of the contract's role.
+fn message_json(m: &switchyard_proto::v1::Message) -> Vec<Value> {
     let role = match Role::try_from(m.role).unwrap_or(Role::User) {
         Role::Assistant => "assistant",
-        Role::Tool => "tool",
-        Role::User | Role::Unspecified => "user",
+        Role::Tool | Role::User | Role::Unspecified => "user",
     };
-    let text: String = m
-        .content
-        .iter()
-        .filter_map(|p| match &p.part {
-            Some(Part::Text(t)) => Some(t.as_str()),
-            Some(Part::ToolResult(r)) => Some(r.content.as_str()),
-            _ => None,
+    let mut out = Vec::new();
+    let mut parts = Vec::new();
+    let mut tool_calls = Vec::new();
+    let mut has_image = false;
+    for p in &m.content {
+        match &p.part {
+            Some(Part::Text(t)) => parts.push(json!({"type": "text", "text": t})),
+            Some(Part::Image(img)) => {
+                has_image = true;
+                let data = base64::engine::general_purpose::STANDARD.encode(&img.data);
+                parts.push(json!({"type": "image_url", "image_url": {
+                    "url": format!("data:image/{};base64,{data}", img.format)
+                }}));
+            }
+            Some(Part::ToolCall(tc)) => tool_calls.push(json!({
+                "id": tc.id, "type": "function",
+                "function": {"name": tc.name, "arguments": tc.arguments_json},
+            })),
+            Some(Part::ToolResult(r)) => out.push(json!({
+                "role": "tool", "tool_call_id": r.tool_call_id, "content": r.content,
+            })),
+            None => {}
+        }
+    }
+    if parts.is_empty() && tool_calls.is_empty() && !out.is_empty() {
+        return out;
+    }
+    // Text only: a plain string, the form every OpenAI-compatible server accepts.
+    let content = if has_image {
+        Value::Array(parts)
+    } else {
+        let text: String = parts
+            .iter()
+            .filter_map(|p| p["text"].as_str())
+            .collect::<Vec<_>>()
+            .join("");
+        if text.is_empty() && !tool_calls.is_empty() {
+            Value::Null
+        } else {
+            Value::String(text)
+        }
+    };
+    let mut msg = json!({"role": role, "content": content});
+    if !tool_calls.is_empty() {
+        msg["tool_calls"] = Value::Array(tool_calls);
+    }
+    out.push(msg);
+    out
+}
+
+/// Tool calls of a `chat.completion` message.
+fn tool_calls(message: &Value) -> Vec<ToolCall> {
+    message["tool_calls"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|tc| ToolCall {
+            id: tc["id"].as_str().unwrap_or_default().to_owned(),
+            name: tc["function"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            arguments_json: tc["function"]["arguments"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
         })
-        .collect::<Vec<_>>()
-        .join("");
-    json!({"role": role, "content": text})
+        .collect()
 }
 
 fn stop_reason(finish: Option<&str>) -> StopReason {
@@ -212,8 +307,46 @@ impl Upstream for OpenAiUpstream {
                 .as_str()
                 .unwrap_or_default()
                 .to_owned(),
+            tool_calls: tool_calls(&choice["message"]),
             stop_reason: stop_reason(choice["finish_reason"].as_str()),
             usage: usage(&v["usage"]),
+        })
+    }
+
+    async fn embed(&self, call: EmbedCall<'_>) -> Result<Embeddings, UpstreamError> {
+        let mut body =
+            json!({"model": call.model, "input": call.inputs, "encoding_format": "float"});
+        if let Some(d) = call.dimensions {
+            body["dimensions"] = json!(d);
+        }
+        let resp = self
+            .post(call.region, "embeddings", call.timeout, &body)
+            .await?;
+        let v: Value = resp.json().await.map_err(transport_error)?;
+        let mut data: Vec<&Value> = v["data"].as_array().into_iter().flatten().collect();
+        data.sort_by_key(|d| d["index"].as_u64().unwrap_or(0));
+        let vectors: Vec<Vec<f32>> = data
+            .iter()
+            .map(|d| {
+                d["embedding"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_f64)
+                    .map(|f| f as f32)
+                    .collect()
+            })
+            .collect();
+        if vectors.len() != call.inputs.len() {
+            return Err(UpstreamError::unavailable(format!(
+                "upstream returned {} embeddings for {} inputs",
+                vectors.len(),
+                call.inputs.len()
+            )));
+        }
+        Ok(Embeddings {
+            vectors,
+            input_tokens: v["usage"]["prompt_tokens"].as_u64().unwrap_or(0) as u32,
         })
     }
 
@@ -237,6 +370,7 @@ pub fn sse_chunks(
         usage: None,
         output_chunks: 0,
         input_estimate,
+        queued: std::collections::VecDeque::new(),
         done: false,
     };
     futures::stream::unfold(state, |mut st| async move {
@@ -253,12 +387,17 @@ struct SseState {
     usage: Option<Usage>,
     output_chunks: u32,
     input_estimate: u32,
+    /// Chunks parsed from one SSE event beyond the first (several tool-call pieces).
+    queued: std::collections::VecDeque<Chunk>,
     done: bool,
 }
 
 impl SseState {
     /// The next chunk of the stream; `None` after the end (or after an error was yielded).
     async fn next_chunk(&mut self) -> Option<Result<Chunk, UpstreamError>> {
+        if let Some(c) = self.queued.pop_front() {
+            return Some(Ok(c));
+        }
         if self.done {
             return None;
         }
@@ -302,7 +441,29 @@ impl SseState {
                     && !t.is_empty()
                 {
                     self.output_chunks += 1;
-                    return Some(Ok(Chunk::Delta(t.to_owned())));
+                    self.queued.push_back(Chunk::Delta(t.to_owned()));
+                }
+                for tc in choice["delta"]["tool_calls"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                {
+                    self.output_chunks += 1;
+                    self.queued.push_back(Chunk::ToolCall {
+                        index: tc["index"].as_u64().unwrap_or(0) as u32,
+                        id: tc["id"].as_str().unwrap_or_default().to_owned(),
+                        name: tc["function"]["name"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_owned(),
+                        arguments: tc["function"]["arguments"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_owned(),
+                    });
+                }
+                if let Some(c) = self.queued.pop_front() {
+                    return Some(Ok(c));
                 }
             }
             match self.bytes.next().await {

@@ -2,7 +2,9 @@
 //! failures. It is NOT a model — it exists for the local demo and for load tests, so the
 //! gateway can be run and measured with no cloud account.
 
-use crate::{Call, Chunk, ChunkStream, Completion, Upstream, UpstreamError, text};
+use crate::{
+    Call, Chunk, ChunkStream, Completion, EmbedCall, Embeddings, Upstream, UpstreamError, text,
+};
 use futures::StreamExt;
 use rand::Rng;
 use std::time::Duration;
@@ -97,8 +99,39 @@ impl Upstream for SimulatedUpstream {
         let (words, stop_reason, usage) = Self::words(&call);
         Ok(Completion {
             text: words.join(" "),
+            tool_calls: Vec::new(),
             stop_reason,
             usage,
+        })
+    }
+
+    /// Deterministic unit-free vectors (256 values, or `dimensions`) derived from each text.
+    async fn embed(&self, call: EmbedCall<'_>) -> Result<Embeddings, UpstreamError> {
+        self.wait_latency(call.timeout).await?;
+        self.maybe_fail()?;
+        let dims = call.dimensions.unwrap_or(256) as usize;
+        let vectors = call
+            .inputs
+            .iter()
+            .map(|t| {
+                let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+                for b in t.bytes() {
+                    h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+                }
+                (0..dims)
+                    .map(|_| {
+                        h ^= h << 13;
+                        h ^= h >> 7;
+                        h ^= h << 17;
+                        ((h % 2048) as f32 - 1024.0) / 1024.0
+                    })
+                    .collect()
+            })
+            .collect();
+        let chars: usize = call.inputs.iter().map(String::len).sum();
+        Ok(Embeddings {
+            vectors,
+            input_tokens: chars.div_ceil(4).max(1) as u32,
         })
     }
 

@@ -28,6 +28,8 @@ pub struct SpokeConfigFile {
     pub models: Vec<ModelFile>,
     pub aws: Option<AwsFile>,
     pub bedrock: Option<BedrockFile>,
+    /// `provider = "anthropic"`: the API key settings (same keys as `[openai]`).
+    pub anthropic: Option<OpenAiFile>,
     pub openai: Option<OpenAiFile>,
     pub simulated: Option<SimulatedFile>,
     #[serde(default)]
@@ -124,6 +126,7 @@ pub struct SimulatedFile {
 pub enum ProviderConfig {
     Bedrock { guardrail: Option<(String, String)> },
     OpenAi { api_key: ApiKeyConfig },
+    Anthropic { api_key: ApiKeyConfig },
     Simulated(switchyard_providers::simulated::SimulatedConfig),
 }
 
@@ -132,6 +135,7 @@ impl ProviderConfig {
         match self {
             Self::Bedrock { .. } => "bedrock",
             Self::OpenAi { .. } => "openai",
+            Self::Anthropic { .. } => "anthropic",
             Self::Simulated(_) => "simulated",
         }
     }
@@ -292,40 +296,12 @@ pub fn validate(f: SpokeConfigFile) -> Result<SpokeConfig, ConfigErrors> {
             };
             Some(ProviderConfig::Bedrock { guardrail })
         }
-        "openai" => {
-            let o = f.openai.as_ref();
-            let env = o.and_then(|o| o.api_key_env.clone());
-            let file = o.and_then(|o| o.api_key_file.clone());
-            let secret = o.and_then(|o| o.api_key_secret.clone());
-            let refresh = p.duration_or(
-                "openai.secret_refresh",
-                o.and_then(|o| o.secret_refresh.as_deref()),
-                Duration::from_secs(300),
-            );
-            let field = o.and_then(|o| o.api_key_secret_field.clone());
-            if field.is_some() && secret.is_none() {
-                p.push("openai.api_key_secret_field", "needs api_key_secret");
-            }
-            let api_key = match (env, file, secret) {
-                (None, None, None) => ApiKeyConfig::None,
-                (Some(v), None, None) => ApiKeyConfig::Env(v),
-                (None, Some(f), None) => ApiKeyConfig::File(f),
-                (None, None, Some(id)) => {
-                    if refresh.is_zero() {
-                        p.push("openai.secret_refresh", "must be greater than zero");
-                    }
-                    ApiKeyConfig::Secret { id, field, refresh }
-                }
-                _ => {
-                    p.push(
-                        "openai",
-                        "set one of api_key_env, api_key_file, api_key_secret",
-                    );
-                    ApiKeyConfig::None
-                }
-            };
-            Some(ProviderConfig::OpenAi { api_key })
-        }
+        "openai" => Some(ProviderConfig::OpenAi {
+            api_key: api_key_config(&mut p, "openai", f.openai.as_ref()),
+        }),
+        "anthropic" => Some(ProviderConfig::Anthropic {
+            api_key: api_key_config(&mut p, "anthropic", f.anthropic.as_ref()),
+        }),
         "simulated" => {
             let s = f.simulated.as_ref();
             let d = switchyard_providers::simulated::SimulatedConfig::default();
@@ -351,7 +327,7 @@ pub fn validate(f: SpokeConfigFile) -> Result<SpokeConfig, ConfigErrors> {
             p.push(
                 "provider",
                 format!(
-                    "unknown provider {other:?} (expected \"bedrock\", \"openai\" or \"simulated\")"
+                    "unknown provider {other:?} (expected \"bedrock\", \"openai\", \"anthropic\" or \"simulated\")"
                 ),
             );
             None
@@ -360,6 +336,7 @@ pub fn validate(f: SpokeConfigFile) -> Result<SpokeConfig, ConfigErrors> {
     for (section, present) in [
         ("bedrock", f.bedrock.is_some()),
         ("openai", f.openai.is_some()),
+        ("anthropic", f.anthropic.is_some()),
         ("simulated", f.simulated.is_some()),
     ] {
         if present && section != f.provider {
@@ -545,6 +522,46 @@ pub fn validate(f: SpokeConfigFile) -> Result<SpokeConfig, ConfigErrors> {
         }),
         // Unreachable in practice: a missing value always recorded a problem above.
         _ => Err(ConfigErrors(vec!["configuration incomplete".into()])),
+    }
+}
+
+/// Where an API-key provider's key comes from (`[openai]` / `[anthropic]`).
+fn api_key_config(p: &mut Problems, section: &str, o: Option<&OpenAiFile>) -> ApiKeyConfig {
+    let env = o.and_then(|o| o.api_key_env.clone());
+    let file = o.and_then(|o| o.api_key_file.clone());
+    let secret = o.and_then(|o| o.api_key_secret.clone());
+    let refresh = p.duration_or(
+        format!("{section}.secret_refresh"),
+        o.and_then(|o| o.secret_refresh.as_deref()),
+        Duration::from_secs(300),
+    );
+    let field = o.and_then(|o| o.api_key_secret_field.clone());
+    if field.is_some() && secret.is_none() {
+        p.push(
+            format!("{section}.api_key_secret_field"),
+            "needs api_key_secret",
+        );
+    }
+    match (env, file, secret) {
+        (None, None, None) => ApiKeyConfig::None,
+        (Some(v), None, None) => ApiKeyConfig::Env(v),
+        (None, Some(f), None) => ApiKeyConfig::File(f),
+        (None, None, Some(id)) => {
+            if refresh.is_zero() {
+                p.push(
+                    format!("{section}.secret_refresh"),
+                    "must be greater than zero",
+                );
+            }
+            ApiKeyConfig::Secret { id, field, refresh }
+        }
+        _ => {
+            p.push(
+                section,
+                "set one of api_key_env, api_key_file, api_key_secret",
+            );
+            ApiKeyConfig::None
+        }
     }
 }
 

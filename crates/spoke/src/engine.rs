@@ -2,6 +2,8 @@
 //! chain, in order), skipping routes that are cooling down, broken or out of quota, calling the
 //! upstream on the others, until one answers or the deadline passes.
 
+mod embed;
+
 use crate::config::{Model, SpokeConfig};
 use crate::error::SpokeError;
 use crate::routes::{RouteState, Skip, Status};
@@ -415,9 +417,10 @@ impl Engine {
                         request_id: req.request_id,
                         message: Some(Message {
                             role: Role::Assistant as i32,
-                            content: vec![ContentPart {
-                                part: Some(Part::Text(c.text)),
-                            }],
+                            content: std::iter::once(Part::Text(c.text))
+                                .chain(c.tool_calls.into_iter().map(Part::ToolCall))
+                                .map(|p| ContentPart { part: Some(p) })
+                                .collect(),
                         }),
                         stop_reason: c.stop_reason as i32,
                         usage: Some(c.usage),
@@ -546,7 +549,26 @@ impl Engine {
             let now = std::time::Instant::now();
             let out = match item {
                 Some(Ok(Chunk::Delta(text))) => Ok(InferEvent {
-                    event: Some(Event::Delta(StreamDelta { text })),
+                    event: Some(Event::Delta(StreamDelta {
+                        text,
+                        tool_call: None,
+                    })),
+                }),
+                Some(Ok(Chunk::ToolCall {
+                    index,
+                    id,
+                    name,
+                    arguments,
+                })) => Ok(InferEvent {
+                    event: Some(Event::Delta(StreamDelta {
+                        text: String::new(),
+                        tool_call: Some(switchyard_proto::v1::ToolCallDelta {
+                            index,
+                            id,
+                            name,
+                            arguments_json: arguments,
+                        }),
+                    })),
                 }),
                 Some(Ok(Chunk::End { stop_reason, usage })) => {
                     st.route.state.lock().on_success();

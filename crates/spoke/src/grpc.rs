@@ -9,7 +9,8 @@ use std::time::Duration;
 use switchyard_proto::v1::infer_event::Event;
 use switchyard_proto::v1::spoke_server::Spoke;
 use switchyard_proto::v1::{
-    DescribeRequest, DescribeResponse, InferEvent, InferRequest, InferResponse,
+    DescribeRequest, DescribeResponse, EmbedRequest, EmbedResponse, InferEvent, InferRequest,
+    InferResponse,
 };
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
@@ -120,6 +121,18 @@ impl Spoke for SpokeService {
         _request: Request<DescribeRequest>,
     ) -> Result<Response<DescribeResponse>, Status> {
         Ok(Response::new(self.engine.describe().await))
+    }
+
+    async fn embed(
+        &self,
+        request: Request<EmbedRequest>,
+    ) -> Result<Response<EmbedResponse>, Status> {
+        let timeout = grpc_timeout(&request);
+        self.engine
+            .embed(request.into_inner(), timeout)
+            .await
+            .map(Response::new)
+            .map_err(|e| e.to_status())
     }
 }
 

@@ -55,48 +55,7 @@ pub async fn build_upstream(config: &SpokeConfig) -> Result<Arc<dyn Upstream>, S
             )
         }
         ProviderConfig::OpenAi { api_key } => {
-            let key = match api_key {
-                ApiKeyConfig::None => KeySource::None,
-                ApiKeyConfig::Env(var) => {
-                    KeySource::Static(ApiKey::new(std::env::var(var).map_err(|_| {
-                        StartError::ApiKey(format!("environment variable {var} is not set"))
-                    })?))
-                }
-                ApiKeyConfig::File(path) => KeySource::Static(ApiKey::new(
-                    std::fs::read_to_string(path)
-                        .map_err(|e| {
-                            StartError::ApiKey(format!("cannot read {}: {e}", path.display()))
-                        })?
-                        .trim()
-                        .to_owned(),
-                )),
-                ApiKeyConfig::Secret { id, field, refresh } => {
-                    let region = config
-                        .aws
-                        .secrets_region
-                        .clone()
-                        .or_else(|| config.regions.first().map(|r| r.name.clone()))
-                        .unwrap_or_else(|| "us-east-1".into());
-                    let source = SecretsManagerKey::new(
-                        SecretRef {
-                            id: id.clone(),
-                            field: field.clone(),
-                        },
-                        &region,
-                        config.aws.role_arn.as_deref(),
-                    )
-                    .await;
-                    // A failed first load is not fatal: the spoke reports itself not serving
-                    // (credentials missing) and the refresher keeps trying.
-                    if let Err(e) = source.refresh().await {
-                        tracing::warn!("API key secret not loaded at start: {e}");
-                    }
-                    let cell = source.cell();
-                    let every = *refresh;
-                    tokio::spawn(source.refresh_loop(every));
-                    KeySource::Refreshed(cell)
-                }
-            };
+            let key = key_source(config, api_key).await?;
             let endpoints = config
                 .regions
                 .iter()
@@ -106,6 +65,67 @@ pub async fn build_upstream(config: &SpokeConfig) -> Result<Arc<dyn Upstream>, S
                 OpenAiUpstream::new(endpoints, key)
                     .map_err(|e| StartError::Upstream(e.to_string()))?,
             )
+        }
+        ProviderConfig::Anthropic { api_key } => {
+            let key = key_source(config, api_key).await?;
+            let endpoints = config
+                .regions
+                .iter()
+                .map(|r| {
+                    let base = r.endpoint.clone().unwrap_or_else(|| {
+                        switchyard_providers::anthropic::DEFAULT_ENDPOINT.to_owned()
+                    });
+                    (r.name.clone(), base)
+                })
+                .collect();
+            Arc::new(
+                switchyard_providers::anthropic::AnthropicUpstream::new(endpoints, key)
+                    .map_err(|e| StartError::Upstream(e.to_string()))?,
+            )
+        }
+    })
+}
+
+/// The API key of an OpenAI-compatible or Anthropic upstream, from where the config says.
+async fn key_source(config: &SpokeConfig, api_key: &ApiKeyConfig) -> Result<KeySource, StartError> {
+    Ok(match api_key {
+        ApiKeyConfig::None => KeySource::None,
+        ApiKeyConfig::Env(var) => {
+            KeySource::Static(ApiKey::new(std::env::var(var).map_err(|_| {
+                StartError::ApiKey(format!("environment variable {var} is not set"))
+            })?))
+        }
+        ApiKeyConfig::File(path) => KeySource::Static(ApiKey::new(
+            std::fs::read_to_string(path)
+                .map_err(|e| StartError::ApiKey(format!("cannot read {}: {e}", path.display())))?
+                .trim()
+                .to_owned(),
+        )),
+        ApiKeyConfig::Secret { id, field, refresh } => {
+            let region = config
+                .aws
+                .secrets_region
+                .clone()
+                .or_else(|| config.regions.first().map(|r| r.name.clone()))
+                .unwrap_or_else(|| "us-east-1".into());
+            let source = SecretsManagerKey::new(
+                SecretRef {
+                    id: id.clone(),
+                    field: field.clone(),
+                },
+                &region,
+                config.aws.role_arn.as_deref(),
+            )
+            .await;
+            // A failed first load is not fatal: the spoke reports itself not serving
+            // (credentials missing) and the refresher keeps trying.
+            if let Err(e) = source.refresh().await {
+                tracing::warn!("API key secret not loaded at start: {e}");
+            }
+            let cell = source.cell();
+            let every = *refresh;
+            tokio::spawn(source.refresh_loop(every));
+            KeySource::Refreshed(cell)
         }
     })
 }

@@ -25,7 +25,9 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::behavior::{Action, ErrorKind};
-use crate::fake::{Completion, FakeServer, Kind, Plan, Shared, collect_text};
+use crate::fake::{
+    Completion, FakeServer, Kind, Plan, Shared, ToolUse, collect_text, fake_embedding, word_count,
+};
 
 /// Content type of Bedrock event streams.
 pub const EVENT_STREAM_CONTENT_TYPE: &str = "application/vnd.amazon.eventstream";
@@ -67,6 +69,7 @@ fn routes() -> Router<Arc<Shared>> {
     Router::new()
         .route("/model/{model_id}/converse", post(converse))
         .route("/model/{model_id}/converse-stream", post(converse_stream))
+        .route("/model/{model_id}/invoke", post(invoke))
 }
 
 /// A parsed Converse request.
@@ -76,6 +79,8 @@ struct Request {
     max_tokens: Option<u64>,
     /// The request carried a `guardrailConfig`.
     guardrail: bool,
+    /// The first tool of `toolConfig`, when the last message is a user turn without tool results.
+    call_tool: Option<String>,
 }
 
 /// The message Bedrock returns when a guardrail blocks an answer (the guardrail's configured
@@ -101,11 +106,14 @@ fn parse_request(body: &Value) -> Request {
         collect_text(system, &mut input_text);
     }
     let mut last_user = String::new();
+    let mut tool_results = false;
+    let mut last_is_user = false;
     if let Some(messages) = body.get("messages").and_then(Value::as_array) {
         for m in messages {
             collect_text(m.get("content").unwrap_or(&Value::Null), &mut input_text);
             if m.get("role").and_then(Value::as_str) == Some("user") {
                 last_user.clear();
+                tool_results = false;
                 for block in m
                     .get("content")
                     .and_then(Value::as_array)
@@ -116,10 +124,21 @@ fn parse_request(body: &Value) -> Request {
                         last_user.push_str(t);
                         last_user.push(' ');
                     }
+                    // A tool result is echoed like a user message.
+                    if let Some(r) = block.get("toolResult") {
+                        tool_results = true;
+                        collect_text(r.get("content").unwrap_or(&Value::Null), &mut last_user);
+                    }
                 }
             }
+            last_is_user = m.get("role").and_then(Value::as_str) == Some("user");
         }
     }
+    let first_tool = body
+        .pointer("/toolConfig/tools/0/toolSpec/name")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let call_tool = first_tool.filter(|_| last_is_user && !tool_results);
     let max_tokens = body
         .get("inferenceConfig")
         .and_then(|c| c.get("maxTokens"))
@@ -129,6 +148,7 @@ fn parse_request(body: &Value) -> Request {
         input_text,
         max_tokens,
         guardrail: body.get("guardrailConfig").is_some(),
+        call_tool,
     }
 }
 
@@ -241,12 +261,79 @@ async fn converse(
         req.max_tokens,
     );
     let c = apply_guardrail(c, &req);
+    let tool = tool_use(&req, &plan);
+    let (content, stop) = match &tool {
+        Some(t) => (
+            json!([{"toolUse": {"toolUseId": t.id, "name": t.name, "input": t.input()}}]),
+            "tool_use",
+        ),
+        None => (json!([{"text": c.text}]), stop_reason(&c)),
+    };
     let body = json!({
-        "output": {"message": {"role": "assistant", "content": [{"text": c.text}]}},
-        "stopReason": stop_reason(&c),
+        "output": {"message": {"role": "assistant", "content": content}},
+        "stopReason": stop,
         "usage": usage(&c),
         "metrics": {"latencyMs": 1},
     });
+    let mut resp = axum::Json(body).into_response();
+    if let Ok(v) = HeaderValue::from_str(&plan.request_id) {
+        resp.headers_mut().insert("x-amzn-requestid", v);
+    }
+    resp
+}
+
+fn tool_use(req: &Request, plan: &Plan) -> Option<ToolUse> {
+    req.call_tool
+        .as_deref()
+        .map(|name| ToolUse::new("tooluse_", &plan.request_id, name, &req.last_user))
+}
+
+/// `InvokeModel` for the embedding models: Titan text embeddings (`amazon.titan-embed-*`,
+/// `{"inputText", "dimensions"?}` → `{"embedding", "inputTextTokenCount"}`, 1024 values by
+/// default) and Cohere Embed (`cohere.embed-*`, `{"texts", "input_type"}` → `{"id",
+/// "embeddings", "texts", "response_type": "embeddings_floats"}`, 1024 values). Other models: a
+/// `ValidationException`.
+async fn invoke(
+    State(st): State<Arc<Shared>>,
+    Path(model): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let parsed: Option<Value> = serde_json::from_slice(&body).ok();
+    let plan = st.begin_call(
+        uri.path().to_string(),
+        &model,
+        &headers,
+        parsed.clone().unwrap_or(Value::Null),
+    );
+    let Some(req) = parsed.filter(Value::is_object) else {
+        return malformed(&plan);
+    };
+    if let Some(resp) = pre_answer(&plan, &model, false).await {
+        return resp;
+    }
+    let invalid = |msg: &str| error_response(ErrorKind::Validation, None, msg, &plan.request_id);
+    let body = if model.starts_with("amazon.titan-embed") {
+        let Some(text) = req["inputText"].as_str() else {
+            return invalid("Malformed input request: required key [inputText] not found");
+        };
+        let dims = req["dimensions"].as_u64().unwrap_or(1024) as usize;
+        json!({"embedding": fake_embedding(text, dims), "inputTextTokenCount": word_count(text)})
+    } else if model.starts_with("cohere.embed") {
+        let Some(texts) = req["texts"].as_array() else {
+            return invalid("Malformed input request: required key [texts] not found");
+        };
+        if req["input_type"].as_str().is_none() {
+            return invalid("Malformed input request: required key [input_type] not found");
+        }
+        let texts: Vec<&str> = texts.iter().filter_map(Value::as_str).collect();
+        let embeddings: Vec<Vec<f32>> = texts.iter().map(|t| fake_embedding(t, 1024)).collect();
+        json!({"id": plan.request_id, "embeddings": embeddings, "texts": texts,
+            "response_type": "embeddings_floats"})
+    } else {
+        return invalid("The provided model identifier is invalid.");
+    };
     let mut resp = axum::Json(body).into_response();
     if let Ok(v) = HeaderValue::from_str(&plan.request_id) {
         resp.headers_mut().insert("x-amzn-requestid", v);
@@ -342,9 +429,13 @@ async fn converse_stream(
     let (tx, rx) = mpsc::channel::<Frame>(16);
     let delay = plan.chunk_delay;
     let label = plan.label.clone();
+    let tool = tool_use(&req, &plan);
     tokio::spawn(async move {
         // Ends early (returns Err) when the client goes away and the channel closes.
-        let _ = write_stream(&tx, &c, fail_after, delay, &label, &model).await;
+        let _ = match tool {
+            Some(t) => write_tool_stream(&tx, &c, &t).await,
+            None => write_stream(&tx, &c, fail_after, delay, &label, &model).await,
+        };
     });
     let mut resp = Response::new(Body::from_stream(ReceiverStream::new(rx)));
     let h = resp.headers_mut();
@@ -356,6 +447,48 @@ async fn converse_stream(
         h.insert("x-amzn-requestid", v);
     }
     resp
+}
+
+/// A streamed tool call: `contentBlockStart` with the `toolUse` id and name, the input JSON in
+/// pieces, `messageStop` `tool_use`.
+async fn write_tool_stream(
+    tx: &mpsc::Sender<Frame>,
+    c: &Completion,
+    t: &ToolUse,
+) -> anyhow::Result<()> {
+    let send = |frame: anyhow::Result<Bytes>| async move {
+        let frame = frame.map_err(|e| std::io::Error::other(e.to_string()));
+        tx.send(frame).await.map_err(|_| anyhow::anyhow!("closed"))
+    };
+    send(event_frame("messageStart", &json!({"role": "assistant"}))).await?;
+    send(event_frame(
+        "contentBlockStart",
+        &json!({"contentBlockIndex": 0, "start": {"toolUse": {"toolUseId": t.id, "name": t.name}}}),
+    ))
+    .await?;
+    for piece in t.pieces() {
+        send(event_frame(
+            "contentBlockDelta",
+            &json!({"contentBlockIndex": 0, "delta": {"toolUse": {"input": piece}}}),
+        ))
+        .await?;
+    }
+    send(event_frame(
+        "contentBlockStop",
+        &json!({"contentBlockIndex": 0}),
+    ))
+    .await?;
+    send(event_frame(
+        "messageStop",
+        &json!({"stopReason": "tool_use"}),
+    ))
+    .await?;
+    send(event_frame(
+        "metadata",
+        &json!({"usage": usage(c), "metrics": {"latencyMs": 1}}),
+    ))
+    .await?;
+    Ok(())
 }
 
 async fn write_stream(

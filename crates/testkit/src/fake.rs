@@ -65,6 +65,25 @@ pub fn completion_text(label: &str, model: &str, last_user_message: &str) -> Str
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+/// The fakes' deterministic embedding of `text`: `dims` values in [-1, 1) derived from the text's
+/// bytes (FNV-1a, then a xorshift per component), so tests can compute the expected vector.
+pub fn fake_embedding(text: &str, dims: usize) -> Vec<f32> {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (0..dims)
+        .map(|_| {
+            h ^= h << 13;
+            h ^= h >> 7;
+            h ^= h << 17;
+            // Multiples of 1/1024: exact in f32 and in JSON.
+            ((h % 2048) as f32 - 1024.0) / 1024.0
+        })
+        .collect()
+}
+
 /// Whitespace word count, the fakes' token count.
 pub fn word_count(text: &str) -> u64 {
     text.split_whitespace().count() as u64
@@ -125,11 +144,54 @@ impl Completion {
     }
 }
 
+/// The fakes' tool-use rule: when a request offers tools and its last message is a user turn
+/// (not tool results), the model calls the first tool with `{"query": <the last user text,
+/// trimmed>}`. Answering tool results gets text again: the fake echoes the last tool result as
+/// if it were the user's message ([`completion_text`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ToolUse {
+    /// `toolu_…` / `tooluse_…` / `call_…` plus the fake's request id.
+    pub id: String,
+    pub name: String,
+    /// The JSON arguments, as text.
+    pub arguments: String,
+}
+
+impl ToolUse {
+    pub fn new(prefix: &str, request_id: &str, name: &str, last_user: &str) -> ToolUse {
+        ToolUse {
+            id: format!("{prefix}{request_id}"),
+            name: name.to_string(),
+            arguments: json!({ "query": last_user.trim() }).to_string(),
+        }
+    }
+
+    /// The arguments in two streamed pieces (split inside the JSON, like real models do).
+    pub fn pieces(&self) -> Vec<String> {
+        let mid = self
+            .arguments
+            .char_indices()
+            .map(|(i, _)| i)
+            .find(|i| *i >= self.arguments.len() / 2)
+            .unwrap_or(0);
+        vec![
+            self.arguments[..mid].to_string(),
+            self.arguments[mid..].to_string(),
+        ]
+    }
+
+    /// The arguments as JSON.
+    pub fn input(&self) -> Value {
+        serde_json::from_str(&self.arguments).unwrap_or(Value::Null)
+    }
+}
+
 /// Which wire protocol a fake speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Kind {
     Bedrock,
     OpenAi,
+    Anthropic,
 }
 
 #[derive(Debug)]

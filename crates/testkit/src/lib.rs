@@ -1,6 +1,6 @@
 //! Test support for Switchyard's end-to-end tests.
 //!
-//! - [`bedrock::FakeBedrock`] and [`openai::FakeOpenAi`]: wire-faithful fake upstreams (axum
+//! - [`bedrock::FakeBedrock`], [`openai::FakeOpenAi`] and [`anthropic::FakeAnthropic`]: wire-faithful fake upstreams (axum
 //!   servers on `127.0.0.1:0` inside the test's tokio runtime) whose behavior per model is set
 //!   through [`behavior::Behavior`] (Rust API or `POST /_control/behavior`), and which count and
 //!   record the calls they get. Their shared API lives on [`fake::FakeServer`].
@@ -31,6 +31,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod anthropic;
 pub mod bedrock;
 pub mod behavior;
 pub mod dns;
@@ -39,8 +40,9 @@ pub mod openai;
 pub mod pki;
 pub mod process;
 
+pub use anthropic::FakeAnthropic;
 pub use bedrock::FakeBedrock;
 pub use behavior::{Behavior, ErrorKind};
-pub use fake::{FakeServer, RecordedRequest, completion_text};
+pub use fake::{FakeServer, RecordedRequest, ToolUse, completion_text, fake_embedding};
 pub use openai::FakeOpenAi;
 pub use process::{Proc, binary_path, eventually, write_config};

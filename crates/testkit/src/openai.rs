@@ -26,7 +26,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::behavior::{Action, ErrorKind};
-use crate::fake::{Completion, FakeServer, Kind, Shared};
+use crate::fake::{Completion, FakeServer, Kind, Shared, ToolUse, fake_embedding, word_count};
 
 /// A fake OpenAI-compatible endpoint. Derefs to [`FakeServer`] for behaviors, counters and
 /// requests.
@@ -64,6 +64,7 @@ impl Deref for FakeOpenAi {
 fn routes() -> Router<Arc<Shared>> {
     Router::new()
         .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/embeddings", post(embeddings))
         .route("/v1/models", get(list_models))
 }
 
@@ -134,6 +135,62 @@ fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
+/// `POST /v1/embeddings`: [`fake_embedding`] of each input (1536 values, or `dimensions`).
+async fn embeddings(
+    State(st): State<Arc<Shared>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let parsed: Option<Value> = serde_json::from_slice(&body).ok();
+    let model = parsed
+        .as_ref()
+        .and_then(|v| v["model"].as_str())
+        .unwrap_or("")
+        .to_string();
+    let plan = st.begin_call(
+        uri.path().to_string(),
+        &model,
+        &headers,
+        parsed.clone().unwrap_or(Value::Null),
+    );
+    match plan.action {
+        Action::Ok | Action::StreamFailAfter(_) => {}
+        Action::Fail { kind, retry_after } => {
+            let msg = format!("fake openai {}: {kind} for model {model}", plan.label);
+            return error_response(kind, retry_after, &msg);
+        }
+        Action::Slow(d) => tokio::time::sleep(d).await,
+        Action::Hang => std::future::pending().await,
+    }
+    let req = parsed.unwrap_or(Value::Null);
+    let inputs: Vec<String> = match &req["input"] {
+        Value::String(s) => vec![s.clone()],
+        Value::Array(a) => a
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect(),
+        _ => vec![],
+    };
+    if inputs.is_empty() {
+        return error_response(
+            ErrorKind::Validation,
+            None,
+            "'input' is a required property",
+        );
+    }
+    let dims = req["dimensions"].as_u64().unwrap_or(1536) as usize;
+    let tokens: u64 = inputs.iter().map(|t| word_count(t)).sum();
+    let data: Vec<Value> = inputs
+        .iter()
+        .enumerate()
+        .map(|(i, t)| json!({"object": "embedding", "index": i, "embedding": fake_embedding(t, dims)}))
+        .collect();
+    axum::Json(json!({"object": "list", "data": data, "model": model,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}))
+    .into_response()
+}
+
 async fn chat_completions(
     State(st): State<Arc<Shared>>,
     uri: Uri,
@@ -195,11 +252,24 @@ async fn chat_completions(
     {
         let content = m.get("content").unwrap_or(&Value::Null);
         content_text(content, &mut input_text);
-        if m.get("role").and_then(Value::as_str) == Some("user") {
+        // A tool result is echoed like a user message.
+        if matches!(m.get("role").and_then(Value::as_str), Some("user" | "tool")) {
             last_user.clear();
             content_text(content, &mut last_user);
         }
     }
+    let last_is_user = req
+        .get("messages")
+        .and_then(Value::as_array)
+        .and_then(|m| m.last())
+        .and_then(|m| m.get("role"))
+        .and_then(Value::as_str)
+        == Some("user");
+    let tool = req
+        .pointer("/tools/0/function/name")
+        .and_then(Value::as_str)
+        .filter(|_| last_is_user)
+        .map(|name| ToolUse::new("call_", &plan.request_id, name, &last_user));
     let max_tokens = req
         .get("max_completion_tokens")
         .or_else(|| req.get("max_tokens"))
@@ -207,7 +277,13 @@ async fn chat_completions(
     let c = Completion::new(&plan.label, &model, &last_user, &input_text, max_tokens);
     let id = format!("chatcmpl-{}", plan.request_id);
     let created = now_secs();
-    let finish_reason = if c.truncated { "length" } else { "stop" };
+    let finish_reason = if tool.is_some() {
+        "tool_calls"
+    } else if c.truncated {
+        "length"
+    } else {
+        "stop"
+    };
     let usage = json!({
         "prompt_tokens": c.input_tokens,
         "completion_tokens": c.output_tokens,
@@ -215,6 +291,14 @@ async fn chat_completions(
     });
 
     if !streaming {
+        let message = match &tool {
+            Some(t) => {
+                json!({"role": "assistant", "content": null, "refusal": null, "tool_calls": [
+                    {"id": t.id, "type": "function", "function": {"name": t.name, "arguments": t.arguments}}
+                ]})
+            }
+            None => json!({"role": "assistant", "content": c.text, "refusal": null}),
+        };
         return axum::Json(json!({
             "id": id,
             "object": "chat.completion",
@@ -222,7 +306,7 @@ async fn chat_completions(
             "model": model,
             "choices": [{
                 "index": 0,
-                "message": {"role": "assistant", "content": c.text, "refusal": null},
+                "message": message,
                 "logprobs": null,
                 "finish_reason": finish_reason,
             }],
@@ -259,16 +343,33 @@ async fn chat_completions(
         json!([{"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}]),
         None,
     );
-    let contents: Vec<Bytes> = c
-        .chunks
-        .iter()
-        .map(|text| {
-            chunk(
-                json!([{"index": 0, "delta": {"content": text}, "logprobs": null, "finish_reason": null}]),
-                None,
-            )
-        })
-        .collect();
+    let contents: Vec<Bytes> = match &tool {
+        Some(t) => {
+            let first = json!({"tool_calls": [{"index": 0, "id": t.id, "type": "function",
+                "function": {"name": t.name, "arguments": ""}}]});
+            std::iter::once(first)
+                .chain(t.pieces().into_iter().map(|p| {
+                    json!({"tool_calls": [{"index": 0, "function": {"arguments": p}}]})
+                }))
+                .map(|delta| {
+                    chunk(
+                        json!([{"index": 0, "delta": delta, "logprobs": null, "finish_reason": null}]),
+                        None,
+                    )
+                })
+                .collect()
+        }
+        None => c
+            .chunks
+            .iter()
+            .map(|text| {
+                chunk(
+                    json!([{"index": 0, "delta": {"content": text}, "logprobs": null, "finish_reason": null}]),
+                    None,
+                )
+            })
+            .collect(),
+    };
     let mut tail = vec![chunk(
         json!([{"index": 0, "delta": {}, "logprobs": null, "finish_reason": finish_reason}]),
         None,

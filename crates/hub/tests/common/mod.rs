@@ -162,7 +162,7 @@ impl Spoke for Svc {
             for i in 0..chunks {
                 if i > 0 { tokio::time::sleep(delay).await; }
                 yield Ok(pb::InferEvent { event: Some(pb::infer_event::Event::Delta(pb::StreamDelta {
-                    text: format!("{account}-{i} ") })) });
+                    text: format!("{account}-{i} "), tool_call: None })) });
                 if mode == Mode::FailAfterFirstDelta {
                     let mut s = Status::unavailable("upstream died mid-stream");
                     s.metadata_mut().insert(switchyard_proto::ATTEMPTS, "1".parse().unwrap());
@@ -175,6 +175,15 @@ impl Spoke for Svc {
                 usage: Some(pb::Usage { input_tokens: 5, output_tokens: chunks as u32 }) })) });
         };
         Ok(Response::new(Box::pin(s)))
+    }
+
+    async fn embed(
+        &self,
+        _request: Request<pb::EmbedRequest>,
+    ) -> Result<Response<pb::EmbedResponse>, Status> {
+        Err(Status::unimplemented(
+            "the in-process test spoke does not embed",
+        ))
     }
 
     async fn describe(

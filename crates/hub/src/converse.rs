@@ -1,0 +1,552 @@
+//! The Bedrock Converse surface: `POST /model/{modelId}/converse` (JSON) and
+//! `POST /model/{modelId}/converse-stream` (`application/vnd.amazon.eventstream` frames:
+//! `messageStart`, `contentBlockStart`, `contentBlockDelta`, `contentBlockStop`, `messageStop`,
+//! `metadata`), errors with `x-amzn-ErrorType` and `{"message": …}` so AWS SDKs raise their
+//! modelled exceptions. `modelId` is the hub's model alias.
+//!
+//! SigV4 is not the hub's auth: clients send the hub API key in `x-api-key` (or `Authorization:
+//! Bearer`); a SigV4 `Authorization` header is ignored. docs/api.md shows the boto3 hook.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use aws_smithy_types::event_stream::{Header, HeaderValue as FrameValue, Message};
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use serde_json::{Value, json};
+use switchyard_proto::v1 as pb;
+
+use crate::error::HubError;
+use crate::gateway::{self, StreamItem};
+use crate::hub::Hub;
+use crate::routing::Needs;
+
+/// Content type of AWS event streams.
+pub const EVENT_STREAM: &str = "application/vnd.amazon.eventstream";
+
+/// The Converse routes, merged into the hub's router.
+pub fn routes() -> Router<Arc<Hub>> {
+    Router::new()
+        .route("/model/{model_id}/converse", post(converse_handler))
+        .route(
+            "/model/{model_id}/converse-stream",
+            post(converse_stream_handler),
+        )
+}
+
+fn bad(msg: impl Into<String>) -> HubError {
+    HubError::BadRequest(msg.into())
+}
+
+/// Top-level fields this surface refuses (it cannot honour them), with why.
+const REFUSED: [(&str, &str); 4] = [
+    (
+        "guardrailConfig",
+        "guardrails are configured on the spoke, not per request",
+    ),
+    (
+        "additionalModelRequestFields",
+        "model-specific fields are not carried",
+    ),
+    ("promptVariables", "prompt management is not supported"),
+    (
+        "performanceConfig",
+        "latency-optimised inference is not supported",
+    ),
+];
+
+/// Translates a Converse request body to the spoke contract.
+pub fn to_infer(body: &Value) -> Result<pb::InferRequest, HubError> {
+    if !body.is_object() {
+        return Err(bad("the request body must be a JSON object"));
+    }
+    for (field, why) in REFUSED {
+        if body.get(field).is_some_and(|v| !v.is_null()) {
+            return Err(bad(format!(
+                "{field}: not supported by this gateway ({why})"
+            )));
+        }
+    }
+    let mut system = Vec::new();
+    for (i, s) in body["system"].as_array().into_iter().flatten().enumerate() {
+        match s["text"].as_str() {
+            Some(t) => system.push(t.to_owned()),
+            None => {
+                return Err(bad(format!(
+                    "system.{i}: only text system blocks are supported"
+                )));
+            }
+        }
+    }
+    let Some(in_messages) = body["messages"].as_array().filter(|m| !m.is_empty()) else {
+        return Err(bad("messages: at least one message is required"));
+    };
+    let mut messages = Vec::with_capacity(in_messages.len());
+    for (i, m) in in_messages.iter().enumerate() {
+        let role = match m["role"].as_str() {
+            Some("user") => pb::Role::User,
+            Some("assistant") => pb::Role::Assistant,
+            other => {
+                return Err(bad(format!(
+                    "messages.{i}.role: {:?} is not one of user, assistant",
+                    other.unwrap_or("")
+                )));
+            }
+        };
+        let mut content = Vec::new();
+        let mut has_results = false;
+        for (j, b) in m["content"].as_array().into_iter().flatten().enumerate() {
+            let at = format!("messages.{i}.content.{j}");
+            let part = if let Some(t) = b["text"].as_str() {
+                pb::content_part::Part::Text(t.to_owned())
+            } else if let Some(img) = b.get("image").filter(|_| role == pb::Role::User) {
+                let format = img["format"].as_str().unwrap_or("");
+                let Some(data) = img["source"]["bytes"].as_str() else {
+                    return Err(bad(format!(
+                        "{at}.image.source: only inline bytes are supported"
+                    )));
+                };
+                let p = crate::media::image_part(&format!("image/{format}"), data)
+                    .map_err(|e| bad(format!("{at}: {e}")))?;
+                content.push(p);
+                continue;
+            } else if let Some(u) = b.get("toolUse").filter(|_| role == pb::Role::Assistant) {
+                pb::content_part::Part::ToolCall(pb::ToolCall {
+                    id: u["toolUseId"].as_str().unwrap_or_default().to_owned(),
+                    name: u["name"]
+                        .as_str()
+                        .ok_or_else(|| bad(format!("{at}.toolUse.name: required")))?
+                        .to_owned(),
+                    arguments_json: match &u["input"] {
+                        Value::Null => "{}".to_owned(),
+                        v => v.to_string(),
+                    },
+                })
+            } else if let Some(r) = b.get("toolResult").filter(|_| role == pb::Role::User) {
+                has_results = true;
+                let mut text = String::new();
+                for (k, c) in r["content"].as_array().into_iter().flatten().enumerate() {
+                    if let Some(t) = c["text"].as_str() {
+                        text.push_str(t);
+                    } else if let Some(j) = c.get("json") {
+                        text.push_str(&j.to_string());
+                    } else {
+                        return Err(bad(format!(
+                            "{at}.toolResult.content.{k}: only text and json are supported"
+                        )));
+                    }
+                }
+                pb::content_part::Part::ToolResult(pb::ToolResult {
+                    tool_call_id: r["toolUseId"]
+                        .as_str()
+                        .ok_or_else(|| bad(format!("{at}.toolResult.toolUseId: required")))?
+                        .to_owned(),
+                    content: text,
+                    is_error: r["status"].as_str() == Some("error"),
+                })
+            } else {
+                let kind = b
+                    .as_object()
+                    .and_then(|o| o.keys().next().cloned())
+                    .unwrap_or_default();
+                return Err(bad(format!(
+                    "{at}: content block {kind:?} is not supported in a {} message",
+                    m["role"].as_str().unwrap_or("")
+                )));
+            };
+            content.push(pb::ContentPart { part: Some(part) });
+        }
+        if content.is_empty() {
+            return Err(bad(format!("messages.{i}.content: must not be empty")));
+        }
+        let role = if has_results { pb::Role::Tool } else { role };
+        messages.push(pb::Message {
+            role: role as i32,
+            content,
+        });
+    }
+    let mut tools = Vec::new();
+    let tool_config = &body["toolConfig"];
+    if let Some(choice) = tool_config.get("toolChoice")
+        && choice.get("auto").is_none()
+    {
+        return Err(bad("toolConfig.toolChoice: only `auto` is supported"));
+    }
+    for (i, t) in tool_config["tools"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let Some(spec) = t.get("toolSpec") else {
+            return Err(bad(format!(
+                "toolConfig.tools.{i}: only toolSpec tools are supported"
+            )));
+        };
+        tools.push(pb::ToolSpec {
+            name: spec["name"]
+                .as_str()
+                .ok_or_else(|| bad(format!("toolConfig.tools.{i}.toolSpec.name: required")))?
+                .to_owned(),
+            description: spec["description"].as_str().unwrap_or_default().to_owned(),
+            parameters_json: match &spec["inputSchema"]["json"] {
+                Value::Null => "{\"type\":\"object\"}".to_owned(),
+                v => v.to_string(),
+            },
+        });
+    }
+    let cfg = &body["inferenceConfig"];
+    let max_tokens = match &cfg["maxTokens"] {
+        Value::Null => None,
+        v => Some(
+            v.as_u64()
+                .filter(|n| *n >= 1)
+                .and_then(|n| u32::try_from(n).ok())
+                .ok_or_else(|| bad("inferenceConfig.maxTokens: must be a positive integer"))?,
+        ),
+    };
+    let float = |name: &str| -> Result<Option<f32>, HubError> {
+        match &cfg[name] {
+            Value::Null => Ok(None),
+            v => v
+                .as_f64()
+                .filter(|f| f.is_finite() && *f >= 0.0)
+                .map(|f| Some(f as f32))
+                .ok_or_else(|| {
+                    bad(format!(
+                        "inferenceConfig.{name}: must be a non-negative number"
+                    ))
+                }),
+        }
+    };
+    let temperature = float("temperature")?;
+    let top_p = float("topP")?;
+    let stop = cfg["stopSequences"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(str::to_owned)
+        .collect();
+    Ok(pb::InferRequest {
+        system: system.join("\n"),
+        messages,
+        params: Some(pb::GenerationParams {
+            max_tokens,
+            temperature,
+            top_p,
+            stop,
+        }),
+        tools,
+        ..Default::default()
+    })
+}
+
+/// Bedrock's `stopReason`.
+pub fn stop_reason(reason: i32) -> &'static str {
+    match pb::StopReason::try_from(reason).unwrap_or(pb::StopReason::Unspecified) {
+        pb::StopReason::MaxTokens => "max_tokens",
+        pb::StopReason::StopSequence => "stop_sequence",
+        pb::StopReason::ToolUse => "tool_use",
+        pb::StopReason::ContentFiltered => "content_filtered",
+        pb::StopReason::Unspecified | pb::StopReason::EndTurn => "end_turn",
+    }
+}
+
+fn usage_json(u: Option<&pb::Usage>) -> Value {
+    let (i, o) = u.map_or((0, 0), |u| (u.input_tokens, u.output_tokens));
+    json!({"inputTokens": i, "outputTokens": o, "totalTokens": i + o})
+}
+
+/// The Converse response body for a spoke's answer.
+pub fn response_json(resp: &pb::InferResponse, latency_ms: u64) -> Value {
+    let mut content = Vec::new();
+    for part in resp.message.iter().flat_map(|m| &m.content) {
+        match &part.part {
+            Some(pb::content_part::Part::Text(t)) if !t.is_empty() => {
+                content.push(json!({"text": t}));
+            }
+            Some(pb::content_part::Part::ToolCall(tc)) => content.push(json!({"toolUse": {
+                "toolUseId": tc.id, "name": tc.name,
+                "input": serde_json::from_str::<Value>(&tc.arguments_json).unwrap_or_else(|_| json!({})),
+            }})),
+            _ => {}
+        }
+    }
+    json!({
+        "output": {"message": {"role": "assistant", "content": content}},
+        "stopReason": stop_reason(resp.stop_reason),
+        "usage": usage_json(resp.usage.as_ref()),
+        "metrics": {"latencyMs": latency_ms},
+    })
+}
+
+/// The Bedrock exception name and status for a hub error.
+fn error_type(e: &HubError) -> (StatusCode, &'static str) {
+    match e.status().as_u16() {
+        400 | 413 => (e.status(), "ValidationException"),
+        // Bedrock answers bad credentials with 403.
+        401 | 403 => (StatusCode::FORBIDDEN, "AccessDeniedException"),
+        404 => (StatusCode::NOT_FOUND, "ResourceNotFoundException"),
+        429 => (StatusCode::TOO_MANY_REQUESTS, "ThrottlingException"),
+        503 => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailableException",
+        ),
+        504 => (StatusCode::REQUEST_TIMEOUT, "ModelTimeoutException"),
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, "InternalServerException"),
+    }
+}
+
+/// A hub error in Bedrock's shape: `x-amzn-ErrorType` and `{"message": …}`.
+pub fn error_response(e: HubError) -> Response {
+    let (status, ty) = error_type(&e);
+    let body = json!({"message": e.client_message()});
+    let mut resp = gateway::error_response(e, status, body);
+    resp.headers_mut()
+        .insert("x-amzn-errortype", HeaderValue::from_static(ty));
+    resp
+}
+
+async fn converse_handler(
+    State(hub): State<Arc<Hub>>,
+    Path(model): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    handle(hub, model, headers, body, false).await
+}
+
+async fn converse_stream_handler(
+    State(hub): State<Arc<Hub>>,
+    Path(model): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    handle(hub, model, headers, body, true).await
+}
+
+async fn handle(
+    hub: Arc<Hub>,
+    model: String,
+    headers: HeaderMap,
+    body: Body,
+    stream: bool,
+) -> Response {
+    let started = Instant::now();
+    let request_id = gateway::request_id(&headers);
+    let mut resp = match serve(&hub, &model, &headers, body, stream, started, &request_id).await {
+        Ok(r) => r,
+        Err(e) => error_response(e),
+    };
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        resp.headers_mut().insert("x-request-id", v.clone());
+        resp.headers_mut().insert("x-amzn-requestid", v);
+    }
+    resp
+}
+
+async fn serve(
+    hub: &Arc<Hub>,
+    model: &str,
+    headers: &HeaderMap,
+    body: Body,
+    stream: bool,
+    started: Instant,
+    request_id: &str,
+) -> Result<Response, HubError> {
+    let tenant = crate::api::authenticate_x_api_key(hub, headers).await?;
+    let bytes = gateway::read_body(hub, headers, body).await?;
+    let v: Value =
+        serde_json::from_slice(&bytes).map_err(|e| bad(format!("invalid request body: {e}")))?;
+    hub.resolve_alias(&tenant, model)?;
+    let request = to_infer(&v)?;
+    let estimate =
+        u32::try_from(switchyard_proto::estimate_input_tokens(&request)).unwrap_or(u32::MAX);
+    let out = request
+        .params
+        .as_ref()
+        .and_then(|p| p.max_tokens)
+        .unwrap_or(0);
+    let needs = Needs {
+        streaming: stream,
+        tools: !request.tools.is_empty(),
+        min_context_window: estimate.saturating_add(out),
+    };
+    let inbound = gateway::Inbound {
+        headers,
+        model,
+        request,
+        needs,
+        started,
+        request_id,
+    };
+    let admission = gateway::admit(hub, tenant, inbound).await?;
+    let rate_state = admission.rate_state;
+    let mut resp = if stream {
+        let streamed = admission.stream(hub).await?;
+        let mut resp = Response::new(Body::from_stream(frames(streamed.items, started)));
+        resp.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(EVENT_STREAM));
+        gateway::route_headers(resp.headers_mut(), &streamed.route, started);
+        resp
+    } else {
+        let done = admission.complete(hub).await?;
+        let latency = started.elapsed().as_millis() as u64;
+        let mut out = axum::Json(response_json(&done.response, latency)).into_response();
+        gateway::route_headers(out.headers_mut(), &done.route, started);
+        out
+    };
+    crate::quota::ratelimit_headers(resp.headers_mut(), &rate_state);
+    Ok(resp)
+}
+
+fn encode(headers: Vec<Header>, payload: &Value) -> Bytes {
+    let message = Message::new_from_parts(headers, Bytes::from(payload.to_string()));
+    let mut buf = Vec::new();
+    if let Err(e) = aws_smithy_eventstream::frame::write_message_to(&message, &mut buf) {
+        // Only fails on oversized headers, which these never are.
+        tracing::error!(error = %e, "event-stream frame could not be encoded");
+    }
+    Bytes::from(buf)
+}
+
+fn event_frame(event_type: &'static str, payload: Value) -> Result<Bytes, std::io::Error> {
+    Ok(encode(
+        vec![
+            Header::new(":message-type", FrameValue::String("event".into())),
+            Header::new(":event-type", FrameValue::String(event_type.into())),
+            Header::new(
+                ":content-type",
+                FrameValue::String("application/json".into()),
+            ),
+        ],
+        &payload,
+    ))
+}
+
+fn exception_frame(exception_type: &'static str, message: &str) -> Result<Bytes, std::io::Error> {
+    Ok(encode(
+        vec![
+            Header::new(":message-type", FrameValue::String("exception".into())),
+            Header::new(":exception-type", FrameValue::String(exception_type.into())),
+            Header::new(
+                ":content-type",
+                FrameValue::String("application/json".into()),
+            ),
+        ],
+        &json!({ "message": message }),
+    ))
+}
+
+/// A committed stream as ConverseStream frames. Text goes to a text block; each tool call gets
+/// its own block opened with `contentBlockStart`.
+fn frames(
+    mut items: BoxStream<'static, StreamItem>,
+    started: Instant,
+) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
+    async_stream::stream! {
+        yield event_frame("messageStart", json!({"role": "assistant"}));
+        // The open block: (index, Some(tool-call index) for a toolUse block).
+        let mut open: Option<(u32, Option<u32>)> = None;
+        let mut next_index = 0u32;
+        while let Some(item) = items.next().await {
+            match item {
+                StreamItem::Delta(d) => {
+                    if !d.text.is_empty() {
+                        if !matches!(open, Some((_, None))) {
+                            if let Some((i, _)) = open.take() {
+                                yield event_frame("contentBlockStop", json!({"contentBlockIndex": i}));
+                            }
+                            open = Some((next_index, None));
+                            next_index += 1;
+                        }
+                        let index = open.map_or(0, |(i, _)| i);
+                        yield event_frame("contentBlockDelta", json!({"contentBlockIndex": index, "delta": {"text": d.text}}));
+                    }
+                    if let Some(tc) = d.tool_call {
+                        if open.is_none_or(|(_, t)| t != Some(tc.index)) {
+                            if let Some((i, _)) = open.take() {
+                                yield event_frame("contentBlockStop", json!({"contentBlockIndex": i}));
+                            }
+                            open = Some((next_index, Some(tc.index)));
+                            yield event_frame("contentBlockStart", json!({"contentBlockIndex": next_index,
+                                "start": {"toolUse": {"toolUseId": tc.id, "name": tc.name}}}));
+                            next_index += 1;
+                        }
+                        if !tc.arguments_json.is_empty() {
+                            let index = open.map_or(0, |(i, _)| i);
+                            yield event_frame("contentBlockDelta", json!({"contentBlockIndex": index,
+                                "delta": {"toolUse": {"input": tc.arguments_json}}}));
+                        }
+                    }
+                }
+                StreamItem::End(end) => {
+                    if let Some((i, _)) = open.take() {
+                        yield event_frame("contentBlockStop", json!({"contentBlockIndex": i}));
+                    }
+                    yield event_frame("messageStop", json!({"stopReason": stop_reason(end.stop_reason)}));
+                    yield event_frame("metadata", json!({"usage": usage_json(end.usage.as_ref()),
+                        "metrics": {"latencyMs": started.elapsed().as_millis() as u64}}));
+                    break;
+                }
+                StreamItem::Failed(message) => {
+                    yield exception_frame("modelStreamErrorException", message);
+                    break;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn translates_converse_bodies() {
+        let r = to_infer(&json!({
+            "system": [{"text": "be brief"}],
+            "messages": [
+                {"role": "user", "content": [{"text": "hi"}, {"image": {"format": "png", "source": {"bytes": "iVBORw0KGgo="}}}]},
+                {"role": "assistant", "content": [{"toolUse": {"toolUseId": "t1", "name": "w", "input": {"a": 1}}}]},
+                {"role": "user", "content": [{"toolResult": {"toolUseId": "t1", "content": [{"json": {"ok": true}}], "status": "error"}}]}
+            ],
+            "inferenceConfig": {"maxTokens": 9, "temperature": 0.2, "stopSequences": ["X"]},
+            "toolConfig": {"tools": [{"toolSpec": {"name": "w", "inputSchema": {"json": {"type": "object"}}}}]}
+        }))
+        .unwrap();
+        assert_eq!(r.system, "be brief");
+        assert_eq!(r.params.as_ref().unwrap().max_tokens, Some(9));
+        assert_eq!(r.tools[0].parameters_json, "{\"type\":\"object\"}");
+        assert_eq!(r.messages[2].role, pb::Role::Tool as i32);
+        assert!(matches!(&r.messages[2].content[0].part,
+            Some(pb::content_part::Part::ToolResult(t)) if t.is_error && t.content == "{\"ok\":true}"));
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_carry() {
+        for body in [
+            json!({"messages": []}),
+            json!({"messages": [{"role": "user", "content": [{"text": "x"}]}], "guardrailConfig": {}}),
+            json!({"messages": [{"role": "user", "content": [{"document": {}}]}]}),
+            json!({"messages": [{"role": "user", "content": [{"text": "x"}]}], "inferenceConfig": {"maxTokens": 0}}),
+            json!({"messages": [{"role": "user", "content": [{"text": "x"}]}], "toolConfig": {"tools": [], "toolChoice": {"any": {}}}}),
+        ] {
+            assert!(
+                matches!(to_infer(&body), Err(HubError::BadRequest(_))),
+                "{body}"
+            );
+        }
+        assert_eq!(
+            error_type(&HubError::Unauthorized).1,
+            "AccessDeniedException"
+        );
+    }
+}

@@ -1,0 +1,340 @@
+//! A fake Anthropic Messages API:
+//!
+//! - `POST /v1/messages` → a `message` JSON, or with `"stream": true` SSE events
+//!   (`message_start`, `ping`, `content_block_start`, `content_block_delta` with `text_delta` /
+//!   `input_json_delta`, `content_block_stop`, `message_delta`, `message_stop`),
+//! - errors as `{"type":"error","error":{"type","message"}}` with Anthropic's statuses:
+//!   `Throttling` 429 `rate_limit_error` (with `retry-after`), `ModelNotReady` 529
+//!   `overloaded_error`, `ServiceUnavailable` 503 / `InternalServer` 500 `api_error`,
+//!   `Validation` 400 `invalid_request_error`, `AccessDenied` 401 `authentication_error`,
+//!   `ModelTimeout` 504 `timeout_error`,
+//! - `x-api-key` and `anthropic-version` are required (401 / 400 without them),
+//! - a mid-stream failure sends an `error` event (`overloaded_error`) and closes the stream.
+//!
+//! Tool use follows [`crate::fake::ToolUse`]. See [`crate::fake::FakeServer`] for the shared API.
+
+use std::net::SocketAddr;
+use std::ops::Deref;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::behavior::{Action, ErrorKind};
+use crate::fake::{Completion, FakeServer, Kind, Shared, ToolUse, collect_text};
+
+/// A fake Anthropic endpoint. Derefs to [`FakeServer`] for behaviors, counters and requests.
+#[derive(Debug)]
+pub struct FakeAnthropic {
+    server: FakeServer,
+}
+
+impl FakeAnthropic {
+    /// Starts a fake on `127.0.0.1:0` in the current tokio runtime.
+    pub async fn start() -> anyhow::Result<FakeAnthropic> {
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    /// Starts a fake on `listen`.
+    pub async fn start_on(listen: SocketAddr) -> anyhow::Result<FakeAnthropic> {
+        let server = FakeServer::start(Kind::Anthropic, listen, routes()).await?;
+        Ok(FakeAnthropic { server })
+    }
+
+    /// The base URL including `/v1`: `http://127.0.0.1:PORT/v1`.
+    pub fn url(&self) -> String {
+        format!("{}/v1", self.server.base_url())
+    }
+}
+
+impl Deref for FakeAnthropic {
+    type Target = FakeServer;
+
+    fn deref(&self) -> &FakeServer {
+        &self.server
+    }
+}
+
+fn routes() -> Router<Arc<Shared>> {
+    Router::new().route("/v1/messages", post(messages))
+}
+
+/// Status and error type of an Anthropic error.
+pub fn status_and_type(kind: ErrorKind) -> (u16, &'static str) {
+    match kind {
+        ErrorKind::Throttling => (429, "rate_limit_error"),
+        ErrorKind::ModelNotReady => (529, "overloaded_error"),
+        ErrorKind::ServiceUnavailable => (503, "api_error"),
+        ErrorKind::InternalServer => (500, "api_error"),
+        ErrorKind::Validation => (400, "invalid_request_error"),
+        ErrorKind::AccessDenied => (401, "authentication_error"),
+        ErrorKind::ModelTimeout => (504, "timeout_error"),
+    }
+}
+
+/// An Anthropic error response; 429 and 529 carry `retry-after` (`retry_after`, default 1).
+pub fn error_response(kind: ErrorKind, retry_after: Option<u64>, message: &str) -> Response {
+    let (status, ty) = status_and_type(kind);
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let body = json!({"type": "error", "error": {"type": ty, "message": message}});
+    let mut resp = (status, axum::Json(body)).into_response();
+    let retry_after = match (retry_after, status.as_u16()) {
+        (Some(s), _) => Some(s),
+        (None, 429 | 529) => Some(1),
+        _ => None,
+    };
+    if let Some(secs) = retry_after {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    resp
+}
+
+fn sse(name: &str, data: &Value) -> Bytes {
+    Bytes::from(format!("event: {name}\ndata: {data}\n\n"))
+}
+
+async fn messages(
+    State(st): State<Arc<Shared>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let parsed: Option<Value> = serde_json::from_slice(&body).ok();
+    let model = parsed
+        .as_ref()
+        .and_then(|v| v["model"].as_str())
+        .unwrap_or("")
+        .to_string();
+    let plan = st.begin_call(
+        uri.path().to_string(),
+        &model,
+        &headers,
+        parsed.clone().unwrap_or(Value::Null),
+    );
+    if headers.get("x-api-key").is_none() {
+        return error_response(
+            ErrorKind::AccessDenied,
+            None,
+            "x-api-key header is required",
+        );
+    }
+    if headers.get("anthropic-version").is_none() {
+        return error_response(
+            ErrorKind::Validation,
+            None,
+            "anthropic-version: header is required",
+        );
+    }
+    let Some(req) = parsed.filter(Value::is_object) else {
+        return error_response(ErrorKind::Validation, None, "request body is not JSON");
+    };
+    let Some(max_tokens) = req["max_tokens"].as_u64() else {
+        return error_response(ErrorKind::Validation, None, "max_tokens: Field required");
+    };
+    let Some(msgs) = req["messages"].as_array().filter(|m| !m.is_empty()) else {
+        return error_response(ErrorKind::Validation, None, "messages: Field required");
+    };
+    // Roles must alternate, starting with the user.
+    for (i, m) in msgs.iter().enumerate() {
+        let want = if i % 2 == 0 { "user" } else { "assistant" };
+        if m["role"].as_str() != Some(want) {
+            return error_response(
+                ErrorKind::Validation,
+                None,
+                &format!(
+                    "messages.{i}.role: roles must alternate between \"user\" and \"assistant\""
+                ),
+            );
+        }
+    }
+    let streaming = req["stream"].as_bool().unwrap_or(false);
+    match plan.action {
+        Action::Ok | Action::StreamFailAfter(_) => {}
+        Action::Fail { kind, retry_after } => {
+            let msg = format!("fake anthropic {}: {kind} for model {model}", plan.label);
+            return error_response(kind, retry_after, &msg);
+        }
+        Action::Slow(d) => tokio::time::sleep(d).await,
+        Action::Hang => std::future::pending().await,
+    }
+    if let (Action::StreamFailAfter(_), false) = (plan.action, streaming) {
+        return error_response(
+            ErrorKind::InternalServer,
+            None,
+            "fake anthropic: internal error",
+        );
+    }
+
+    let mut input_text = String::new();
+    collect_text(&req["system"], &mut input_text);
+    if let Some(s) = req["system"].as_str() {
+        input_text.push_str(s);
+    }
+    let mut last_user = String::new();
+    let mut tool_results = false;
+    for m in msgs {
+        let content = &m["content"];
+        if let Some(s) = content.as_str() {
+            input_text.push_str(s);
+            input_text.push(' ');
+        }
+        collect_text(content, &mut input_text);
+        if m["role"] == "user" {
+            last_user.clear();
+            tool_results = false;
+            if let Some(s) = content.as_str() {
+                last_user.push_str(s);
+            }
+            for b in content.as_array().into_iter().flatten() {
+                match b["type"].as_str() {
+                    Some("text") => {
+                        last_user.push_str(b["text"].as_str().unwrap_or(""));
+                        last_user.push(' ');
+                    }
+                    // A tool result is echoed like a user message.
+                    Some("tool_result") => {
+                        tool_results = true;
+                        if let Some(s) = b["content"].as_str() {
+                            last_user.push_str(s);
+                        }
+                        collect_text(&b["content"], &mut last_user);
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    let tool = req["tools"][0]["name"]
+        .as_str()
+        .filter(|_| !tool_results)
+        .map(|name| ToolUse::new("toolu_", &plan.request_id, name, &last_user));
+    let c = Completion::new(
+        &plan.label,
+        &model,
+        &last_user,
+        &input_text,
+        Some(max_tokens),
+    );
+    let id = format!("msg_{}", plan.request_id);
+    let stop = match (&tool, c.truncated) {
+        (Some(_), _) => "tool_use",
+        (None, true) => "max_tokens",
+        (None, false) => "end_turn",
+    };
+
+    if !streaming {
+        let content = match &tool {
+            Some(t) => {
+                json!([{"type": "tool_use", "id": t.id, "name": t.name, "input": t.input()}])
+            }
+            None => json!([{"type": "text", "text": c.text}]),
+        };
+        return axum::Json(json!({
+            "id": id, "type": "message", "role": "assistant", "model": model,
+            "content": content, "stop_reason": stop, "stop_sequence": null,
+            "usage": {"input_tokens": c.input_tokens, "output_tokens": c.output_tokens},
+        }))
+        .into_response();
+    }
+
+    let mut events = vec![
+        sse(
+            "message_start",
+            &json!({"type": "message_start", "message": {"id": id, "type": "message", "role": "assistant",
+                "model": model, "content": [], "stop_reason": null, "stop_sequence": null,
+                "usage": {"input_tokens": c.input_tokens, "output_tokens": 1}}}),
+        ),
+        sse("ping", &json!({"type": "ping"})),
+    ];
+    let mut body_events = Vec::new();
+    match &tool {
+        Some(t) => {
+            body_events.push(sse(
+                "content_block_start",
+                &json!({"type": "content_block_start", "index": 0,
+                "content_block": {"type": "tool_use", "id": t.id, "name": t.name, "input": {}}}),
+            ));
+            for p in t.pieces() {
+                body_events.push(sse(
+                    "content_block_delta",
+                    &json!({"type": "content_block_delta", "index": 0,
+                    "delta": {"type": "input_json_delta", "partial_json": p}}),
+                ));
+            }
+        }
+        None => {
+            body_events.push(sse(
+                "content_block_start",
+                &json!({"type": "content_block_start", "index": 0,
+                "content_block": {"type": "text", "text": ""}}),
+            ));
+            for chunk in &c.chunks {
+                body_events.push(sse(
+                    "content_block_delta",
+                    &json!({"type": "content_block_delta", "index": 0,
+                    "delta": {"type": "text_delta", "text": chunk}}),
+                ));
+            }
+        }
+    }
+    let fail_after = match plan.action {
+        // The block start plus `n` deltas, then the error event.
+        Action::StreamFailAfter(n) => {
+            Some(usize::try_from(n).unwrap_or(usize::MAX).saturating_add(1))
+        }
+        _ => None,
+    };
+    match fail_after {
+        Some(n) => {
+            body_events.truncate(n);
+            events.extend(body_events);
+            events.push(sse(
+                "error",
+                &json!({"type": "error", "error": {"type": "overloaded_error",
+                "message": format!("fake anthropic {}: overloaded mid-stream", plan.label)}}),
+            ));
+        }
+        None => {
+            events.extend(body_events);
+            events.push(sse(
+                "content_block_stop",
+                &json!({"type": "content_block_stop", "index": 0}),
+            ));
+            events.push(sse(
+                "message_delta",
+                &json!({"type": "message_delta",
+                "delta": {"stop_reason": stop, "stop_sequence": null},
+                "usage": {"output_tokens": c.output_tokens}}),
+            ));
+            events.push(sse("message_stop", &json!({"type": "message_stop"})));
+        }
+    }
+    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(16);
+    let delay = plan.chunk_delay;
+    tokio::spawn(async move {
+        for ev in events {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            if tx.send(Ok(ev)).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut resp = Response::new(Body::from_stream(ReceiverStream::new(rx)));
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    resp
+}
