@@ -55,7 +55,9 @@ impl Stack {
         let s_openai = Spoke::start(&spoke_toml(
             "openai",
             &[("us-east-1", &openai.url())],
-            &format!("[[models]]\nid = \"m1\"\n{MODEL_CAPS}"),
+            &format!(
+                "[[models]]\nid = \"m1\"\n{MODEL_CAPS}[[models]]\nid = \"m-text\"\nstreaming = true\n"
+            ),
             "",
         ))
         .await
@@ -74,6 +76,7 @@ impl Stack {
              [[providers]]\nname = \"pb\"\nspokes = [{{ addr = \"{}\" }}]\nhealth = {{ interval = \"1s\" }}\n\
              [[providers]]\nname = \"pa\"\nspokes = [{{ addr = \"{}\" }}]\nhealth = {{ interval = \"1s\" }}\n\
              [[aliases]]\nname = \"direct\"\ncandidates = [{{ provider = \"pa\", model = \"sonnet\" }}]\n\
+             [[aliases]]\nname = \"textonly\"\ncandidates = [{{ provider = \"po\", model = \"m-text\" }}]\n\
              [[aliases]]\nname = \"gpt\"\ncandidates = [{{ provider = \"po\", model = \"m1\" }}]\n\
              [[aliases]]\nname = \"claude\"\ncandidates = [{{ provider = \"pb\", model = \"haiku\" }}]\n\
              [[tenants]]\nname = \"e2e\"\napi_key_sha256 = [\"{KEY_SHA256}\"]\naliases = [\"*\"]\n",
@@ -860,4 +863,38 @@ async fn a_mid_stream_failure_ends_each_surface_in_its_own_error_shape() {
     assert_eq!(deltas, 2);
     let e = err.into_service_error();
     assert!(e.is_model_stream_error_exception(), "{e:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn images_are_routed_only_to_models_that_declare_them() {
+    let s = Stack::start().await;
+    let (status, v) = s
+        .chat(json!({"model": "textonly", "messages": [{"role": "user", "content": "plain text"}]}))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let before = s.openai.calls("m-text");
+    let (status, v) = s
+        .chat(json!({"model": "textonly", "messages": [{"role": "user", "content": [
+            {"type": "text", "text": "what is this"},
+            {"type": "image_url", "image_url": {"url": format!("data:image/png;base64,{PNG_B64}")}},
+        ]}]}))
+        .await;
+    assert_eq!(status, 503, "{v}");
+    assert_eq!(v["error"]["code"], "no_route_available");
+    assert_eq!(
+        s.openai.calls("m-text"),
+        before,
+        "a text-only model got an image"
+    );
+    // The same through the Anthropic surface, in its own shape.
+    let r = s
+        .messages(json!({"model": "textonly", "max_tokens": 8, "messages": [{"role": "user", "content": [
+            {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG_B64}},
+        ]}]}))
+        .await;
+    assert_eq!(r.status(), 503);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["type"],
+        "overloaded_error"
+    );
 }

@@ -165,6 +165,16 @@ pub async fn admit(hub: &Hub, tenant: Tenant, inbound: Inbound<'_>) -> Result<Ad
             .ok_or_else(|| HubError::BadRequest(format!("{TIMEOUT_MS}: expected milliseconds")))?;
         timeout = timeout.min(Duration::from_millis(ms));
     }
+    // Images need a model that takes them, whichever surface they came through.
+    let images = request
+        .messages
+        .iter()
+        .flat_map(|m| &m.content)
+        .any(|p| matches!(p.part, Some(pb::content_part::Part::Image(_))));
+    let needs = Needs {
+        images: needs.images || images,
+        ..needs
+    };
     let plan = Plan {
         candidates: hub.order(&alias, pref),
         needs: needs.union(alias.needs),
