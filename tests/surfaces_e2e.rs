@@ -172,7 +172,7 @@ fn weather_tool() -> Value {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn openai_tool_calls_round_trip_through_both_upstreams() {
+async fn openai_tool_calls_round_trip_through_every_upstream() {
     let s = Stack::start().await;
     for alias in ["gpt", "claude", "direct"] {
         // 1. The model calls the tool.
@@ -259,7 +259,7 @@ async fn openai_tool_calls_round_trip_through_both_upstreams() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn openai_streamed_tool_call_deltas_from_both_upstreams() {
+async fn openai_streamed_tool_call_deltas_from_every_upstream() {
     let s = Stack::start().await;
     for alias in ["gpt", "claude", "direct"] {
         let chunks = s
@@ -307,7 +307,7 @@ async fn openai_streamed_tool_call_deltas_from_both_upstreams() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn openai_image_data_urls_reach_both_upstreams_and_remote_urls_are_refused() {
+async fn openai_image_data_urls_reach_every_upstream_and_remote_urls_are_refused() {
     let s = Stack::start().await;
     let url = format!("data:image/png;base64,{PNG_B64}");
     for alias in ["gpt", "claude", "direct"] {
@@ -348,7 +348,7 @@ async fn openai_image_data_urls_reach_both_upstreams_and_remote_urls_are_refused
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn anthropic_messages_text_tools_and_images_through_both_upstreams() {
+async fn anthropic_messages_text_tools_and_images_through_every_upstream() {
     let s = Stack::start().await;
     let tool = json!({"name": "get_weather", "description": "Weather by city",
         "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}});
@@ -594,7 +594,7 @@ fn add_key(req: &mut aws_sdk_bedrockruntime::config::http::HttpRequest) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn converse_tool_calls_and_streams_with_the_aws_sdk_through_both_upstreams() {
+async fn converse_tool_calls_and_streams_with_the_aws_sdk_through_every_upstream() {
     use aws_sdk_bedrockruntime::types::{
         ContentBlock, ConversationRole, ConverseStreamOutput, Message, Tool, ToolConfiguration,
         ToolInputSchema, ToolResultBlock, ToolResultContentBlock, ToolSpecification,
