@@ -165,8 +165,19 @@ async fn server_errors_fail_over_and_client_errors_are_final() {
     let err = client.infer(request(&["sonnet"], "bad")).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     assert!(err.message().contains("invalid_request_error"), "{err:?}");
-    // Region a is cooling down after its 500s or was tried first; either way nothing after b's 400.
+    // Region a (still failing) may be tried first; b's 400 ends the request: b was called once
+    // more and nothing was retried after it.
     assert!(a.calls(SONNET) <= before + 1);
+    assert_eq!(b.calls(SONNET), 2);
+    let attempts: u32 = err
+        .metadata()
+        .get("x-switchyard-attempts")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(u64::from(attempts), a.calls(SONNET) - before + 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -55,7 +55,9 @@ impl Stack {
         let s_openai = Spoke::start(&spoke_toml(
             "openai",
             &[("us-east-1", &openai.url())],
-            &format!("[[models]]\nid = \"m1\"\n{MODEL_CAPS}"),
+            &format!(
+                "[[models]]\nid = \"m1\"\n{MODEL_CAPS}[[models]]\nid = \"m-text\"\nstreaming = true\n"
+            ),
             "",
         ))
         .await
@@ -74,6 +76,7 @@ impl Stack {
              [[providers]]\nname = \"pb\"\nspokes = [{{ addr = \"{}\" }}]\nhealth = {{ interval = \"1s\" }}\n\
              [[providers]]\nname = \"pa\"\nspokes = [{{ addr = \"{}\" }}]\nhealth = {{ interval = \"1s\" }}\n\
              [[aliases]]\nname = \"direct\"\ncandidates = [{{ provider = \"pa\", model = \"sonnet\" }}]\n\
+             [[aliases]]\nname = \"textonly\"\ncandidates = [{{ provider = \"po\", model = \"m-text\" }}]\n\
              [[aliases]]\nname = \"gpt\"\ncandidates = [{{ provider = \"po\", model = \"m1\" }}]\n\
              [[aliases]]\nname = \"claude\"\ncandidates = [{{ provider = \"pb\", model = \"haiku\" }}]\n\
              [[tenants]]\nname = \"e2e\"\napi_key_sha256 = [\"{KEY_SHA256}\"]\naliases = [\"*\"]\n",
@@ -169,7 +172,7 @@ fn weather_tool() -> Value {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn openai_tool_calls_round_trip_through_both_upstreams() {
+async fn openai_tool_calls_round_trip_through_every_upstream() {
     let s = Stack::start().await;
     for alias in ["gpt", "claude", "direct"] {
         // 1. The model calls the tool.
@@ -256,7 +259,7 @@ async fn openai_tool_calls_round_trip_through_both_upstreams() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn openai_streamed_tool_call_deltas_from_both_upstreams() {
+async fn openai_streamed_tool_call_deltas_from_every_upstream() {
     let s = Stack::start().await;
     for alias in ["gpt", "claude", "direct"] {
         let chunks = s
@@ -304,7 +307,7 @@ async fn openai_streamed_tool_call_deltas_from_both_upstreams() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn openai_image_data_urls_reach_both_upstreams_and_remote_urls_are_refused() {
+async fn openai_image_data_urls_reach_every_upstream_and_remote_urls_are_refused() {
     let s = Stack::start().await;
     let url = format!("data:image/png;base64,{PNG_B64}");
     for alias in ["gpt", "claude", "direct"] {
@@ -345,7 +348,7 @@ async fn openai_image_data_urls_reach_both_upstreams_and_remote_urls_are_refused
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn anthropic_messages_text_tools_and_images_through_both_upstreams() {
+async fn anthropic_messages_text_tools_and_images_through_every_upstream() {
     let s = Stack::start().await;
     let tool = json!({"name": "get_weather", "description": "Weather by city",
         "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}});
@@ -591,7 +594,7 @@ fn add_key(req: &mut aws_sdk_bedrockruntime::config::http::HttpRequest) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn converse_tool_calls_and_streams_with_the_aws_sdk_through_both_upstreams() {
+async fn converse_tool_calls_and_streams_with_the_aws_sdk_through_every_upstream() {
     use aws_sdk_bedrockruntime::types::{
         ContentBlock, ConversationRole, ConverseStreamOutput, Message, Tool, ToolConfiguration,
         ToolInputSchema, ToolResultBlock, ToolResultContentBlock, ToolSpecification,
@@ -860,4 +863,38 @@ async fn a_mid_stream_failure_ends_each_surface_in_its_own_error_shape() {
     assert_eq!(deltas, 2);
     let e = err.into_service_error();
     assert!(e.is_model_stream_error_exception(), "{e:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn images_are_routed_only_to_models_that_declare_them() {
+    let s = Stack::start().await;
+    let (status, v) = s
+        .chat(json!({"model": "textonly", "messages": [{"role": "user", "content": "plain text"}]}))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let before = s.openai.calls("m-text");
+    let (status, v) = s
+        .chat(json!({"model": "textonly", "messages": [{"role": "user", "content": [
+            {"type": "text", "text": "what is this"},
+            {"type": "image_url", "image_url": {"url": format!("data:image/png;base64,{PNG_B64}")}},
+        ]}]}))
+        .await;
+    assert_eq!(status, 503, "{v}");
+    assert_eq!(v["error"]["code"], "no_route_available");
+    assert_eq!(
+        s.openai.calls("m-text"),
+        before,
+        "a text-only model got an image"
+    );
+    // The same through the Anthropic surface, in its own shape.
+    let r = s
+        .messages(json!({"model": "textonly", "max_tokens": 8, "messages": [{"role": "user", "content": [
+            {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG_B64}},
+        ]}]}))
+        .await;
+    assert_eq!(r.status(), 503);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["type"],
+        "overloaded_error"
+    );
 }

@@ -118,6 +118,7 @@ impl MessagesRequest {
             streaming: self.stream,
             tools: !self.tools.is_empty(),
             min_context_window: estimate.saturating_add(self.max_tokens),
+            images: false,
         }
     }
 

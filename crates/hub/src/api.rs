@@ -261,8 +261,11 @@ async fn chat(
     } else {
         let done = admission.complete(hub).await?;
         if let Some(l) = lead {
-            l.finish(crate::cache::Answer::from_response(&done.response, &done.route))
-                .await;
+            l.finish(crate::cache::Answer::from_response(
+                &done.response,
+                &done.route,
+            ))
+            .await;
         }
         rec.set_route(
             &done.route,
@@ -295,7 +298,10 @@ struct ChunkMeta {
 }
 
 /// A committed stream as OpenAI `chat.completion.chunk` SSE events.
-fn openai_sse(mut items: futures::stream::BoxStream<'static, StreamItem>, meta: ChunkMeta) -> Response {
+fn openai_sse(
+    mut items: futures::stream::BoxStream<'static, StreamItem>,
+    meta: ChunkMeta,
+) -> Response {
     let ChunkMeta {
         id,
         created,

@@ -813,6 +813,7 @@ impl HubConfig {
                     needs: crate::routing::Needs {
                         streaming: a.needs.streaming,
                         tools: a.needs.tools,
+                        images: false,
                         min_context_window: a.needs.min_context_window,
                     },
                 },

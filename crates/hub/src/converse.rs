@@ -378,6 +378,7 @@ async fn serve(
         streaming: stream,
         tools: !request.tools.is_empty(),
         min_context_window: estimate.saturating_add(out),
+        images: false,
     };
     let inbound = gateway::Inbound {
         headers,

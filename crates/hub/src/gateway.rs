@@ -211,6 +211,16 @@ impl Checked<'_> {
                 })?;
             timeout = timeout.min(Duration::from_millis(ms));
         }
+        // Images need a model that takes them, whichever surface they came through.
+        let images = request
+            .messages
+            .iter()
+            .flat_map(|m| &m.content)
+            .any(|p| matches!(p.part, Some(pb::content_part::Part::Image(_))));
+        let needs = Needs {
+            images: needs.images || images,
+            ..needs
+        };
         let plan = Plan {
             candidates: crate::observe::route_span(&alias.name, alias.candidates.len())
                 .in_scope(|| hub.order(&alias, pref)),

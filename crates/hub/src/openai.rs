@@ -177,6 +177,7 @@ impl ChatRequest {
             streaming: self.stream,
             tools: self.tools.as_ref().is_some_and(|t| !t.is_empty()),
             min_context_window: estimate.saturating_add(out),
+            images: false,
         }
     }
 

@@ -307,6 +307,7 @@ pub async fn check(spoke: &Spoke, timeout: Duration) -> Result<Described, String
                 ModelCaps {
                     streaming: caps.streaming,
                     tools: caps.tools,
+                    images: caps.images,
                     context_window: caps.context_window,
                 },
             )

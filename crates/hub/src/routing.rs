@@ -18,6 +18,8 @@ use crate::config::Candidate;
 pub struct Needs {
     pub streaming: bool,
     pub tools: bool,
+    /// The request carries images.
+    pub images: bool,
     pub min_context_window: u32,
 }
 
@@ -27,6 +29,7 @@ impl Needs {
         Needs {
             streaming: self.streaming || other.streaming,
             tools: self.tools || other.tools,
+            images: self.images || other.images,
             min_context_window: self.min_context_window.max(other.min_context_window),
         }
     }
@@ -37,6 +40,7 @@ impl Needs {
 pub struct ModelCaps {
     pub streaming: bool,
     pub tools: bool,
+    pub images: bool,
     pub context_window: u32,
 }
 
@@ -46,6 +50,7 @@ impl ModelCaps {
     pub fn satisfies(&self, needs: &Needs) -> bool {
         (!needs.streaming || self.streaming)
             && (!needs.tools || self.tools)
+            && (!needs.images || self.images)
             && (self.context_window == 0 || self.context_window >= needs.min_context_window)
     }
 }
@@ -230,6 +235,7 @@ mod tests {
             ModelCaps {
                 streaming: true,
                 tools: false,
+                images: false,
                 context_window: 1000,
             },
         );
@@ -296,6 +302,11 @@ mod tests {
             ..Needs::default()
         };
         assert_eq!(pick_spoke(&spokes, "m", &tools, &[], &mut rng), None);
+        let images = Needs {
+            images: true,
+            ..Needs::default()
+        };
+        assert!(!candidate_servable(&spokes, "m", &images));
         let big = Needs {
             min_context_window: 5000,
             ..Needs::default()
