@@ -25,6 +25,10 @@ pub struct HubConfig {
     /// Upper bound of spoke calls per client request (first try included).
     #[serde(default = "default_max_attempts")]
     pub max_attempts: u32,
+    /// Longest one spoke attempt may take (unary: the whole answer; streams: until the first
+    /// content) before the hub tries the next spoke. Unset = only the request deadline bounds it.
+    #[serde(default)]
+    pub attempt_timeout: Option<String>,
     /// Largest accepted request body in bytes (larger → 413).
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
@@ -365,6 +369,7 @@ pub struct Settings {
     pub jwt: Option<crate::jwt::JwtSettings>,
     pub request_timeout: Duration,
     pub max_attempts: u32,
+    pub attempt_timeout: Option<Duration>,
     pub max_body_bytes: usize,
     pub max_messages: usize,
     pub conn_limits: crate::serve::ConnLimits,
@@ -524,6 +529,10 @@ impl HubConfig {
         let drain_timeout = dur("drain_timeout", &self.drain_timeout);
         let header_read_timeout = dur("header_read_timeout", &self.header_read_timeout);
         let window = dur("retry_budget.window", &self.retry_budget.window);
+        let attempt_timeout = self
+            .attempt_timeout
+            .as_deref()
+            .map(|v| dur("attempt_timeout", v));
         let hub_tls_reload = self
             .tls
             .as_ref()
@@ -564,6 +573,9 @@ impl HubConfig {
         }
         if self.max_attempts == 0 {
             errs.push("max_attempts: must be at least 1".into());
+        }
+        if attempt_timeout.is_some_and(|d| d < Duration::from_millis(10)) {
+            errs.push("attempt_timeout: must be at least 10ms".into());
         }
         if header_read_timeout < Duration::from_millis(100) {
             errs.push("header_read_timeout: must be at least 100ms".into());
@@ -953,6 +965,7 @@ impl HubConfig {
                 jwt,
                 request_timeout,
                 max_attempts: self.max_attempts,
+                attempt_timeout,
                 max_body_bytes: self.max_body_bytes,
                 max_messages: self.max_messages,
                 conn_limits: crate::serve::ConnLimits {

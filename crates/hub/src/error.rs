@@ -28,13 +28,20 @@ pub enum AttemptFailure {
     NotServed,
     /// The call ran past the request deadline.
     Timeout,
+    /// The call ran past `attempt_timeout` while the request deadline had time left: the spoke
+    /// is slow or hung; the next spoke is tried.
+    AttemptTimeout,
 }
 
 impl AttemptFailure {
     /// Whether another spoke / candidate may be tried after this failure.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::Exhausted { .. } | Self::Unavailable | Self::Transport | Self::NotServed => true,
+            Self::Exhausted { .. }
+            | Self::Unavailable
+            | Self::Transport
+            | Self::NotServed
+            | Self::AttemptTimeout => true,
             Self::Timeout => false,
         }
     }

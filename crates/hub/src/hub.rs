@@ -251,8 +251,16 @@ impl Hub {
                 let span = crate::observe::attempt_span(cand, spoke.addr, made);
                 let guard = spoke.begin();
                 let started = Instant::now();
+                // One attempt may take `attempt_timeout` (unary: the answer; streams: the first
+                // content), so a hung spoke costs that, not the whole deadline. The call itself
+                // keeps the whole remaining deadline as its `grpc-timeout` (a stream may run
+                // long once it started).
+                let limit = self
+                    .settings
+                    .attempt_timeout
+                    .map_or(remaining, |a| a.min(remaining));
                 let result = match tokio::time::timeout(
-                    remaining,
+                    limit,
                     tracing::Instrument::instrument(
                         call(spoke.clone(), req, remaining),
                         span.clone(),
@@ -261,6 +269,13 @@ impl Hub {
                 .await
                 {
                     Ok(r) => r,
+                    Err(_) if limit < remaining => Err(CallError::Retry(
+                        AttemptFailure::AttemptTimeout,
+                        format!(
+                            "no answer within attempt_timeout ({} ms)",
+                            limit.as_millis()
+                        ),
+                    )),
                     Err(_) => Err(CallError::Retry(AttemptFailure::Timeout, "deadline".into())),
                 };
                 let took = started.elapsed();
@@ -313,7 +328,8 @@ impl Hub {
                             }
                             AttemptFailure::Unavailable
                             | AttemptFailure::NotServed
-                            | AttemptFailure::Timeout => {}
+                            | AttemptFailure::Timeout
+                            | AttemptFailure::AttemptTimeout => {}
                         }
                         crate::observe::attempt_failed(&span, &cand.provider, &kind);
                         tracing::info!(
@@ -359,7 +375,8 @@ fn final_error(failed: Vec<FailedAttempt>) -> HubError {
             AttemptFailure::Unavailable
             | AttemptFailure::Transport
             | AttemptFailure::NotServed
-            | AttemptFailure::Timeout => None,
+            | AttemptFailure::Timeout
+            | AttemptFailure::AttemptTimeout => None,
         })
         .collect();
     if exhausted.is_empty() {

@@ -197,6 +197,7 @@ pub fn failure_reason(kind: &AttemptFailure) -> &'static str {
         AttemptFailure::Transport => "transport",
         AttemptFailure::NotServed => "not_served",
         AttemptFailure::Timeout => "timeout",
+        AttemptFailure::AttemptTimeout => "attempt_timeout",
     }
 }
 

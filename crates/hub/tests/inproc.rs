@@ -580,3 +580,56 @@ health = {{ interval = "1s" }}
     assert_eq!(r.status(), 503);
     assert_eq!(a.fake.calls(), 2);
 }
+
+#[tokio::test]
+async fn attempt_timeout_moves_a_hung_spoke_s_requests_to_the_next_spoke() {
+    let slow = start_spoke("acct-slow", &["m1"]).await;
+    let fast = start_spoke("acct-fast", &["m1"]).await;
+    // The slow spoke gets nearly all first picks.
+    let hub = start_hub(&format!(
+        "attempt_timeout = \"300ms\"\n{}",
+        one_pool(&[(&slow, 1000), (&fast, 1)])
+    ))
+    .await;
+    hub.wait_healthy("p1", 2).await;
+    slow.fake.set_mode(Mode::Slow(Duration::from_secs(10)));
+    let mut moved = 0;
+    for stream in [false, true, false, true] {
+        let started = std::time::Instant::now();
+        let r = client()
+            .post(hub.url("/v1/chat/completions"))
+            .bearer_auth(KEY)
+            .json(&chat_body("demo", stream))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["x-switchyard-account"], "acct-fast");
+        if r.headers()["x-switchyard-attempts"] == "2" {
+            moved += 1;
+        }
+        let text = r.text().await.unwrap();
+        assert!(text.contains("acct-fast"), "{text}");
+        // One 300 ms attempt on the hung spoke, then the answer; never the 10 s it would take.
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "took {:?}",
+            started.elapsed()
+        );
+    }
+    assert!(moved >= 1, "no request was moved off the hung spoke");
+    assert!(slow.fake.calls() >= 1);
+
+    // Without attempt_timeout the request waits for the spoke until its own deadline.
+    let hub2 = start_hub(&one_pool(&[(&slow, 1)])).await;
+    hub2.wait_healthy("p1", 1).await;
+    let r = client()
+        .post(hub2.url("/v1/chat/completions"))
+        .bearer_auth(KEY)
+        .header("x-switchyard-timeout-ms", "800")
+        .json(&chat_body("demo", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 504);
+}
