@@ -4,12 +4,14 @@
 #
 #   HUB_PORT=8080                 hub port (0 = any free port)
 #   DEMO_API_KEY=sk-switchyard-demo   the API key clients send (only its SHA-256 goes in the config)
+#   DEMO_ADMIN_KEY=sk-switchyard-demo-admin   the key of /admin/* (routing table, config status)
 #   SWITCHYARD_BIN_DIR=...        use prebuilt `hub` and `spoke` from there instead of building
 #   CARGO_PROFILE=dev|release     profile to build (default dev)
 set -euo pipefail
 
 HUB_PORT="${HUB_PORT:-8080}"
 DEMO_API_KEY="${DEMO_API_KEY:-sk-switchyard-demo}"
+DEMO_ADMIN_KEY="${DEMO_ADMIN_KEY:-sk-switchyard-demo-admin}"
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 
@@ -75,7 +77,8 @@ spoke_b="$(wait_listening "$work/spoke-b.log" "${spoke_pid[b]}" "spoke b")"
 log "spoke b (account 000000000002) listening on $spoke_b"
 
 key_hash="$(printf %s "$DEMO_API_KEY" | sha256sum | cut -d' ' -f1)"
-sed -e "s/@HUB_PORT@/$HUB_PORT/" -e "s/@API_KEY_SHA256@/$key_hash/" \
+admin_hash="$(printf %s "$DEMO_ADMIN_KEY" | sha256sum | cut -d' ' -f1)"
+sed -e "s/@HUB_PORT@/$HUB_PORT/" -e "s/@API_KEY_SHA256@/$key_hash/" -e "s/@ADMIN_KEY_SHA256@/$admin_hash/" \
     -e "s/@SPOKE_A@/$spoke_a/" -e "s/@SPOKE_B@/$spoke_b/" \
     "$here/hub.toml" >"$work/hub.toml"
 
@@ -95,6 +98,9 @@ Switchyard is up: hub on http://$hub_addr, spokes on $spoke_a and $spoke_b (simu
   python3 -c 'from openai import OpenAI
 c = OpenAI(base_url="http://$hub_addr/v1", api_key="$DEMO_API_KEY")
 print(c.chat.completions.create(model="demo", messages=[{"role": "user", "content": "Hello!"}]).choices[0].message.content)'
+
+Routing table: http://$hub_addr/admin/routes.html (any user name, password $DEMO_ADMIN_KEY).
+Metrics: http://$hub_addr/metrics. Audit lines (one JSON line per request) print below.
 
 Logs: $work. Ctrl-C stops everything.
 EOF

@@ -1,5 +1,7 @@
 //! Operator endpoints under `/admin/`. Each is behind an admin key (`[admin] api_key_sha256`),
-//! sent as `Authorization: Bearer KEY` or `x-admin-key: KEY`, compared as a SHA-256 hash in
+//! sent as `Authorization: Bearer KEY`, `x-admin-key: KEY`, or as the password of HTTP Basic
+//! authentication (any user name) so that a browser can open the HTML view (a refused request
+//! carries `WWW-Authenticate: Basic`, and the browser asks); compared as a SHA-256 hash in
 //! constant time. With no admin key configured, every `/admin/*` path answers 404, so the
 //! surface does not exist at all.
 
@@ -40,7 +42,7 @@ async fn routes_handler(
     Query(q): Query<RoutesQuery>,
 ) -> Response {
     if let Err(e) = require_admin(&hub, &headers) {
-        return e.into_response();
+        return refuse(e);
     }
     match q.format.as_deref() {
         None | Some("json") => axum::Json(routing_table(&hub)).into_response(),
@@ -55,7 +57,7 @@ async fn routes_handler(
 /// `GET /admin/routes.html`: the routing table as a self-refreshing page.
 async fn routes_html_handler(State(hub): State<Arc<Hub>>, headers: HeaderMap) -> Response {
     if let Err(e) = require_admin(&hub, &headers) {
-        return e.into_response();
+        return refuse(e);
     }
     Html(routes_page(&routing_table(&hub))).into_response()
 }
@@ -221,7 +223,7 @@ async fn config_handler(
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
     if let Err(e) = require_admin(&hub, &headers) {
-        return e.into_response();
+        return refuse(e);
     }
     axum::Json(hub.live.status()).into_response()
 }
@@ -233,20 +235,38 @@ pub fn require_admin(hub: &Hub, headers: &HeaderMap) -> Result<(), HubError> {
     if hashes.is_empty() {
         return Err(HubError::NotFound);
     }
+    let authorization = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let basic = authorization
+        .and_then(|v| {
+            v.strip_prefix("Basic ")
+                .or_else(|| v.strip_prefix("basic "))
+        })
+        .and_then(|b64| {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD
+                .decode(b64.trim())
+                .ok()
+        })
+        .and_then(|raw| String::from_utf8(raw).ok())
+        .and_then(|pair| {
+            pair.split_once(':')
+                .map(|(_, password)| password.to_string())
+        });
     let key = headers
         .get(ADMIN_KEY_HEADER)
         .and_then(|v| v.to_str().ok())
-        .map(str::trim)
+        .map(|k| k.trim().to_string())
         .or_else(|| {
-            headers
-                .get(http::header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
+            authorization
                 .and_then(|v| {
                     v.strip_prefix("Bearer ")
                         .or_else(|| v.strip_prefix("bearer "))
                 })
-                .map(str::trim)
+                .map(|k| k.trim().to_string())
         })
+        .or(basic)
         .ok_or(HubError::Unauthorized)?;
     use sha2::Digest;
     let digest: [u8; 32] = sha2::Sha256::digest(key.as_bytes()).into();
@@ -259,6 +279,19 @@ pub fn require_admin(hub: &Hub, headers: &HeaderMap) -> Result<(), HubError> {
     } else {
         Err(HubError::Unauthorized)
     }
+}
+
+/// An admin refusal; a 401 asks for HTTP Basic credentials, so a browser prompts for the key.
+fn refuse(e: HubError) -> Response {
+    let unauthorized = matches!(e, HubError::Unauthorized);
+    let mut resp = e.into_response();
+    if unauthorized {
+        resp.headers_mut().insert(
+            http::header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static("Basic realm=\"switchyard admin\", charset=\"UTF-8\""),
+        );
+    }
+    resp
 }
 
 #[cfg(test)]

@@ -633,3 +633,61 @@ async fn attempt_timeout_moves_a_hung_spoke_s_requests_to_the_next_spoke() {
         .unwrap();
     assert_eq!(r.status(), 504);
 }
+
+#[tokio::test]
+async fn admin_pages_take_the_key_as_bearer_header_or_http_basic_password() {
+    use base64::Engine;
+    let a = start_spoke("acct-a", &["m1"]).await;
+    let admin_key = "adm-0123456789";
+    let hub = start_hub(&format!(
+        "[admin]\napi_key_sha256 = [\"{}\"]\n{}",
+        sha(admin_key),
+        one_pool(&[(&a, 1)])
+    ))
+    .await;
+    hub.wait_healthy("p1", 1).await;
+    let basic = |user: &str, pass: &str| {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
+        )
+    };
+    let get = |path: &'static str, header: Option<(&'static str, String)>| {
+        let mut r = client().get(hub.url(path));
+        if let Some((k, v)) = header {
+            r = r.header(k, v);
+        }
+        r.send()
+    };
+    // No credentials: 401 that makes a browser ask (WWW-Authenticate: Basic).
+    let r = get("/admin/routes.html", None).await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(
+        r.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Basic ")
+    );
+    // The key as the Basic password (any user), as a bearer token, or in x-admin-key.
+    for header in [
+        ("authorization", basic("operator", admin_key)),
+        ("authorization", format!("Bearer {admin_key}")),
+        ("x-admin-key", admin_key.to_string()),
+    ] {
+        let r = get("/admin/routes.html", Some(header.clone()))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{header:?}");
+        assert!(r.text().await.unwrap().contains("acct-a"));
+    }
+    // Wrong password, a tenant's API key, garbage: refused.
+    for header in [
+        ("authorization", basic("operator", "wrong")),
+        ("authorization", basic(admin_key, "")),
+        ("authorization", format!("Bearer {KEY}")),
+        ("authorization", "Basic !!!not-base64".to_string()),
+    ] {
+        let r = get("/admin/routes", Some(header.clone())).await.unwrap();
+        assert_eq!(r.status(), 401, "{header:?}");
+    }
+}
