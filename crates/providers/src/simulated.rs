@@ -1,6 +1,11 @@
 //! The simulated upstream: deterministic text with configurable latency, pacing and injected
 //! failures. It is NOT a model — it exists for the local demo and for load tests, so the
 //! gateway can be run and measured with no cloud account.
+//!
+//! Tools follow one fixed rule (the same as the test fakes'), so client code that handles tool
+//! calls can be tried against the demo: when tools are offered and the last message is the
+//! user's, it calls the first tool with `{"query": <the user's text>}`; when the last message
+//! carries tool results, it answers with text that quotes them.
 
 use crate::{
     Call, Chunk, ChunkStream, Completion, EmbedCall, Embeddings, Upstream, UpstreamError, text,
@@ -42,10 +47,13 @@ impl SimulatedUpstream {
     /// The answer's words, deterministic for a given region, model and prompt, capped by
     /// `max_tokens` (one word = one token here).
     fn words(call: &Call<'_>) -> (Vec<String>, StopReason, Usage) {
-        let prompt = text::last_user_text(call.request);
+        let (prompt, verb) = match Self::tool_results(call) {
+            Some(results) => (results, "got the tool result"),
+            None => (text::last_user_text(call.request), "heard"),
+        };
         let echo: Vec<&str> = prompt.split_whitespace().take(12).collect();
         let sentence = format!(
-            "[simulated] {} in {} heard: {}",
+            "[simulated] {} in {} {verb}: {}",
             call.model,
             call.region,
             if echo.is_empty() {
@@ -67,6 +75,43 @@ impl SimulatedUpstream {
             output_tokens: words.len() as u32,
         };
         (words, stop, usage)
+    }
+
+    /// The tool call the rule above makes for this request, if any.
+    fn tool_call(call: &Call<'_>) -> Option<switchyard_proto::v1::ToolCall> {
+        let tool = call.request.tools.first()?;
+        let last = call.request.messages.last()?;
+        if last.role != switchyard_proto::v1::Role::User as i32
+            || Self::tool_results(call).is_some()
+        {
+            return None;
+        }
+        let query = text::last_user_text(call.request);
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in query.bytes().chain(tool.name.bytes()) {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        Some(switchyard_proto::v1::ToolCall {
+            id: format!("call_sim_{:012x}", h & 0xffff_ffff_ffff),
+            name: tool.name.clone(),
+            arguments_json: serde_json::json!({ "query": query }).to_string(),
+        })
+    }
+
+    /// The tool results of the last message, joined, when it carries any.
+    fn tool_results(call: &Call<'_>) -> Option<String> {
+        let last = call.request.messages.last()?;
+        let results: Vec<&str> = last
+            .content
+            .iter()
+            .filter_map(|p| match &p.part {
+                Some(switchyard_proto::v1::content_part::Part::ToolResult(r)) => {
+                    Some(r.content.as_str())
+                }
+                _ => None,
+            })
+            .collect();
+        (!results.is_empty()).then(|| results.join(" "))
     }
 
     fn maybe_fail(&self) -> Result<(), UpstreamError> {
@@ -96,6 +141,17 @@ impl Upstream for SimulatedUpstream {
     async fn complete(&self, call: Call<'_>) -> Result<Completion, UpstreamError> {
         self.wait_latency(call.timeout).await?;
         self.maybe_fail()?;
+        if let Some(tc) = Self::tool_call(&call) {
+            return Ok(Completion {
+                text: String::new(),
+                tool_calls: vec![tc],
+                stop_reason: StopReason::ToolUse,
+                usage: Usage {
+                    input_tokens: text::estimate_input_tokens(call.request) as u32,
+                    output_tokens: 8,
+                },
+            });
+        }
         let (words, stop_reason, usage) = Self::words(&call);
         Ok(Completion {
             text: words.join(" "),
@@ -138,6 +194,37 @@ impl Upstream for SimulatedUpstream {
     async fn stream(&self, call: Call<'_>) -> Result<ChunkStream, UpstreamError> {
         self.wait_latency(call.timeout).await?;
         self.maybe_fail()?;
+        if let Some(tc) = Self::tool_call(&call) {
+            // The call in two pieces, as real upstreams stream it: id and name, then arguments.
+            let usage = Usage {
+                input_tokens: text::estimate_input_tokens(call.request) as u32,
+                output_tokens: 8,
+            };
+            let mut mid = tc.arguments_json.len() / 2;
+            while !tc.arguments_json.is_char_boundary(mid) {
+                mid -= 1;
+            }
+            let (head, tail) = tc.arguments_json.split_at(mid);
+            let chunks = vec![
+                Ok(Chunk::ToolCall {
+                    index: 0,
+                    id: tc.id.clone(),
+                    name: tc.name.clone(),
+                    arguments: head.to_string(),
+                }),
+                Ok(Chunk::ToolCall {
+                    index: 0,
+                    id: String::new(),
+                    name: String::new(),
+                    arguments: tail.to_string(),
+                }),
+                Ok(Chunk::End {
+                    stop_reason: StopReason::ToolUse,
+                    usage,
+                }),
+            ];
+            return Ok(futures::stream::iter(chunks).boxed());
+        }
         let (words, stop_reason, usage) = Self::words(&call);
         let gap = match self.config.tokens_per_second {
             0 => Duration::ZERO,
