@@ -26,7 +26,8 @@ use crate::pool::ProviderPool;
 
 /// Top-level keys whose changes apply live (`providers` is compared per provider, without
 /// `spokes`).
-const LIVE_KEYS: [&str; 4] = ["tenants", "aliases", "prompts", "providers"];
+/// Top-level keys applied by a reload (`prices` are folded into the aliases' candidates).
+const LIVE_KEYS: [&str; 5] = ["tenants", "aliases", "prompts", "providers", "prices"];
 
 static CONFIG_PATH: OnceLock<PathBuf> = OnceLock::new();
 
@@ -323,6 +324,9 @@ health = { interval = "1s" }
         let new: toml::Value = toml::from_str(
             r#"
 listen = "127.0.0.1:2"
+[prices.m1]
+input = 1.0
+output = 2.0
 [[tenants]]
 name = "b"
 [[providers]]
