@@ -1470,3 +1470,143 @@ async fn every_surface_is_metered_audited_and_costed() {
         assert!(!l.to_string().contains("sk-wrong"));
     }
 }
+
+/// Anthropic, Converse (streamed) and embeddings requests, each with a client `traceparent`:
+/// each gets a `hub.request` span that is the child of the client's span, named and attributed
+/// for its GenAI operation (`chat ALIAS`, `embeddings ALIAS`), with tenant, route and usage; the
+/// streamed one has its usage from the end of the stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_surface_has_a_request_span_under_the_client_traceparent() {
+    let (collector, otlp) = Collector::start().await;
+    let endpoint = format!("http://{otlp}");
+    let up = FakeOpenAi::start().await.unwrap();
+    let spoke = Spoke::start(&format!(
+        "{}[[models]]\nid = \"emb\"\nupstream_id = \"text-embedding-3-small\"\n",
+        spoke_config("acct-s", &up, "")
+    ))
+    .await
+    .unwrap();
+    let hub = Hub::start(
+        &format!(
+            "[[aliases]]\nname = \"demo\"\ncandidates = [{{ provider = \"p1\", model = \"m1\" }}]\n\
+             [[aliases]]\nname = \"vectors\"\ncandidates = [{{ provider = \"p1\", model = \"emb\" }}]\n\
+             {}\n[telemetry]\notlp_endpoint = \"{endpoint}\"\n\
+             [prices.m1]\ninput = 2.0\noutput = 8.0\n",
+            pool("p1", spoke.proc.addr()),
+        ),
+        &[("OTEL_BSP_SCHEDULE_DELAY", "100")],
+    )
+    .await;
+    hub.wait_healthy(1).await;
+    let parent = "00f067aa0ba902b7";
+    // (trace id, path, auth header, body, exported span name, operation, max_tokens)
+    let calls = [
+        (
+            "4bf92f3577b34da6a3ce929d0e0e4701",
+            "/v1/messages",
+            "x-api-key",
+            json!({"model": "demo", "max_tokens": 40, "temperature": 0.25,
+                   "messages": [{"role": "user", "content": PROMPT}]}),
+            "chat demo",
+            "chat",
+            "40",
+        ),
+        (
+            "4bf92f3577b34da6a3ce929d0e0e4702",
+            "/model/demo/converse-stream",
+            "x-api-key",
+            json!({"messages": [{"role": "user", "content": [{"text": PROMPT}]}],
+                   "inferenceConfig": {"maxTokens": 30}}),
+            "chat demo",
+            "chat",
+            "30",
+        ),
+        (
+            "4bf92f3577b34da6a3ce929d0e0e4703",
+            "/v1/embeddings",
+            "authorization",
+            json!({"model": "vectors", "input": ["a b c"]}),
+            "embeddings vectors",
+            "embeddings",
+            "",
+        ),
+    ];
+    let client = reqwest::Client::new();
+    for (trace, path, auth, body, ..) in &calls {
+        let key = if *auth == "authorization" {
+            format!("Bearer {KEY}")
+        } else {
+            KEY.to_string()
+        };
+        let r = client
+            .post(hub.url(path))
+            .header(*auth, key)
+            .header("traceparent", format!("00-{trace}-{parent}-01"))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        r.bytes().await.unwrap();
+    }
+    let ok = eventually(Duration::from_secs(20), || async {
+        let spans = collector.spans();
+        calls.iter().all(|c| {
+            spans
+                .iter()
+                .any(|s| s.trace_id == c.0 && s.name == "hub.request")
+        })
+    })
+    .await;
+    let spans = collector.spans();
+    assert!(ok, "missing hub.request spans: {spans:#?}");
+    for (trace, path, _, _, name, operation, max_tokens) in &calls {
+        let s = spans
+            .iter()
+            .find(|s| s.trace_id == *trace && s.name == "hub.request")
+            .unwrap();
+        assert_eq!(s.parent, parent, "{path}: not the client's child");
+        assert_eq!(s.otel_name, *name, "{path}");
+        let a = &s.attrs;
+        assert_eq!(a["gen_ai.operation.name"], *operation, "{path}");
+        assert_eq!(a["gen_ai.provider.name"], "openai", "{path}");
+        assert_eq!(a["switchyard.tenant"], "e2e", "{path}");
+        assert_eq!(a["switchyard.route.account"], "acct-s", "{path}");
+        assert_eq!(a["http.response.status_code"], "200", "{path}");
+        assert!(
+            a["gen_ai.usage.input_tokens"].parse::<u64>().unwrap() > 0,
+            "{path}: {a:?}"
+        );
+        assert_eq!(
+            a.get("gen_ai.request.max_tokens")
+                .map_or("", String::as_str),
+            *max_tokens,
+            "{path}"
+        );
+        assert!(!a.contains_key("gen_ai.input.messages"), "{path}");
+        // Spoke attempts are children of the request span.
+        assert!(
+            spans
+                .iter()
+                .any(|c| c.name == "hub.spoke_attempt" && c.parent == s.span_id),
+            "{path}: no attempt span under the request"
+        );
+    }
+    let stream = spans
+        .iter()
+        .find(|s| s.trace_id == calls[1].0 && s.name == "hub.request")
+        .unwrap();
+    assert_eq!(stream.attrs["switchyard.stream"], "true");
+    assert!(
+        stream.attrs["gen_ai.usage.output_tokens"]
+            .parse::<u64>()
+            .unwrap()
+            > 0
+    );
+    assert!(stream.attrs.contains_key("switchyard.cost_usd"));
+    let anth = spans
+        .iter()
+        .find(|s| s.trace_id == calls[0].0 && s.name == "hub.request")
+        .unwrap();
+    assert_eq!(anth.attrs["gen_ai.request.temperature"], "0.25");
+}
