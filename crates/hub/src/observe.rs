@@ -909,6 +909,119 @@ spokes = [{ addr = "127.0.0.1:1" }]
     }
 
     #[test]
+    fn request_info_and_messages_from_the_internal_request() {
+        use switchyard_proto::v1 as pb;
+        let text = |t: &str| pb::ContentPart {
+            part: Some(pb::content_part::Part::Text(t.into())),
+        };
+        let req = pb::InferRequest {
+            system: "be brief".into(),
+            messages: vec![
+                pb::Message {
+                    role: pb::Role::User as i32,
+                    content: vec![text("hi "), text("there")],
+                },
+                pb::Message {
+                    role: pb::Role::Assistant as i32,
+                    content: vec![text("hello")],
+                },
+            ],
+            params: Some(pb::GenerationParams {
+                max_tokens: Some(64),
+                temperature: Some(0.5),
+                top_p: None,
+                stop: vec![],
+            }),
+            ..Default::default()
+        };
+        let info = RequestInfo::infer("demo", true, &req);
+        assert_eq!(
+            info,
+            RequestInfo {
+                model: "demo".into(),
+                stream: true,
+                max_tokens: Some(64),
+                temperature: Some(0.5),
+                top_p: None,
+            }
+        );
+        assert_eq!(
+            infer_messages(&req),
+            json!([
+                {"role": "system", "content": "be brief"},
+                {"role": "user", "content": "hi there"},
+                {"role": "assistant", "content": "hello"},
+            ])
+        );
+        // Embeddings carry max_tokens 0: not a request parameter.
+        let embed = pb::InferRequest {
+            params: Some(pb::GenerationParams {
+                max_tokens: Some(0),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(RequestInfo::infer("e", false, &embed).max_tokens, None);
+        assert_eq!(Surface::Embeddings.operation(), "embeddings");
+        assert_eq!(Surface::Converse.operation(), "chat");
+    }
+
+    /// A streamed request's audit line is written once, after both the handler (which saw the
+    /// response head: cache and prompt headers) and the stream (usage, first token) are done.
+    #[test]
+    fn stream_audit_line_has_the_head_and_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let sink = crate::audit::AuditSink::open(&crate::audit::AuditConfig {
+            enabled: true,
+            path: Some(path.clone()),
+            capture_content: false,
+        });
+        let read = || std::fs::read_to_string(&path).unwrap_or_default();
+        let mut handler = RequestRecord::start(sink, "rid-1", Span::none(), Surface::Anthropic);
+        handler.set_tenant("t");
+        let route = RouteTaken {
+            provider: "openai".into(),
+            model: "m1".into(),
+            price: (Some(1.0), Some(2.0)),
+            ..Default::default()
+        };
+        handler.set_route(&route, None, &[]);
+        let mut stream = handler.share_with_stream();
+        let mut head = HeaderMap::new();
+        head.insert(CACHE_HEADER, HeaderValue::from_static("miss"));
+        head.insert(PROMPT_HEADER, HeaderValue::from_static("p@2"));
+        handler.finish_response(&head, 200);
+        drop(handler);
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(read(), "", "written before the stream ended");
+        stream.first_token();
+        stream.set_usage(Some(&switchyard_proto::v1::Usage {
+            input_tokens: 10,
+            output_tokens: 5,
+        }));
+        drop(stream);
+        let mut line = String::new();
+        for _ in 0..100 {
+            line = read();
+            if !line.is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(line.lines().count(), 1, "{line}");
+        let v: Value = serde_json::from_str(line.trim()).unwrap();
+        assert_eq!(v["surface"], "anthropic");
+        assert_eq!(v["cache"], "miss");
+        assert_eq!(v["prompt"], "p@2");
+        assert_eq!(v["status"], 200);
+        assert_eq!(v["outcome"], "ok");
+        assert_eq!(v["usage"]["output_tokens"], 5);
+        assert!(v["time_to_first_token_ms"].is_number());
+        assert!((v["cost_usd"].as_f64().unwrap() - 20.0 / 1e6).abs() < 1e-12);
+    }
+
+    #[test]
     fn cost_header_six_decimals() {
         let mut h = HeaderMap::new();
         cost_header(&mut h, Some(0.0000125));
