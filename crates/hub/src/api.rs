@@ -235,6 +235,10 @@ async fn chat(
         match crate::cache::serve(hub, &checked.tenant, key, ttl, reply).await? {
             crate::cache::Served::Done(mut resp) => {
                 crate::prompts::mark(&mut resp, prompt_used.as_ref());
+                if req.stream {
+                    // A replayed or followed stream: the record ends with it.
+                    resp = crate::observe::hold_until_body_ends(resp, rec.share_with_stream());
+                }
                 return Ok(resp);
             }
             crate::cache::Served::Lead(l) => lead = Some(l),

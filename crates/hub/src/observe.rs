@@ -603,6 +603,24 @@ fn header(h: &HeaderMap, name: &str) -> Option<String> {
         .map(|v| v.chars().take(128).collect())
 }
 
+/// Keeps `rec` (a stream handle, [`RequestRecord::share_with_stream`]) until `resp`'s body has
+/// been sent or dropped: for streams whose body the surface did not build around the record
+/// (response-cache replays and coalesced followers), so their record ends with the stream.
+pub fn hold_until_body_ends(
+    resp: axum::response::Response,
+    rec: RequestRecord,
+) -> axum::response::Response {
+    let (parts, body) = resp.into_parts();
+    let mut data = body.into_data_stream();
+    let held = async_stream::stream! {
+        let _rec = rec;
+        while let Some(chunk) = futures::StreamExt::next(&mut data).await {
+            yield chunk;
+        }
+    };
+    axum::response::Response::from_parts(parts, axum::body::Body::from_stream(held))
+}
+
 /// Sets `x-switchyard-cost-usd` (six decimals).
 pub fn cost_header(h: &mut HeaderMap, cost: Option<f64>) {
     if let Some(c) = cost
@@ -1019,6 +1037,49 @@ spokes = [{ addr = "127.0.0.1:1" }]
         assert_eq!(v["usage"]["output_tokens"], 5);
         assert!(v["time_to_first_token_ms"].is_number());
         assert!((v["cost_usd"].as_f64().unwrap() - 20.0 / 1e6).abs() < 1e-12);
+    }
+
+    /// A replayed stream's record ends when its body has been sent, not when the handler returns.
+    #[tokio::test]
+    async fn a_held_record_ends_with_the_body() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let sink = crate::audit::AuditSink::open(&crate::audit::AuditConfig {
+            enabled: true,
+            path: Some(path.clone()),
+            capture_content: false,
+        });
+        let read = || std::fs::read_to_string(&path).unwrap_or_default();
+        let mut handler = RequestRecord::start(sink, "rid-2", Span::none(), Surface::OpenAi);
+        let body = axum::body::Body::from_stream(futures::stream::iter([
+            Ok::<_, std::io::Error>("data: a\n\n"),
+            Ok("data: [DONE]\n\n"),
+        ]));
+        let resp = hold_until_body_ends(
+            axum::response::Response::new(body),
+            handler.share_with_stream(),
+        );
+        let mut head = HeaderMap::new();
+        head.insert(CACHE_HEADER, HeaderValue::from_static("hit"));
+        handler.finish_response(&head, 200);
+        drop(handler);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(read(), "", "written before the body was sent");
+        let sent = axum::body::to_bytes(resp.into_body(), 1024).await.unwrap();
+        assert!(sent.ends_with(b"[DONE]\n\n"));
+        let mut line = String::new();
+        for _ in 0..100 {
+            line = read();
+            if !line.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let v: Value = serde_json::from_str(line.trim()).unwrap();
+        assert_eq!(
+            (v["cache"].as_str(), v["status"].as_u64()),
+            (Some("hit"), Some(200))
+        );
     }
 
     #[test]
