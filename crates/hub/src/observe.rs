@@ -408,7 +408,7 @@ impl RequestRecord {
         })))))
     }
 
-    /// Runs `f` on the record's state (no-op on an inert record).
+    /// Runs `f` on the record's state (no-op on a default, recordless `RequestRecord`).
     fn with<R>(&self, f: impl FnOnce(&mut Inner) -> R) -> Option<R> {
         let shared = self.0.as_ref()?;
         let mut inner = shared.0.lock();
