@@ -318,3 +318,154 @@ async fn a_late_streaming_follower_gets_every_chunk_of_the_leaders_stream() {
     );
     assert_eq!(up.calls("m1"), 1);
 }
+
+/// Parses Prometheus text into (name{labels} → value).
+fn samples(text: &str) -> std::collections::BTreeMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            Some((k.to_string(), v.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Sum of the samples of metric `name` whose labels include every `want` pair.
+fn sum(m: &std::collections::BTreeMap<String, f64>, name: &str, want: &[(&str, &str)]) -> f64 {
+    m.iter()
+        .filter(|(k, _)| {
+            k.strip_prefix(name)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('{'))
+                && want
+                    .iter()
+                    .all(|(l, v)| k.contains(&format!("{l}=\"{v}\"")))
+        })
+        .map(|(_, v)| v)
+        .sum()
+}
+
+impl Hub {
+    /// The hub's `/metrics` once no request is in flight (records, streams included, finish
+    /// when their response ends).
+    async fn scrape(&self) -> std::collections::BTreeMap<String, f64> {
+        let url = format!("{}/metrics", self.proc.url());
+        for _ in 0..200 {
+            let m = samples(&reqwest::get(&url).await.unwrap().text().await.unwrap());
+            if sum(&m, "switchyard_in_flight_requests", &[]) == 0.0 {
+                return m;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("requests still in flight");
+    }
+}
+
+/// `switchyard_cache_requests_total{outcome}` moves by exactly the hits, misses and coalesced
+/// requests of known traffic, and every request's audit line — streamed ones included — carries
+/// its `x-switchyard-cache` value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_metrics_and_audit_count_hits_misses_and_coalesced() {
+    let up = FakeOpenAi::start().await.unwrap();
+    up.set_behavior("m1", Behavior::Slow { ms: 800 });
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let (_spoke, hub) = stack(
+        &up,
+        "cache = { ttl = \"1m\" }",
+        &format!("[audit]\npath = \"{}\"\n", audit.display()),
+    )
+    .await;
+    let hub = Arc::new(hub);
+    let m0 = hub.scrape().await;
+    // Four identical requests at once (two streamed): one call, three followers.
+    let mut tasks = Vec::new();
+    for i in 0..4 {
+        let hub = hub.clone();
+        tasks.push(tokio::spawn(async move {
+            hub.send(KEY_A, chat("count me", 0.0, i % 2 == 0)).await
+        }));
+    }
+    let mut outcomes = Vec::new();
+    for t in tasks {
+        let (s, c, _) = t.await.unwrap();
+        assert_eq!(s, 200);
+        outcomes.push(c);
+    }
+    outcomes.sort();
+    assert_eq!(outcomes, ["coalesced", "coalesced", "coalesced", "miss"]);
+    // Two hits (one replayed as a stream), then a streamed miss.
+    assert_eq!(hub.send(KEY_A, chat("count me", 0.0, false)).await.1, "hit");
+    assert_eq!(hub.send(KEY_A, chat("count me", 0.0, true)).await.1, "hit");
+    assert_eq!(
+        hub.send(KEY_A, chat("streamed miss", 0.0, true)).await.1,
+        "miss"
+    );
+    // Not cacheable (temperature > 0): not counted at all.
+    assert_eq!(hub.send(KEY_A, chat("count me", 0.5, false)).await.1, "");
+    assert_eq!(up.calls("m1"), 3);
+
+    let m1 = hub.scrape().await;
+    let d = |outcome: &str| {
+        let want = [("outcome", outcome)];
+        sum(&m1, "switchyard_cache_requests_total", &want)
+            - sum(&m0, "switchyard_cache_requests_total", &want)
+    };
+    assert_eq!(
+        (d("hit"), d("miss"), d("coalesced")),
+        (2.0, 2.0, 3.0),
+        "{m1:#?}"
+    );
+
+    let mut lines: Vec<Value> = Vec::new();
+    for _ in 0..50 {
+        lines = std::fs::read_to_string(&audit)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        if lines.len() >= 8 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(lines.len(), 8, "{lines:#?}");
+    // The leader of the four was streamed or not (whichever came first); its upstream call says.
+    let leader_streamed = up.requests()[0].body["stream"] == true;
+    let mut seen: Vec<(String, bool)> = lines
+        .iter()
+        .map(|l| {
+            assert_eq!(l["status"], 200, "{l}");
+            assert_eq!(l["tenant"], "a");
+            assert_eq!(l["surface"], "openai");
+            (
+                l["cache"].as_str().unwrap_or("none").to_string(),
+                l["stream"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    seen.sort();
+    let mut want = vec![
+        ("coalesced", false),
+        ("coalesced", true),
+        ("hit", false),
+        ("hit", true),
+        ("miss", leader_streamed),
+        ("miss", true),
+        ("none", false),
+        // The follower of the leader's own kind.
+        ("coalesced", !leader_streamed),
+    ]
+    .into_iter()
+    .map(|(c, s)| (c.to_string(), s))
+    .collect::<Vec<_>>();
+    want.sort();
+    assert_eq!(seen, want, "{lines:#?}");
+    // The streamed misses were served by their own call: usage and TTFT are in their lines.
+    for l in lines
+        .iter()
+        .filter(|l| l["cache"] == "miss" && l["stream"] == true)
+    {
+        assert!(l["usage"]["output_tokens"].as_u64().unwrap() > 0, "{l}");
+        assert!(l["time_to_first_token_ms"].is_number(), "{l}");
+    }
+}

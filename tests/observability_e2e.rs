@@ -1099,3 +1099,514 @@ async fn stream_failing_mid_way_is_counted_and_audited() {
     assert!(line["usage"].is_null());
     assert!(line["time_to_first_token_ms"].as_f64().is_some());
 }
+
+/// The innermost JSON object around the last `key` in `text` (the Converse stream's `metadata`
+/// frame carries its payload as plain JSON inside the binary frame).
+fn json_after(text: &str, key: &str) -> Value {
+    let at = text.rfind(key).unwrap();
+    let start = text[..at].rfind('{').unwrap();
+    serde_json::Deserializer::from_str(&text[start..])
+        .into_iter::<Value>()
+        .next()
+        .unwrap()
+        .unwrap()
+}
+
+/// One answered request of [`every_surface_is_metered_audited_and_costed`], as the client saw it.
+#[derive(Debug)]
+struct Served {
+    id: &'static str,
+    surface: &'static str,
+    alias: &'static str,
+    stream: bool,
+    input: u64,
+    output: u64,
+    /// `x-switchyard-cost-usd`, when the answer had it.
+    cost_header: Option<f64>,
+}
+
+/// One request through each non-OpenAI surface (Anthropic unary + stream, Converse unary +
+/// stream, embeddings) and a refused one per surface: each has exactly one audit line with its
+/// `surface`, tenant, alias, route, tokens, cost and status; the RED counters (labelled by
+/// surface), tokens, cost and TTFT moved by exactly those requests; the non-streaming answers
+/// carry `x-switchyard-cost-usd`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_surface_is_metered_audited_and_costed() {
+    let up = FakeOpenAi::start().await.unwrap();
+    let spoke = Spoke::start(&format!(
+        "{}[[models]]\nid = \"emb\"\nupstream_id = \"text-embedding-3-small\"\n",
+        spoke_config("acct-s", &up, "")
+    ))
+    .await
+    .unwrap();
+    let audit_dir = tempfile::tempdir().unwrap();
+    let audit_path = audit_dir.path().join("audit.jsonl");
+    let hub = Hub::start(
+        &format!(
+            "[[aliases]]\nname = \"demo\"\ncandidates = [{{ provider = \"p1\", model = \"m1\" }}]\n\
+             [[aliases]]\nname = \"vectors\"\ncandidates = [{{ provider = \"p1\", model = \"emb\" }}]\n\
+             {}\n[audit]\npath = \"{}\"\n\
+             [prices.m1]\ninput = 2.0\noutput = 8.0\n[prices.emb]\ninput = 0.5\noutput = 0.0\n",
+            pool("p1", spoke.proc.addr()),
+            audit_path.display()
+        ),
+        &[],
+    )
+    .await;
+    hub.wait_healthy(1).await;
+    let hub_metrics = hub.url("/metrics");
+    let h0 = scrape(&hub_metrics).await;
+    let client = reqwest::Client::new();
+    // Each surface authenticated as its SDKs do: `x-api-key` (Anthropic, Converse), Bearer
+    // (embeddings).
+    let post = |path: &str, id: &str, key: &str, body: Value| {
+        let (name, value) = if path.starts_with("/v1/embeddings") {
+            ("authorization", format!("Bearer {key}"))
+        } else {
+            ("x-api-key", key.to_string())
+        };
+        client
+            .post(hub.url(path))
+            .header(name, value)
+            .header("x-request-id", id)
+            .json(&body)
+            .send()
+    };
+    let anthropic_body = |stream: bool| {
+        json!({"model": "demo", "max_tokens": 50, "stream": stream, "temperature": 0.5,
+               "messages": [{"role": "user", "content": PROMPT}]})
+    };
+    let converse_body = json!({"messages": [{"role": "user", "content": [{"text": PROMPT}]}],
+                               "inferenceConfig": {"maxTokens": 50}});
+    let mut seen: Vec<Served> = Vec::new();
+    let cost_of = |r: &reqwest::Response| -> Option<f64> {
+        r.headers()
+            .get("x-switchyard-cost-usd")
+            .map(|v| v.to_str().unwrap().parse().unwrap())
+    };
+
+    let r = post("/v1/messages", "anth-1", KEY, anthropic_body(false))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let cost = cost_of(&r);
+    let b: Value = r.json().await.unwrap();
+    let u = &b["usage"];
+    seen.push(Served {
+        id: "anth-1",
+        surface: "anthropic",
+        alias: "demo",
+        stream: false,
+        input: u["input_tokens"].as_u64().unwrap(),
+        output: u["output_tokens"].as_u64().unwrap(),
+        cost_header: cost,
+    });
+
+    let r = post("/v1/messages", "anth-2", KEY, anthropic_body(true))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(cost_of(&r).is_none(), "a stream's cost is not in its head");
+    let text = r.text().await.unwrap();
+    let u = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
+        .find(|v| v["type"] == "message_delta")
+        .unwrap()["usage"]
+        .clone();
+    seen.push(Served {
+        id: "anth-2",
+        surface: "anthropic",
+        alias: "demo",
+        stream: true,
+        input: u["input_tokens"].as_u64().unwrap(),
+        output: u["output_tokens"].as_u64().unwrap(),
+        cost_header: None,
+    });
+
+    let r = post("/model/demo/converse", "conv-1", KEY, converse_body.clone())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let cost = cost_of(&r);
+    let b: Value = r.json().await.unwrap();
+    let u = &b["usage"];
+    seen.push(Served {
+        id: "conv-1",
+        surface: "converse",
+        alias: "demo",
+        stream: false,
+        input: u["inputTokens"].as_u64().unwrap(),
+        output: u["outputTokens"].as_u64().unwrap(),
+        cost_header: cost,
+    });
+
+    let r = post(
+        "/model/demo/converse-stream",
+        "conv-2",
+        KEY,
+        converse_body.clone(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(cost_of(&r).is_none());
+    let bytes = r.bytes().await.unwrap();
+    let u = json_after(&String::from_utf8_lossy(&bytes), "\"inputTokens\"");
+    seen.push(Served {
+        id: "conv-2",
+        surface: "converse",
+        alias: "demo",
+        stream: true,
+        input: u["inputTokens"].as_u64().unwrap(),
+        output: u["outputTokens"].as_u64().unwrap(),
+        cost_header: None,
+    });
+
+    let r = post(
+        "/v1/embeddings",
+        "emb-1",
+        KEY,
+        json!({"model": "vectors", "input": ["one two three", "four five"]}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    let cost = cost_of(&r);
+    let b: Value = r.json().await.unwrap();
+    seen.push(Served {
+        id: "emb-1",
+        surface: "embeddings",
+        alias: "vectors",
+        stream: false,
+        input: b["usage"]["prompt_tokens"].as_u64().unwrap(),
+        output: 0,
+        cost_header: cost,
+    });
+
+    // Refused (bad key) on each surface: audited and counted, no tenant, no route.
+    // (path, request id, surface, status: Converse answers AccessDeniedException, 403)
+    let refused = [
+        ("/v1/messages", "bad-anth", "anthropic", 401),
+        ("/model/demo/converse", "bad-conv", "converse", 403),
+        ("/v1/embeddings", "bad-emb", "embeddings", 401),
+    ];
+    for (path, id, _, status) in refused {
+        let body = if path.contains("embeddings") {
+            json!({"model": "vectors", "input": "x"})
+        } else {
+            anthropic_body(false)
+        };
+        let r = post(path, id, "sk-wrong", body).await.unwrap();
+        assert_eq!(r.status(), status, "{path}");
+        assert_eq!(header(&r, "x-request-id"), id);
+    }
+
+    let h1 = settled(&hub_metrics, "switchyard_in_flight_requests").await;
+    let d = |name: &str, want: &[(&str, &str)]| sum(&h1, name, want) - sum(&h0, name, want);
+    let price = |alias: &str, i: u64, o: u64| {
+        if alias == "vectors" {
+            i as f64 * 0.5 / 1e6
+        } else {
+            (i as f64 * 2.0 + o as f64 * 8.0) / 1e6
+        }
+    };
+    for (surface, alias, n) in [
+        ("anthropic", "demo", 2.0),
+        ("converse", "demo", 2.0),
+        ("embeddings", "vectors", 1.0),
+    ] {
+        let ok = [
+            ("tenant", "e2e"),
+            ("alias", alias),
+            ("surface", surface),
+            ("account", "acct-s"),
+            ("region", "us-east-1"),
+            ("outcome", "ok"),
+        ];
+        assert_eq!(d("switchyard_requests_total", &ok), n, "{surface}: {h1:#?}");
+        assert_eq!(
+            d("switchyard_request_duration_seconds_count", &ok),
+            n,
+            "{surface}"
+        );
+        assert_eq!(
+            d(
+                "switchyard_request_errors_total",
+                &[
+                    ("tenant", "none"),
+                    ("surface", surface),
+                    ("error", "invalid_api_key")
+                ]
+            ),
+            1.0,
+            "{surface}"
+        );
+        assert_eq!(
+            d(
+                "switchyard_requests_total",
+                &[("surface", surface), ("outcome", "error")]
+            ),
+            1.0,
+            "{surface}"
+        );
+    }
+    // Nothing went through the OpenAI surface.
+    assert_eq!(
+        d("switchyard_requests_total", &[("surface", "openai")]),
+        0.0
+    );
+    for (alias, direction, want) in [
+        (
+            "demo",
+            "input",
+            seen.iter()
+                .filter(|s| s.alias == "demo")
+                .map(|s| s.input)
+                .sum::<u64>(),
+        ),
+        (
+            "demo",
+            "output",
+            seen.iter()
+                .filter(|s| s.alias == "demo")
+                .map(|s| s.output)
+                .sum::<u64>(),
+        ),
+        ("vectors", "input", seen[4].input),
+        ("vectors", "output", 0),
+    ] {
+        assert_eq!(
+            d(
+                "switchyard_tokens_total",
+                &[("alias", alias), ("direction", direction)]
+            ),
+            want as f64,
+            "{alias} {direction}"
+        );
+    }
+    assert!(seen.iter().all(|s| s.input > 0), "{seen:?}");
+    let micros = d("switchyard_cost_usd_micros_total", &[("tenant", "e2e")]);
+    let want: f64 = seen
+        .iter()
+        .map(|s| (price(s.alias, s.input, s.output) * 1e6).round())
+        .sum();
+    assert!(
+        (micros - want).abs() < 0.5,
+        "cost micros {micros} want {want}"
+    );
+    assert_eq!(d("switchyard_time_to_first_token_seconds_count", &[]), 2.0);
+    assert_eq!(sum(&h1, "switchyard_in_flight_streams", &[]), 0.0);
+
+    // The audit: exactly one line per request.
+    let want_lines = seen.len() + refused.len();
+    let mut lines: Vec<Value> = Vec::new();
+    for _ in 0..50 {
+        lines = std::fs::read_to_string(&audit_path)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        if lines.len() >= want_lines {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(lines.len(), want_lines, "{lines:#?}");
+    let line_of = |id: &str| -> &Value {
+        let mut found = lines.iter().filter(|l| l["request_id"] == id);
+        let l = found
+            .next()
+            .unwrap_or_else(|| panic!("no audit line for {id}"));
+        assert!(found.next().is_none(), "two audit lines for {id}");
+        l
+    };
+    for Served {
+        id,
+        surface,
+        alias,
+        stream,
+        input,
+        output,
+        cost_header: header_cost,
+    } in &seen
+    {
+        let l = line_of(id);
+        assert_eq!(l["surface"], *surface, "{l}");
+        assert_eq!(l["tenant"], "e2e");
+        assert_eq!(l["alias"], *alias);
+        assert_eq!(l["stream"], *stream);
+        assert_eq!(l["status"], 200);
+        assert_eq!(l["outcome"], "ok");
+        assert!(l["error"].is_null());
+        assert_eq!(l["route"]["provider"], "openai");
+        assert_eq!(l["route"]["account"], "acct-s");
+        assert_eq!(l["route"]["region"], "us-east-1");
+        assert_eq!(
+            l["route"]["model"],
+            if *alias == "demo" { "m1" } else { "emb" }
+        );
+        assert_eq!(l["attempts"].as_array().unwrap().len(), 1);
+        assert_eq!(l["usage"]["input_tokens"], *input);
+        assert_eq!(l["usage"]["output_tokens"], *output);
+        let cost = l["cost_usd"].as_f64().unwrap();
+        assert!((cost - price(alias, *input, *output)).abs() < 1e-9, "{l}");
+        match header_cost {
+            Some(h) => assert_eq!(format!("{cost:.6}"), format!("{h:.6}"), "{id}"),
+            None => assert!(*stream, "{id}: non-streaming answer without a cost header"),
+        }
+        assert_eq!(l["time_to_first_token_ms"].is_number(), *stream, "{l}");
+        assert!(!l.to_string().contains("four five six"), "prompt in audit");
+        assert!(!l.to_string().contains(KEY), "key in audit");
+    }
+    for (_, id, surface, status) in refused {
+        let l = line_of(id);
+        assert_eq!(l["surface"], surface);
+        assert_eq!(l["status"], status, "{l}");
+        assert_eq!(l["error"], "invalid_api_key");
+        assert_eq!(l["tenant"], "");
+        assert!(l["route"].is_null());
+        assert!(!l.to_string().contains("sk-wrong"));
+    }
+}
+
+/// Anthropic, Converse (streamed) and embeddings requests, each with a client `traceparent`:
+/// each gets a `hub.request` span that is the child of the client's span, named and attributed
+/// for its GenAI operation (`chat ALIAS`, `embeddings ALIAS`), with tenant, route and usage; the
+/// streamed one has its usage from the end of the stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_surface_has_a_request_span_under_the_client_traceparent() {
+    let (collector, otlp) = Collector::start().await;
+    let endpoint = format!("http://{otlp}");
+    let up = FakeOpenAi::start().await.unwrap();
+    let spoke = Spoke::start(&format!(
+        "{}[[models]]\nid = \"emb\"\nupstream_id = \"text-embedding-3-small\"\n",
+        spoke_config("acct-s", &up, "")
+    ))
+    .await
+    .unwrap();
+    let hub = Hub::start(
+        &format!(
+            "[[aliases]]\nname = \"demo\"\ncandidates = [{{ provider = \"p1\", model = \"m1\" }}]\n\
+             [[aliases]]\nname = \"vectors\"\ncandidates = [{{ provider = \"p1\", model = \"emb\" }}]\n\
+             {}\n[telemetry]\notlp_endpoint = \"{endpoint}\"\n\
+             [prices.m1]\ninput = 2.0\noutput = 8.0\n",
+            pool("p1", spoke.proc.addr()),
+        ),
+        &[("OTEL_BSP_SCHEDULE_DELAY", "100")],
+    )
+    .await;
+    hub.wait_healthy(1).await;
+    let parent = "00f067aa0ba902b7";
+    // (trace id, path, auth header, body, exported span name, operation, max_tokens)
+    let calls = [
+        (
+            "4bf92f3577b34da6a3ce929d0e0e4701",
+            "/v1/messages",
+            "x-api-key",
+            json!({"model": "demo", "max_tokens": 40, "temperature": 0.25,
+                   "messages": [{"role": "user", "content": PROMPT}]}),
+            "chat demo",
+            "chat",
+            "40",
+        ),
+        (
+            "4bf92f3577b34da6a3ce929d0e0e4702",
+            "/model/demo/converse-stream",
+            "x-api-key",
+            json!({"messages": [{"role": "user", "content": [{"text": PROMPT}]}],
+                   "inferenceConfig": {"maxTokens": 30}}),
+            "chat demo",
+            "chat",
+            "30",
+        ),
+        (
+            "4bf92f3577b34da6a3ce929d0e0e4703",
+            "/v1/embeddings",
+            "authorization",
+            json!({"model": "vectors", "input": ["a b c"]}),
+            "embeddings vectors",
+            "embeddings",
+            "",
+        ),
+    ];
+    let client = reqwest::Client::new();
+    for (trace, path, auth, body, ..) in &calls {
+        let key = if *auth == "authorization" {
+            format!("Bearer {KEY}")
+        } else {
+            KEY.to_string()
+        };
+        let r = client
+            .post(hub.url(path))
+            .header(*auth, key)
+            .header("traceparent", format!("00-{trace}-{parent}-01"))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        r.bytes().await.unwrap();
+    }
+    let ok = eventually(Duration::from_secs(20), || async {
+        let spans = collector.spans();
+        calls.iter().all(|c| {
+            spans
+                .iter()
+                .any(|s| s.trace_id == c.0 && s.name == "hub.request")
+        })
+    })
+    .await;
+    let spans = collector.spans();
+    assert!(ok, "missing hub.request spans: {spans:#?}");
+    for (trace, path, _, _, name, operation, max_tokens) in &calls {
+        let s = spans
+            .iter()
+            .find(|s| s.trace_id == *trace && s.name == "hub.request")
+            .unwrap();
+        assert_eq!(s.parent, parent, "{path}: not the client's child");
+        assert_eq!(s.otel_name, *name, "{path}");
+        let a = &s.attrs;
+        assert_eq!(a["gen_ai.operation.name"], *operation, "{path}");
+        assert_eq!(a["gen_ai.provider.name"], "openai", "{path}");
+        assert_eq!(a["switchyard.tenant"], "e2e", "{path}");
+        assert_eq!(a["switchyard.route.account"], "acct-s", "{path}");
+        assert_eq!(a["http.response.status_code"], "200", "{path}");
+        assert!(
+            a["gen_ai.usage.input_tokens"].parse::<u64>().unwrap() > 0,
+            "{path}: {a:?}"
+        );
+        assert_eq!(
+            a.get("gen_ai.request.max_tokens")
+                .map_or("", String::as_str),
+            *max_tokens,
+            "{path}"
+        );
+        assert!(!a.contains_key("gen_ai.input.messages"), "{path}");
+        // Spoke attempts are children of the request span.
+        assert!(
+            spans
+                .iter()
+                .any(|c| c.name == "hub.spoke_attempt" && c.parent == s.span_id),
+            "{path}: no attempt span under the request"
+        );
+    }
+    let stream = spans
+        .iter()
+        .find(|s| s.trace_id == calls[1].0 && s.name == "hub.request")
+        .unwrap();
+    assert_eq!(stream.attrs["switchyard.stream"], "true");
+    assert!(
+        stream.attrs["gen_ai.usage.output_tokens"]
+            .parse::<u64>()
+            .unwrap()
+            > 0
+    );
+    assert!(stream.attrs.contains_key("switchyard.cost_usd"));
+    let anth = spans
+        .iter()
+        .find(|s| s.trace_id == calls[0].0 && s.name == "hub.request")
+        .unwrap();
+    assert_eq!(anth.attrs["gen_ai.request.temperature"], "0.25");
+}

@@ -49,6 +49,11 @@ struct Stack {
 }
 
 async fn stack() -> Stack {
+    stack_with("").await
+}
+
+/// The stack with `extra` top-level hub config (e.g. an `[audit]` file).
+async fn stack_with(extra: &str) -> Stack {
     let up = FakeOpenAi::start().await.unwrap();
     let spoke = Spoke::start(&format!(
         "listen = \"127.0.0.1:0\"\naccount = \"acct\"\nprovider = \"openai\"\n\
@@ -61,7 +66,7 @@ async fn stack() -> Stack {
     .unwrap();
     let config = write_config(
         &format!(
-            "listen = \"127.0.0.1:0\"\n\
+            "listen = \"127.0.0.1:0\"\n{extra}\n\
              [[tenants]]\nname = \"t\"\napi_key_sha256 = [\"{}\"]\naliases = [\"*\"]\n\
              [[aliases]]\nname = \"demo\"\ncandidates = [{{ provider = \"p\", model = \"m1\" }}]\n\
              [[providers]]\nname = \"p\"\nspokes = [{{ addr = \"{}\" }}]\nhealth = {{ interval = \"1s\" }}\n\
@@ -288,4 +293,176 @@ async fn ab_split_is_fifty_fifty_within_five_percent() {
     }
     // Binomial sd at n=1000 is 15.8: ±50 is 3.2 sd.
     assert!((450..=550).contains(&a), "version a got {a} of {n}");
+}
+
+/// Parses Prometheus text into (name{labels} → value).
+fn samples(text: &str) -> std::collections::BTreeMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            Some((k.to_string(), v.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Sum of the samples of metric `name` whose labels include every `want` pair.
+fn sum(m: &std::collections::BTreeMap<String, f64>, name: &str, want: &[(&str, &str)]) -> f64 {
+    m.iter()
+        .filter(|(k, _)| {
+            k.strip_prefix(name)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('{'))
+                && want
+                    .iter()
+                    .all(|(l, v)| k.contains(&format!("{l}=\"{v}\"")))
+        })
+        .map(|(_, v)| v)
+        .sum()
+}
+
+impl Stack {
+    /// The hub's `/metrics` once no request is in flight (records, streams included, finish
+    /// when their response ends).
+    async fn scrape(&self) -> std::collections::BTreeMap<String, f64> {
+        let url = format!("{}/metrics", self.hub.url());
+        for _ in 0..200 {
+            let m = samples(&reqwest::get(&url).await.unwrap().text().await.unwrap());
+            if sum(&m, "switchyard_in_flight_requests", &[]) == 0.0 {
+                return m;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("requests still in flight");
+    }
+}
+
+/// `switchyard_prompt_requests_total{prompt,version}` moves by exactly the templated calls
+/// (named endpoint and `prompt` field, unary and streamed; refused calls do not count), and the
+/// audit line of each call — streamed ones included — names the template version; the named
+/// endpoint's own refusals (unknown prompt, bad key) are audited too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prompt_metrics_and_audit_lines_name_the_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let s = stack_with(&format!("[audit]\npath = \"{}\"\n", audit.display())).await;
+    let m0 = s.scrape().await;
+    let vars = json!({"topic": "x", "text": "t", "words": 3});
+    let (status, prompt, _) = s
+        .post("/v1/prompts/summarise", json!({"variables": vars}))
+        .await;
+    assert_eq!((status, prompt.as_str()), (200, "summarise@2"));
+    let (status, prompt, body) = s
+        .post(
+            "/v1/prompts/summarise",
+            json!({"variables": vars, "stream": true}),
+        )
+        .await;
+    assert_eq!((status, prompt.as_str()), (200, "summarise@2"));
+    assert!(body.as_str().unwrap().contains("[DONE]"));
+    let (status, prompt, _) = s
+        .post(
+            "/v1/chat/completions",
+            json!({"model": "demo", "stream": true,
+                   "prompt": {"name": "summarise", "version": "1", "variables": vars}}),
+        )
+        .await;
+    assert_eq!((status, prompt.as_str()), (200, "summarise@1"));
+    // Refused: a missing variable (400), an unknown prompt (404), a bad key (401).
+    let (status, _, _) = s
+        .post(
+            "/v1/prompts/summarise",
+            json!({"variables": {"topic": "x"}}),
+        )
+        .await;
+    assert_eq!(status, 400);
+    let (status, _, _) = s.post("/v1/prompts/nope", json!({"variables": {}})).await;
+    assert_eq!(status, 404);
+    let r = s
+        .client
+        .post(format!("{}/v1/prompts/summarise", s.hub.url()))
+        .bearer_auth("sk-wrong")
+        .header("x-request-id", "prompt-bad-key")
+        .json(&json!({"variables": vars}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.headers()["x-request-id"], "prompt-bad-key");
+
+    let m1 = s.scrape().await;
+    let d = |want: &[(&str, &str)]| {
+        sum(&m1, "switchyard_prompt_requests_total", want)
+            - sum(&m0, "switchyard_prompt_requests_total", want)
+    };
+    assert_eq!(
+        d(&[("prompt", "summarise"), ("version", "2")]),
+        2.0,
+        "{m1:#?}"
+    );
+    assert_eq!(d(&[("prompt", "summarise"), ("version", "1")]), 1.0);
+    assert_eq!(d(&[]), 3.0, "refused calls were counted");
+    let dr = |want: &[(&str, &str)]| {
+        sum(&m1, "switchyard_requests_total", want) - sum(&m0, "switchyard_requests_total", want)
+    };
+    assert_eq!(dr(&[("surface", "openai"), ("outcome", "ok")]), 3.0);
+    assert_eq!(dr(&[("surface", "openai"), ("outcome", "error")]), 3.0);
+
+    let mut lines: Vec<Value> = Vec::new();
+    for _ in 0..50 {
+        lines = std::fs::read_to_string(&audit)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        if lines.len() >= 6 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(lines.len(), 6, "{lines:#?}");
+    let mut prompts: Vec<(String, bool)> = lines
+        .iter()
+        .filter(|l| l["status"] == 200)
+        .map(|l| {
+            (
+                l["prompt"].as_str().unwrap_or("").to_string(),
+                l["stream"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    prompts.sort();
+    assert_eq!(
+        prompts,
+        vec![
+            ("summarise@1".to_string(), true),
+            ("summarise@2".to_string(), false),
+            ("summarise@2".to_string(), true),
+        ],
+        "{lines:#?}"
+    );
+    assert!(lines.iter().all(|l| l["surface"] == "openai"), "{lines:#?}");
+    let mut refused: Vec<(u64, String)> = lines
+        .iter()
+        .filter(|l| l["status"] != 200)
+        .map(|l| {
+            (
+                l["status"].as_u64().unwrap(),
+                l["tenant"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    refused.sort();
+    assert_eq!(
+        refused,
+        vec![
+            (400, "t".to_string()),
+            (401, String::new()),
+            (404, "t".to_string())
+        ]
+    );
+    let bad_key = lines
+        .iter()
+        .find(|l| l["request_id"] == "prompt-bad-key")
+        .unwrap();
+    assert_eq!(bad_key["error"], "invalid_api_key");
 }

@@ -863,6 +863,79 @@ async fn a_mid_stream_failure_ends_each_surface_in_its_own_error_shape() {
     assert_eq!(deltas, 2);
     let e = err.into_service_error();
     assert!(e.is_model_stream_error_exception(), "{e:?}");
+    drop(out);
+
+    // Each surface's stream is counted as a `stream_error` with `stream_interrupted`, its time
+    // to first token recorded, and nothing left in flight.
+    let m = s.settled_metrics().await;
+    for surface in ["openai", "anthropic", "converse"] {
+        let want = [
+            ("surface", surface),
+            ("alias", "claude"),
+            ("outcome", "stream_error"),
+        ];
+        assert_eq!(
+            metric_sum(&m, "switchyard_requests_total", &want),
+            1.0,
+            "{surface}: {m:#?}"
+        );
+        assert_eq!(
+            metric_sum(
+                &m,
+                "switchyard_request_errors_total",
+                &[("surface", surface), ("error", "stream_interrupted")]
+            ),
+            1.0,
+            "{surface}"
+        );
+    }
+    assert_eq!(
+        metric_sum(&m, "switchyard_time_to_first_token_seconds_count", &[]),
+        3.0
+    );
+    assert_eq!(metric_sum(&m, "switchyard_in_flight_streams", &[]), 0.0);
+}
+
+/// Sum of the samples of Prometheus metric `name` whose labels include every `want` pair.
+fn metric_sum(m: &[(String, f64)], name: &str, want: &[(&str, &str)]) -> f64 {
+    m.iter()
+        .filter(|(k, _)| {
+            k.strip_prefix(name)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('{'))
+                && want
+                    .iter()
+                    .all(|(l, v)| k.contains(&format!("{l}=\"{v}\"")))
+        })
+        .map(|(_, v)| v)
+        .sum()
+}
+
+impl Stack {
+    /// The hub's `/metrics` samples once no request is in flight (streams finish their record
+    /// when they end).
+    async fn settled_metrics(&self) -> Vec<(String, f64)> {
+        for _ in 0..200 {
+            let text = reqwest::get(self.url("/metrics"))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            let m: Vec<(String, f64)> = text
+                .lines()
+                .filter(|l| !l.starts_with('#'))
+                .filter_map(|l| {
+                    let (k, v) = l.rsplit_once(' ')?;
+                    Some((k.to_string(), v.parse().ok()?))
+                })
+                .collect();
+            if metric_sum(&m, "switchyard_in_flight_requests", &[]) == 0.0 {
+                return m;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("requests still in flight");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

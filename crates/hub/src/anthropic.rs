@@ -25,6 +25,7 @@ use switchyard_proto::v1 as pb;
 use crate::error::HubError;
 use crate::gateway::{self, StreamItem};
 use crate::hub::Hub;
+use crate::observe::{self, RequestInfo, RequestRecord, Surface};
 use crate::routing::Needs;
 
 /// `/v1/messages`, merged into the hub's router.
@@ -347,12 +348,17 @@ pub fn error_response(e: HubError) -> Response {
 async fn messages_handler(State(hub): State<Arc<Hub>>, headers: HeaderMap, body: Body) -> Response {
     let started = Instant::now();
     let request_id = gateway::request_id(&headers);
-    let mut resp = match messages(&hub, &headers, body, started, &request_id).await {
-        Ok(r) => r,
-        Err(e) => error_response(e),
-    };
+    let span = observe::request_span(&headers, &request_id, Surface::Anthropic.operation());
+    let mut rec = RequestRecord::start(
+        hub.audit.clone(),
+        &request_id,
+        span.clone(),
+        Surface::Anthropic,
+    );
+    let serving = messages(&hub, &headers, body, started, &request_id, &mut rec);
+    let result = tracing::Instrument::instrument(serving, span).await;
+    let mut resp = rec.finish(result, &request_id, error_response);
     if let Ok(v) = HeaderValue::from_str(&request_id) {
-        resp.headers_mut().insert("x-request-id", v.clone());
         resp.headers_mut().insert("request-id", v);
     }
     resp
@@ -364,13 +370,20 @@ async fn messages(
     body: Body,
     started: Instant,
     request_id: &str,
+    rec: &mut RequestRecord,
 ) -> Result<Response, HubError> {
     let tenant = crate::api::authenticate_x_api_key(hub, headers).await?;
+    rec.set_tenant(&tenant.name);
     let bytes = gateway::read_body(hub, headers, body).await?;
     let req: MessagesRequest =
         serde_json::from_slice(&bytes).map_err(|e| bad(format!("invalid request body: {e}")))?;
-    hub.resolve_alias(&tenant, &req.model)?;
+    let alias = hub.resolve_alias(&tenant, &req.model)?;
     let request = req.to_infer()?;
+    rec.set_request(
+        &alias,
+        &RequestInfo::infer(&req.model, req.stream, &request),
+        || observe::infer_messages(&request),
+    );
     let inbound = gateway::Inbound {
         headers,
         model: &req.model,
@@ -384,13 +397,25 @@ async fn messages(
     let id = format!("msg_{request_id}");
     let mut resp = if req.stream {
         let streamed = admission.stream(hub).await?;
-        let mut resp = sse(streamed.items, id, req.model.clone());
+        rec.set_route(&streamed.route, None, &streamed.attempts);
+        let mut resp = sse(
+            streamed.items,
+            id,
+            req.model.clone(),
+            rec.share_with_stream(),
+        );
         gateway::route_headers(resp.headers_mut(), &streamed.route, started);
         resp
     } else {
         let done = admission.complete(hub).await?;
+        rec.set_route(
+            &done.route,
+            done.response.usage.as_ref(),
+            &done.response.attempts,
+        );
         let mut out = axum::Json(message_json(&id, &req.model, &done.response)).into_response();
         gateway::route_headers(out.headers_mut(), &done.route, started);
+        observe::cost_header(out.headers_mut(), rec.cost());
         out
     };
     crate::quota::ratelimit_headers(resp.headers_mut(), &rate_state);
@@ -403,7 +428,14 @@ fn event(name: &'static str, data: Value) -> Result<Event, Infallible> {
 
 /// A committed stream as Anthropic SSE events. Text opens a `text` block; each tool call its own
 /// `tool_use` block (arguments as `input_json_delta`); a block is closed when the next opens.
-fn sse(mut items: BoxStream<'static, StreamItem>, id: String, model: String) -> Response {
+/// `rec` (the stream's handle on the request record) sees the first token, the usage and a
+/// mid-stream failure.
+fn sse(
+    mut items: BoxStream<'static, StreamItem>,
+    id: String,
+    model: String,
+    mut rec: RequestRecord,
+) -> Response {
     let events = async_stream::stream! {
         yield event("message_start", json!({"type": "message_start", "message": {
             "id": id, "type": "message", "role": "assistant", "model": model, "content": [],
@@ -417,6 +449,9 @@ fn sse(mut items: BoxStream<'static, StreamItem>, id: String, model: String) -> 
         while let Some(item) = items.next().await {
             match item {
                 StreamItem::Delta(d) => {
+                    if !d.text.is_empty() || d.tool_call.is_some() {
+                        rec.first_token();
+                    }
                     if !d.text.is_empty() {
                         if !matches!(open, Some((_, None))) {
                             if let Some((i, _)) = open.take() {
@@ -449,6 +484,7 @@ fn sse(mut items: BoxStream<'static, StreamItem>, id: String, model: String) -> 
                     }
                 }
                 StreamItem::End(end) => {
+                    rec.set_usage(end.usage.as_ref());
                     if let Some((i, _)) = open.take() {
                         yield event("content_block_stop", json!({"type": "content_block_stop", "index": i}));
                     }
@@ -459,6 +495,7 @@ fn sse(mut items: BoxStream<'static, StreamItem>, id: String, model: String) -> 
                     break;
                 }
                 StreamItem::Failed(message) => {
+                    rec.set_stream_error("stream_interrupted");
                     yield event("error", json!({"type": "error", "error": {"type": "api_error", "message": message}}));
                     break;
                 }

@@ -7,7 +7,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -18,6 +18,7 @@ use crate::config::Tenant;
 use crate::error::HubError;
 use crate::gateway::{self, StreamItem};
 use crate::hub::Hub;
+use crate::observe::{RequestInfo, RequestRecord, Surface};
 use crate::openai::{self, ChatRequest};
 
 pub use crate::gateway::{ROUTE_PREFERENCE, TIMEOUT_MS};
@@ -163,22 +164,30 @@ pub(crate) async fn chat_completions_handler(
 ) -> Response {
     let started = Instant::now();
     let request_id = gateway::request_id(&headers);
-    let span = crate::observe::request_span(&headers, &request_id);
-    let mut rec =
-        crate::observe::RequestRecord::start(hub.audit.clone(), &request_id, span.clone());
-    let chatting = chat(&hub, &headers, body, started, &request_id, &mut rec);
-    let mut resp = match tracing::Instrument::instrument(chatting, span).await {
-        Ok(r) => r,
-        Err(e) => {
-            rec.set_error(&e);
-            e.into_response()
-        }
-    };
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
-        resp.headers_mut().insert("x-request-id", v);
-    }
-    rec.finish_response(resp.headers(), resp.status().as_u16());
-    resp
+    let span = crate::observe::request_span(&headers, &request_id, Surface::OpenAi.operation());
+    let rec = RequestRecord::start(
+        hub.audit.clone(),
+        &request_id,
+        span.clone(),
+        Surface::OpenAi,
+    );
+    chat_completions_observed(hub, headers, body, started, &request_id, rec).await
+}
+
+/// `POST /v1/chat/completions` for a request whose record was started already (the prompts
+/// endpoint starts it before it builds the chat body, so its refusals are recorded too).
+pub(crate) async fn chat_completions_observed(
+    hub: Arc<Hub>,
+    headers: HeaderMap,
+    body: Body,
+    started: Instant,
+    request_id: &str,
+    mut rec: RequestRecord,
+) -> Response {
+    let span = rec.span();
+    let chatting = chat(&hub, &headers, body, started, request_id, &mut rec);
+    let result = tracing::Instrument::instrument(chatting, span).await;
+    rec.finish(result, request_id, IntoResponse::into_response)
 }
 
 async fn chat(
@@ -203,7 +212,9 @@ async fn chat(
         )));
     }
     let alias = hub.resolve_alias(&tenant, &req.model)?;
-    rec.set_request(&alias, &req);
+    rec.set_request(&alias, &RequestInfo::chat(&req), || {
+        crate::observe::chat_messages(&req)
+    });
     let inbound = gateway::Inbound {
         headers,
         model: &req.model,
@@ -224,6 +235,10 @@ async fn chat(
         match crate::cache::serve(hub, &checked.tenant, key, ttl, reply).await? {
             crate::cache::Served::Done(mut resp) => {
                 crate::prompts::mark(&mut resp, prompt_used.as_ref());
+                if req.stream {
+                    // A replayed or followed stream: the record ends with it.
+                    resp = crate::observe::hold_until_body_ends(resp, rec.share_with_stream());
+                }
                 return Ok(resp);
             }
             crate::cache::Served::Lead(l) => lead = Some(l),
@@ -252,7 +267,7 @@ async fn chat(
             model,
             include_usage,
             lead,
-            rec: rec.take_for_stream(),
+            rec: rec.share_with_stream(),
             route: route.clone(),
         };
         let mut resp = openai_sse(streamed.items, meta);
@@ -293,7 +308,7 @@ struct ChunkMeta {
     /// Feeds identical requests following this one (and the response cache).
     lead: Option<crate::cache::Leader>,
     /// Metrics and the audit line, written when the stream ends.
-    rec: crate::observe::RequestRecord,
+    rec: RequestRecord,
     route: crate::hub::RouteTaken,
 }
 

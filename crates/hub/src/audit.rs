@@ -1,5 +1,5 @@
-//! The audit log (`[audit]`): one JSON line per chat request, written by a dedicated thread so
-//! the request path never waits on the file. The line itself is assembled by
+//! The audit log (`[audit]`): one JSON line per client request (every surface), written by a
+//! dedicated thread so the request path never waits on the file. The line itself is assembled by
 //! [`crate::observe::RequestRecord`] when the request ends; its fields are listed in
 //! docs/observability.md.
 

@@ -25,6 +25,7 @@ use switchyard_proto::v1 as pb;
 use crate::error::HubError;
 use crate::gateway::{self, StreamItem};
 use crate::hub::Hub;
+use crate::observe::{self, RequestInfo, RequestRecord, Surface};
 use crate::routing::Needs;
 
 /// Content type of AWS event streams.
@@ -341,17 +342,34 @@ async fn handle(
 ) -> Response {
     let started = Instant::now();
     let request_id = gateway::request_id(&headers);
-    let mut resp = match serve(&hub, &model, &headers, body, stream, started, &request_id).await {
-        Ok(r) => r,
-        Err(e) => error_response(e),
-    };
+    let span = observe::request_span(&headers, &request_id, Surface::Converse.operation());
+    let mut rec = RequestRecord::start(
+        hub.audit.clone(),
+        &request_id,
+        span.clone(),
+        Surface::Converse,
+    );
+    let serving = serve(
+        &hub,
+        &model,
+        &headers,
+        body,
+        stream,
+        started,
+        &request_id,
+        &mut rec,
+    );
+    let result = tracing::Instrument::instrument(serving, span).await;
+    let mut resp = rec.finish(result, &request_id, error_response);
     if let Ok(v) = HeaderValue::from_str(&request_id) {
-        resp.headers_mut().insert("x-request-id", v.clone());
         resp.headers_mut().insert("x-amzn-requestid", v);
     }
     resp
 }
 
+// The handler's context, one argument each (as `anthropic::messages`), plus the path's model
+// and whether it streams.
+#[allow(clippy::too_many_arguments)]
 async fn serve(
     hub: &Arc<Hub>,
     model: &str,
@@ -360,13 +378,18 @@ async fn serve(
     stream: bool,
     started: Instant,
     request_id: &str,
+    rec: &mut RequestRecord,
 ) -> Result<Response, HubError> {
     let tenant = crate::api::authenticate_x_api_key(hub, headers).await?;
+    rec.set_tenant(&tenant.name);
     let bytes = gateway::read_body(hub, headers, body).await?;
     let v: Value =
         serde_json::from_slice(&bytes).map_err(|e| bad(format!("invalid request body: {e}")))?;
-    hub.resolve_alias(&tenant, model)?;
+    let alias = hub.resolve_alias(&tenant, model)?;
     let request = to_infer(&v)?;
+    rec.set_request(&alias, &RequestInfo::infer(model, stream, &request), || {
+        observe::infer_messages(&request)
+    });
     let estimate =
         u32::try_from(switchyard_proto::estimate_input_tokens(&request)).unwrap_or(u32::MAX);
     let out = request
@@ -392,7 +415,9 @@ async fn serve(
     let rate_state = admission.rate_state;
     let mut resp = if stream {
         let streamed = admission.stream(hub).await?;
-        let mut resp = Response::new(Body::from_stream(frames(streamed.items, started)));
+        rec.set_route(&streamed.route, None, &streamed.attempts);
+        let frames = frames(streamed.items, started, rec.share_with_stream());
+        let mut resp = Response::new(Body::from_stream(frames));
         resp.headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(EVENT_STREAM));
         gateway::route_headers(resp.headers_mut(), &streamed.route, started);
@@ -400,8 +425,14 @@ async fn serve(
     } else {
         let done = admission.complete(hub).await?;
         let latency = started.elapsed().as_millis() as u64;
+        rec.set_route(
+            &done.route,
+            done.response.usage.as_ref(),
+            &done.response.attempts,
+        );
         let mut out = axum::Json(response_json(&done.response, latency)).into_response();
         gateway::route_headers(out.headers_mut(), &done.route, started);
+        observe::cost_header(out.headers_mut(), rec.cost());
         out
     };
     crate::quota::ratelimit_headers(resp.headers_mut(), &rate_state);
@@ -447,10 +478,12 @@ fn exception_frame(exception_type: &'static str, message: &str) -> Result<Bytes,
 }
 
 /// A committed stream as ConverseStream frames. Text goes to a text block; each tool call gets
-/// its own block opened with `contentBlockStart`.
+/// its own block opened with `contentBlockStart`. `rec` (the stream's handle on the request
+/// record) sees the first token, the usage and a mid-stream failure.
 fn frames(
     mut items: BoxStream<'static, StreamItem>,
     started: Instant,
+    mut rec: RequestRecord,
 ) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
     async_stream::stream! {
         yield event_frame("messageStart", json!({"role": "assistant"}));
@@ -460,6 +493,9 @@ fn frames(
         while let Some(item) = items.next().await {
             match item {
                 StreamItem::Delta(d) => {
+                    if !d.text.is_empty() || d.tool_call.is_some() {
+                        rec.first_token();
+                    }
                     if !d.text.is_empty() {
                         if !matches!(open, Some((_, None))) {
                             if let Some((i, _)) = open.take() {
@@ -489,6 +525,7 @@ fn frames(
                     }
                 }
                 StreamItem::End(end) => {
+                    rec.set_usage(end.usage.as_ref());
                     if let Some((i, _)) = open.take() {
                         yield event_frame("contentBlockStop", json!({"contentBlockIndex": i}));
                     }
@@ -498,6 +535,7 @@ fn frames(
                     break;
                 }
                 StreamItem::Failed(message) => {
+                    rec.set_stream_error("stream_interrupted");
                     yield exception_frame("modelStreamErrorException", message);
                     break;
                 }

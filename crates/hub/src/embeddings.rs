@@ -7,7 +7,7 @@ use std::time::Instant;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use base64::Engine as _;
@@ -18,6 +18,7 @@ use switchyard_proto::v1 as pb;
 use crate::error::HubError;
 use crate::gateway;
 use crate::hub::Hub;
+use crate::observe::{self, RequestInfo, RequestRecord, Surface};
 use crate::routing::Needs;
 
 /// Most inputs one request may carry (OpenAI's own limit).
@@ -84,14 +85,16 @@ async fn embeddings_handler(
 ) -> Response {
     let started = Instant::now();
     let request_id = gateway::request_id(&headers);
-    let mut resp = match embeddings(&hub, &headers, body, started, &request_id).await {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
-    };
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
-        resp.headers_mut().insert("x-request-id", v);
-    }
-    resp
+    let span = observe::request_span(&headers, &request_id, Surface::Embeddings.operation());
+    let mut rec = RequestRecord::start(
+        hub.audit.clone(),
+        &request_id,
+        span.clone(),
+        Surface::Embeddings,
+    );
+    let serving = embeddings(&hub, &headers, body, started, &request_id, &mut rec);
+    let result = tracing::Instrument::instrument(serving, span).await;
+    rec.finish(result, &request_id, IntoResponse::into_response)
 }
 
 async fn embeddings(
@@ -100,8 +103,10 @@ async fn embeddings(
     body: Body,
     started: Instant,
     request_id: &str,
+    rec: &mut RequestRecord,
 ) -> Result<Response, HubError> {
     let tenant = crate::api::authenticate(hub, headers).await?;
+    rec.set_tenant(&tenant.name);
     let bytes = gateway::read_body(hub, headers, body).await?;
     let req: EmbeddingsRequest =
         serde_json::from_slice(&bytes).map_err(|e| bad(format!("invalid request body: {e}")))?;
@@ -117,7 +122,7 @@ async fn embeddings(
     if req.dimensions == Some(0) {
         return Err(bad("dimensions: must be at least 1"));
     }
-    hub.resolve_alias(&tenant, &req.model)?;
+    let alias = hub.resolve_alias(&tenant, &req.model)?;
     // One user message per input: the content policy and the quota estimate see every text.
     let request = pb::InferRequest {
         messages: req
@@ -136,6 +141,11 @@ async fn embeddings(
         }),
         ..Default::default()
     };
+    rec.set_request(
+        &alias,
+        &RequestInfo::infer(&req.model, false, &request),
+        || observe::infer_messages(&request),
+    );
     let inbound = gateway::Inbound {
         headers,
         model: &req.model,
@@ -147,6 +157,7 @@ async fn embeddings(
     let admission = gateway::admit(hub, tenant, inbound).await?;
     let rate_state = admission.rate_state;
     let (resp, route) = admission.embed(hub, req.dimensions.unwrap_or(0)).await?;
+    rec.set_route(&route, resp.usage.as_ref(), &resp.attempts);
     let data: Vec<Value> = resp
         .embeddings
         .iter()
@@ -170,6 +181,7 @@ async fn embeddings(
     }))
     .into_response();
     gateway::route_headers(out.headers_mut(), &route, started);
+    observe::cost_header(out.headers_mut(), rec.cost());
     crate::quota::ratelimit_headers(out.headers_mut(), &rate_state);
     Ok(out)
 }

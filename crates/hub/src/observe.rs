@@ -1,12 +1,15 @@
 //! Per-request observability of the hub, recorded in one place: a [`RequestRecord`] follows each
-//! chat request (into its SSE stream when it streams) and, when it is dropped at the very end,
-//! emits the metrics, the audit line and the final span attributes. See docs/observability.md.
+//! client request of every surface (OpenAI chat and prompts, Anthropic Messages, Bedrock
+//! Converse, embeddings) — into its stream when it streams — and, when its last handle is
+//! dropped at the very end, emits the metrics, the audit line and the final span attributes.
+//! See docs/observability.md.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::http::{HeaderMap, HeaderValue};
 use metrics::{counter, gauge, histogram};
+use parking_lot::Mutex;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use switchyard_core::telemetry::{self, OpenTelemetrySpanExt};
@@ -116,9 +119,117 @@ pub fn genai_provider(kind: &str) -> &str {
     }
 }
 
+/// The client surface a request came through: a bounded label (`surface`) on the request
+/// metrics and a field of the audit line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Surface {
+    /// `POST /v1/chat/completions` and `POST /v1/prompts/{name}`.
+    OpenAi,
+    /// `POST /v1/messages`.
+    Anthropic,
+    /// `POST /model/{id}/converse` and `/converse-stream`.
+    Converse,
+    /// `POST /v1/embeddings`.
+    Embeddings,
+}
+
+impl Surface {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Surface::OpenAi => "openai",
+            Surface::Anthropic => "anthropic",
+            Surface::Converse => "converse",
+            Surface::Embeddings => "embeddings",
+        }
+    }
+
+    /// The GenAI `gen_ai.operation.name` of the surface's requests.
+    pub fn operation(self) -> &'static str {
+        match self {
+            Surface::Embeddings => "embeddings",
+            _ => "chat",
+        }
+    }
+}
+
+/// The request parameters a surface decoded, for the span's GenAI attributes (whatever the
+/// wire format).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RequestInfo {
+    /// The model (alias) the client asked for.
+    pub model: String,
+    pub stream: bool,
+    pub max_tokens: Option<u32>,
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+}
+
+impl RequestInfo {
+    /// From an OpenAI chat request (`max_completion_tokens` wins over `max_tokens`).
+    pub fn chat(req: &crate::openai::ChatRequest) -> Self {
+        Self {
+            model: req.model.clone(),
+            stream: req.stream,
+            max_tokens: req.max_completion_tokens.or(req.max_tokens),
+            temperature: req.temperature,
+            top_p: req.top_p,
+        }
+    }
+
+    /// From the internal request a surface translated (Anthropic, Converse, embeddings).
+    pub fn infer(model: &str, stream: bool, req: &switchyard_proto::v1::InferRequest) -> Self {
+        let p = req.params.clone().unwrap_or_default();
+        Self {
+            model: model.to_string(),
+            stream,
+            max_tokens: p.max_tokens.filter(|m| *m > 0),
+            temperature: p.temperature,
+            top_p: p.top_p,
+        }
+    }
+}
+
+/// An OpenAI chat request's messages for content capture: `[{"role","content"}]`.
+pub fn chat_messages(req: &crate::openai::ChatRequest) -> Value {
+    Value::Array(
+        req.messages
+            .iter()
+            .map(|m| json!({"role": m.role, "content": message_text(m)}))
+            .collect(),
+    )
+}
+
+/// An internal request's messages for content capture: `[{"role","content"}]`, the system
+/// prompt first when there is one, each message's text parts joined.
+pub fn infer_messages(req: &switchyard_proto::v1::InferRequest) -> Value {
+    use switchyard_proto::v1 as pb;
+    let mut out = Vec::with_capacity(req.messages.len() + 1);
+    if !req.system.is_empty() {
+        out.push(json!({"role": "system", "content": req.system}));
+    }
+    for m in &req.messages {
+        let role = match pb::Role::try_from(m.role).unwrap_or(pb::Role::Unspecified) {
+            pb::Role::Assistant => "assistant",
+            pb::Role::Tool => "tool",
+            _ => "user",
+        };
+        let text: String = m
+            .content
+            .iter()
+            .filter_map(|p| match &p.part {
+                Some(pb::content_part::Part::Text(t)) => Some(t.as_str()),
+                Some(pb::content_part::Part::ToolResult(r)) => Some(r.content.as_str()),
+                _ => None,
+            })
+            .collect();
+        out.push(json!({"role": role, "content": text}));
+    }
+    Value::Array(out)
+}
+
 /// The root span of one client request, child of the client's `traceparent` when it sent one.
-/// `Span::none()` when tracing is off.
-pub fn request_span(headers: &HeaderMap, request_id: &str) -> Span {
+/// `operation` is the GenAI operation (`chat`, `embeddings`). `Span::none()` when tracing is off.
+pub fn request_span(headers: &HeaderMap, request_id: &str, operation: &'static str) -> Span {
     if !telemetry::tracing_enabled() {
         return Span::none();
     }
@@ -135,7 +246,7 @@ pub fn request_span(headers: &HeaderMap, request_id: &str) -> Span {
         switchyard.route.account = Empty,
         switchyard.route.region = Empty,
         switchyard.cost_usd = Empty,
-        gen_ai.operation.name = "chat",
+        gen_ai.operation.name = operation,
         gen_ai.provider.name = Empty,
         gen_ai.request.model = Empty,
         gen_ai.request.max_tokens = Empty,
@@ -229,6 +340,7 @@ pub fn retried(pool: &str, after: Option<&FailedAttempt>) {
 struct Inner {
     sink: Option<Arc<crate::audit::AuditSink>>,
     span: Span,
+    surface: Surface,
     request_id: String,
     started: Instant,
     time: SystemTime,
@@ -253,16 +365,28 @@ struct Inner {
     overhead: Option<Duration>,
 }
 
-/// Follows one chat request; emits metrics, audit line and span attributes when dropped.
+/// The record's state, shared by its handles; emits everything when the last handle goes.
+#[derive(Debug)]
+struct Shared(Mutex<Inner>);
+
+/// Follows one client request; emits metrics, audit line and span attributes when its last
+/// handle is dropped (a streamed request has two: the handler's and the stream's, see
+/// [`RequestRecord::share_with_stream`]).
 #[derive(Debug, Default)]
-pub struct RequestRecord(Option<Box<Inner>>);
+pub struct RequestRecord(Option<Arc<Shared>>);
 
 impl RequestRecord {
-    pub fn start(sink: Option<Arc<crate::audit::AuditSink>>, request_id: &str, span: Span) -> Self {
+    pub fn start(
+        sink: Option<Arc<crate::audit::AuditSink>>,
+        request_id: &str,
+        span: Span,
+        surface: Surface,
+    ) -> Self {
         gauge!("switchyard_in_flight_requests").increment(1.0);
-        Self(Some(Box::new(Inner {
+        Self(Some(Arc::new(Shared(Mutex::new(Inner {
             sink,
             span,
+            surface,
             request_id: request_id.to_string(),
             started: Instant::now(),
             time: SystemTime::now(),
@@ -282,23 +406,37 @@ impl RequestRecord {
             models: Vec::new(),
             upstream: Vec::new(),
             overhead: None,
-        })))
+        })))))
+    }
+
+    /// Runs `f` on the record's state (no-op on a default, recordless `RequestRecord`).
+    fn with<R>(&self, f: impl FnOnce(&mut Inner) -> R) -> Option<R> {
+        let shared = self.0.as_ref()?;
+        let mut inner = shared.0.lock();
+        Some(f(&mut inner))
     }
 
     pub fn span(&self) -> Span {
-        self.0.as_ref().map_or_else(Span::none, |i| i.span.clone())
+        self.with(|i| i.span.clone()).unwrap_or_else(Span::none)
     }
 
     pub fn set_tenant(&mut self, tenant: &str) {
-        if let Some(i) = &mut self.0 {
+        self.with(|i| {
             i.tenant = tenant.to_string();
             i.span.record("switchyard.tenant", tenant);
-        }
+        });
     }
 
-    /// The resolved alias and the request's parameters.
-    pub fn set_request(&mut self, alias: &crate::config::Alias, req: &crate::openai::ChatRequest) {
-        if let Some(i) = &mut self.0 {
+    /// The resolved alias and the request's parameters. `messages` builds the request's
+    /// messages (`[{"role","content"}]`, see [`chat_messages`] and [`infer_messages`]); it is
+    /// only called when content capture is on (spans or audit).
+    pub fn set_request(
+        &mut self,
+        alias: &crate::config::Alias,
+        req: &RequestInfo,
+        messages: impl FnOnce() -> Value,
+    ) {
+        self.with(|i| {
             i.models = alias.candidates.iter().map(|c| c.model.clone()).collect();
             let alias = alias.name.as_str();
             i.alias = alias.to_string();
@@ -307,8 +445,8 @@ impl RequestRecord {
             s.record("switchyard.alias", alias);
             s.record("switchyard.stream", req.stream);
             s.record("gen_ai.request.model", req.model.as_str());
-            set_span_name(s, format!("chat {}", req.model));
-            if let Some(m) = req.max_completion_tokens.or(req.max_tokens) {
+            set_span_name(s, format!("{} {}", i.surface.operation(), req.model));
+            if let Some(m) = req.max_tokens {
                 s.record("gen_ai.request.max_tokens", m);
             }
             if let Some(t) = req.temperature {
@@ -319,12 +457,7 @@ impl RequestRecord {
             }
             let capture_audit = i.sink.as_ref().is_some_and(|s| s.capture_content);
             if telemetry::capture_content() || capture_audit {
-                let msgs = serde_json::Value::Array(
-                    req.messages
-                        .iter()
-                        .map(|m| json!({"role": m.role, "content": message_text(m)}))
-                        .collect(),
-                );
+                let msgs = messages();
                 if telemetry::capture_content() {
                     s.record("gen_ai.input.messages", msgs.to_string().as_str());
                 }
@@ -332,7 +465,7 @@ impl RequestRecord {
                     i.messages = Some(msgs);
                 }
             }
-        }
+        });
     }
 
     /// The route that served the request and its usage.
@@ -342,7 +475,7 @@ impl RequestRecord {
         usage: Option<&switchyard_proto::v1::Usage>,
         upstream: &[switchyard_proto::v1::Attempt],
     ) {
-        if let Some(i) = &mut self.0 {
+        self.with(|i| {
             i.overhead = Some(i.started.elapsed().saturating_sub(route.spoke_time));
             i.upstream = upstream_attempts(upstream);
             i.route = Some(route.clone());
@@ -350,18 +483,18 @@ impl RequestRecord {
             if let Some(u) = usage {
                 i.usage = Some((u.input_tokens, u.output_tokens));
             }
-        }
+        });
     }
 
     pub fn set_usage(&mut self, usage: Option<&switchyard_proto::v1::Usage>) {
-        if let (Some(i), Some(u)) = (&mut self.0, usage) {
-            i.usage = Some((u.input_tokens, u.output_tokens));
+        if let Some(u) = usage {
+            self.with(|i| i.usage = Some((u.input_tokens, u.output_tokens)));
         }
     }
 
     /// The request failed with `e` (its attempts are kept).
     pub fn set_error(&mut self, e: &HubError) {
-        if let Some(i) = &mut self.0 {
+        self.with(|i| {
             i.status = e.status().as_u16();
             i.error = Some(e.type_and_code().1.to_string());
             match e {
@@ -370,60 +503,76 @@ impl RequestRecord {
                 | HubError::DeadlineExceeded { attempts } => i.failed = attempts.clone(),
                 _ => {}
             }
-        }
+        });
     }
 
     /// A streamed request failed after its first chunk (`why` is a label, e.g.
     /// `stream_interrupted`).
     pub fn set_stream_error(&mut self, why: &str) {
-        if let Some(i) = &mut self.0 {
-            i.error = Some(why.to_string());
-        }
+        self.with(|i| i.error = Some(why.to_string()));
     }
 
     /// Marks the first content chunk of a stream (time to first token).
     pub fn first_token(&mut self) {
-        if let Some(i) = &mut self.0
-            && i.first_token.is_none()
-        {
-            i.first_token = Some(i.started.elapsed());
-        }
+        self.with(|i| {
+            if i.first_token.is_none() {
+                i.first_token = Some(i.started.elapsed());
+            }
+        });
     }
 
     /// The cost so far (route price × usage), USD.
     pub fn cost(&self) -> Option<f64> {
-        let i = self.0.as_ref()?;
-        let route = i.route.as_ref()?;
-        let (input, output) = i.usage?;
-        let usage = switchyard_proto::v1::Usage {
-            input_tokens: input,
-            output_tokens: output,
-        };
-        route
-            .price
-            .0
-            .or(route.price.1)
-            .map(|_| crate::quota::cost_usd(route.price, &usage))
+        self.with(|i| self_cost(i)).flatten()
     }
 
-    /// Takes the record for a stream (the handler's copy becomes inert); counts the stream.
-    pub fn take_for_stream(&mut self) -> RequestRecord {
-        let mut r = RequestRecord(self.0.take());
-        if let Some(i) = &mut r.0 {
+    /// A second handle on this record for the request's stream, which records the first token,
+    /// the usage and a mid-stream failure; counts the stream. The handler keeps its own handle
+    /// and still calls [`RequestRecord::finish_response`] once the stream's response head is
+    /// complete (so the cache and prompt headers reach the audit line). The record is emitted
+    /// when both handles are gone: the handler's at the end of the handler, the stream's when
+    /// the stream ends or the client goes away.
+    pub fn share_with_stream(&mut self) -> RequestRecord {
+        let r = RequestRecord(self.0.clone());
+        r.with(|i| {
             i.status = 200;
-            i.in_flight_stream = true;
-            gauge!("switchyard_in_flight_streams").increment(1.0);
-        }
+            if !i.in_flight_stream {
+                i.in_flight_stream = true;
+                gauge!("switchyard_in_flight_streams").increment(1.0);
+            }
+        });
         r
     }
 
     /// The response is ready (non-streaming, or a stream's head): status and #10's headers.
     pub fn finish_response(&mut self, headers: &HeaderMap, status: u16) {
-        if let Some(i) = &mut self.0 {
+        self.with(|i| {
             i.status = status;
             i.cache = header(headers, CACHE_HEADER);
             i.prompt = header(headers, PROMPT_HEADER);
+        });
+    }
+
+    /// The last step of every surface's handler: the error (if any) in the surface's own shape,
+    /// `x-request-id`, and the response head recorded.
+    pub fn finish(
+        &mut self,
+        result: Result<axum::response::Response, HubError>,
+        request_id: &str,
+        on_error: impl FnOnce(HubError) -> axum::response::Response,
+    ) -> axum::response::Response {
+        let mut resp = match result {
+            Ok(r) => r,
+            Err(e) => {
+                self.set_error(&e);
+                on_error(e)
+            }
+        };
+        if let Ok(v) = HeaderValue::from_str(request_id) {
+            resp.headers_mut().insert("x-request-id", v);
         }
+        self.finish_response(resp.headers(), resp.status().as_u16());
+        resp
     }
 }
 
@@ -455,6 +604,24 @@ fn header(h: &HeaderMap, name: &str) -> Option<String> {
         .map(|v| v.chars().take(128).collect())
 }
 
+/// Keeps `rec` (a stream handle, [`RequestRecord::share_with_stream`]) until `resp`'s body has
+/// been sent or dropped: for streams whose body the surface did not build around the record
+/// (response-cache replays and coalesced followers), so their record ends with the stream.
+pub fn hold_until_body_ends(
+    resp: axum::response::Response,
+    rec: RequestRecord,
+) -> axum::response::Response {
+    let (parts, body) = resp.into_parts();
+    let mut data = body.into_data_stream();
+    let held = async_stream::stream! {
+        let _rec = rec;
+        while let Some(chunk) = futures::StreamExt::next(&mut data).await {
+            yield chunk;
+        }
+    };
+    axum::response::Response::from_parts(parts, axum::body::Body::from_stream(held))
+}
+
 /// Sets `x-switchyard-cost-usd` (six decimals).
 pub fn cost_header(h: &mut HeaderMap, cost: Option<f64>) {
     if let Some(c) = cost
@@ -472,9 +639,9 @@ fn label(s: &str) -> String {
     }
 }
 
-impl Drop for RequestRecord {
+impl Drop for Shared {
     fn drop(&mut self) {
-        let Some(i) = self.0.take() else { return };
+        let i = self.0.get_mut();
         gauge!("switchyard_in_flight_requests").decrement(1.0);
         if i.in_flight_stream {
             gauge!("switchyard_in_flight_streams").decrement(1.0);
@@ -498,6 +665,7 @@ impl Drop for RequestRecord {
             label(&route.region),
         );
         let (tenant, alias) = (label(&i.tenant), label(&i.alias));
+        let surface = i.surface.as_str();
         let labels = [
             ("tenant", tenant.clone()),
             ("alias", alias.clone()),
@@ -507,19 +675,21 @@ impl Drop for RequestRecord {
             ("model", model.clone()),
         ];
         let mut with_outcome = labels.to_vec();
+        with_outcome.push(("surface", surface.to_string()));
         with_outcome.push(("outcome", outcome.to_string()));
         counter!("switchyard_requests_total", &with_outcome).increment(1);
         histogram!("switchyard_request_duration_seconds", &with_outcome)
             .record(elapsed.as_secs_f64());
         if outcome != "ok" {
             let mut l = labels.to_vec();
+            l.push(("surface", surface.to_string()));
             l.push((
                 "error",
                 i.error.clone().unwrap_or_else(|| outcome.to_string()),
             ));
             counter!("switchyard_request_errors_total", &l).increment(1);
         }
-        let cost = self_cost(&i);
+        let cost = self_cost(i);
         if let Some((input, output)) = i.usage {
             let mut l = labels.to_vec();
             l.push(("direction", "input".to_string()));
@@ -550,7 +720,7 @@ impl Drop for RequestRecord {
         // Span attributes.
         let s = &i.span;
         if i.alias.is_empty() {
-            set_span_name(s, "chat".to_string());
+            set_span_name(s, i.surface.operation().to_string());
         }
         if i.route.is_some() {
             s.record("gen_ai.provider.name", genai_provider(&route.provider));
@@ -601,6 +771,7 @@ impl Drop for RequestRecord {
             let mut line = json!({
                 "type": "audit",
                 "request_id": i.request_id,
+                "surface": surface,
                 "time": crate::audit::rfc3339(i.time),
                 "unix_time": time,
                 "tenant": i.tenant,
@@ -754,6 +925,162 @@ spokes = [{ addr = "127.0.0.1:1" }]
     fn genai_provider_names() {
         assert_eq!(genai_provider("bedrock"), "aws.bedrock");
         assert_eq!(genai_provider("openai"), "openai");
+    }
+
+    #[test]
+    fn request_info_and_messages_from_the_internal_request() {
+        use switchyard_proto::v1 as pb;
+        let text = |t: &str| pb::ContentPart {
+            part: Some(pb::content_part::Part::Text(t.into())),
+        };
+        let req = pb::InferRequest {
+            system: "be brief".into(),
+            messages: vec![
+                pb::Message {
+                    role: pb::Role::User as i32,
+                    content: vec![text("hi "), text("there")],
+                },
+                pb::Message {
+                    role: pb::Role::Assistant as i32,
+                    content: vec![text("hello")],
+                },
+            ],
+            params: Some(pb::GenerationParams {
+                max_tokens: Some(64),
+                temperature: Some(0.5),
+                top_p: None,
+                stop: vec![],
+            }),
+            ..Default::default()
+        };
+        let info = RequestInfo::infer("demo", true, &req);
+        assert_eq!(
+            info,
+            RequestInfo {
+                model: "demo".into(),
+                stream: true,
+                max_tokens: Some(64),
+                temperature: Some(0.5),
+                top_p: None,
+            }
+        );
+        assert_eq!(
+            infer_messages(&req),
+            json!([
+                {"role": "system", "content": "be brief"},
+                {"role": "user", "content": "hi there"},
+                {"role": "assistant", "content": "hello"},
+            ])
+        );
+        // Embeddings carry max_tokens 0: not a request parameter.
+        let embed = pb::InferRequest {
+            params: Some(pb::GenerationParams {
+                max_tokens: Some(0),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(RequestInfo::infer("e", false, &embed).max_tokens, None);
+        assert_eq!(Surface::Embeddings.operation(), "embeddings");
+        assert_eq!(Surface::Converse.operation(), "chat");
+    }
+
+    /// A streamed request's audit line is written once, after both the handler (which saw the
+    /// response head: cache and prompt headers) and the stream (usage, first token) are done.
+    #[test]
+    fn stream_audit_line_has_the_head_and_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let sink = crate::audit::AuditSink::open(&crate::audit::AuditConfig {
+            enabled: true,
+            path: Some(path.clone()),
+            capture_content: false,
+        });
+        let read = || std::fs::read_to_string(&path).unwrap_or_default();
+        let mut handler = RequestRecord::start(sink, "rid-1", Span::none(), Surface::Anthropic);
+        handler.set_tenant("t");
+        let route = RouteTaken {
+            provider: "openai".into(),
+            model: "m1".into(),
+            price: (Some(1.0), Some(2.0)),
+            ..Default::default()
+        };
+        handler.set_route(&route, None, &[]);
+        let mut stream = handler.share_with_stream();
+        let mut head = HeaderMap::new();
+        head.insert(CACHE_HEADER, HeaderValue::from_static("miss"));
+        head.insert(PROMPT_HEADER, HeaderValue::from_static("p@2"));
+        handler.finish_response(&head, 200);
+        drop(handler);
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(read(), "", "written before the stream ended");
+        stream.first_token();
+        stream.set_usage(Some(&switchyard_proto::v1::Usage {
+            input_tokens: 10,
+            output_tokens: 5,
+        }));
+        drop(stream);
+        let mut line = String::new();
+        for _ in 0..100 {
+            line = read();
+            if !line.is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(line.lines().count(), 1, "{line}");
+        let v: Value = serde_json::from_str(line.trim()).unwrap();
+        assert_eq!(v["surface"], "anthropic");
+        assert_eq!(v["cache"], "miss");
+        assert_eq!(v["prompt"], "p@2");
+        assert_eq!(v["status"], 200);
+        assert_eq!(v["outcome"], "ok");
+        assert_eq!(v["usage"]["output_tokens"], 5);
+        assert!(v["time_to_first_token_ms"].is_number());
+        assert!((v["cost_usd"].as_f64().unwrap() - 20.0 / 1e6).abs() < 1e-12);
+    }
+
+    /// A replayed stream's record ends when its body has been sent, not when the handler returns.
+    #[tokio::test]
+    async fn a_held_record_ends_with_the_body() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let sink = crate::audit::AuditSink::open(&crate::audit::AuditConfig {
+            enabled: true,
+            path: Some(path.clone()),
+            capture_content: false,
+        });
+        let read = || std::fs::read_to_string(&path).unwrap_or_default();
+        let mut handler = RequestRecord::start(sink, "rid-2", Span::none(), Surface::OpenAi);
+        let body = axum::body::Body::from_stream(futures::stream::iter([
+            Ok::<_, std::io::Error>("data: a\n\n"),
+            Ok("data: [DONE]\n\n"),
+        ]));
+        let resp = hold_until_body_ends(
+            axum::response::Response::new(body),
+            handler.share_with_stream(),
+        );
+        let mut head = HeaderMap::new();
+        head.insert(CACHE_HEADER, HeaderValue::from_static("hit"));
+        handler.finish_response(&head, 200);
+        drop(handler);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(read(), "", "written before the body was sent");
+        let sent = axum::body::to_bytes(resp.into_body(), 1024).await.unwrap();
+        assert!(sent.ends_with(b"[DONE]\n\n"));
+        let mut line = String::new();
+        for _ in 0..100 {
+            line = read();
+            if !line.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let v: Value = serde_json::from_str(line.trim()).unwrap();
+        assert_eq!(
+            (v["cache"].as_str(), v["status"].as_u64()),
+            (Some("hit"), Some(200))
+        );
     }
 
     #[test]

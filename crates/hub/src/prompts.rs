@@ -324,42 +324,78 @@ pub fn routes() -> Router<Arc<Hub>> {
 
 /// Body: `{"variables": {...}}`, optionally `version`, `model` (default: the prompt's `model`),
 /// `stream`, and any chat-completions parameter (`temperature`, `max_tokens`, …). Answered
-/// exactly like `POST /v1/chat/completions`.
+/// exactly like `POST /v1/chat/completions`, and recorded like it (surface `openai`) — its own
+/// refusals (bad key, unknown prompt, bad body) included.
 async fn prompt_handler(
     State(hub): State<Arc<Hub>>,
     Path(name): Path<String>,
     mut headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(e) = crate::api::authenticate(&hub, &headers).await {
-        return e.into_response();
+    use crate::observe::{RequestRecord, Surface};
+    let started = std::time::Instant::now();
+    let request_id = crate::gateway::request_id(&headers);
+    let span = crate::observe::request_span(&headers, &request_id, Surface::OpenAi.operation());
+    let mut rec = RequestRecord::start(
+        hub.audit.clone(),
+        &request_id,
+        span.clone(),
+        Surface::OpenAi,
+    );
+    let building = chat_body(&hub, &name, &headers, &body, &mut rec);
+    match tracing::Instrument::instrument(building, span).await {
+        Ok(bytes) => {
+            headers.remove(http::header::CONTENT_LENGTH);
+            crate::api::chat_completions_observed(
+                hub,
+                headers,
+                Body::from(bytes),
+                started,
+                &request_id,
+                rec,
+            )
+            .await
+        }
+        Err(e) => rec.finish(Err(e), &request_id, IntoResponse::into_response),
     }
-    let Some(prompt) = hub.table.load().prompts.get(&name).cloned() else {
-        return HubError::NotFound.into_response();
+}
+
+/// The chat-completions body for one call of prompt `name`.
+async fn chat_body(
+    hub: &Hub,
+    name: &str,
+    headers: &HeaderMap,
+    body: &Bytes,
+    rec: &mut crate::observe::RequestRecord,
+) -> Result<Vec<u8>, HubError> {
+    let tenant = crate::api::authenticate(hub, headers).await?;
+    rec.set_tenant(&tenant.name);
+    let Some(prompt) = hub.table.load().prompts.get(name).cloned() else {
+        return Err(HubError::NotFound);
     };
     let mut obj = if body.iter().all(u8::is_ascii_whitespace) {
         Map::new()
     } else {
-        match serde_json::from_slice::<Value>(&body) {
+        match serde_json::from_slice::<Value>(body) {
             Ok(Value::Object(o)) => o,
             Ok(_) => {
-                return HubError::BadRequest("the body must be a JSON object".into())
-                    .into_response();
+                return Err(HubError::BadRequest(
+                    "the body must be a JSON object".into(),
+                ));
             }
             Err(e) => {
-                return HubError::BadRequest(format!("invalid request body: {e}")).into_response();
+                return Err(HubError::BadRequest(format!("invalid request body: {e}")));
             }
         }
     };
     if obj.contains_key("prompt") {
-        return HubError::BadRequest(
+        return Err(HubError::BadRequest(
             "`prompt` is set by the path; send `variables` and `version`".into(),
-        )
-        .into_response();
+        ));
     }
     let variables = obj.remove("variables").unwrap_or_else(|| json!({}));
     if !variables.is_object() {
-        return HubError::BadRequest("`variables` must be an object".into()).into_response();
+        return Err(HubError::BadRequest("`variables` must be an object".into()));
     }
     let version = obj.remove("version");
     if !obj.contains_key("model") {
@@ -368,10 +404,9 @@ async fn prompt_handler(
                 obj.insert("model".into(), Value::String(m.clone()));
             }
             None => {
-                return HubError::BadRequest(format!(
+                return Err(HubError::BadRequest(format!(
                     "`model` is required: prompt {name:?} names no default model"
-                ))
-                .into_response();
+                )));
             }
         }
     }
@@ -380,12 +415,7 @@ async fn prompt_handler(
         "prompt".into(),
         json!({"name": name, "version": version, "variables": variables}),
     );
-    let bytes = match serde_json::to_vec(&Value::Object(obj)) {
-        Ok(b) => b,
-        Err(e) => return HubError::Internal(e.to_string()).into_response(),
-    };
-    headers.remove(http::header::CONTENT_LENGTH);
-    crate::api::chat_completions_handler(State(hub), headers, Body::from(bytes)).await
+    serde_json::to_vec(&Value::Object(obj)).map_err(|e| HubError::Internal(e.to_string()))
 }
 
 /// Variables a version uses (for docs and tests).
