@@ -29,6 +29,7 @@ use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use serde_json::{Value, json};
 use switchyard_e2e::Spoke;
+use switchyard_e2e::prom::{scrape, settled, sum};
 use switchyard_testkit::behavior::{Behavior, ErrorKind};
 use switchyard_testkit::openai::FakeOpenAi;
 use switchyard_testkit::process::{Proc, eventually, write_config};
@@ -422,51 +423,6 @@ async fn otlp_one_trace_across_hub_and_spokes_with_genai_attributes() {
         for (k, v) in &s.attrs {
             assert!(!v.contains("four five six"), "prompt text in {k} of {s:#?}");
         }
-    }
-}
-
-/// Parses one Prometheus sample line set into (name{labels} → value).
-fn samples(text: &str) -> BTreeMap<String, f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .filter_map(|l| {
-            let (k, v) = l.rsplit_once(' ')?;
-            Some((k.to_string(), v.parse().ok()?))
-        })
-        .collect()
-}
-
-/// Sum of the samples of metric `name` whose labels include every `want` pair.
-fn sum(m: &BTreeMap<String, f64>, name: &str, want: &[(&str, &str)]) -> f64 {
-    m.iter()
-        .filter(|(k, _)| {
-            k.strip_prefix(name)
-                .is_some_and(|rest| rest.is_empty() || rest.starts_with('{'))
-                && want
-                    .iter()
-                    .all(|(l, v)| k.contains(&format!("{l}=\"{v}\"")))
-        })
-        .map(|(_, v)| v)
-        .sum()
-}
-
-async fn scrape(url: &str) -> BTreeMap<String, f64> {
-    let r = reqwest::get(url).await.unwrap();
-    assert_eq!(r.status(), 200);
-    assert!(header(&r, "content-type").starts_with("text/plain"));
-    samples(&r.text().await.unwrap())
-}
-
-/// Scrapes `url` until gauge `in_flight` is 0 (every request record, streams included, has
-/// finished), for at most 10 s.
-async fn settled(url: &str, in_flight: &str) -> BTreeMap<String, f64> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let m = scrape(url).await;
-        if sum(&m, in_flight, &[]) == 0.0 || tokio::time::Instant::now() >= deadline {
-            return m;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use sha2::Digest;
 use switchyard_e2e::Spoke;
+use switchyard_e2e::prom::{Samples, settled, sum};
 use switchyard_testkit::openai::FakeOpenAi;
 use switchyard_testkit::process::{Proc, eventually, write_config};
 
@@ -295,44 +296,15 @@ async fn ab_split_is_fifty_fifty_within_five_percent() {
     assert!((450..=550).contains(&a), "version a got {a} of {n}");
 }
 
-/// Parses Prometheus text into (name{labels} → value).
-fn samples(text: &str) -> std::collections::BTreeMap<String, f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .filter_map(|l| {
-            let (k, v) = l.rsplit_once(' ')?;
-            Some((k.to_string(), v.parse().ok()?))
-        })
-        .collect()
-}
-
-/// Sum of the samples of metric `name` whose labels include every `want` pair.
-fn sum(m: &std::collections::BTreeMap<String, f64>, name: &str, want: &[(&str, &str)]) -> f64 {
-    m.iter()
-        .filter(|(k, _)| {
-            k.strip_prefix(name)
-                .is_some_and(|rest| rest.is_empty() || rest.starts_with('{'))
-                && want
-                    .iter()
-                    .all(|(l, v)| k.contains(&format!("{l}=\"{v}\"")))
-        })
-        .map(|(_, v)| v)
-        .sum()
-}
-
 impl Stack {
     /// The hub's `/metrics` once no request is in flight (records, streams included, finish
     /// when their response ends).
-    async fn scrape(&self) -> std::collections::BTreeMap<String, f64> {
-        let url = format!("{}/metrics", self.hub.url());
-        for _ in 0..200 {
-            let m = samples(&reqwest::get(&url).await.unwrap().text().await.unwrap());
-            if sum(&m, "switchyard_in_flight_requests", &[]) == 0.0 {
-                return m;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("requests still in flight");
+    async fn scrape(&self) -> Samples {
+        settled(
+            &format!("{}/metrics", self.hub.url()),
+            "switchyard_in_flight_requests",
+        )
+        .await
     }
 }
 

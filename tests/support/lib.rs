@@ -99,3 +99,70 @@ pub fn spoke_toml(provider: &str, regions: &[(&str, &str)], models: &str, extra:
 }
 
 pub const SECOND: Duration = Duration::from_secs(1);
+
+/// Prometheus text as the tests read it: samples by `name{labels}`, sums over label subsets,
+/// and a scrape that waits until nothing is in flight.
+#[allow(clippy::expect_used, clippy::panic)] // test support: a failed scrape fails the test
+pub mod prom {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    /// `name{labels}` → value.
+    pub type Samples = BTreeMap<String, f64>;
+
+    /// Parses Prometheus text into (name{labels} → value).
+    pub fn samples(text: &str) -> Samples {
+        text.lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .filter_map(|l| {
+                let (k, v) = l.rsplit_once(' ')?;
+                Some((k.to_string(), v.parse().ok()?))
+            })
+            .collect()
+    }
+
+    /// Sum of the samples of metric `name` whose labels include every `want` pair.
+    pub fn sum(m: &Samples, name: &str, want: &[(&str, &str)]) -> f64 {
+        m.iter()
+            .filter(|(k, _)| {
+                k.strip_prefix(name)
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('{'))
+                    && want
+                        .iter()
+                        .all(|(l, v)| k.contains(&format!("{l}=\"{v}\"")))
+            })
+            .map(|(_, v)| v)
+            .sum()
+    }
+
+    /// `GET url` (a `/metrics` endpoint): must be 200 Prometheus text.
+    pub async fn scrape(url: &str) -> Samples {
+        let r = reqwest::get(url).await.expect("scrape /metrics");
+        assert_eq!(r.status(), 200, "GET {url}");
+        let ct = r
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        assert!(ct.starts_with("text/plain"), "content-type {ct}");
+        samples(&r.text().await.expect("metrics body"))
+    }
+
+    /// Scrapes `url` until gauge `in_flight` is 0 (every request record, streams included, has
+    /// finished); panics after 10 s.
+    pub async fn settled(url: &str, in_flight: &str) -> Samples {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let m = scrape(url).await;
+            if sum(&m, in_flight, &[]) == 0.0 {
+                return m;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{in_flight} never reached 0 at {url}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
