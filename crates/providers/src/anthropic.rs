@@ -214,12 +214,7 @@ impl Upstream for AnthropicUpstream {
     }
 
     async fn check_credentials(&self) -> Result<(), String> {
-        match &self.api_key {
-            KeySource::Refreshed(cell) if cell.get().is_none() => {
-                Err("API key secret not loaded".into())
-            }
-            _ => Ok(()),
-        }
+        self.api_key.check()
     }
 
     async fn complete(&self, call: Call<'_>) -> Result<Completion, UpstreamError> {

@@ -50,6 +50,18 @@ pub enum KeySource {
     Refreshed(std::sync::Arc<crate::secrets::KeyCell>),
 }
 
+impl KeySource {
+    /// Whether a key is at hand (a refreshed secret may not have loaded yet). Never the value.
+    pub fn check(&self) -> Result<(), String> {
+        match self {
+            KeySource::Refreshed(cell) if cell.get().is_none() => {
+                Err("API key secret not loaded".into())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 impl OpenAiUpstream {
     pub fn new(
         endpoints: HashMap<String, String>,
@@ -290,12 +302,7 @@ impl Upstream for OpenAiUpstream {
     }
 
     async fn check_credentials(&self) -> Result<(), String> {
-        match &self.api_key {
-            KeySource::Refreshed(cell) if cell.get().is_none() => {
-                Err("API key secret not loaded".into())
-            }
-            _ => Ok(()),
-        }
+        self.api_key.check()
     }
 
     async fn complete(&self, call: Call<'_>) -> Result<Completion, UpstreamError> {
