@@ -23,6 +23,9 @@ pub struct Stack {
     pub hub: Proc,
     http: reqwest::Client,
     _configs: Vec<tempfile::TempPath>,
+    /// The hub's audit log: written to a file, as in production, not to the stdout pipe this
+    /// process reads (parsing every audit line would load the generator, not the gateway).
+    _audit: tempfile::TempPath,
 }
 
 impl Stack {
@@ -73,12 +76,18 @@ impl Stack {
             ready,
         )
         .await?;
+        let audit = tempfile::Builder::new()
+            .prefix("switchyard-bench-audit")
+            .suffix(".jsonl")
+            .tempfile()?
+            .into_temp_path();
         let hub_cfg = write_config(
             &format!(
-                "listen = \"127.0.0.1:0\"\ndrain_timeout = \"5s\"\n\
+                "listen = \"127.0.0.1:0\"\ndrain_timeout = \"5s\"\n[audit]\npath = \"{}\"\n\
                  [[tenants]]\nname = \"bench\"\napi_key_sha256 = [\"{API_KEY_SHA256}\"]\naliases = [\"*\"]\n\
                  [[aliases]]\nname = \"{MODEL}\"\ncandidates = [{{ provider = \"openai\", model = \"{MODEL}\" }}]\n\
                  [[providers]]\nname = \"openai\"\nspokes = [{{ addr = \"{}\" }}]\nhealth = {{ interval = \"2s\" }}\n",
+                audit.display(),
                 spoke.addr()
             ),
             "toml",
@@ -100,6 +109,7 @@ impl Stack {
             hub,
             http: reqwest::Client::new(),
             _configs: vec![spoke_cfg, hub_cfg],
+            _audit: audit,
         })
     }
 
