@@ -392,7 +392,9 @@ async fn messages(
         started,
         request_id,
     };
-    let admission = gateway::admit(hub, tenant, inbound).await?;
+    let admission = gateway::check(hub, tenant, alias, inbound)?
+        .admit(hub)
+        .await?;
     let rate_state = admission.rate_state;
     let id = format!("msg_{request_id}");
     let mut resp = if req.stream {

@@ -224,11 +224,12 @@ async fn chat(
         request_id,
     };
     // Message limit, alias and content policy: before the cache and before anything leaves.
-    let checked = gateway::check(hub, tenant, inbound)?;
+    let checked = gateway::check(hub, tenant, alias, inbound)?;
+    let alias = &checked.alias;
     // Response cache and coalescing (opt-in, deterministic requests only).
     let mut lead = None;
     if let Some((key, ttl)) =
-        crate::cache::cacheable(&checked.tenant, &alias, &req, &checked.request)
+        crate::cache::cacheable(&checked.tenant, alias, &req, &checked.request)
     {
         let deadline = started + hub.settings.request_timeout;
         let reply = crate::cache::Reply::for_request(&req, request_id, deadline);

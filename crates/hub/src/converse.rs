@@ -411,7 +411,9 @@ async fn serve(
         started,
         request_id,
     };
-    let admission = gateway::admit(hub, tenant, inbound).await?;
+    let admission = gateway::check(hub, tenant, alias, inbound)?
+        .admit(hub)
+        .await?;
     let rate_state = admission.rate_state;
     let mut resp = if stream {
         let streamed = admission.stream(hub).await?;

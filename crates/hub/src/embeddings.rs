@@ -154,7 +154,9 @@ async fn embeddings(
         started,
         request_id,
     };
-    let admission = gateway::admit(hub, tenant, inbound).await?;
+    let admission = gateway::check(hub, tenant, alias, inbound)?
+        .admit(hub)
+        .await?;
     let rate_state = admission.rate_state;
     let (resp, route) = admission.embed(hub, req.dimensions.unwrap_or(0)).await?;
     rec.set_route(&route, resp.usage.as_ref(), &resp.attempts);

@@ -3,7 +3,7 @@
 //! plan → route/failover at the spokes → quota settlement.
 //!
 //! A surface decodes its own wire format into a `switchyard.v1` [`pb::InferRequest`] (the one
-//! internal model), calls [`admit`], then [`Admission::complete`] or [`Admission::stream`], and
+//! internal model), resolves the alias, calls [`check`] then [`Checked::admit`], then [`Admission::complete`] or [`Admission::stream`], and
 //! encodes the answer (or the [`HubError`]) in its own shape. Nothing here knows a wire format.
 
 use std::sync::Arc;
@@ -130,11 +130,17 @@ pub struct Checked<'a> {
     request_id: &'a str,
 }
 
-/// Message limit, alias resolution and content policy for one request.
-pub fn check<'a>(hub: &Hub, tenant: Tenant, inbound: Inbound<'a>) -> Result<Checked<'a>, HubError> {
+/// Message limit and content policy for one request whose alias the surface resolved (with
+/// [`Hub::resolve_alias`], so it can record the alias even when a later check refuses).
+pub fn check<'a>(
+    hub: &Hub,
+    tenant: Tenant,
+    alias: crate::config::Alias,
+    inbound: Inbound<'a>,
+) -> Result<Checked<'a>, HubError> {
     let Inbound {
         headers,
-        model,
+        model: _,
         mut request,
         needs,
         started,
@@ -147,7 +153,6 @@ pub fn check<'a>(hub: &Hub, tenant: Tenant, inbound: Inbound<'a>) -> Result<Chec
             hub.settings.max_messages
         )));
     }
-    let alias = hub.resolve_alias(&tenant, model)?;
     // Content controls: before quota admission and before anything leaves the hub.
     tenant.policy.apply(&mut request).map_err(|v| match v {
         crate::policy::Violation::Denied { rule } => {
@@ -169,11 +174,6 @@ pub fn check<'a>(hub: &Hub, tenant: Tenant, inbound: Inbound<'a>) -> Result<Chec
         started,
         request_id,
     })
-}
-
-/// Content policy, tenant quota admission and the routing plan for one request.
-pub async fn admit(hub: &Hub, tenant: Tenant, inbound: Inbound<'_>) -> Result<Admission, HubError> {
-    check(hub, tenant, inbound)?.admit(hub).await
 }
 
 impl Checked<'_> {
