@@ -16,12 +16,11 @@ use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 
 use crate::error::HubError;
-use crate::hub::Hub;
+use crate::state::Hub;
 
 /// Header an admin client may use instead of `Authorization: Bearer`.
-pub const ADMIN_KEY_HEADER: &str = "x-admin-key";
 
-/// The `/admin/*` routes, merged into [`crate::api::router`]. Each handler starts with
+/// The `/admin/*` routes, merged into [`crate::app::router`]. Each handler starts with
 /// [`require_admin`].
 pub fn routes() -> Router<Arc<Hub>> {
     Router::new()
@@ -64,7 +63,7 @@ async fn routes_html_handler(State(hub): State<Arc<Hub>>, headers: HeaderMap) ->
 
 /// Health of one spoke as a word: `healthy`, `ejected` (a call failed at the connection level;
 /// waiting for a probe), `unhealthy` (failed active checks), `pending` (not checked yet).
-fn health_word(s: &crate::pool::SpokeSnapshot) -> &'static str {
+fn health_word(s: &crate::outbound::pool::SpokeSnapshot) -> &'static str {
     if s.healthy {
         "healthy"
     } else if s.ejected {
@@ -106,7 +105,7 @@ pub fn routing_table(hub: &Hub) -> Value {
                         "exhausted_for_ms": snap.exhausted_for.map(|d| d.as_millis() as u64),
                         "models": models,
                         "regions": d.regions,
-                        "last_check": snap.last_check.map(crate::audit::rfc3339),
+                        "last_check": snap.last_check.map(crate::observe::audit::rfc3339),
                         "last_error": snap.last_error,
                     })
                 })
@@ -115,7 +114,7 @@ pub fn routing_table(hub: &Hub) -> Value {
         })
         .collect();
     json!({
-        "generated_at": crate::audit::rfc3339(std::time::SystemTime::now()),
+        "generated_at": crate::observe::audit::rfc3339(std::time::SystemTime::now()),
         "pools": pools,
     })
 }
@@ -255,7 +254,7 @@ pub fn require_admin(hub: &Hub, headers: &HeaderMap) -> Result<(), HubError> {
                 .map(|(_, password)| password.to_string())
         });
     let key = headers
-        .get(ADMIN_KEY_HEADER)
+        .get(crate::headers::ADMIN_KEY)
         .and_then(|v| v.to_str().ok())
         .map(|k| k.trim().to_string())
         .or_else(|| {

@@ -224,7 +224,7 @@ impl IntoResponse for HubError {
             resp.headers_mut().insert("x-switchyard-attempts", v);
         }
         if let HubError::TenantQuota { state, .. } = &self {
-            crate::quota::ratelimit_headers(resp.headers_mut(), state);
+            crate::headers::ratelimit(resp.headers_mut(), state);
         }
         resp
     }

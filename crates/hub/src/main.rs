@@ -31,8 +31,6 @@ fn main() -> ExitCode {
         eprintln!("hub: config OK");
         return ExitCode::SUCCESS;
     }
-    // Reload on SIGHUP and when the file changes.
-    switchyard_hub::reload::watch_file(args.config.clone());
     // Logging, plus OTLP tracing when configured; flushed when `_telemetry` drops at exit.
     let _telemetry = switchyard_core::telemetry::init("hub", &settings.telemetry);
     let rt = match tokio::runtime::Runtime::new() {
@@ -42,8 +40,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Reloads on SIGHUP and when the file changes.
     match rt.block_on(switchyard_hub::serve::run(
         settings,
+        Some(args.config),
         switchyard_hub::serve::shutdown_signal(),
     )) {
         Ok(()) => ExitCode::SUCCESS,

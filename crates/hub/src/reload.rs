@@ -12,114 +12,41 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use parking_lot::Mutex;
-use serde::Serialize;
 use sha2::Digest;
-use tokio_util::sync::CancellationToken;
 
-use crate::config::{HubConfig, Provider, Settings, SpokeSource};
-use crate::hub::{Hub, Table};
-use crate::pool::ProviderPool;
+use crate::config::{HubConfig, Settings};
+use crate::live::Table;
+use crate::state::Hub;
 
 /// Top-level keys whose changes apply live (`providers` is compared per provider, without
 /// `spokes`).
 /// Top-level keys applied by a reload (`prices` are folded into the aliases' candidates).
 const LIVE_KEYS: [&str; 5] = ["tenants", "aliases", "prompts", "providers", "prices"];
 
-static CONFIG_PATH: OnceLock<PathBuf> = OnceLock::new();
-
-/// Makes hubs started in this process watch `path` (called by the `hub` binary).
-pub fn watch_file(path: PathBuf) {
-    let _ = CONFIG_PATH.set(path);
-}
-
-/// What `GET /admin/config` reports.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Status {
-    /// SHA-256 (hex) of the active config file.
-    pub version: String,
-    /// When the active config was loaded (RFC 3339, UTC).
-    pub loaded_at: String,
-    /// The last failed reload's problems, until a reload succeeds.
-    pub last_reload_error: Option<String>,
-    /// Successful reloads since start.
-    pub reloads: u64,
-    /// Changed settings that only take effect after a restart (old values in force).
-    pub restart_required: Vec<String>,
-}
-
-/// The live-config state of a hub.
-#[derive(Debug, Default)]
-pub struct Live {
-    status: Mutex<Status>,
-    /// The active file as TOML, to tell live changes from restart-only ones.
-    active: Mutex<Option<toml::Value>>,
-}
-
-impl Live {
-    pub fn status(&self) -> Status {
-        self.status.lock().clone()
-    }
-}
-
 fn now_rfc3339() -> String {
-    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+    crate::observe::audit::rfc3339(SystemTime::now())
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(bytes))
 }
 
-/// A provider's pool, started like at boot: static members with health loops, or a DNS watcher.
-pub fn new_pool(p: &Provider, stop: &CancellationToken) -> Arc<ProviderPool> {
-    let tls = match p.tls.as_ref().map(crate::pool::PoolTls::start).transpose() {
-        Ok(t) => t,
-        Err(e) => {
-            // validate() loaded these files already; they changed since. Never fall back to
-            // plain text: the pool stays empty and its aliases fail over.
-            tracing::error!(provider = %p.name, error = %e, "spoke TLS files do not load; pool disabled");
-            return Arc::new(ProviderPool::new(
-                &p.name,
-                p.health,
-                p.connect_timeout,
-                stop.child_token(),
-            ));
-        }
-    };
-    let pool = Arc::new(
-        ProviderPool::new(&p.name, p.health, p.connect_timeout, stop.child_token()).with_tls(tls),
-    );
-    match &p.source {
-        SpokeSource::Static(list) => pool.set_members(list),
-        SpokeSource::Dns(dns) => {
-            tokio::spawn(crate::dns::watch(
-                pool.clone(),
-                dns.clone(),
-                stop.child_token(),
-            ));
-        }
-    }
-    pool
-}
-
-/// Starts the watcher when the binary asked for one ([`watch_file`]).
-pub fn spawn(hub: &Arc<Hub>) {
-    let Some(path) = CONFIG_PATH.get() else {
-        return;
-    };
-    let text = std::fs::read(path).unwrap_or_default();
+/// Starts watching `path` (the file the hub was started from): reloads on SIGHUP and when its
+/// contents change, until the hub stops.
+pub fn spawn(hub: &Arc<Hub>, path: PathBuf) {
+    let text = std::fs::read(&path).unwrap_or_default();
     {
-        let mut st = hub.live.status.lock();
+        let mut st = hub.live.status_mut();
         st.version = sha256_hex(&text);
         st.loaded_at = now_rfc3339();
     }
-    *hub.live.active.lock() = std::str::from_utf8(&text)
+    *hub.live.active() = std::str::from_utf8(&text)
         .ok()
         .and_then(|t| toml::from_str(t).ok());
-    tokio::spawn(watch(hub.clone(), path.clone(), sha256_hex(&text)));
+    tokio::spawn(watch(hub.clone(), path, sha256_hex(&text)));
 }
 
 async fn watch(hub: Arc<Hub>, path: PathBuf, mut seen: String) {
@@ -185,7 +112,7 @@ async fn watch(hub: Arc<Hub>, path: PathBuf, mut seen: String) {
 }
 
 fn record_error(hub: &Hub, e: &str) {
-    hub.live.status.lock().last_reload_error = Some(e.to_string());
+    hub.live.status_mut().last_reload_error = Some(e.to_string());
 }
 
 /// Parses and validates `text` completely, then swaps the live parts in at once. On error nothing
@@ -194,7 +121,7 @@ pub fn reload(hub: &Hub, text: &str, version: &str) -> Result<(), String> {
     let cfg = HubConfig::parse(text).map_err(|e| format!("parse error: {e}"))?;
     let settings = cfg.validate().map_err(|e| e.to_string())?;
     let raw: toml::Value = toml::from_str(text).map_err(|e| format!("parse error: {e}"))?;
-    let (restart, changed_providers) = restart_only_changes(hub.live.active.lock().as_ref(), &raw);
+    let (restart, changed_providers) = restart_only_changes(hub.live.active().as_ref(), &raw);
     if !restart.is_empty() {
         tracing::warn!(
             settings = ?restart,
@@ -202,8 +129,8 @@ pub fn reload(hub: &Hub, text: &str, version: &str) -> Result<(), String> {
         );
     }
     apply(hub, &settings, &changed_providers);
-    *hub.live.active.lock() = Some(raw);
-    let mut st = hub.live.status.lock();
+    *hub.live.active() = Some(raw);
+    let mut st = hub.live.status_mut();
     st.version = version.to_string();
     st.loaded_at = now_rfc3339();
     st.last_reload_error = None;
@@ -276,7 +203,7 @@ fn apply(hub: &Hub, settings: &Settings, restart_providers: &BTreeSet<String>) {
     for p in &settings.providers {
         match old.pools.get(&p.name) {
             Some(pool) => {
-                if let SpokeSource::Static(list) = &p.source
+                if let crate::model::SpokeSource::Static(list) = &p.source
                     && !restart_providers.contains(&p.name)
                 {
                     pool.set_members(list);
@@ -285,7 +212,7 @@ fn apply(hub: &Hub, settings: &Settings, restart_providers: &BTreeSet<String>) {
             }
             None => {
                 tracing::info!(provider = %p.name, "provider added");
-                pools.insert(p.name.clone(), new_pool(p, &hub.stop));
+                pools.insert(p.name.clone(), crate::outbound::start_pool(p, &hub.stop));
             }
         }
     }

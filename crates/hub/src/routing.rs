@@ -11,7 +11,17 @@ use std::time::Duration;
 
 use rand::Rng;
 
-use crate::config::Candidate;
+/// One `(provider, model)` an alias may be served by, with its priority, prices (USD per million
+/// input/output tokens, from `[prices]` or the candidate) and split weight (percent).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidate {
+    pub provider: String,
+    pub model: String,
+    pub priority: i32,
+    pub price_in: Option<f64>,
+    pub price_out: Option<f64>,
+    pub weight: Option<u32>,
+}
 
 /// Capabilities a request (or an alias) needs from a model.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -24,6 +34,21 @@ pub struct Needs {
 }
 
 impl Needs {
+    /// What a request in the internal model needs: streaming when the client streams, tools when
+    /// it offers any, and a context window for its estimated input plus its `max_tokens` (the
+    /// hub's one token estimate, `switchyard_proto::estimate_input_tokens`, for every surface).
+    pub fn of_request(req: &switchyard_proto::v1::InferRequest, streaming: bool) -> Needs {
+        let estimate =
+            u32::try_from(switchyard_proto::estimate_input_tokens(req)).unwrap_or(u32::MAX);
+        let out = req.params.as_ref().and_then(|p| p.max_tokens).unwrap_or(0);
+        Needs {
+            streaming,
+            tools: !req.tools.is_empty(),
+            min_context_window: estimate.saturating_add(out),
+            images: false,
+        }
+    }
+
     /// Both sets of needs at once.
     pub fn union(self, other: Needs) -> Needs {
         Needs {

@@ -15,9 +15,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
-use crate::api::router;
+use crate::app::router;
 use crate::config::{Settings, TlsConfig};
-use crate::hub::Hub;
+use crate::state::Hub;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -32,27 +32,7 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
 }
 
-/// Per-connection limits against slow or oversized clients (`header_read_timeout`,
-/// `max_header_bytes` in the config).
-#[derive(Debug, Clone, Copy)]
-pub struct ConnLimits {
-    /// A client must send a request's complete head (request line and headers) within this
-    /// time, counted from when the server starts waiting for it — also while a keep-alive
-    /// connection sits idle between requests — or the connection is closed. The first bytes
-    /// of a new connection are held to the same deadline.
-    pub header_read_timeout: Duration,
-    /// Largest request head (HTTP/1 read buffer, HTTP/2 header list); larger → 431 / reset.
-    pub max_header_bytes: usize,
-}
-
-impl Default for ConnLimits {
-    fn default() -> Self {
-        Self {
-            header_read_timeout: Duration::from_secs(30),
-            max_header_bytes: 64 * 1024,
-        }
-    }
-}
+pub use crate::model::ConnLimits;
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -71,8 +51,13 @@ pub fn tls_config(tls: &TlsConfig) -> Result<Reloading<rustls::ServerConfig>, Se
 }
 
 /// Starts the hub from validated settings: binds, logs `listening on ADDR`, serves until
-/// `shutdown` resolves, then drains for at most `drain_timeout`.
-pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
+/// `shutdown` resolves, then drains for at most `drain_timeout`. With `config_path` (the file
+/// the settings came from), the routing table reloads from it on SIGHUP and when it changes.
+pub async fn run(
+    settings: Settings,
+    config_path: Option<std::path::PathBuf>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
     let tls = settings.tls.as_ref().map(tls_config).transpose()?;
     let listener = TcpListener::bind(settings.listen)
         .await
@@ -86,6 +71,9 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
     switchyard_core::prom::start();
     let quota = settings.quota.build().await;
     let hub = Hub::start_with_quota(settings, quota);
+    if let Some(path) = config_path {
+        crate::reload::spawn(&hub, path);
+    }
     tracing::info!(
         scheme = if tls.is_some() { "https" } else { "http" },
         "listening on {addr}"

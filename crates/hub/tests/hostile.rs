@@ -13,8 +13,8 @@ use common::*;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 use switchyard_hub::HubConfig;
-use switchyard_hub::openai::ChatRequest;
 use switchyard_hub::serve::{ConnLimits, serve_with};
+use switchyard_hub::surface::openai::wire::ChatRequest;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceExt;
@@ -232,10 +232,14 @@ proptest! {
     #[test]
     fn chat_request_parser_never_panics(v in prop_oneof![json_value(), chatish()]) {
         if let Ok(req) = serde_json::from_value::<ChatRequest>(v) {
-            let _ = req.needs();
-            if let Err(e) = req.to_infer() {
-                prop_assert!(e.status().is_client_error());
-                prop_assert!(!e.client_message().is_empty());
+            match req.to_infer() {
+                Ok(r) => {
+                    let _ = switchyard_hub::routing::Needs::of_request(&r, req.stream);
+                }
+                Err(e) => {
+                    prop_assert!(e.status().is_client_error());
+                    prop_assert!(!e.client_message().is_empty());
+                }
             }
         }
     }

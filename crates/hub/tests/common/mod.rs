@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use futures::Stream;
 use parking_lot::Mutex;
 use switchyard_hub::config::HubConfig;
-use switchyard_hub::hub::Hub;
+use switchyard_hub::state::Hub;
 use switchyard_proto::v1 as pb;
 use switchyard_proto::v1::spoke_server::{Spoke, SpokeServer};
 use tokio::net::TcpListener;

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use parking_lot::Mutex;
 
-use crate::config::RetryBudget;
+use crate::model::RetryBudget;
 
 /// Pure sliding-window counter; time is passed in as whole seconds since an origin.
 #[derive(Debug, Default)]

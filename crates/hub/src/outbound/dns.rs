@@ -11,8 +11,8 @@ use hickory_resolver::proto::rr::RData;
 use hickory_resolver::{Resolver, TokioResolver};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::DnsSource;
-use crate::pool::ProviderPool;
+use crate::model::DnsSource;
+use crate::outbound::pool::ProviderPool;
 
 /// Errors building a resolver or resolving a pool name.
 #[derive(Debug, thiserror::Error)]

@@ -5,33 +5,25 @@
 //! Anthropic SDK sends it) or `Authorization: Bearer`. A thin translation to and from
 //! `switchyard.v1`; the request path itself is [`crate::gateway`]'s.
 
-use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Instant;
 
-use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use futures::StreamExt;
-use futures::stream::BoxStream;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use switchyard_proto::v1 as pb;
 
-use crate::error::HubError;
-use crate::gateway::{self, StreamItem};
-use crate::hub::Hub;
-use crate::observe::{self, RequestInfo, RequestRecord, Surface};
-use crate::routing::Needs;
+mod stream;
 
-/// `/v1/messages`, merged into the hub's router.
-pub fn routes() -> Router<Arc<Hub>> {
-    Router::new().route("/v1/messages", post(messages_handler))
-}
+use crate::error::HubError;
+use crate::gateway;
+use crate::headers;
+use crate::observe::{self, RequestInfo, Surface};
+use crate::routing::Needs;
+use crate::state::Hub;
+use crate::surface::frame::{self, Frame};
 
 /// `POST /v1/messages` body. Unknown fields (`metadata`, `service_tier`, …) are ignored.
 #[derive(Debug, Deserialize)]
@@ -112,17 +104,6 @@ fn plain_text(c: &Content, what: &str) -> Result<String, HubError> {
 }
 
 impl MessagesRequest {
-    pub fn needs(&self, req: &pb::InferRequest) -> Needs {
-        let estimate =
-            u32::try_from(switchyard_proto::estimate_input_tokens(req)).unwrap_or(u32::MAX);
-        Needs {
-            streaming: self.stream,
-            tools: !self.tools.is_empty(),
-            min_context_window: estimate.saturating_add(self.max_tokens),
-            images: false,
-        }
-    }
-
     /// Translates to the spoke contract (routing fields are filled by the gateway).
     pub fn to_infer(&self) -> Result<pb::InferRequest, HubError> {
         if self.messages.is_empty() {
@@ -289,7 +270,7 @@ pub fn stop_reason(reason: i32) -> &'static str {
     }
 }
 
-fn usage_json(u: Option<&pb::Usage>) -> Value {
+pub(super) fn usage_json(u: Option<&pb::Usage>) -> Value {
     let (i, o) = u.map_or((0, 0), |u| (u.input_tokens, u.output_tokens));
     json!({"input_tokens": i, "output_tokens": o})
 }
@@ -342,173 +323,84 @@ fn error_type(e: &HubError) -> (StatusCode, &'static str) {
 pub fn error_response(e: HubError) -> Response {
     let (status, ty) = error_type(&e);
     let body = json!({"type": "error", "error": {"type": ty, "message": e.client_message()}});
-    gateway::error_response(e, status, body)
+    frame::error_response(e, status, body)
 }
 
-async fn messages_handler(State(hub): State<Arc<Hub>>, headers: HeaderMap, body: Body) -> Response {
-    let started = Instant::now();
-    let request_id = gateway::request_id(&headers);
-    let span = observe::request_span(&headers, &request_id, Surface::Anthropic.operation());
-    let mut rec = RequestRecord::start(
-        hub.audit.clone(),
-        &request_id,
-        span.clone(),
-        Surface::Anthropic,
-    );
-    let serving = messages(&hub, &headers, body, started, &request_id, &mut rec);
-    let result = tracing::Instrument::instrument(serving, span).await;
-    let mut resp = rec.finish(result, &request_id, error_response);
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
-        resp.headers_mut().insert("request-id", v);
-    }
-    resp
+pub async fn messages_handler(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let mut frame = Frame::begin(&hub, &headers, Surface::Anthropic);
+    let span = frame.span();
+    let result =
+        tracing::Instrument::instrument(messages(&hub, &headers, body, &mut frame), span).await;
+    frame.finish(result, error_response, Some(headers::ANTHROPIC_REQUEST_ID))
 }
 
 async fn messages(
     hub: &Arc<Hub>,
     headers: &HeaderMap,
     body: Body,
-    started: Instant,
-    request_id: &str,
-    rec: &mut RequestRecord,
+    frame: &mut Frame,
 ) -> Result<Response, HubError> {
-    let tenant = crate::api::authenticate_x_api_key(hub, headers).await?;
-    rec.set_tenant(&tenant.name);
-    let bytes = gateway::read_body(hub, headers, body).await?;
+    let table = frame.table.clone();
+    let tenant = frame::authenticate_x_api_key(hub, &table, headers).await?;
+    frame.rec.set_tenant(&tenant.name);
+    let bytes = frame::read_body(hub, headers, body).await?;
     let req: MessagesRequest =
         serde_json::from_slice(&bytes).map_err(|e| bad(format!("invalid request body: {e}")))?;
-    let alias = hub.resolve_alias(&tenant, &req.model)?;
+    let alias = table.resolve_alias(&tenant, &req.model)?;
     let request = req.to_infer()?;
-    rec.set_request(
+    frame.rec.set_request(
         &alias,
         &RequestInfo::infer(&req.model, req.stream, &request),
         || observe::infer_messages(&request),
     );
     let inbound = gateway::Inbound {
+        table,
         headers,
         model: &req.model,
-        needs: req.needs(&request),
+        needs: Needs::of_request(&request, req.stream),
         request,
-        started,
-        request_id,
+        started: frame.started,
+        request_id: &frame.request_id,
     };
     let admission = gateway::check(hub, tenant, alias, inbound)?
         .admit(hub)
         .await?;
     let rate_state = admission.rate_state;
-    let id = format!("msg_{request_id}");
-    let mut resp = if req.stream {
+    let id = format!("msg_{}", frame.request_id);
+    if req.stream {
         let streamed = admission.stream(hub).await?;
-        rec.set_route(&streamed.route, None, &streamed.attempts);
-        let mut resp = sse(
+        frame
+            .rec
+            .set_route(&streamed.route, None, &streamed.attempts);
+        let mut resp = stream::sse(
             streamed.items,
             id,
             req.model.clone(),
-            rec.share_with_stream(),
+            frame.rec.share_with_stream(),
         );
-        gateway::route_headers(resp.headers_mut(), &streamed.route, started);
-        resp
+        frame::answered(&mut resp, &streamed.route, frame.started, &rate_state, None);
+        Ok(resp)
     } else {
         let done = admission.complete(hub).await?;
-        rec.set_route(
+        frame.rec.set_route(
             &done.route,
             done.response.usage.as_ref(),
             &done.response.attempts,
         );
         let mut out = axum::Json(message_json(&id, &req.model, &done.response)).into_response();
-        gateway::route_headers(out.headers_mut(), &done.route, started);
-        observe::cost_header(out.headers_mut(), rec.cost());
-        out
-    };
-    crate::quota::ratelimit_headers(resp.headers_mut(), &rate_state);
-    Ok(resp)
-}
-
-fn event(name: &'static str, data: Value) -> Result<Event, Infallible> {
-    Ok(Event::default().event(name).data(data.to_string()))
-}
-
-/// A committed stream as Anthropic SSE events. Text opens a `text` block; each tool call its own
-/// `tool_use` block (arguments as `input_json_delta`); a block is closed when the next opens.
-/// `rec` (the stream's handle on the request record) sees the first token, the usage and a
-/// mid-stream failure.
-fn sse(
-    mut items: BoxStream<'static, StreamItem>,
-    id: String,
-    model: String,
-    mut rec: RequestRecord,
-) -> Response {
-    let events = async_stream::stream! {
-        yield event("message_start", json!({"type": "message_start", "message": {
-            "id": id, "type": "message", "role": "assistant", "model": model, "content": [],
-            "stop_reason": null, "stop_sequence": null,
-            "usage": {"input_tokens": 0, "output_tokens": 0},
-        }}));
-        yield event("ping", json!({"type": "ping"}));
-        // The open block: (index, Some(tool-call index) for a tool_use block).
-        let mut open: Option<(u32, Option<u32>)> = None;
-        let mut next_index = 0u32;
-        while let Some(item) = items.next().await {
-            match item {
-                StreamItem::Delta(d) => {
-                    if !d.text.is_empty() || d.tool_call.is_some() {
-                        rec.first_token();
-                    }
-                    if !d.text.is_empty() {
-                        if !matches!(open, Some((_, None))) {
-                            if let Some((i, _)) = open.take() {
-                                yield event("content_block_stop", json!({"type": "content_block_stop", "index": i}));
-                            }
-                            open = Some((next_index, None));
-                            yield event("content_block_start", json!({"type": "content_block_start", "index": next_index,
-                                "content_block": {"type": "text", "text": ""}}));
-                            next_index += 1;
-                        }
-                        let index = open.map_or(0, |(i, _)| i);
-                        yield event("content_block_delta", json!({"type": "content_block_delta", "index": index,
-                            "delta": {"type": "text_delta", "text": d.text}}));
-                    }
-                    if let Some(tc) = d.tool_call {
-                        if open.is_none_or(|(_, t)| t != Some(tc.index)) {
-                            if let Some((i, _)) = open.take() {
-                                yield event("content_block_stop", json!({"type": "content_block_stop", "index": i}));
-                            }
-                            open = Some((next_index, Some(tc.index)));
-                            yield event("content_block_start", json!({"type": "content_block_start", "index": next_index,
-                                "content_block": {"type": "tool_use", "id": tc.id, "name": tc.name, "input": {}}}));
-                            next_index += 1;
-                        }
-                        if !tc.arguments_json.is_empty() {
-                            let index = open.map_or(0, |(i, _)| i);
-                            yield event("content_block_delta", json!({"type": "content_block_delta", "index": index,
-                                "delta": {"type": "input_json_delta", "partial_json": tc.arguments_json}}));
-                        }
-                    }
-                }
-                StreamItem::End(end) => {
-                    rec.set_usage(end.usage.as_ref());
-                    if let Some((i, _)) = open.take() {
-                        yield event("content_block_stop", json!({"type": "content_block_stop", "index": i}));
-                    }
-                    yield event("message_delta", json!({"type": "message_delta",
-                        "delta": {"stop_reason": stop_reason(end.stop_reason), "stop_sequence": null},
-                        "usage": usage_json(end.usage.as_ref())}));
-                    yield event("message_stop", json!({"type": "message_stop"}));
-                    break;
-                }
-                StreamItem::Failed(message) => {
-                    rec.set_stream_error("stream_interrupted");
-                    yield event("error", json!({"type": "error", "error": {"type": "api_error", "message": message}}));
-                    break;
-                }
-            }
-        }
-    };
-    Sse::new(events)
-        .keep_alive(
-            KeepAlive::new().event(Event::default().event("ping").data("{\"type\": \"ping\"}")),
-        )
-        .into_response()
+        frame::answered(
+            &mut out,
+            &done.route,
+            frame.started,
+            &rate_state,
+            frame.rec.cost(),
+        );
+        Ok(out)
+    }
 }
 
 #[cfg(test)]
@@ -545,7 +437,7 @@ mod tests {
         assert!(
             matches!(&r.messages[2].content[0].part, Some(pb::content_part::Part::ToolResult(t)) if t.content == "sunny")
         );
-        assert!(req.needs(&r).tools);
+        assert!(Needs::of_request(&r, req.stream).tools);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-use crate::config::Health;
+use crate::model::Health;
 use crate::routing::{ModelCaps, SpokeView};
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -390,7 +390,7 @@ pub struct PoolTls {
 
 impl PoolTls {
     /// Builds from validated settings and starts watching the files.
-    pub fn start(tls: &crate::config::SpokeTls) -> Result<Self, switchyard_tls::TlsError> {
+    pub fn start(tls: &crate::model::SpokeTls) -> Result<Self, switchyard_tls::TlsError> {
         let server_name = match &tls.server_name {
             None => None,
             Some(n) => Some(

@@ -5,7 +5,6 @@ use serde_json::{Value, json};
 use switchyard_proto::v1 as pb;
 
 use crate::error::HubError;
-use crate::routing::Needs;
 
 /// `POST /v1/chat/completions` body. Unknown fields (`n`, `user`, `seed`, …) are accepted and
 /// ignored, as OpenAI clients send many.
@@ -25,7 +24,7 @@ pub struct ChatRequest {
     pub stop: Option<Stop>,
     pub tools: Option<Vec<Tool>>,
     /// A prompt template to render into the messages (`{"name", "version"?, "variables"}`).
-    pub prompt: Option<crate::prompts::PromptRef>,
+    pub prompt: Option<crate::templates::PromptRef>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -157,29 +156,6 @@ impl Content {
 impl ChatRequest {
     /// Capabilities this request needs: streaming, tools, and a context window that fits a rough
     /// token estimate (chars / 4) plus the requested output.
-    pub fn needs(&self) -> Needs {
-        let chars: usize = self
-            .messages
-            .iter()
-            .map(|m| match &m.content {
-                Some(Content::Text(s)) => s.len(),
-                Some(Content::Parts(p)) => p
-                    .iter()
-                    .filter_map(|p| p.text.as_ref())
-                    .map(String::len)
-                    .sum(),
-                None => 0,
-            })
-            .sum();
-        let estimate = u32::try_from(chars / 4).unwrap_or(u32::MAX);
-        let out = self.max_completion_tokens.or(self.max_tokens).unwrap_or(0);
-        Needs {
-            streaming: self.stream,
-            tools: self.tools.as_ref().is_some_and(|t| !t.is_empty()),
-            min_context_window: estimate.saturating_add(out),
-            images: false,
-        }
-    }
 
     /// Translates to the spoke contract (models, deadline and request id are filled by the caller).
     pub fn to_infer(&self) -> Result<pb::InferRequest, HubError> {
@@ -428,10 +404,10 @@ mod tests {
             r.messages[0].content[0].part,
             Some(pb::content_part::Part::Text("hi there".into()))
         );
-        let p = r.params.unwrap();
+        let p = r.params.clone().unwrap();
         assert_eq!(p.max_tokens, Some(7));
         assert_eq!(p.stop, vec!["END".to_string()]);
-        assert!(!req.needs().streaming);
+        assert!(!crate::routing::Needs::of_request(&r, req.stream).streaming);
     }
 
     #[test]
@@ -454,8 +430,9 @@ mod tests {
             "model": "demo", "messages": [{"role": "user", "content": "x"}], "stop": ["a", "b"], "stream": true
         }))
         .unwrap();
-        assert_eq!(req.to_infer().unwrap().params.unwrap().stop.len(), 2);
-        assert!(req.needs().streaming);
+        let r = req.to_infer().unwrap();
+        assert_eq!(r.params.as_ref().unwrap().stop.len(), 2);
+        assert!(crate::routing::Needs::of_request(&r, req.stream).streaming);
         assert_eq!(finish_reason(pb::StopReason::MaxTokens as i32), "length");
         assert_eq!(finish_reason(pb::StopReason::EndTurn as i32), "stop");
     }

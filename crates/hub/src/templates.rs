@@ -1,28 +1,12 @@
 //! Prompt templates: named, versioned system prompts and user templates with `{{variables}}`,
-//! configured in `[[prompts]]`, used from a chat request's `prompt` field or through
-//! `POST /v1/prompts/{name}` (variables only). A template may split traffic between two versions
-//! (A/B); the version used is reported in `x-switchyard-prompt: NAME@VERSION` and in the
-//! `switchyard_prompt_requests_total{prompt,version}` counter.
+//! configured in `[[prompts]]`. A template may split traffic between two versions (A/B). Pure:
+//! parsing, validation, version choice and rendering; the surfaces use it
+//! (`surface::prompts`).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 
-use axum::Router;
-use axum::body::{Body, Bytes};
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue};
-use axum::response::{IntoResponse, Response};
-use axum::routing::post;
 use serde::Deserialize;
-use serde_json::{Map, Value, json};
-
-use crate::config::Alias;
-use crate::error::HubError;
-use crate::hub::Hub;
-use crate::openai::{ChatMessage, ChatRequest, Content};
-
-/// Response header naming the template version a request used.
-pub const PROMPT_HEADER: &str = "x-switchyard-prompt";
+use serde_json::{Map, Value};
 
 /// `[[prompts]]`: one named template.
 #[derive(Debug, Clone, Deserialize)]
@@ -70,7 +54,7 @@ enum Segment {
 
 /// A parsed template.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Template(Vec<Segment>);
+pub(crate) struct Template(Vec<Segment>);
 
 impl Template {
     fn parse(text: &str) -> Result<Template, String> {
@@ -111,7 +95,7 @@ impl Template {
     }
 
     /// Substitutes every variable; the first missing one is the error.
-    fn render(&self, vars: &Map<String, Value>) -> Result<String, String> {
+    pub(crate) fn render(&self, vars: &Map<String, Value>) -> Result<String, String> {
         let mut out = String::new();
         for s in &self.0 {
             match s {
@@ -128,9 +112,9 @@ impl Template {
 }
 
 #[derive(Debug, Clone)]
-struct Version {
-    system: Template,
-    user: Template,
+pub(crate) struct Version {
+    pub(crate) system: Template,
+    pub(crate) user: Template,
 }
 
 /// A validated prompt template.
@@ -147,7 +131,11 @@ pub struct Prompt {
 impl Prompt {
     /// The version for a request: the pinned one, else by the A/B split (`roll` in 0..100), else
     /// the default.
-    fn choose(&self, pinned: Option<&str>, roll: u32) -> Result<(&str, &Version), HubError> {
+    pub(crate) fn choose(
+        &self,
+        pinned: Option<&str>,
+        roll: u32,
+    ) -> Result<(&str, &Version), String> {
         let name = match pinned {
             Some(v) => v,
             None => {
@@ -167,18 +155,18 @@ impl Prompt {
             .get_key_value(name)
             .map(|(k, v)| (k.as_str(), v))
             .ok_or_else(|| {
-                HubError::BadRequest(format!(
+                format!(
                     "prompt.version: prompt {:?} has no version {name:?}",
                     self.name
-                ))
+                )
             })
     }
 }
 
 /// Validates `[[prompts]]`, pushing every problem with its path.
-pub fn validate(
+pub fn validate<A>(
     list: &[PromptConfig],
-    aliases: &BTreeMap<String, Alias>,
+    aliases: &BTreeMap<String, A>,
     errs: &mut Vec<String>,
 ) -> BTreeMap<String, Prompt> {
     let mut out = BTreeMap::new();
@@ -268,156 +256,6 @@ pub fn validate(
     out
 }
 
-/// Replaces a chat request's `prompt` reference with the rendered messages: the template's system
-/// prompt, its user message, then any `messages` the request carries. Returns `NAME@VERSION`.
-pub fn expand(hub: &Hub, req: &mut ChatRequest) -> Result<Option<String>, HubError> {
-    let Some(r) = req.prompt.take() else {
-        return Ok(None);
-    };
-    let table = hub.table.load();
-    let prompt = table.prompts.get(&r.name).ok_or_else(|| {
-        HubError::BadRequest(format!("prompt.name: no prompt named {:?}", r.name))
-    })?;
-    let (version, v) = prompt.choose(r.version.as_deref(), rand::random_range(0..100))?;
-    let missing = |var: String| {
-        HubError::BadRequest(format!(
-            "prompt.variables: missing variable `{var}` for prompt {:?} version {version:?}",
-            prompt.name
-        ))
-    };
-    let system = v.system.render(&r.variables).map_err(missing)?;
-    let user = v.user.render(&r.variables).map_err(missing)?;
-    let msg = |role: &str, text: String| ChatMessage {
-        role: role.to_string(),
-        content: Some(Content::Text(text)),
-        tool_calls: Vec::new(),
-        tool_call_id: None,
-    };
-    let mut messages = Vec::with_capacity(req.messages.len() + 2);
-    if !system.is_empty() {
-        messages.push(msg("system", system));
-    }
-    messages.push(msg("user", user));
-    messages.append(&mut req.messages);
-    req.messages = messages;
-    let used = format!("{}@{version}", prompt.name);
-    metrics::counter!(
-        "switchyard_prompt_requests_total",
-        "prompt" => prompt.name.clone(),
-        "version" => version.to_string()
-    )
-    .increment(1);
-    Ok(Some(used))
-}
-
-/// Marks a response with the template version used.
-pub fn mark(resp: &mut Response, used: Option<&String>) {
-    if let Some(v) = used.and_then(|u| HeaderValue::from_str(u).ok()) {
-        resp.headers_mut().insert(PROMPT_HEADER, v);
-    }
-}
-
-/// `POST /v1/prompts/{name}`.
-pub fn routes() -> Router<Arc<Hub>> {
-    Router::new().route("/v1/prompts/{name}", post(prompt_handler))
-}
-
-/// Body: `{"variables": {...}}`, optionally `version`, `model` (default: the prompt's `model`),
-/// `stream`, and any chat-completions parameter (`temperature`, `max_tokens`, …). Answered
-/// exactly like `POST /v1/chat/completions`, and recorded like it (surface `openai`) — its own
-/// refusals (bad key, unknown prompt, bad body) included.
-async fn prompt_handler(
-    State(hub): State<Arc<Hub>>,
-    Path(name): Path<String>,
-    mut headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    use crate::observe::{RequestRecord, Surface};
-    let started = std::time::Instant::now();
-    let request_id = crate::gateway::request_id(&headers);
-    let span = crate::observe::request_span(&headers, &request_id, Surface::OpenAi.operation());
-    let mut rec = RequestRecord::start(
-        hub.audit.clone(),
-        &request_id,
-        span.clone(),
-        Surface::OpenAi,
-    );
-    let building = chat_body(&hub, &name, &headers, &body, &mut rec);
-    match tracing::Instrument::instrument(building, span).await {
-        Ok(bytes) => {
-            headers.remove(http::header::CONTENT_LENGTH);
-            crate::api::chat_completions_observed(
-                hub,
-                headers,
-                Body::from(bytes),
-                started,
-                &request_id,
-                rec,
-            )
-            .await
-        }
-        Err(e) => rec.finish(Err(e), &request_id, IntoResponse::into_response),
-    }
-}
-
-/// The chat-completions body for one call of prompt `name`.
-async fn chat_body(
-    hub: &Hub,
-    name: &str,
-    headers: &HeaderMap,
-    body: &Bytes,
-    rec: &mut crate::observe::RequestRecord,
-) -> Result<Vec<u8>, HubError> {
-    let tenant = crate::api::authenticate(hub, headers).await?;
-    rec.set_tenant(&tenant.name);
-    let Some(prompt) = hub.table.load().prompts.get(name).cloned() else {
-        return Err(HubError::NotFound);
-    };
-    let mut obj = if body.iter().all(u8::is_ascii_whitespace) {
-        Map::new()
-    } else {
-        match serde_json::from_slice::<Value>(body) {
-            Ok(Value::Object(o)) => o,
-            Ok(_) => {
-                return Err(HubError::BadRequest(
-                    "the body must be a JSON object".into(),
-                ));
-            }
-            Err(e) => {
-                return Err(HubError::BadRequest(format!("invalid request body: {e}")));
-            }
-        }
-    };
-    if obj.contains_key("prompt") {
-        return Err(HubError::BadRequest(
-            "`prompt` is set by the path; send `variables` and `version`".into(),
-        ));
-    }
-    let variables = obj.remove("variables").unwrap_or_else(|| json!({}));
-    if !variables.is_object() {
-        return Err(HubError::BadRequest("`variables` must be an object".into()));
-    }
-    let version = obj.remove("version");
-    if !obj.contains_key("model") {
-        match &prompt.model {
-            Some(m) => {
-                obj.insert("model".into(), Value::String(m.clone()));
-            }
-            None => {
-                return Err(HubError::BadRequest(format!(
-                    "`model` is required: prompt {name:?} names no default model"
-                )));
-            }
-        }
-    }
-    obj.entry("messages").or_insert_with(|| json!([]));
-    obj.insert(
-        "prompt".into(),
-        json!({"name": name, "version": version, "variables": variables}),
-    );
-    serde_json::to_vec(&Value::Object(obj)).map_err(|e| HubError::Internal(e.to_string()))
-}
-
 /// Variables a version uses (for docs and tests).
 pub fn variables_of(p: &Prompt, version: &str) -> BTreeSet<String> {
     p.versions
@@ -435,6 +273,7 @@ pub fn variables_of(p: &Prompt, version: &str) -> BTreeSet<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn vars(v: Value) -> Map<String, Value> {
         match v {
@@ -473,7 +312,11 @@ versions = [{ version = "1", user = "a {{x}}" }, { version = "2", system = "s {{
         )
         .unwrap();
         let mut errs = Vec::new();
-        let map = validate(std::slice::from_ref(&cfg), &BTreeMap::new(), &mut errs);
+        let map = validate(
+            std::slice::from_ref(&cfg),
+            &BTreeMap::<String, ()>::new(),
+            &mut errs,
+        );
         assert!(errs.is_empty(), "{errs:?}");
         let p = &map["p"];
         assert_eq!(p.choose(None, 0).unwrap().0, "1");
@@ -491,7 +334,7 @@ versions = [{ version = "1", user = "a {{x}}" }, { version = "2", system = "s {{
         bad.model = Some("ghost".into());
         bad.versions[1].user = "{{ broken".into();
         let mut errs = Vec::new();
-        validate(&[bad], &BTreeMap::new(), &mut errs);
+        validate(&[bad], &BTreeMap::<String, ()>::new(), &mut errs);
         let joined = errs.join("\n");
         for needle in [
             "prompts[0].model",

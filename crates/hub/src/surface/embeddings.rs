@@ -2,14 +2,11 @@
 //! path (content policy, tenant quota, failover) and reach the spokes' `Embed` RPC.
 
 use std::sync::Arc;
-use std::time::Instant;
 
-use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
 use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -17,17 +14,13 @@ use switchyard_proto::v1 as pb;
 
 use crate::error::HubError;
 use crate::gateway;
-use crate::hub::Hub;
-use crate::observe::{self, RequestInfo, RequestRecord, Surface};
+use crate::observe::{self, RequestInfo, Surface};
 use crate::routing::Needs;
+use crate::state::Hub;
+use crate::surface::frame::{self, Frame};
 
 /// Most inputs one request may carry (OpenAI's own limit).
 pub const MAX_INPUTS: usize = 2048;
-
-/// `/v1/embeddings`, merged into the hub's router.
-pub fn routes() -> Router<Arc<Hub>> {
-    Router::new().route("/v1/embeddings", post(embeddings_handler))
-}
 
 /// The request body. `user` and unknown fields are ignored.
 #[derive(Debug, Deserialize)]
@@ -78,36 +71,28 @@ impl EmbeddingsRequest {
     }
 }
 
-async fn embeddings_handler(
+pub async fn embeddings_handler(
     State(hub): State<Arc<Hub>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let started = Instant::now();
-    let request_id = gateway::request_id(&headers);
-    let span = observe::request_span(&headers, &request_id, Surface::Embeddings.operation());
-    let mut rec = RequestRecord::start(
-        hub.audit.clone(),
-        &request_id,
-        span.clone(),
-        Surface::Embeddings,
-    );
-    let serving = embeddings(&hub, &headers, body, started, &request_id, &mut rec);
-    let result = tracing::Instrument::instrument(serving, span).await;
-    rec.finish(result, &request_id, IntoResponse::into_response)
+    let mut frame = Frame::begin(&hub, &headers, Surface::Embeddings);
+    let span = frame.span();
+    let result =
+        tracing::Instrument::instrument(embeddings(&hub, &headers, body, &mut frame), span).await;
+    frame.finish(result, IntoResponse::into_response, None)
 }
 
 async fn embeddings(
     hub: &Arc<Hub>,
     headers: &HeaderMap,
     body: Body,
-    started: Instant,
-    request_id: &str,
-    rec: &mut RequestRecord,
+    frame: &mut Frame,
 ) -> Result<Response, HubError> {
-    let tenant = crate::api::authenticate(hub, headers).await?;
-    rec.set_tenant(&tenant.name);
-    let bytes = gateway::read_body(hub, headers, body).await?;
+    let table = frame.table.clone();
+    let tenant = frame::authenticate(hub, &table, headers).await?;
+    frame.rec.set_tenant(&tenant.name);
+    let bytes = frame::read_body(hub, headers, body).await?;
     let req: EmbeddingsRequest =
         serde_json::from_slice(&bytes).map_err(|e| bad(format!("invalid request body: {e}")))?;
     let base64 = match req.encoding_format.as_deref() {
@@ -122,7 +107,7 @@ async fn embeddings(
     if req.dimensions == Some(0) {
         return Err(bad("dimensions: must be at least 1"));
     }
-    let alias = hub.resolve_alias(&tenant, &req.model)?;
+    let alias = table.resolve_alias(&tenant, &req.model)?;
     // One user message per input: the content policy and the quota estimate see every text.
     let request = pb::InferRequest {
         messages: req
@@ -141,25 +126,28 @@ async fn embeddings(
         }),
         ..Default::default()
     };
-    rec.set_request(
+    frame.rec.set_request(
         &alias,
         &RequestInfo::infer(&req.model, false, &request),
         || observe::infer_messages(&request),
     );
     let inbound = gateway::Inbound {
+        table,
         headers,
         model: &req.model,
         request,
         needs: Needs::default(),
-        started,
-        request_id,
+        started: frame.started,
+        request_id: &frame.request_id,
     };
     let admission = gateway::check(hub, tenant, alias, inbound)?
         .admit(hub)
         .await?;
     let rate_state = admission.rate_state;
     let (resp, route) = admission.embed(hub, req.dimensions.unwrap_or(0)).await?;
-    rec.set_route(&route, resp.usage.as_ref(), &resp.attempts);
+    frame
+        .rec
+        .set_route(&route, resp.usage.as_ref(), &resp.attempts);
     let data: Vec<Value> = resp
         .embeddings
         .iter()
@@ -182,9 +170,13 @@ async fn embeddings(
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
     }))
     .into_response();
-    gateway::route_headers(out.headers_mut(), &route, started);
-    observe::cost_header(out.headers_mut(), rec.cost());
-    crate::quota::ratelimit_headers(out.headers_mut(), &rate_state);
+    frame::answered(
+        &mut out,
+        &route,
+        frame.started,
+        &rate_state,
+        frame.rec.cost(),
+    );
     Ok(out)
 }
 

@@ -3,44 +3,15 @@
 //! [`crate::observe::RequestRecord`] when the request ends; its fields are listed in
 //! docs/observability.md.
 
+use crate::config::AuditConfig;
 use std::io::Write;
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::error::FailedAttempt;
-
-/// `[audit]`: one JSON line per request.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct AuditConfig {
-    /// Write audit lines at all (default true).
-    #[serde(default = "yes")]
-    pub enabled: bool,
-    /// File to append to, or `"-"` for stdout (the default).
-    #[serde(default)]
-    pub path: Option<PathBuf>,
-    /// Include the request's messages in the audit line (default false: no prompt content).
-    #[serde(default)]
-    pub capture_content: bool,
-}
-
-impl Default for AuditConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            path: None,
-            capture_content: false,
-        }
-    }
-}
-
-fn yes() -> bool {
-    true
-}
 
 /// Where audit lines go: a writer thread fed by a channel (the request path never blocks on
 /// the file).
@@ -139,7 +110,7 @@ impl AuditAttempt {
             pool: a.provider.clone(),
             model: a.model.clone(),
             spoke: a.spoke.clone(),
-            outcome: crate::observe::failure_reason(&a.kind).to_string(),
+            outcome: crate::observe::spans::failure_reason(&a.kind).to_string(),
             account: None,
             region: None,
             upstream: Vec::new(),
@@ -149,34 +120,14 @@ impl AuditAttempt {
 
 /// RFC 3339 UTC with milliseconds, without a date crate.
 pub fn rfc3339(t: SystemTime) -> String {
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs();
-    let days = secs / 86_400;
-    let rem = secs % 86_400;
-    // Civil from days (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = if month <= 2 { y + 1 } else { y };
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60,
-        d.subsec_millis()
-    )
+    humantime::format_rfc3339_millis(t).to_string()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::time::Duration;
+    use std::time::UNIX_EPOCH;
 
     #[test]
     fn rfc3339_known_instants() {

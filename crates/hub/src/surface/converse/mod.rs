@@ -8,38 +8,26 @@
 //! Bearer`); a SigV4 `Authorization` header is ignored. docs/api.md shows the boto3 hook.
 
 use std::sync::Arc;
-use std::time::Instant;
 
-use aws_smithy_types::event_stream::{Header, HeaderValue as FrameValue, Message};
-use axum::Router;
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use futures::StreamExt;
-use futures::stream::BoxStream;
 use serde_json::{Value, json};
 use switchyard_proto::v1 as pb;
 
+mod stream;
+
 use crate::error::HubError;
-use crate::gateway::{self, StreamItem};
-use crate::hub::Hub;
-use crate::observe::{self, RequestInfo, RequestRecord, Surface};
+use crate::gateway;
+use crate::headers;
+use crate::observe::{self, RequestInfo, Surface};
 use crate::routing::Needs;
+use crate::state::Hub;
+use crate::surface::frame::{self, Frame};
 
 /// Content type of AWS event streams.
 pub const EVENT_STREAM: &str = "application/vnd.amazon.eventstream";
-
-/// The Converse routes, merged into the hub's router.
-pub fn routes() -> Router<Arc<Hub>> {
-    Router::new()
-        .route("/model/{model_id}/converse", post(converse_handler))
-        .route(
-            "/model/{model_id}/converse-stream",
-            post(converse_stream_handler),
-        )
-}
 
 fn bad(msg: impl Into<String>) -> HubError {
     HubError::BadRequest(msg.into())
@@ -260,7 +248,7 @@ pub fn stop_reason(reason: i32) -> &'static str {
     }
 }
 
-fn usage_json(u: Option<&pb::Usage>) -> Value {
+pub(super) fn usage_json(u: Option<&pb::Usage>) -> Value {
     let (i, o) = u.map_or((0, 0), |u| (u.input_tokens, u.output_tokens));
     json!({"inputTokens": i, "outputTokens": o, "totalTokens": i + o})
 }
@@ -309,13 +297,13 @@ fn error_type(e: &HubError) -> (StatusCode, &'static str) {
 pub fn error_response(e: HubError) -> Response {
     let (status, ty) = error_type(&e);
     let body = json!({"message": e.client_message()});
-    let mut resp = gateway::error_response(e, status, body);
+    let mut resp = frame::error_response(e, status, body);
     resp.headers_mut()
-        .insert("x-amzn-errortype", HeaderValue::from_static(ty));
+        .insert(headers::AMZN_ERROR_TYPE, HeaderValue::from_static(ty));
     resp
 }
 
-async fn converse_handler(
+pub async fn converse_handler(
     State(hub): State<Arc<Hub>>,
     Path(model): Path<String>,
     headers: HeaderMap,
@@ -324,7 +312,7 @@ async fn converse_handler(
     handle(hub, model, headers, body, false).await
 }
 
-async fn converse_stream_handler(
+pub async fn converse_stream_handler(
     State(hub): State<Arc<Hub>>,
     Path(model): Path<String>,
     headers: HeaderMap,
@@ -340,209 +328,75 @@ async fn handle(
     body: Body,
     stream: bool,
 ) -> Response {
-    let started = Instant::now();
-    let request_id = gateway::request_id(&headers);
-    let span = observe::request_span(&headers, &request_id, Surface::Converse.operation());
-    let mut rec = RequestRecord::start(
-        hub.audit.clone(),
-        &request_id,
-        span.clone(),
-        Surface::Converse,
-    );
-    let serving = serve(
-        &hub,
-        &model,
-        &headers,
-        body,
-        stream,
-        started,
-        &request_id,
-        &mut rec,
-    );
+    let mut frame = Frame::begin(&hub, &headers, Surface::Converse);
+    let span = frame.span();
+    let serving = serve(&hub, &model, &headers, body, stream, &mut frame);
     let result = tracing::Instrument::instrument(serving, span).await;
-    let mut resp = rec.finish(result, &request_id, error_response);
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
-        resp.headers_mut().insert("x-amzn-requestid", v);
-    }
-    resp
+    frame.finish(result, error_response, Some(headers::AMZN_REQUEST_ID))
 }
 
-// The handler's context, one argument each (as `anthropic::messages`), plus the path's model
-// and whether it streams.
-#[allow(clippy::too_many_arguments)]
 async fn serve(
     hub: &Arc<Hub>,
     model: &str,
     headers: &HeaderMap,
     body: Body,
     stream: bool,
-    started: Instant,
-    request_id: &str,
-    rec: &mut RequestRecord,
+    frame: &mut Frame,
 ) -> Result<Response, HubError> {
-    let tenant = crate::api::authenticate_x_api_key(hub, headers).await?;
-    rec.set_tenant(&tenant.name);
-    let bytes = gateway::read_body(hub, headers, body).await?;
+    let table = frame.table.clone();
+    let tenant = frame::authenticate_x_api_key(hub, &table, headers).await?;
+    frame.rec.set_tenant(&tenant.name);
+    let bytes = frame::read_body(hub, headers, body).await?;
     let v: Value =
         serde_json::from_slice(&bytes).map_err(|e| bad(format!("invalid request body: {e}")))?;
-    let alias = hub.resolve_alias(&tenant, model)?;
+    let alias = table.resolve_alias(&tenant, model)?;
     let request = to_infer(&v)?;
-    rec.set_request(&alias, &RequestInfo::infer(model, stream, &request), || {
-        observe::infer_messages(&request)
-    });
-    let estimate =
-        u32::try_from(switchyard_proto::estimate_input_tokens(&request)).unwrap_or(u32::MAX);
-    let out = request
-        .params
-        .as_ref()
-        .and_then(|p| p.max_tokens)
-        .unwrap_or(0);
-    let needs = Needs {
-        streaming: stream,
-        tools: !request.tools.is_empty(),
-        min_context_window: estimate.saturating_add(out),
-        images: false,
-    };
+    frame
+        .rec
+        .set_request(&alias, &RequestInfo::infer(model, stream, &request), || {
+            observe::infer_messages(&request)
+        });
     let inbound = gateway::Inbound {
+        table,
         headers,
         model,
+        needs: Needs::of_request(&request, stream),
         request,
-        needs,
-        started,
-        request_id,
+        started: frame.started,
+        request_id: &frame.request_id,
     };
     let admission = gateway::check(hub, tenant, alias, inbound)?
         .admit(hub)
         .await?;
     let rate_state = admission.rate_state;
-    let mut resp = if stream {
+    if stream {
         let streamed = admission.stream(hub).await?;
-        rec.set_route(&streamed.route, None, &streamed.attempts);
-        let frames = frames(streamed.items, started, rec.share_with_stream());
+        frame
+            .rec
+            .set_route(&streamed.route, None, &streamed.attempts);
+        let frames = stream::frames(streamed.items, frame.started, frame.rec.share_with_stream());
         let mut resp = Response::new(Body::from_stream(frames));
         resp.headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(EVENT_STREAM));
-        gateway::route_headers(resp.headers_mut(), &streamed.route, started);
-        resp
+        frame::answered(&mut resp, &streamed.route, frame.started, &rate_state, None);
+        Ok(resp)
     } else {
         let done = admission.complete(hub).await?;
-        let latency = started.elapsed().as_millis() as u64;
-        rec.set_route(
+        let latency = frame.started.elapsed().as_millis() as u64;
+        frame.rec.set_route(
             &done.route,
             done.response.usage.as_ref(),
             &done.response.attempts,
         );
         let mut out = axum::Json(response_json(&done.response, latency)).into_response();
-        gateway::route_headers(out.headers_mut(), &done.route, started);
-        observe::cost_header(out.headers_mut(), rec.cost());
-        out
-    };
-    crate::quota::ratelimit_headers(resp.headers_mut(), &rate_state);
-    Ok(resp)
-}
-
-fn encode(headers: Vec<Header>, payload: &Value) -> Bytes {
-    let message = Message::new_from_parts(headers, Bytes::from(payload.to_string()));
-    let mut buf = Vec::new();
-    if let Err(e) = aws_smithy_eventstream::frame::write_message_to(&message, &mut buf) {
-        // Only fails on oversized headers, which these never are.
-        tracing::error!(error = %e, "event-stream frame could not be encoded");
-    }
-    Bytes::from(buf)
-}
-
-fn event_frame(event_type: &'static str, payload: Value) -> Result<Bytes, std::io::Error> {
-    Ok(encode(
-        vec![
-            Header::new(":message-type", FrameValue::String("event".into())),
-            Header::new(":event-type", FrameValue::String(event_type.into())),
-            Header::new(
-                ":content-type",
-                FrameValue::String("application/json".into()),
-            ),
-        ],
-        &payload,
-    ))
-}
-
-fn exception_frame(exception_type: &'static str, message: &str) -> Result<Bytes, std::io::Error> {
-    Ok(encode(
-        vec![
-            Header::new(":message-type", FrameValue::String("exception".into())),
-            Header::new(":exception-type", FrameValue::String(exception_type.into())),
-            Header::new(
-                ":content-type",
-                FrameValue::String("application/json".into()),
-            ),
-        ],
-        &json!({ "message": message }),
-    ))
-}
-
-/// A committed stream as ConverseStream frames. Text goes to a text block; each tool call gets
-/// its own block opened with `contentBlockStart`. `rec` (the stream's handle on the request
-/// record) sees the first token, the usage and a mid-stream failure.
-fn frames(
-    mut items: BoxStream<'static, StreamItem>,
-    started: Instant,
-    mut rec: RequestRecord,
-) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
-    async_stream::stream! {
-        yield event_frame("messageStart", json!({"role": "assistant"}));
-        // The open block: (index, Some(tool-call index) for a toolUse block).
-        let mut open: Option<(u32, Option<u32>)> = None;
-        let mut next_index = 0u32;
-        while let Some(item) = items.next().await {
-            match item {
-                StreamItem::Delta(d) => {
-                    if !d.text.is_empty() || d.tool_call.is_some() {
-                        rec.first_token();
-                    }
-                    if !d.text.is_empty() {
-                        if !matches!(open, Some((_, None))) {
-                            if let Some((i, _)) = open.take() {
-                                yield event_frame("contentBlockStop", json!({"contentBlockIndex": i}));
-                            }
-                            open = Some((next_index, None));
-                            next_index += 1;
-                        }
-                        let index = open.map_or(0, |(i, _)| i);
-                        yield event_frame("contentBlockDelta", json!({"contentBlockIndex": index, "delta": {"text": d.text}}));
-                    }
-                    if let Some(tc) = d.tool_call {
-                        if open.is_none_or(|(_, t)| t != Some(tc.index)) {
-                            if let Some((i, _)) = open.take() {
-                                yield event_frame("contentBlockStop", json!({"contentBlockIndex": i}));
-                            }
-                            open = Some((next_index, Some(tc.index)));
-                            yield event_frame("contentBlockStart", json!({"contentBlockIndex": next_index,
-                                "start": {"toolUse": {"toolUseId": tc.id, "name": tc.name}}}));
-                            next_index += 1;
-                        }
-                        if !tc.arguments_json.is_empty() {
-                            let index = open.map_or(0, |(i, _)| i);
-                            yield event_frame("contentBlockDelta", json!({"contentBlockIndex": index,
-                                "delta": {"toolUse": {"input": tc.arguments_json}}}));
-                        }
-                    }
-                }
-                StreamItem::End(end) => {
-                    rec.set_usage(end.usage.as_ref());
-                    if let Some((i, _)) = open.take() {
-                        yield event_frame("contentBlockStop", json!({"contentBlockIndex": i}));
-                    }
-                    yield event_frame("messageStop", json!({"stopReason": stop_reason(end.stop_reason)}));
-                    yield event_frame("metadata", json!({"usage": usage_json(end.usage.as_ref()),
-                        "metrics": {"latencyMs": started.elapsed().as_millis() as u64}}));
-                    break;
-                }
-                StreamItem::Failed(message) => {
-                    rec.set_stream_error("stream_interrupted");
-                    yield exception_frame("modelStreamErrorException", message);
-                    break;
-                }
-            }
-        }
+        frame::answered(
+            &mut out,
+            &done.route,
+            frame.started,
+            &rate_state,
+            frame.rec.cost(),
+        );
+        Ok(out)
     }
 }
 

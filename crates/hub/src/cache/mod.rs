@@ -1,0 +1,515 @@
+//! Response cache and request coalescing for deterministic chat requests.
+//!
+//! Opt-in per tenant or per alias (`cache = { ttl = "5m" }`; `ttl = "0s"` = coalescing only).
+//! A request is cacheable when its tenant or alias opted in, `temperature` is 0 and it carries no
+//! tools. Its key is a SHA-256 over the tenant, the requested alias and the canonical request
+//! (system prompt, messages, parameters after content policy), so a tenant never sees another's
+//! entries. Identical requests in flight at the same time share one upstream call: the first is
+//! the *leader*, the others *follow* its answer through a replay buffer (deltas as they arrive,
+//! then the end), streaming included. A leader that fails or is abandoned releases its followers,
+//! which then make their own call (or, when they already streamed part of the answer, end with an
+//! error event).
+//!
+//! Responses carry `x-switchyard-cache: hit|miss|coalesced`; hits and coalesced answers count as
+//! requests against the tenant's `requests_per_minute` but not against token or spend limits.
+
+mod memory;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use sha2::Digest;
+use switchyard_proto::v1 as pb;
+use tokio::sync::watch;
+
+use crate::model::{Alias, RouteTaken, Tenant};
+use memory::Memory;
+
+/// A cache key: SHA-256 of the tenant, the requested alias and the canonical request.
+pub type Key = [u8; 32];
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum CacheStore {
+    Memory,
+    Redis {
+        url: String,
+        prefix: String,
+        timeout: Duration,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CacheSettings {
+    pub max_entries: usize,
+    pub max_bytes: usize,
+    pub store: CacheStore,
+}
+
+/// A stored answer (text only: requests with tools are never cached).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Answer {
+    pub text: String,
+    pub stop_reason: i32,
+    pub input_tokens: u32,
+    pub output_tokens: u32,
+    pub provider: String,
+    pub account: String,
+    pub region: String,
+    pub model: String,
+}
+
+impl Answer {
+    /// The answer of a completed call; `None` when it holds more than text.
+    pub fn from_response(resp: &pb::InferResponse, route: &RouteTaken) -> Option<Answer> {
+        let mut text = String::new();
+        for part in resp.message.iter().flat_map(|m| &m.content) {
+            match &part.part {
+                Some(pb::content_part::Part::Text(t)) => text.push_str(t),
+                _ => return None,
+            }
+        }
+        let usage = resp.usage.unwrap_or_default();
+        Some(Answer {
+            text,
+            stop_reason: resp.stop_reason,
+            input_tokens: usage.input_tokens,
+            output_tokens: usage.output_tokens,
+            provider: route.provider.clone(),
+            account: route.account.clone(),
+            region: route.region.clone(),
+            model: route.model.clone(),
+        })
+    }
+
+    pub fn response(&self) -> pb::InferResponse {
+        pb::InferResponse {
+            message: Some(pb::Message {
+                role: pb::Role::Assistant as i32,
+                content: vec![pb::ContentPart {
+                    part: Some(pb::content_part::Part::Text(self.text.clone())),
+                }],
+            }),
+            stop_reason: self.stop_reason,
+            usage: Some(self.usage()),
+            route: Some(pb::Route {
+                provider: self.provider.clone(),
+                account: self.account.clone(),
+                region: self.region.clone(),
+                model: self.model.clone(),
+            }),
+            ..Default::default()
+        }
+    }
+
+    pub fn usage(&self) -> pb::Usage {
+        pb::Usage {
+            input_tokens: self.input_tokens,
+            output_tokens: self.output_tokens,
+        }
+    }
+
+    fn size(&self) -> usize {
+        self.text.len()
+            + self.provider.len()
+            + self.account.len()
+            + self.region.len()
+            + self.model.len()
+            + 64
+    }
+}
+
+/// One call in flight that identical requests follow.
+#[derive(Debug)]
+pub struct Flight {
+    state: Mutex<FlightState>,
+    changed: watch::Sender<u64>,
+}
+
+#[derive(Debug, Default)]
+struct FlightState {
+    /// The served model, once the leader's stream started (labels the followers' chunks).
+    model: String,
+    deltas: Vec<String>,
+    /// `Some(Ok)`: the leader's answer; `Some(Err)`: it failed or was abandoned.
+    done: Option<Result<Arc<Answer>, ()>>,
+}
+
+impl Flight {
+    fn new() -> Flight {
+        Flight {
+            state: Mutex::new(FlightState::default()),
+            changed: watch::channel(0).0,
+        }
+    }
+
+    /// Notified at every change (a delta, the end).
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    fn bump(&self) {
+        self.changed.send_modify(|v| *v += 1);
+    }
+
+    pub fn model(&self) -> String {
+        self.state.lock().model.clone()
+    }
+
+    /// Deltas from `from` on, and the end if reached.
+    pub fn read(&self, from: usize) -> (Vec<String>, Option<Result<Arc<Answer>, ()>>) {
+        let st = self.state.lock();
+        (
+            st.deltas
+                .get(from..)
+                .map(<[String]>::to_vec)
+                .unwrap_or_default(),
+            st.done.clone(),
+        )
+    }
+}
+
+/// The shared cache and the table of calls in flight.
+pub struct Cache {
+    settings: CacheSettings,
+    memory: Mutex<Memory>,
+    redis: tokio::sync::OnceCell<Option<redis::aio::ConnectionManager>>,
+    flights: Mutex<HashMap<Key, Arc<Flight>>>,
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache")
+            .field("max_entries", &self.settings.max_entries)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What to do with a cacheable request.
+pub enum Begin {
+    /// Answered from the cache.
+    Hit(Arc<Answer>),
+    /// An identical call is in flight: follow it.
+    Follow(Arc<Flight>),
+    /// Make the call, feeding the leader (stored in the cache and fanned out).
+    Lead(Leader),
+}
+
+impl Cache {
+    pub fn new(settings: CacheSettings) -> Cache {
+        Cache {
+            settings,
+            memory: Mutex::new(Memory::default()),
+            redis: tokio::sync::OnceCell::new(),
+            flights: Mutex::new(HashMap::new()),
+        }
+    }
+
+    async fn redis(&self) -> Option<(redis::aio::ConnectionManager, String, Duration)> {
+        let CacheStore::Redis {
+            url,
+            prefix,
+            timeout,
+        } = &self.settings.store
+        else {
+            return None;
+        };
+        let conn = self
+            .redis
+            .get_or_init(|| async {
+                let client = redis::Client::open(url.as_str()).ok()?;
+                let cfg = redis::aio::ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(*timeout))
+                    .set_response_timeout(Some(*timeout))
+                    .set_number_of_retries(1);
+                match tokio::time::timeout(
+                    *timeout * 4,
+                    redis::aio::ConnectionManager::new_with_config(client, cfg),
+                )
+                .await
+                {
+                    Ok(Ok(c)) => Some(c),
+                    _ => {
+                        tracing::warn!("response cache: Redis unreachable; caching disabled");
+                        None
+                    }
+                }
+            })
+            .await
+            .clone()?;
+        Some((conn, format!("{prefix}:cache:"), *timeout))
+    }
+
+    async fn get(&self, key: &Key) -> Option<Arc<Answer>> {
+        if let Some((mut conn, prefix, timeout)) = self.redis().await {
+            let k = format!("{prefix}{}", hex::encode(key));
+            let got = tokio::time::timeout(
+                timeout,
+                redis::cmd("GET")
+                    .arg(&k)
+                    .query_async::<Option<Vec<u8>>>(&mut conn),
+            )
+            .await;
+            return match got {
+                Ok(Ok(Some(bytes))) => serde_json::from_slice(&bytes).ok().map(Arc::new),
+                Ok(Ok(None)) => None,
+                Ok(Err(e)) => {
+                    tracing::warn!("response cache: Redis GET failed: {e}");
+                    None
+                }
+                Err(_) => {
+                    tracing::warn!("response cache: Redis GET timed out");
+                    None
+                }
+            };
+        }
+        self.memory.lock().get(key, Instant::now())
+    }
+
+    async fn put(&self, key: Key, answer: Arc<Answer>, ttl: Duration) {
+        if ttl.is_zero() {
+            return;
+        }
+        if let Some((mut conn, prefix, timeout)) = self.redis().await {
+            let Ok(bytes) = serde_json::to_vec(&*answer) else {
+                return;
+            };
+            if bytes.len() > self.settings.max_bytes {
+                return;
+            }
+            let k = format!("{prefix}{}", hex::encode(key));
+            let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+            let r = tokio::time::timeout(
+                timeout,
+                redis::cmd("SET")
+                    .arg(&k)
+                    .arg(bytes)
+                    .arg("PX")
+                    .arg(ms)
+                    .query_async::<()>(&mut conn),
+            )
+            .await;
+            if !matches!(r, Ok(Ok(()))) {
+                tracing::warn!("response cache: Redis SET failed");
+            }
+            return;
+        }
+        self.memory.lock().put(key, answer, ttl, &self.settings);
+    }
+
+    /// Looks `key` up (when `ttl` > 0), then joins or starts the call in flight.
+    pub async fn begin(self: &Arc<Self>, key: Key, ttl: Duration) -> Begin {
+        if !ttl.is_zero()
+            && let Some(a) = self.get(&key).await
+        {
+            return Begin::Hit(a);
+        }
+        let mut flights = self.flights.lock();
+        if let Some(f) = flights.get(&key) {
+            return Begin::Follow(f.clone());
+        }
+        let flight = Arc::new(Flight::new());
+        flights.insert(key, flight.clone());
+        Begin::Lead(Leader {
+            cache: self.clone(),
+            key,
+            ttl,
+            flight,
+            finished: false,
+        })
+    }
+
+    fn end_flight(&self, key: &Key, flight: &Arc<Flight>) {
+        let mut flights = self.flights.lock();
+        if flights.get(key).is_some_and(|f| Arc::ptr_eq(f, flight)) {
+            flights.remove(key);
+        }
+    }
+}
+
+/// The request that makes the call for everyone. Dropped without [`Leader::finish`] (failure,
+/// client gone), it releases its followers with an error.
+pub struct Leader {
+    cache: Arc<Cache>,
+    key: Key,
+    ttl: Duration,
+    flight: Arc<Flight>,
+    finished: bool,
+}
+
+impl Leader {
+    /// The model a streamed answer comes from (before its first delta).
+    pub fn set_model(&self, model: &str) {
+        self.flight.state.lock().model = model.to_string();
+    }
+
+    /// A streamed delta, fanned out to followers at once.
+    pub fn delta(&self, text: &str) {
+        if text.is_empty() {
+            return;
+        }
+        self.flight.state.lock().deltas.push(text.to_string());
+        self.flight.bump();
+    }
+
+    /// The complete answer: stored (when the TTL is above zero) and handed to the followers.
+    pub async fn finish(mut self, answer: Option<Answer>) {
+        self.finished = true;
+        let Some(answer) = answer else {
+            self.fail();
+            return;
+        };
+        let answer = Arc::new(answer);
+        self.cache.put(self.key, answer.clone(), self.ttl).await;
+        {
+            let mut st = self.flight.state.lock();
+            if st.deltas.is_empty() && !answer.text.is_empty() {
+                st.deltas.push(answer.text.clone());
+            }
+            st.done = Some(Ok(answer));
+        }
+        self.flight.bump();
+        self.cache.end_flight(&self.key, &self.flight);
+    }
+
+    /// The end of a streamed answer: the text is what was fanned out.
+    pub async fn finish_stream(self, end: &pb::StreamEnd, route: &RouteTaken) {
+        let text = self.flight.state.lock().deltas.concat();
+        let usage = end.usage.unwrap_or_default();
+        let answer = Answer {
+            text,
+            stop_reason: end.stop_reason,
+            input_tokens: usage.input_tokens,
+            output_tokens: usage.output_tokens,
+            provider: route.provider.clone(),
+            account: route.account.clone(),
+            region: route.region.clone(),
+            model: route.model.clone(),
+        };
+        self.finish(Some(answer)).await;
+    }
+
+    fn fail(&self) {
+        self.flight.state.lock().done = Some(Err(()));
+        self.flight.bump();
+        self.cache.end_flight(&self.key, &self.flight);
+    }
+}
+
+impl Drop for Leader {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.fail();
+        }
+    }
+}
+
+/// The cache key and TTL of a request, when it may be cached: the tenant or the alias opted in,
+/// `temperature` is 0 and no tools are offered.
+pub fn cacheable(
+    tenant: &Tenant,
+    alias: &Alias,
+    requested_model: &str,
+    base: &pb::InferRequest,
+) -> Option<(Key, Duration)> {
+    let ttl = tenant.cache_ttl.or(alias.cache_ttl)?;
+    let temperature = base.params.as_ref().and_then(|p| p.temperature);
+    if temperature != Some(0.0) || !base.tools.is_empty() {
+        return None;
+    }
+    let mut h = sha2::Sha256::new();
+    for part in [
+        "switchyard-cache-v1",
+        tenant.name.as_str(),
+        requested_model,
+        alias.name.as_str(),
+    ] {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part.as_bytes());
+    }
+    // Debug output of the prost messages is deterministic for equal values.
+    let canonical = format!(
+        "{:?}|{:?}|{:?}|{:?}",
+        base.system, base.messages, base.params, tenant.allowed_regions
+    );
+    h.update(canonical.as_bytes());
+    Some((h.finalize().into(), ttl))
+}
+
+pub fn count(outcome: &'static str) {
+    metrics::counter!("switchyard_cache_requests_total", "outcome" => outcome).increment(1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(text: &str) -> Arc<Answer> {
+        Arc::new(Answer {
+            text: text.into(),
+            stop_reason: 1,
+            input_tokens: 1,
+            output_tokens: 1,
+            provider: "p".into(),
+            account: "a".into(),
+            region: "r".into(),
+            model: "m".into(),
+        })
+    }
+
+    #[test]
+    fn memory_expires_and_evicts_least_recently_used() {
+        let limits = CacheSettings {
+            max_entries: 2,
+            max_bytes: 10_000,
+            store: CacheStore::Memory,
+        };
+        let mut m = Memory::default();
+        let now = Instant::now();
+        m.put([1; 32], answer("one"), Duration::from_secs(60), &limits);
+        m.put([2; 32], answer("two"), Duration::from_secs(60), &limits);
+        assert!(m.get(&[1; 32], now).is_some()); // 1 is now the most recent
+        m.put([3; 32], answer("three"), Duration::from_secs(60), &limits);
+        assert!(m.get(&[2; 32], now).is_none(), "LRU entry evicted");
+        assert!(m.get(&[1; 32], now).is_some());
+        assert!(
+            m.get(&[3; 32], now + Duration::from_secs(61)).is_none(),
+            "expired"
+        );
+        assert_eq!(m.map.len(), 1);
+        let small = CacheSettings {
+            max_bytes: 100,
+            ..limits
+        };
+        m.put(
+            [4; 32],
+            answer(&"x".repeat(200)),
+            Duration::from_secs(60),
+            &small,
+        );
+        assert!(m.get(&[4; 32], now).is_none(), "larger than max_bytes");
+    }
+
+    #[tokio::test]
+    async fn a_failed_leader_releases_followers() {
+        let cache = Arc::new(Cache::new(CacheSettings {
+            max_entries: 10,
+            max_bytes: 10_000,
+            store: CacheStore::Memory,
+        }));
+        let Begin::Lead(leader) = cache.begin([7; 32], Duration::from_secs(60)).await else {
+            panic!("first request leads")
+        };
+        let Begin::Follow(flight) = cache.begin([7; 32], Duration::from_secs(60)).await else {
+            panic!("second request follows")
+        };
+        drop(leader);
+        assert!(matches!(flight.read(0).1, Some(Err(()))));
+        assert!(matches!(
+            cache.begin([7; 32], Duration::from_secs(60)).await,
+            Begin::Lead(_)
+        ));
+    }
+}

@@ -1,0 +1,361 @@
+//! The `hub --config FILE` document as serde input types (`*Config`), with their defaults.
+//! `validate()` (in `config`) turns them into the runtime `Settings`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::cache::{CacheFileConfig, CacheOptIn};
+use super::observe::{AuditConfig, MetricsConfig, Price};
+
+/// The whole `hub --config FILE` document.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HubConfig {
+    /// Address to listen on; port 0 picks a free port (logged as `listening on ADDR`).
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Serve HTTPS when set.
+    pub tls: Option<TlsConfig>,
+    /// Accept JWT bearer tokens (besides API keys) when set.
+    pub jwt: Option<crate::jwt::JwtConfig>,
+    /// Deadline of a request when the client gives none (whole call, all attempts).
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout: String,
+    /// Upper bound of spoke calls per client request (first try included).
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// Longest one spoke attempt may take (unary: the whole answer; streams: until the first
+    /// content) before the hub tries the next spoke. Unset = only the request deadline bounds it.
+    #[serde(default)]
+    pub attempt_timeout: Option<String>,
+    /// Largest accepted request body in bytes (larger → 413).
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+    /// A client must send each request's head (request line + headers) within this time, and a
+    /// new connection its first bytes; otherwise the connection is closed (slowloris).
+    #[serde(default = "default_header_read_timeout")]
+    pub header_read_timeout: String,
+    /// Largest request head in bytes (at least 8192); larger → 431 (HTTP/1) or reset (HTTP/2).
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: usize,
+    /// Most messages accepted in one chat request (more → 400).
+    #[serde(default = "default_max_messages")]
+    pub max_messages: usize,
+    /// On SIGTERM/Ctrl-C: how long in-flight requests and streams may take to finish.
+    #[serde(default = "default_drain_timeout")]
+    pub drain_timeout: String,
+    #[serde(default)]
+    pub retry_budget: RetryBudgetConfig,
+    #[serde(default)]
+    pub tenants: Vec<TenantConfig>,
+    #[serde(default)]
+    pub aliases: Vec<AliasConfig>,
+    #[serde(default)]
+    pub providers: Vec<ProviderConfig>,
+    /// Where tenant quotas live: in memory (one replica) or Redis (shared by all replicas).
+    #[serde(default)]
+    pub quota: switchyard_quota::QuotaStoreFile,
+    /// Output tokens reserved at admission when a request sets no `max_tokens`.
+    #[serde(default = "default_max_tokens")]
+    pub default_max_tokens: u32,
+    /// Operator endpoints under `/admin/` (off when no key hash is set).
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// Response cache and request coalescing (`[cache]`; opted into per tenant or alias).
+    #[serde(default)]
+    pub cache: CacheFileConfig,
+    /// Named, versioned prompt templates (`[[prompts]]`).
+    #[serde(default)]
+    pub prompts: Vec<crate::templates::PromptConfig>,
+    /// OpenTelemetry trace export (`[telemetry]`; docs/observability.md).
+    #[serde(default)]
+    pub telemetry: switchyard_core::telemetry::TelemetryConfig,
+    /// The per-request audit log (`[audit]`).
+    #[serde(default)]
+    pub audit: AuditConfig,
+    /// `GET /metrics` (`[metrics]`).
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    /// Price table per model, USD per million tokens (`[prices.MODEL] input = .., output = ..`):
+    /// the price of every candidate of that model that sets no `price_in`/`price_out` itself.
+    #[serde(default)]
+    pub prices: BTreeMap<String, Price>,
+}
+
+/// `[admin]`: who may call `/admin/*`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// SHA-256 of each admin key (64 hex digits), like tenant keys. Empty = admin endpoints off
+    /// (every `/admin/*` call gets 404).
+    #[serde(default)]
+    pub api_key_sha256: Vec<String>,
+}
+
+fn default_max_tokens() -> u32 {
+    1024
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+fn default_request_timeout() -> String {
+    "60s".into()
+}
+fn default_max_attempts() -> u32 {
+    4
+}
+fn default_max_body_bytes() -> usize {
+    4 * 1024 * 1024
+}
+fn default_drain_timeout() -> String {
+    "30s".into()
+}
+fn default_header_read_timeout() -> String {
+    "30s".into()
+}
+fn default_max_header_bytes() -> usize {
+    64 * 1024
+}
+fn default_max_messages() -> usize {
+    1000
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// How often the files are re-read; a changed certificate is served from the next
+    /// connection on (default 5s).
+    #[serde(default)]
+    pub reload_interval: Option<String>,
+}
+
+impl TlsConfig {
+    /// The reload interval (validated by [`HubConfig::validate`]; the default if unset).
+    pub fn reload_interval(&self) -> Duration {
+        self.reload_interval
+            .as_deref()
+            .and_then(|s| humantime::parse_duration(s).ok())
+            .unwrap_or(switchyard_tls::DEFAULT_RELOAD_INTERVAL)
+    }
+}
+
+/// `providers[].tls`: call this pool's spokes over TLS, trusting `ca`; with `cert` and `key`,
+/// present a client certificate (for spokes that require mutual TLS).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpokeTlsConfig {
+    /// PEM CA certificate(s) the spokes' certificates must chain to.
+    pub ca: PathBuf,
+    /// PEM client certificate chain (mutual TLS).
+    pub cert: Option<PathBuf>,
+    /// PEM client private key (mutual TLS).
+    pub key: Option<PathBuf>,
+    /// Name to verify in the spoke's certificate. Default: the DNS name for `dns` pools, the
+    /// spoke's IP address for static lists.
+    pub server_name: Option<String>,
+    /// How often the files are re-read (default 5s).
+    pub reload_interval: Option<String>,
+}
+
+/// Retries allowed = `min_per_second × window + ratio × requests in the window`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryBudgetConfig {
+    #[serde(default = "default_ratio")]
+    pub ratio: f64,
+    #[serde(default = "default_min_per_second")]
+    pub min_per_second: u32,
+    #[serde(default = "default_window")]
+    pub window: String,
+}
+
+impl Default for RetryBudgetConfig {
+    fn default() -> Self {
+        Self {
+            ratio: default_ratio(),
+            min_per_second: default_min_per_second(),
+            window: default_window(),
+        }
+    }
+}
+fn default_ratio() -> f64 {
+    0.2
+}
+fn default_min_per_second() -> u32 {
+    10
+}
+fn default_window() -> String {
+    "10s".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    pub name: String,
+    /// SHA-256 of each API key, lowercase or uppercase hex (64 digits). Keys never appear in clear.
+    /// May be empty when `[jwt]` is set (the tenant then signs in with tokens only).
+    #[serde(default)]
+    pub api_key_sha256: Vec<String>,
+    /// Aliases this tenant may use; `["*"]` = all.
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// Per-tenant mapping: requested alias → alias whose candidates serve it for this tenant.
+    #[serde(default)]
+    pub alias_overrides: BTreeMap<String, String>,
+    /// Regions the tenant's requests may be served from (passed to spokes); empty = any.
+    #[serde(default)]
+    pub allowed_regions: Vec<String>,
+    /// Requests admitted in any 60 s window (all replicas together with a Redis store).
+    pub requests_per_minute: Option<u64>,
+    /// Tokens per minute: input estimate + max_tokens reserved at admission, settled after.
+    pub tokens_per_minute: Option<u64>,
+    /// Spend per UTC day in USD, from the candidates' prices; refused once reached.
+    pub usd_per_day: Option<f64>,
+    /// Spend per UTC month in USD.
+    pub usd_per_month: Option<f64>,
+    /// Content controls applied before the request leaves the hub (`[tenants.policy]`).
+    #[serde(default)]
+    pub policy: crate::policy::PolicyConfig,
+    /// Response cache for this tenant's deterministic requests (`cache = { ttl = "5m" }`).
+    pub cache: Option<CacheOptIn>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AliasConfig {
+    pub name: String,
+    pub candidates: Vec<CandidateConfig>,
+    /// Capabilities every candidate must offer on top of what the request needs.
+    #[serde(default)]
+    pub needs: NeedsConfig,
+    /// Response cache for deterministic requests to this alias (`cache = { ttl = "5m" }`).
+    pub cache: Option<CacheOptIn>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NeedsConfig {
+    #[serde(default)]
+    pub streaming: bool,
+    #[serde(default)]
+    pub tools: bool,
+    #[serde(default)]
+    pub min_context_window: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CandidateConfig {
+    pub provider: String,
+    pub model: String,
+    /// Lower is tried first; default = position in the list.
+    pub priority: Option<i32>,
+    /// USD per million input tokens (for `x-switchyard-route-preference: cheapest`).
+    pub price_in: Option<f64>,
+    /// USD per million output tokens.
+    pub price_out: Option<f64>,
+    /// Traffic split in percent: candidates with a weight share the first place by it.
+    pub weight: Option<u32>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    pub name: String,
+    /// Static spoke list.
+    #[serde(default)]
+    pub spokes: Vec<StaticSpokeConfig>,
+    /// DNS name of the pool (A/AAAA, or SRV with `dns_record = "srv"`).
+    pub dns: Option<String>,
+    /// `"a"` (A/AAAA, port = `dns_port`) or `"srv"` (ports and weights from the records).
+    #[serde(default = "default_dns_record")]
+    pub dns_record: String,
+    #[serde(default = "default_dns_port")]
+    pub dns_port: u16,
+    /// DNS server to ask (`ip:port`); default = the system resolver.
+    pub dns_server: Option<String>,
+    #[serde(default = "default_dns_min_ttl")]
+    pub dns_min_ttl: String,
+    #[serde(default = "default_dns_max_ttl")]
+    pub dns_max_ttl: String,
+    #[serde(default)]
+    pub health: HealthConfig,
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: String,
+    /// Call the spokes over TLS (optionally mutual); plain h2c when absent.
+    pub tls: Option<SpokeTlsConfig>,
+}
+
+fn default_dns_record() -> String {
+    "a".into()
+}
+fn default_dns_port() -> u16 {
+    50051
+}
+fn default_dns_min_ttl() -> String {
+    "1s".into()
+}
+fn default_dns_max_ttl() -> String {
+    "60s".into()
+}
+fn default_connect_timeout() -> String {
+    "2s".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticSpokeConfig {
+    pub addr: String,
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+fn default_weight() -> u32 {
+    1
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthConfig {
+    /// Active check period (grpc.health.v1 + Describe); minimum 1s.
+    #[serde(default = "default_interval")]
+    pub interval: String,
+    #[serde(default = "default_health_timeout")]
+    pub timeout: String,
+    /// Consecutive passing checks that bring an unhealthy spoke back.
+    #[serde(default = "default_healthy_threshold")]
+    pub healthy_threshold: u32,
+    /// Consecutive failing checks that take a healthy spoke out.
+    #[serde(default = "default_unhealthy_threshold")]
+    pub unhealthy_threshold: u32,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self {
+            interval: default_interval(),
+            timeout: default_health_timeout(),
+            healthy_threshold: default_healthy_threshold(),
+            unhealthy_threshold: default_unhealthy_threshold(),
+        }
+    }
+}
+fn default_interval() -> String {
+    "10s".into()
+}
+fn default_health_timeout() -> String {
+    "2s".into()
+}
+fn default_healthy_threshold() -> u32 {
+    2
+}
+fn default_unhealthy_threshold() -> u32 {
+    3
+}

@@ -1,0 +1,138 @@
+//! Runtime types every layer shares: tenants, aliases, providers and their spoke sources, the
+//! route a request took. Built by `config::validate()` (and on reload); plain data, no I/O.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::error::FailedAttempt;
+pub use crate::routing::Candidate;
+
+#[derive(Debug, Clone, Copy)]
+pub struct RetryBudget {
+    pub ratio: f64,
+    pub min_per_second: u32,
+    pub window: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Tenant {
+    pub name: String,
+    pub key_hashes: Vec<[u8; 32]>,
+    /// None = every alias.
+    pub allowed: Option<HashSet<String>>,
+    pub alias_overrides: BTreeMap<String, String>,
+    pub allowed_regions: Vec<String>,
+    pub limits: switchyard_quota::Limits,
+    /// Deny rules and PII handling; shared, since a tenant is cloned per request.
+    pub policy: std::sync::Arc<crate::policy::Policy>,
+    /// Response-cache TTL when the tenant opted in (`Some(0)` = coalescing only).
+    pub cache_ttl: Option<Duration>,
+}
+
+impl Tenant {
+    /// Whether the tenant may call `alias`.
+    pub fn may_use(&self, alias: &str) -> bool {
+        self.allowed.as_ref().is_none_or(|set| set.contains(alias))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Alias {
+    pub name: String,
+    pub candidates: Vec<Candidate>,
+    pub needs: crate::routing::Needs,
+    /// Response-cache TTL when the alias opted in (`Some(0)` = coalescing only).
+    pub cache_ttl: Option<Duration>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Provider {
+    pub name: String,
+    pub source: SpokeSource,
+    pub health: Health,
+    pub connect_timeout: Duration,
+    pub tls: Option<SpokeTls>,
+}
+
+/// Validated `providers[].tls`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpokeTls {
+    pub files: switchyard_tls::ClientFiles,
+    /// None = the spoke's IP address.
+    pub server_name: Option<String>,
+    pub reload_interval: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub enum SpokeSource {
+    Static(Vec<(SocketAddr, u32)>),
+    Dns(DnsSource),
+}
+
+#[derive(Debug, Clone)]
+pub struct DnsSource {
+    pub name: String,
+    pub srv: bool,
+    pub port: u16,
+    pub server: Option<SocketAddr>,
+    pub min_ttl: Duration,
+    pub max_ttl: Duration,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Health {
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub healthy_threshold: u32,
+    pub unhealthy_threshold: u32,
+}
+
+/// Per-connection limits against slow or oversized clients (`header_read_timeout`,
+/// `max_header_bytes` in the config).
+#[derive(Debug, Clone, Copy)]
+pub struct ConnLimits {
+    /// A client must send a request's complete head (request line and headers) within this
+    /// time, counted from when the server starts waiting for it — also while a keep-alive
+    /// connection sits idle between requests — or the connection is closed. The first bytes
+    /// of a new connection are held to the same deadline.
+    pub header_read_timeout: Duration,
+    /// Largest request head (HTTP/1 read buffer, HTTP/2 header list); larger → 431 / reset.
+    pub max_header_bytes: usize,
+}
+
+impl Default for ConnLimits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(30),
+            max_header_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// Where a request ended up.
+#[derive(Debug, Clone, Default)]
+pub struct RouteTaken {
+    pub provider: String,
+    pub account: String,
+    pub region: String,
+    pub model: String,
+    pub attempts: u32,
+    /// Time spent waiting on spokes (all attempts).
+    pub spoke_time: Duration,
+    /// The dispatched candidate's price, USD per million (input, output) tokens.
+    pub price: (Option<f64>, Option<f64>),
+    /// The pool (configured provider name) and spoke address that served.
+    pub pool: String,
+    pub spoke: String,
+    /// The attempts that failed before this one (audit log).
+    pub failed: Vec<FailedAttempt>,
+}
+
+/// Cost in USD of `usage` at (input, output) USD-per-million-token prices.
+pub fn cost_usd(price: (Option<f64>, Option<f64>), usage: &switchyard_proto::v1::Usage) -> f64 {
+    let (pin, pout) = price;
+    (f64::from(usage.input_tokens) * pin.unwrap_or(0.0)
+        + f64::from(usage.output_tokens) * pout.unwrap_or(0.0))
+        / 1_000_000.0
+}

@@ -1,0 +1,458 @@
+//! The per-request record: one [`RequestRecord`] follows each client request of every surface
+//! (into its stream when it streams) and, when its last handle is dropped, emits the metrics,
+//! the audit line and the final span attributes.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::http::{HeaderMap, HeaderValue};
+use metrics::{counter, gauge, histogram};
+use parking_lot::Mutex;
+use serde_json::{Value, json};
+use switchyard_core::telemetry::{self, OpenTelemetrySpanExt};
+use tracing::Span;
+
+use super::audit::{AuditAttempt, AuditSink, upstream_attempts};
+use super::spans::set_span_name;
+use super::{RequestInfo, Surface};
+use crate::error::{FailedAttempt, HubError};
+use crate::headers;
+use crate::model::RouteTaken;
+
+#[derive(Debug)]
+struct Inner {
+    sink: Option<Arc<AuditSink>>,
+    span: Span,
+    surface: Surface,
+    request_id: String,
+    started: Instant,
+    time: SystemTime,
+    tenant: String,
+    alias: String,
+    stream: bool,
+    route: Option<RouteTaken>,
+    usage: Option<(u32, u32)>,
+    failed: Vec<FailedAttempt>,
+    status: u16,
+    error: Option<String>,
+    first_token: Option<Duration>,
+    cache: Option<String>,
+    prompt: Option<String>,
+    messages: Option<serde_json::Value>,
+    in_flight_stream: bool,
+    /// The alias's candidate models: the only values the `model` label takes (else "other").
+    models: Vec<String>,
+    /// The serving spoke's attempts (audit).
+    upstream: Vec<Value>,
+    /// Time the hub itself added before the response head (total minus waiting on spokes).
+    overhead: Option<Duration>,
+}
+
+/// The record's state, shared by its handles; emits everything when the last handle goes.
+#[derive(Debug)]
+struct Shared(Mutex<Inner>);
+
+/// Follows one client request; emits metrics, audit line and span attributes when its last
+/// handle is dropped (a streamed request has two: the handler's and the stream's, see
+/// [`RequestRecord::share_with_stream`]).
+#[derive(Debug, Default)]
+pub struct RequestRecord(Option<Arc<Shared>>);
+
+impl RequestRecord {
+    pub fn start(
+        sink: Option<Arc<AuditSink>>,
+        request_id: &str,
+        span: Span,
+        surface: Surface,
+    ) -> Self {
+        gauge!("switchyard_in_flight_requests").increment(1.0);
+        Self(Some(Arc::new(Shared(Mutex::new(Inner {
+            sink,
+            span,
+            surface,
+            request_id: request_id.to_string(),
+            started: Instant::now(),
+            time: SystemTime::now(),
+            tenant: String::new(),
+            alias: String::new(),
+            stream: false,
+            route: None,
+            usage: None,
+            failed: Vec::new(),
+            status: 0,
+            error: None,
+            first_token: None,
+            cache: None,
+            prompt: None,
+            messages: None,
+            in_flight_stream: false,
+            models: Vec::new(),
+            upstream: Vec::new(),
+            overhead: None,
+        })))))
+    }
+
+    /// Runs `f` on the record's state (no-op on a default, recordless `RequestRecord`).
+    fn with<R>(&self, f: impl FnOnce(&mut Inner) -> R) -> Option<R> {
+        let shared = self.0.as_ref()?;
+        let mut inner = shared.0.lock();
+        Some(f(&mut inner))
+    }
+
+    pub fn span(&self) -> Span {
+        self.with(|i| i.span.clone()).unwrap_or_else(Span::none)
+    }
+
+    pub fn set_tenant(&mut self, tenant: &str) {
+        self.with(|i| {
+            i.tenant = tenant.to_string();
+            i.span.record("switchyard.tenant", tenant);
+        });
+    }
+
+    /// The resolved alias and the request's parameters. `messages` builds the request's
+    /// messages (`[{"role","content"}]`, see [`chat_messages`] and [`infer_messages`]); it is
+    /// only called when content capture is on (spans or audit).
+    pub fn set_request(
+        &mut self,
+        alias: &crate::model::Alias,
+        req: &RequestInfo,
+        messages: impl FnOnce() -> Value,
+    ) {
+        self.with(|i| {
+            i.models = alias.candidates.iter().map(|c| c.model.clone()).collect();
+            let alias = alias.name.as_str();
+            i.alias = alias.to_string();
+            i.stream = req.stream;
+            let s = &i.span;
+            s.record("switchyard.alias", alias);
+            s.record("switchyard.stream", req.stream);
+            s.record("gen_ai.request.model", req.model.as_str());
+            set_span_name(s, format!("{} {}", i.surface.operation(), req.model));
+            if let Some(m) = req.max_tokens {
+                s.record("gen_ai.request.max_tokens", m);
+            }
+            if let Some(t) = req.temperature {
+                s.record("gen_ai.request.temperature", f64::from(t));
+            }
+            if let Some(t) = req.top_p {
+                s.record("gen_ai.request.top_p", f64::from(t));
+            }
+            let capture_audit = i.sink.as_ref().is_some_and(|s| s.capture_content);
+            if telemetry::capture_content() || capture_audit {
+                let msgs = messages();
+                if telemetry::capture_content() {
+                    s.record("gen_ai.input.messages", msgs.to_string().as_str());
+                }
+                if capture_audit {
+                    i.messages = Some(msgs);
+                }
+            }
+        });
+    }
+
+    /// The route that served the request and its usage.
+    pub fn set_route(
+        &mut self,
+        route: &RouteTaken,
+        usage: Option<&switchyard_proto::v1::Usage>,
+        upstream: &[switchyard_proto::v1::Attempt],
+    ) {
+        self.with(|i| {
+            i.overhead = Some(i.started.elapsed().saturating_sub(route.spoke_time));
+            i.upstream = upstream_attempts(upstream);
+            i.route = Some(route.clone());
+            i.failed = route.failed.clone();
+            if let Some(u) = usage {
+                i.usage = Some((u.input_tokens, u.output_tokens));
+            }
+        });
+    }
+
+    pub fn set_usage(&mut self, usage: Option<&switchyard_proto::v1::Usage>) {
+        if let Some(u) = usage {
+            self.with(|i| i.usage = Some((u.input_tokens, u.output_tokens)));
+        }
+    }
+
+    /// The request failed with `e` (its attempts are kept).
+    pub fn set_error(&mut self, e: &HubError) {
+        self.with(|i| {
+            i.status = e.status().as_u16();
+            i.error = Some(e.type_and_code().1.to_string());
+            match e {
+                HubError::Exhausted { attempts, .. }
+                | HubError::NoRoute { attempts }
+                | HubError::DeadlineExceeded { attempts } => i.failed = attempts.clone(),
+                _ => {}
+            }
+        });
+    }
+
+    /// A streamed request failed after its first chunk (`why` is a label, e.g.
+    /// `stream_interrupted`).
+    pub fn set_stream_error(&mut self, why: &str) {
+        self.with(|i| i.error = Some(why.to_string()));
+    }
+
+    /// Marks the first content chunk of a stream (time to first token).
+    pub fn first_token(&mut self) {
+        self.with(|i| {
+            if i.first_token.is_none() {
+                i.first_token = Some(i.started.elapsed());
+            }
+        });
+    }
+
+    /// The cost so far (route price × usage), USD.
+    pub fn cost(&self) -> Option<f64> {
+        self.with(|i| self_cost(i)).flatten()
+    }
+
+    /// A second handle on this record for the request's stream, which records the first token,
+    /// the usage and a mid-stream failure; counts the stream. The handler keeps its own handle
+    /// and still calls [`RequestRecord::finish_response`] once the stream's response head is
+    /// complete (so the cache and prompt headers reach the audit line). The record is emitted
+    /// when both handles are gone: the handler's at the end of the handler, the stream's when
+    /// the stream ends or the client goes away.
+    pub fn share_with_stream(&mut self) -> RequestRecord {
+        let r = RequestRecord(self.0.clone());
+        r.with(|i| {
+            i.status = 200;
+            if !i.in_flight_stream {
+                i.in_flight_stream = true;
+                gauge!("switchyard_in_flight_streams").increment(1.0);
+            }
+        });
+        r
+    }
+
+    /// The response is ready (non-streaming, or a stream's head): status and #10's headers.
+    pub fn finish_response(&mut self, headers: &HeaderMap, status: u16) {
+        self.with(|i| {
+            i.status = status;
+            i.cache = headers::text(headers, headers::CACHE);
+            i.prompt = headers::text(headers, headers::PROMPT);
+        });
+    }
+
+    /// The last step of every surface's handler: the error (if any) in the surface's own shape,
+    /// `x-request-id`, and the response head recorded.
+    pub fn finish(
+        &mut self,
+        result: Result<axum::response::Response, HubError>,
+        request_id: &str,
+        on_error: impl FnOnce(HubError) -> axum::response::Response,
+    ) -> axum::response::Response {
+        let mut resp = match result {
+            Ok(r) => r,
+            Err(e) => {
+                self.set_error(&e);
+                on_error(e)
+            }
+        };
+        if let Ok(v) = HeaderValue::from_str(request_id) {
+            resp.headers_mut().insert(headers::REQUEST_ID, v);
+        }
+        self.finish_response(resp.headers(), resp.status().as_u16());
+        resp
+    }
+}
+
+/// Keeps `rec` (a stream handle, [`RequestRecord::share_with_stream`]) until `resp`'s body has
+/// been sent or dropped: for streams whose body the surface did not build around the record
+/// (response-cache replays and coalesced followers), so their record ends with the stream.
+pub fn hold_until_body_ends(
+    resp: axum::response::Response,
+    rec: RequestRecord,
+) -> axum::response::Response {
+    let (parts, body) = resp.into_parts();
+    let mut data = body.into_data_stream();
+    let held = async_stream::stream! {
+        let _rec = rec;
+        while let Some(chunk) = futures::StreamExt::next(&mut data).await {
+            yield chunk;
+        }
+    };
+    axum::response::Response::from_parts(parts, axum::body::Body::from_stream(held))
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        let i = self.0.get_mut();
+        gauge!("switchyard_in_flight_requests").decrement(1.0);
+        if i.in_flight_stream {
+            gauge!("switchyard_in_flight_streams").decrement(1.0);
+        }
+        let elapsed = i.started.elapsed();
+        let outcome = match (&i.error, i.status) {
+            (None, 200..=299) => "ok",
+            (None, 0) => "cancelled",
+            (Some(_), 200..=299) => "stream_error",
+            _ => "error",
+        };
+        let route = i.route.clone().unwrap_or_default();
+        let model = if route.model.is_empty() || i.models.contains(&route.model) {
+            super::label(&route.model)
+        } else {
+            "other".to_string()
+        };
+        let (provider, account, region) = (
+            super::label(&route.provider),
+            super::label(&route.account),
+            super::label(&route.region),
+        );
+        let (tenant, alias) = (super::label(&i.tenant), super::label(&i.alias));
+        let surface = i.surface.as_str();
+        let labels = [
+            ("tenant", tenant.clone()),
+            ("alias", alias.clone()),
+            ("provider", provider.clone()),
+            ("account", account.clone()),
+            ("region", region.clone()),
+            ("model", model.clone()),
+        ];
+        let mut with_outcome = labels.to_vec();
+        with_outcome.push(("surface", surface.to_string()));
+        with_outcome.push(("outcome", outcome.to_string()));
+        counter!("switchyard_requests_total", &with_outcome).increment(1);
+        histogram!("switchyard_request_duration_seconds", &with_outcome)
+            .record(elapsed.as_secs_f64());
+        if outcome != "ok" {
+            let mut l = labels.to_vec();
+            l.push(("surface", surface.to_string()));
+            l.push((
+                "error",
+                i.error.clone().unwrap_or_else(|| outcome.to_string()),
+            ));
+            counter!("switchyard_request_errors_total", &l).increment(1);
+        }
+        let cost = self_cost(i);
+        if let Some((input, output)) = i.usage {
+            let mut l = labels.to_vec();
+            l.push(("direction", "input".to_string()));
+            counter!("switchyard_tokens_total", &l).increment(u64::from(input));
+            l.pop();
+            l.push(("direction", "output".to_string()));
+            counter!("switchyard_tokens_total", &l).increment(u64::from(output));
+        }
+        if let Some(c) = cost {
+            // Micro-dollars as an integer counter would lose nothing at these magnitudes, but
+            // Prometheus users expect dollars: an f64 counter via absolute increments.
+            counter!("switchyard_cost_usd_micros_total", &labels)
+                .increment((c * 1e6).round() as u64);
+        }
+        if let Some(o) = i.overhead {
+            histogram!("switchyard_overhead_seconds").record(o.as_secs_f64());
+        }
+        if let Some(t) = i.first_token {
+            histogram!(
+                "switchyard_time_to_first_token_seconds",
+                "tenant" => tenant.clone(),
+                "alias" => alias.clone(),
+                "provider" => provider.clone(),
+                "model" => model.clone()
+            )
+            .record(t.as_secs_f64());
+        }
+        // Span attributes.
+        let s = &i.span;
+        if i.alias.is_empty() {
+            set_span_name(s, i.surface.operation().to_string());
+        }
+        if i.route.is_some() {
+            s.record(
+                "gen_ai.provider.name",
+                super::spans::genai_provider(&route.provider),
+            );
+            s.record("gen_ai.response.model", route.model.as_str());
+            s.record("switchyard.route.account", route.account.as_str());
+            s.record("switchyard.route.region", route.region.as_str());
+            s.record("switchyard.attempts", route.attempts);
+        }
+        if let Some((input, output)) = i.usage {
+            s.record("gen_ai.usage.input_tokens", input);
+            s.record("gen_ai.usage.output_tokens", output);
+        }
+        if let Some(c) = cost {
+            s.record("switchyard.cost_usd", c);
+        }
+        s.record("http.response.status_code", i.status);
+        if outcome != "ok" {
+            s.record("otel.status_code", "ERROR");
+            s.record("error.type", i.error.as_deref().unwrap_or(outcome));
+        }
+        // Audit line.
+        if let Some(sink) = &i.sink {
+            let mut attempts: Vec<AuditAttempt> =
+                i.failed.iter().map(AuditAttempt::failed).collect();
+            if i.route.is_some() {
+                attempts.push(AuditAttempt {
+                    pool: route.pool.clone(),
+                    model: route.model.clone(),
+                    spoke: route.spoke.clone(),
+                    outcome: "ok".into(),
+                    account: Some(route.account.clone()),
+                    region: Some(route.region.clone()),
+                    upstream: i.upstream.clone(),
+                });
+            }
+            let time = i
+                .time
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0);
+            let trace_id = {
+                let cx = i.span.context();
+                let sc = opentelemetry::trace::TraceContextExt::span(&cx)
+                    .span_context()
+                    .clone();
+                sc.is_valid().then(|| sc.trace_id().to_string())
+            };
+            let mut line = json!({
+                "type": "audit",
+                "request_id": i.request_id,
+                "surface": surface,
+                "time": super::audit::rfc3339(i.time),
+                "unix_time": time,
+                "tenant": i.tenant,
+                "alias": i.alias,
+                "stream": i.stream,
+                "route": i.route.as_ref().map(|_| json!({
+                    "provider": route.provider, "account": route.account,
+                    "region": route.region, "model": route.model, "spoke": route.spoke,
+                })),
+                "attempts": attempts,
+                "usage": i.usage.map(|(a, b)| json!({"input_tokens": a, "output_tokens": b})),
+                "cost_usd": cost,
+                "status": i.status,
+                "outcome": outcome,
+                "error": i.error,
+                "latency_ms": elapsed.as_secs_f64() * 1000.0,
+                "time_to_first_token_ms": i.first_token.map(|t| t.as_secs_f64() * 1000.0),
+                "cache": i.cache,
+                "prompt": i.prompt,
+                "trace_id": trace_id,
+            });
+            if let (Some(m), Some(o)) = (&i.messages, line.as_object_mut()) {
+                o.insert("messages".into(), m.clone());
+            }
+            sink.write(line.to_string());
+        }
+    }
+}
+
+fn self_cost(i: &Inner) -> Option<f64> {
+    let route = i.route.as_ref()?;
+    let (input, output) = i.usage?;
+    if route.price.0.is_none() && route.price.1.is_none() {
+        return None;
+    }
+    Some(crate::model::cost_usd(
+        route.price,
+        &switchyard_proto::v1::Usage {
+            input_tokens: input,
+            output_tokens: output,
+        },
+    ))
+}

@@ -1,0 +1,254 @@
+//! The OpenAI surface: `POST /v1/chat/completions` and `GET /v1/models` (thin handlers here),
+//! its wire types and their translation to and from the internal request ([`wire`]), the SSE
+//! encoder of a committed stream ([`stream`]) and the rendering of response-cache answers
+//! ([`cached`]). Errors take OpenAI's shape (`HubError`'s own `IntoResponse`).
+
+pub mod cached;
+pub mod prompts;
+pub mod stream;
+pub mod wire;
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::body::Body;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use crate::error::HubError;
+use crate::gateway::{self, Cached};
+use crate::headers;
+use crate::observe::{RequestInfo, Surface};
+use crate::state::Hub;
+use crate::surface::frame::{self, Frame};
+use wire::ChatRequest;
+
+/// `GET /v1/models`: the aliases the key may use.
+pub async fn models_handler(State(hub): State<Arc<Hub>>, headers: HeaderMap) -> Response {
+    let table = hub.snapshot();
+    let tenant = match frame::authenticate(&hub, &table, &headers).await {
+        Ok(t) => t,
+        Err(e) => return e.into_response(),
+    };
+    let data: Vec<_> = table
+        .aliases
+        .keys()
+        .filter(|a| tenant.may_use(a))
+        .map(|a| json!({"id": a, "object": "model", "created": 0, "owned_by": "switchyard"}))
+        .collect();
+    axum::Json(json!({"object": "list", "data": data})).into_response()
+}
+
+/// `POST /v1/chat/completions`.
+pub async fn chat_completions_handler(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let frame = Frame::begin(&hub, &headers, Surface::OpenAi);
+    chat_in_frame(hub, headers, body, frame).await
+}
+
+/// Body: `{"variables": {...}}`, optionally `version`, `model` (default: the prompt's `model`),
+/// `stream`, and any chat-completions parameter (`temperature`, `max_tokens`, …). Answered
+/// exactly like `POST /v1/chat/completions`, and recorded like it (surface `openai`) — its own
+/// refusals (bad key, unknown prompt, bad body) included.
+pub async fn prompt_handler(
+    State(hub): State<Arc<Hub>>,
+    Path(name): Path<String>,
+    mut headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let mut frame = Frame::begin(&hub, &headers, Surface::OpenAi);
+    let span = frame.span();
+    let building = prompts::chat_body(&hub, &name, &headers, &body, &mut frame);
+    match tracing::Instrument::instrument(building, span).await {
+        Ok(bytes) => {
+            headers.remove(http::header::CONTENT_LENGTH);
+            chat_in_frame(hub, headers, Body::from(bytes), frame).await
+        }
+        Err(e) => frame.finish(Err(e), IntoResponse::into_response, None),
+    }
+}
+
+/// `POST /v1/chat/completions` in a frame begun already (the prompts endpoint begins it before
+/// it builds the chat body, so its refusals are recorded too, and the template comes from the
+/// same table snapshot).
+pub async fn chat_in_frame(
+    hub: Arc<Hub>,
+    headers: HeaderMap,
+    body: Body,
+    mut frame: Frame,
+) -> Response {
+    let span = frame.span();
+    let result =
+        tracing::Instrument::instrument(chat(&hub, &headers, body, &mut frame), span).await;
+    frame.finish(result, IntoResponse::into_response, None)
+}
+
+async fn chat(
+    hub: &Arc<Hub>,
+    headers: &HeaderMap,
+    body: Body,
+    frame: &mut Frame,
+) -> Result<Response, HubError> {
+    let table = frame.table.clone();
+    let tenant = frame::authenticate(hub, &table, headers).await?;
+    frame.rec.set_tenant(&tenant.name);
+    let bytes = frame::read_body(hub, headers, body).await?;
+    let mut req: ChatRequest = serde_json::from_slice(&bytes)
+        .map_err(|e| HubError::BadRequest(format!("invalid request body: {e}")))?;
+    let prompt_used = prompts::expand(&table, &mut req)?;
+    if req.messages.len() > hub.settings.max_messages {
+        return Err(HubError::BadRequest(format!(
+            "`messages` has {} entries; at most {} are accepted",
+            req.messages.len(),
+            hub.settings.max_messages
+        )));
+    }
+    let alias = table.resolve_alias(&tenant, &req.model)?;
+    frame
+        .rec
+        .set_request(&alias, &request_info(&req), || chat_messages(&req));
+    let request = req.to_infer()?;
+    let inbound = gateway::Inbound {
+        table,
+        headers,
+        model: &req.model,
+        needs: crate::routing::Needs::of_request(&request, req.stream),
+        request,
+        started: frame.started,
+        request_id: &frame.request_id,
+    };
+    // Message limit, alias and content policy: before the cache and before anything leaves.
+    let checked = gateway::check(hub, tenant, alias, inbound)?;
+    // Response cache and coalescing (opt-in, deterministic requests only).
+    let mut lead = None;
+    if let Some((key, ttl)) = crate::cache::cacheable(
+        &checked.tenant,
+        &checked.alias,
+        &req.model,
+        &checked.request,
+    ) {
+        let deadline = frame.started + hub.settings.request_timeout;
+        let reply = cached::Reply::for_request(&req, &frame.request_id, deadline);
+        let done =
+            match gateway::lookup(hub, &checked.tenant, key, ttl, req.stream, deadline).await? {
+                Cached::Lead(l) => {
+                    lead = Some(l);
+                    None
+                }
+                Cached::Answer {
+                    answer,
+                    outcome,
+                    state,
+                } => Some(cached::answer(&reply, &answer, outcome, &state)),
+                Cached::Live { flight, state } => Some(cached::live(reply, flight, &state)),
+            };
+        if let Some(mut resp) = done {
+            prompts::mark(&mut resp, prompt_used.as_ref());
+            if req.stream {
+                // A replayed or followed stream: the record ends with it.
+                resp = crate::observe::hold_until_body_ends(resp, frame.rec.share_with_stream());
+            }
+            return Ok(resp);
+        }
+    }
+    let cache_miss = lead.is_some();
+    let admission = checked.admit(hub).await?;
+    let rate_state = admission.rate_state;
+    let created = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let id = format!("chatcmpl-{}", frame.request_id);
+    let mut resp = if req.stream {
+        let include_usage = req.stream_options.as_ref().is_some_and(|o| o.include_usage);
+        let streamed = admission.stream(hub).await?;
+        frame
+            .rec
+            .set_route(&streamed.route, None, &streamed.attempts);
+        let model = streamed.route.model.clone();
+        if let Some(l) = &lead {
+            l.set_model(&model);
+        }
+        let route = streamed.route.clone();
+        let meta = stream::ChunkMeta {
+            id,
+            created,
+            model,
+            include_usage,
+            lead,
+            rec: frame.rec.share_with_stream(),
+            route: route.clone(),
+        };
+        let mut resp = stream::sse(streamed.items, meta);
+        frame::answered(&mut resp, &route, frame.started, &rate_state, None);
+        resp
+    } else {
+        let done = admission.complete(hub).await?;
+        if let Some(l) = lead {
+            l.finish(crate::cache::Answer::from_response(
+                &done.response,
+                &done.route,
+            ))
+            .await;
+        }
+        frame.rec.set_route(
+            &done.route,
+            done.response.usage.as_ref(),
+            &done.response.attempts,
+        );
+        let mut out =
+            axum::Json(wire::completion_json(&id, created, &done.response)).into_response();
+        frame::answered(
+            &mut out,
+            &done.route,
+            frame.started,
+            &rate_state,
+            frame.rec.cost(),
+        );
+        out
+    };
+    if cache_miss {
+        headers::set(resp.headers_mut(), headers::CACHE, "miss");
+    }
+    prompts::mark(&mut resp, prompt_used.as_ref());
+    Ok(resp)
+}
+
+/// The span's GenAI request attributes (`max_completion_tokens` wins over `max_tokens`).
+pub fn request_info(req: &ChatRequest) -> RequestInfo {
+    RequestInfo {
+        model: req.model.clone(),
+        stream: req.stream,
+        max_tokens: req.max_completion_tokens.or(req.max_tokens),
+        temperature: req.temperature,
+        top_p: req.top_p,
+    }
+}
+
+/// An OpenAI chat request's messages for content capture: `[{"role","content"}]`.
+pub fn chat_messages(req: &ChatRequest) -> Value {
+    Value::Array(
+        req.messages
+            .iter()
+            .map(|m| json!({"role": m.role, "content": message_text(m)}))
+            .collect(),
+    )
+}
+
+fn message_text(m: &wire::ChatMessage) -> String {
+    match &m.content {
+        Some(wire::Content::Text(t)) => t.clone(),
+        Some(wire::Content::Parts(ps)) => ps
+            .iter()
+            .filter_map(|p| p.text.as_deref())
+            .collect::<Vec<_>>()
+            .join(""),
+        None => String::new(),
+    }
+}
