@@ -12,3 +12,4 @@ pub mod duration;
 pub mod prom;
 pub mod shutdown;
 pub mod telemetry;
+pub mod watch;

@@ -18,8 +18,6 @@ use subtle::ConstantTimeEq;
 use crate::error::HubError;
 use crate::state::Hub;
 
-/// Header an admin client may use instead of `Authorization: Bearer`.
-
 /// The `/admin/*` routes, merged into [`crate::app::router`]. Each handler starts with
 /// [`require_admin`].
 pub fn routes() -> Router<Arc<Hub>> {

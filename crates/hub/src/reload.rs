@@ -13,9 +13,9 @@
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
-use sha2::Digest;
+use switchyard_core::watch::{Change, sha256_hex};
 
 use crate::config::{HubConfig, Settings};
 use crate::live::Table;
@@ -28,10 +28,6 @@ const LIVE_KEYS: [&str; 5] = ["tenants", "aliases", "prompts", "providers", "pri
 
 fn now_rfc3339() -> String {
     crate::observe::audit::rfc3339(SystemTime::now())
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(sha2::Sha256::digest(bytes))
 }
 
 /// Starts watching `path` (the file the hub was started from): reloads on SIGHUP and when its
@@ -49,66 +45,31 @@ pub fn spawn(hub: &Arc<Hub>, path: PathBuf) {
     tokio::spawn(watch(hub.clone(), path, sha256_hex(&text)));
 }
 
-async fn watch(hub: Arc<Hub>, path: PathBuf, mut seen: String) {
-    #[cfg(unix)]
-    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            tracing::warn!("cannot listen for SIGHUP: {e}");
-            None
-        }
-    };
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        #[cfg(unix)]
-        let hangup = async {
-            match hup.as_mut() {
-                Some(s) => {
-                    s.recv().await;
-                }
-                None => std::future::pending::<()>().await,
-            }
-        };
-        #[cfg(not(unix))]
-        let hangup = std::future::pending::<()>();
-        let forced = tokio::select! {
-            () = hub.stop.cancelled() => return,
-            _ = tick.tick() => false,
-            () = hangup => true,
-        };
-        let text = match tokio::fs::read(&path).await {
-            Ok(t) => t,
-            Err(e) => {
-                if forced {
-                    record_error(&hub, &format!("cannot read {}: {e}", path.display()));
-                }
-                continue;
-            }
-        };
-        let hash = sha256_hex(&text);
-        if !forced && hash == seen {
-            continue;
-        }
-        seen = hash.clone();
-        let why = if forced { "SIGHUP" } else { "file changed" };
-        let text = String::from_utf8_lossy(&text);
-        match reload(&hub, &text, &hash) {
+async fn watch(hub: Arc<Hub>, path: PathBuf, seen: String) {
+    let stop = hub.stop.clone().cancelled_owned();
+    switchyard_core::watch::watch_file(path, seen, stop, |change| match change {
+        Change::Unreadable(e) => record_error(&hub, &e),
+        Change::Text {
+            text,
+            hash,
+            trigger,
+        } => match reload(&hub, text, hash) {
             Ok(()) => {
                 metrics::counter!("switchyard_config_reloads_total", "result" => "ok").increment(1);
-                tracing::info!(version = %hash, trigger = why, "config reloaded");
+                tracing::info!(version = %hash, trigger = trigger.as_str(), "config reloaded");
             }
             Err(e) => {
                 metrics::counter!("switchyard_config_reloads_total", "result" => "rejected")
                     .increment(1);
                 tracing::error!(
-                    trigger = why,
+                    trigger = trigger.as_str(),
                     "config reload rejected; the old config stays: {e}"
                 );
                 record_error(&hub, &e);
             }
-        }
-    }
+        },
+    })
+    .await;
 }
 
 fn record_error(hub: &Hub, e: &str) {

@@ -6,6 +6,7 @@
 mod common;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use common::*;
 
@@ -100,4 +101,107 @@ async fn reload_keeps_unchanged_spokes_and_swaps_routing_atomically() {
     // Removing a provider stops its pool.
     switchyard_hub::reload::reload(&hub.hub, &config(&a, 1, &c, 1, "m1", ""), "v5").unwrap();
     assert!(!hub.hub.table.load().pools.contains_key("p2"));
+}
+
+/// A request reads ONE table: it is authenticated, resolved and routed with the snapshot taken
+/// when it arrived, even when a reload lands while its body is still arriving. Version 1 maps
+/// the key to tenant `v1` (1000 requests/min) and the alias to pool `p1` (account `acct-a`);
+/// version 2 maps the same key to tenant `v2` (2000 requests/min) and the alias to pool `p2`
+/// (`acct-b`). The answer's `x-ratelimit-limit-requests` names the tenant version and
+/// `x-switchyard-account` the route: they must agree.
+#[tokio::test]
+async fn a_request_in_flight_across_a_reload_sees_one_table() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    const SNAP_KEY: &str = "sk-snapshot-key";
+    let a = start_spoke("acct-a", &["m1"]).await;
+    let b = start_spoke("acct-b", &["m1"]).await;
+    let version = |n: u32| {
+        let (pool, rpm) = if n == 1 { ("p1", 1000) } else { ("p2", 2000) };
+        format!(
+            r#"
+[[aliases]]
+name = "demo"
+candidates = [{{ provider = "{pool}", model = "m1" }}]
+[[providers]]
+name = "p1"
+spokes = [{{ addr = "{}" }}]
+health = {{ interval = "1s" }}
+[[providers]]
+name = "p2"
+spokes = [{{ addr = "{}" }}]
+health = {{ interval = "1s" }}
+[[tenants]]
+name = "v{n}"
+api_key_sha256 = ["{}"]
+aliases = ["*"]
+requests_per_minute = {rpm}
+"#,
+            a.addr,
+            b.addr,
+            sha(SNAP_KEY)
+        )
+    };
+    let hub = start_hub(&version(1)).await;
+    hub.wait_healthy("p1", 1).await;
+    hub.wait_healthy("p2", 1).await;
+
+    // Version 1 throughout: tenant v1, account a.
+    let r = client()
+        .post(hub.url("/v1/chat/completions"))
+        .bearer_auth(SNAP_KEY)
+        .json(&chat_body("demo", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-ratelimit-limit-requests"], "1000");
+    assert_eq!(r.headers()["x-switchyard-account"], "acct-a");
+
+    // Head and half the body, then the reload, then the rest of the body.
+    let body = serde_json::to_vec(&chat_body("demo", false)).unwrap();
+    let mut conn = tokio::net::TcpStream::connect(hub.addr).await.unwrap();
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: hub\r\nauthorization: Bearer {SNAP_KEY}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    let (first, rest) = body.split_at(body.len() / 2);
+    conn.write_all(first).await.unwrap();
+    conn.flush().await.unwrap();
+    // The hub has the head and waits for the body: the request holds its snapshot (the table's
+    // Arc is then held by the hub, the request, and this check).
+    eventually(Duration::from_secs(5), || {
+        Arc::strong_count(&hub.hub.table.load_full()) > 2
+    })
+    .await;
+    let full = format!(
+        "listen = \"127.0.0.1:0\"\n{}\n{}",
+        version(2),
+        tenants_toml()
+    );
+    switchyard_hub::reload::reload(&hub.hub, &full, "v2").unwrap();
+    conn.write_all(rest).await.unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).await.unwrap();
+    let head = answer.to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{answer}");
+    assert!(
+        head.contains("x-ratelimit-limit-requests: 1000")
+            && head.contains("x-switchyard-account: acct-a"),
+        "a request that arrived under version 1 must be served by version 1 alone: {answer}"
+    );
+
+    // A request that arrives after the reload sees version 2 alone.
+    let r = client()
+        .post(hub.url("/v1/chat/completions"))
+        .bearer_auth(SNAP_KEY)
+        .json(&chat_body("demo", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-ratelimit-limit-requests"], "2000");
+    assert_eq!(r.headers()["x-switchyard-account"], "acct-b");
 }

@@ -12,7 +12,7 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use axum::Router;
 use axum::extract::State;
@@ -22,6 +22,7 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use sha2::Digest;
 use subtle::ConstantTimeEq;
+use switchyard_core::watch::{Change, sha256_hex};
 
 use crate::config::SpokeConfig;
 use crate::engine::Engine;
@@ -53,10 +54,6 @@ pub struct Live {
     /// The active file (TOML) and settings.
     active: Mutex<(toml::Value, SpokeConfig)>,
     admin_key_hashes: Vec<[u8; 32]>,
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(sha2::Sha256::digest(bytes))
 }
 
 fn now_rfc3339() -> String {
@@ -157,56 +154,28 @@ async fn config_handler(State(live): State<Arc<Live>>, headers: HeaderMap) -> Re
     axum::Json(live.status.lock().clone()).into_response()
 }
 
-async fn watch(live: Arc<Live>, path: PathBuf, mut seen: String) {
-    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            tracing::warn!("cannot listen for SIGHUP: {e}");
-            None
-        }
-    };
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        let hangup = async {
-            match hup.as_mut() {
-                Some(s) => {
-                    s.recv().await;
-                }
-                None => std::future::pending::<()>().await,
+async fn watch(live: Arc<Live>, path: PathBuf, seen: String) {
+    let stop = std::future::pending::<()>();
+    switchyard_core::watch::watch_file(path, seen, stop, |change| match change {
+        Change::Unreadable(e) => live.status.lock().last_reload_error = Some(e),
+        Change::Text {
+            text,
+            hash,
+            trigger,
+        } => match live.reload(text, hash) {
+            Ok(()) => {
+                tracing::info!(version = %hash, trigger = trigger.as_str(), "config reloaded")
             }
-        };
-        let forced = tokio::select! {
-            _ = tick.tick() => false,
-            () = hangup => true,
-        };
-        let text = match tokio::fs::read(&path).await {
-            Ok(t) => t,
-            Err(e) => {
-                if forced {
-                    live.status.lock().last_reload_error =
-                        Some(format!("cannot read {}: {e}", path.display()));
-                }
-                continue;
-            }
-        };
-        let hash = sha256_hex(&text);
-        if !forced && hash == seen {
-            continue;
-        }
-        seen = hash.clone();
-        let why = if forced { "SIGHUP" } else { "file changed" };
-        match live.reload(&String::from_utf8_lossy(&text), &hash) {
-            Ok(()) => tracing::info!(version = %hash, trigger = why, "config reloaded"),
             Err(e) => {
                 tracing::error!(
-                    trigger = why,
+                    trigger = trigger.as_str(),
                     "config reload rejected; the old config stays: {e}"
                 );
                 live.status.lock().last_reload_error = Some(e);
             }
-        }
-    }
+        },
+    })
+    .await;
 }
 
 impl Live {
@@ -263,6 +232,7 @@ fn restart_only_changes(old: &toml::Value, new: &toml::Value) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn rfc3339_and_restart_detection() {

@@ -154,9 +154,6 @@ impl Content {
 }
 
 impl ChatRequest {
-    /// Capabilities this request needs: streaming, tools, and a context window that fits a rough
-    /// token estimate (chars / 4) plus the requested output.
-
     /// Translates to the spoke contract (models, deadline and request id are filled by the caller).
     pub fn to_infer(&self) -> Result<pb::InferRequest, HubError> {
         if self.messages.is_empty() {
