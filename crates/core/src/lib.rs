@@ -9,6 +9,7 @@ pub mod breaker;
 pub mod bucket;
 pub mod config;
 pub mod duration;
+pub mod labels;
 pub mod prom;
 pub mod shutdown;
 pub mod telemetry;

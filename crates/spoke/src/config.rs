@@ -1,7 +1,6 @@
 //! The spoke's config file (TOML). `SpokeConfigFile` is what the file holds; [`validate`] turns
 //! it into the runtime [`SpokeConfig`], reporting every problem with its path.
 
-use serde::Deserialize;
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,116 +9,11 @@ use switchyard_core::backoff::Backoff;
 use switchyard_core::breaker::BreakerPolicy;
 use switchyard_core::config::{ConfigErrors, Problems, parse_toml};
 
-#[derive(Debug, Deserialize)]
-pub struct SpokeConfigFile {
-    pub listen: String,
-    pub account: String,
-    pub provider: String,
-    pub default_timeout: Option<String>,
-    pub attempt_timeout: Option<String>,
-    pub drain_timeout: Option<String>,
-    #[serde(default)]
-    pub backoff: BackoffFile,
-    #[serde(default)]
-    pub breaker: BreakerFile,
-    #[serde(default)]
-    pub regions: Vec<RegionFile>,
-    #[serde(default)]
-    pub models: Vec<ModelFile>,
-    pub aws: Option<AwsFile>,
-    pub bedrock: Option<BedrockFile>,
-    /// `provider = "anthropic"`: the API key settings (same keys as `[openai]`).
-    pub anthropic: Option<OpenAiFile>,
-    pub openai: Option<OpenAiFile>,
-    pub simulated: Option<SimulatedFile>,
-    #[serde(default)]
-    pub quota: switchyard_quota::QuotaStoreFile,
-    pub tls: Option<TlsFile>,
-    /// `GET /admin/config` (off when no key hash is set).
-    #[serde(default)]
-    pub admin: AdminFile,
-    /// OpenTelemetry trace export (docs/observability.md).
-    #[serde(default)]
-    pub telemetry: switchyard_core::telemetry::TelemetryConfig,
-}
-
-/// `[tls]`: serve gRPC and HTTP over TLS; with `client_ca`, only clients (hubs) holding a
-/// certificate from that CA get through the handshake (mutual TLS).
-#[derive(Debug, Deserialize)]
-pub struct TlsFile {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-    pub client_ca: Option<PathBuf>,
-    /// How often the files are re-read for rotation (default 5s).
-    pub reload_interval: Option<String>,
-}
-
-/// `[admin]`: who may call the spoke's `/admin/*` (same semantics as the hub's).
-#[derive(Debug, Default, Deserialize)]
-pub struct AdminFile {
-    /// SHA-256 (64 hex digits) of each admin key; empty = `/admin/*` answers 404.
-    #[serde(default)]
-    pub api_key_sha256: Vec<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-pub struct BackoffFile {
-    pub base: Option<String>,
-    pub max: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-pub struct BreakerFile {
-    pub failures: Option<u32>,
-    pub open_for: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct RegionFile {
-    pub name: String,
-    pub endpoint: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct ModelFile {
-    pub id: String,
-    pub upstream_id: Option<String>,
-    pub regions: Option<Vec<String>>,
-    pub context_window: Option<u32>,
-    pub streaming: Option<bool>,
-    pub tools: Option<bool>,
-    pub images: Option<bool>,
-    pub requests_per_minute: Option<u64>,
-    pub tokens_per_minute: Option<u64>,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct AwsFile {
-    pub role_arn: Option<String>,
-    pub secrets_region: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct BedrockFile {
-    pub guardrail_id: Option<String>,
-    pub guardrail_version: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct OpenAiFile {
-    pub api_key_env: Option<String>,
-    pub api_key_file: Option<PathBuf>,
-    pub api_key_secret: Option<String>,
-    pub api_key_secret_field: Option<String>,
-    pub secret_refresh: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct SimulatedFile {
-    pub latency: Option<String>,
-    pub tokens_per_second: Option<u32>,
-    pub failure_rate: Option<f64>,
-}
+mod file;
+pub use file::{
+    AdminFile, AwsFile, BackoffFile, BedrockFile, BreakerFile, ModelFile, OpenAiFile, RegionFile,
+    SimulatedFile, SpokeConfigFile, TlsFile,
+};
 
 /// Which upstream adapter this spoke runs, with its settings.
 #[derive(Debug, Clone)]
@@ -566,88 +460,4 @@ fn api_key_config(p: &mut Problems, section: &str, o: Option<&OpenAiFile>) -> Ap
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const GOOD: &str = r#"
-listen = "127.0.0.1:0"
-account = "111111111111"
-provider = "openai"
-[[regions]]
-name = "a"
-endpoint = "http://127.0.0.1:1/v1"
-[[regions]]
-name = "b"
-endpoint = "http://127.0.0.1:2/v1"
-[[models]]
-id = "m1"
-requests_per_minute = 10
-[[models]]
-id = "m2"
-regions = ["b"]
-"#;
-
-    #[test]
-    fn good_config_parses_with_defaults() {
-        let c = parse(GOOD).unwrap();
-        assert_eq!(c.models[0].regions, vec!["a", "b"]);
-        assert_eq!(c.models[1].regions, vec!["b"]);
-        assert_eq!(c.models[0].upstream_id, "m1");
-        assert_eq!(c.default_timeout, Duration::from_secs(60));
-        assert_eq!(c.provider.kind(), "openai");
-    }
-
-    #[test]
-    fn every_problem_is_listed_by_path() {
-        let bad = r#"
-listen = "nowhere"
-account = ""
-provider = "openai"
-default_timeout = "soon"
-colour = "blue"
-[backoff]
-base = "1x"
-[[regions]]
-name = "a"
-[[models]]
-id = "m1"
-regions = ["a", "z"]
-requests_per_minute = 0
-typo = 1
-"#;
-        let err = parse(bad).unwrap_err();
-        // Unknown keys are reported first, all of them, before values are checked.
-        assert_eq!(
-            err.0,
-            vec!["colour: unknown key", "models.0.typo: unknown key"]
-        );
-        let bad = bad
-            .replace("colour = \"blue\"\n", "")
-            .replace("typo = 1\n", "");
-        let err = parse(&bad).unwrap_err();
-        let text = err.0.join("\n");
-        for needle in [
-            "listen:",
-            "account: must not be empty",
-            "default_timeout: invalid duration",
-            "backoff.base: invalid duration",
-            "regions[0].endpoint: required",
-            "models[0].regions[1]: \"z\" is not one of",
-            "models[0].requests_per_minute: must be at least 1",
-        ] {
-            assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
-        }
-        assert_eq!(err.0.len(), 7, "{text}");
-    }
-
-    #[test]
-    fn section_for_another_provider_is_rejected() {
-        let t = GOOD.to_string() + "[simulated]\nlatency = \"1ms\"\n";
-        let err = parse(&t).unwrap_err();
-        assert!(
-            err.0[0].starts_with("simulated: section given"),
-            "{:?}",
-            err.0
-        );
-    }
-}
+mod tests;

@@ -57,9 +57,15 @@ impl Spoke for SpokeService {
         request: Request<InferRequest>,
     ) -> Result<Response<InferResponse>, Status> {
         let timeout = grpc_timeout(&request);
-        let span =
-            observe::request_span(&self.engine, request.metadata(), request.get_ref(), false);
-        let mut rec = SpokeRecord::start(&self.engine, span.clone(), false);
+        let (provider, account) = (self.engine.provider(), self.engine.account());
+        let span = observe::request_span(
+            provider,
+            account,
+            request.metadata(),
+            request.get_ref(),
+            false,
+        );
+        let mut rec = SpokeRecord::start(provider, account, span.clone(), false);
         let result = self
             .engine
             .infer(request.into_inner(), timeout)
@@ -83,8 +89,15 @@ impl Spoke for SpokeService {
         request: Request<InferRequest>,
     ) -> Result<Response<Self::InferStreamStream>, Status> {
         let timeout = grpc_timeout(&request);
-        let span = observe::request_span(&self.engine, request.metadata(), request.get_ref(), true);
-        let mut rec = SpokeRecord::start(&self.engine, span.clone(), true);
+        let (provider, account) = (self.engine.provider(), self.engine.account());
+        let span = observe::request_span(
+            provider,
+            account,
+            request.metadata(),
+            request.get_ref(),
+            true,
+        );
+        let mut rec = SpokeRecord::start(provider, account, span.clone(), true);
         let events = match self
             .engine
             .infer_stream(request.into_inner(), timeout)

@@ -1,5 +1,6 @@
-//! HTTP surface of the spoke: `GET /healthz` (load-balancer target health) and
-//! `POST /inference`, the JSON form of `Infer` with the same semantics and status codes.
+//! HTTP surface of the spoke: `GET /healthz` (load-balancer target health),
+//! `POST /inference` (the JSON form of `Infer`, with the same semantics and status codes) and
+//! `GET /metrics` (Prometheus text).
 
 use crate::engine::Engine;
 use crate::error::SpokeError;
@@ -8,13 +9,15 @@ use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use metrics::gauge;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
+use switchyard_core::labels;
 use switchyard_proto::v1::{
-    Attempt, ContentPart, GenerationParams, InferRequest, InferResponse, Message, Outcome, Role,
-    RouteState, StopReason, content_part::Part,
+    Attempt, ContentPart, GenerationParams, InferRequest, InferResponse, Message, Role,
+    content_part::Part,
 };
 
 #[derive(Debug, Deserialize)]
@@ -100,42 +103,6 @@ impl InferenceBody {
     }
 }
 
-pub fn stop_reason_name(v: i32) -> &'static str {
-    match StopReason::try_from(v).unwrap_or(StopReason::Unspecified) {
-        StopReason::Unspecified | StopReason::EndTurn => "end_turn",
-        StopReason::MaxTokens => "max_tokens",
-        StopReason::StopSequence => "stop_sequence",
-        StopReason::ToolUse => "tool_use",
-        StopReason::ContentFiltered => "content_filtered",
-    }
-}
-
-pub fn outcome_name(v: i32) -> &'static str {
-    match Outcome::try_from(v).unwrap_or(Outcome::Unspecified) {
-        Outcome::Unspecified => "unspecified",
-        Outcome::Ok => "ok",
-        Outcome::Throttled => "throttled",
-        Outcome::Unavailable => "unavailable",
-        Outcome::Timeout => "timeout",
-        Outcome::Invalid => "invalid",
-        Outcome::SkippedQuota => "skipped_quota",
-        Outcome::SkippedCooldown => "skipped_cooldown",
-        Outcome::SkippedBreaker => "skipped_breaker",
-        Outcome::FailedMidStream => "failed_mid_stream",
-    }
-}
-
-pub fn state_name(v: i32) -> &'static str {
-    match RouteState::try_from(v).unwrap_or(RouteState::Unspecified) {
-        RouteState::Unspecified => "unknown",
-        RouteState::Ready => "ready",
-        RouteState::Cooling => "cooling",
-        RouteState::Open => "open",
-        RouteState::Exhausted => "exhausted",
-        RouteState::HalfOpen => "half_open",
-    }
-}
-
 pub fn attempts_json(attempts: &[Attempt]) -> Vec<AttemptBody> {
     attempts
         .iter()
@@ -144,7 +111,7 @@ pub fn attempts_json(attempts: &[Attempt]) -> Vec<AttemptBody> {
             AttemptBody {
                 region: t.region,
                 model: t.model,
-                outcome: outcome_name(a.outcome).to_owned(),
+                outcome: labels::Outcome::from_wire(a.outcome).as_str().to_owned(),
                 latency_ms: a.latency_ms,
                 detail: a.detail.clone(),
             }
@@ -167,7 +134,7 @@ fn response_json(r: InferResponse) -> serde_json::Value {
     json!({
         "request_id": r.request_id,
         "content": content,
-        "stop_reason": stop_reason_name(r.stop_reason),
+        "stop_reason": labels::StopReason::from_wire(r.stop_reason).as_str(),
         "usage": {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens},
         "route": RouteBody { provider: route.provider, account: route.account, region: route.region, model: route.model },
         "attempts": attempts_json(&r.attempts),
@@ -210,7 +177,12 @@ pub async fn inference_handler(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
         .map(Duration::from_millis);
-    let mut rec = crate::observe::SpokeRecord::start(&engine, tracing::Span::none(), false);
+    let mut rec = crate::observe::SpokeRecord::start(
+        engine.provider(),
+        engine.account(),
+        tracing::Span::none(),
+        false,
+    );
     match engine.infer(req, timeout).await {
         Ok(r) => {
             let route = r.route.clone().unwrap_or_default();
@@ -245,7 +217,7 @@ pub async fn healthz_handler(State(engine): State<Arc<Engine>>) -> Response {
                 "id": m.id,
                 "regions": m.regions.iter().map(|r| json!({
                     "region": r.region,
-                    "state": state_name(r.state),
+                    "state": labels::RouteState::from_wire(r.state).as_str(),
                     "headroom": r.headroom,
                     "requests_remaining": (r.requests_remaining != u64::MAX).then_some(r.requests_remaining),
                     "tokens_remaining": (r.tokens_remaining != u64::MAX).then_some(r.tokens_remaining),
@@ -268,4 +240,40 @@ pub async fn healthz_handler(State(engine): State<Arc<Engine>>) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (code, Json(body)).into_response()
+}
+
+/// `GET /metrics` on the spoke: Prometheus text; route gauges (state, headroom) are refreshed
+/// from the engine at scrape time.
+pub async fn metrics_handler(State(engine): State<Arc<Engine>>) -> Response {
+    let d = engine.describe().await;
+    let account = engine.account().to_string();
+    gauge!("switchyard_spoke_serving", "account" => account.clone()).set(if d.serving {
+        1.0
+    } else {
+        0.0
+    });
+    for m in &d.models {
+        for r in &m.regions {
+            let l = [
+                ("account", account.clone()),
+                ("region", r.region.clone()),
+                ("model", m.id.clone()),
+            ];
+            gauge!("switchyard_route_headroom", &l).set(r.headroom);
+            let current = labels::RouteState::from_wire(r.state);
+            for st in labels::RouteState::ALL {
+                let mut l = l.to_vec();
+                l.push(("state", st.as_str().to_string()));
+                gauge!("switchyard_route_state", &l).set(if st == current { 1.0 } else { 0.0 });
+            }
+        }
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        switchyard_core::prom::render(),
+    )
+        .into_response()
 }

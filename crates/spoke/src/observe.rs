@@ -2,22 +2,21 @@
 //! through the `traceparent` gRPC metadata), one span per upstream attempt, and the metrics,
 //! recorded once per request by [`SpokeRecord`] when it drops (for streams: when the stream
 //! ends). See docs/observability.md.
+//!
+//! A leaf: it takes the provider and account as plain values and knows nothing of the engine
+//! or the HTTP surface (the `/metrics` handler lives in `http`).
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::State;
-use axum::response::{IntoResponse, Response};
 use metrics::{counter, gauge, histogram};
+use switchyard_core::labels::{self, RequestOutcome};
 use switchyard_core::telemetry;
 use switchyard_proto::v1::{Attempt, InferRequest, Outcome, Usage};
 use switchyard_providers::UpstreamError;
 use tracing::Span;
 use tracing::field::Empty;
 
-use crate::engine::Engine;
 use crate::error::SpokeError;
-use crate::http::outcome_name;
 
 /// gRPC request metadata as a trace-context carrier.
 pub struct MetadataExtractor<'a>(pub &'a tonic::metadata::MetadataMap);
@@ -45,9 +44,11 @@ pub fn genai_provider(kind: &str) -> &str {
     }
 }
 
-/// The server span of one `Infer`/`InferStream` call; `Span::none()` when tracing is off.
+/// The server span of one `Infer`/`InferStream` call of `account` (served by `provider`);
+/// `Span::none()` when tracing is off.
 pub fn request_span(
-    engine: &Engine,
+    provider: &str,
+    account: &str,
     metadata: &tonic::metadata::MetadataMap,
     req: &InferRequest,
     stream: bool,
@@ -64,11 +65,11 @@ pub fn request_span(
         otel.status_code = Empty,
         switchyard.request_id = %req.request_id,
         switchyard.stream = stream,
-        switchyard.route.account = %engine.account(),
+        switchyard.route.account = %account,
         switchyard.route.region = Empty,
         switchyard.attempts = Empty,
         gen_ai.operation.name = "chat",
-        gen_ai.provider.name = %genai_provider(engine.provider()),
+        gen_ai.provider.name = %genai_provider(provider),
         gen_ai.request.model = %model,
         gen_ai.request.max_tokens = Empty,
         gen_ai.request.temperature = Empty,
@@ -124,7 +125,7 @@ pub fn upstream_span(
 /// Records an upstream attempt's result on its span.
 pub fn upstream_result(span: &Span, err: Option<&UpstreamError>) {
     if let Some(e) = err {
-        let reason = outcome_name(e.outcome() as i32);
+        let reason = labels::Outcome::from_wire(e.outcome() as i32).as_str();
         span.record("switchyard.failover.reason", reason);
         span.record("error.type", reason);
         span.record("otel.status_code", "ERROR");
@@ -147,15 +148,17 @@ pub struct SpokeRecord {
 }
 
 impl SpokeRecord {
-    pub fn start(engine: &Engine, span: Span, stream: bool) -> Self {
+    /// Starts the record of one request to `account`'s `provider` (the engine's
+    /// `provider()` / `account()`); counts it in flight until it drops.
+    pub fn start(provider: &'static str, account: &str, span: Span, stream: bool) -> Self {
         gauge!("switchyard_spoke_in_flight_requests").increment(1.0);
         if stream {
             gauge!("switchyard_spoke_in_flight_streams").increment(1.0);
         }
         Self {
             span,
-            provider: engine.provider(),
-            account: engine.account().to_string(),
+            provider,
+            account: account.to_string(),
             started: Instant::now(),
             stream,
             attempts: Vec::new(),
@@ -207,11 +210,12 @@ impl Drop for SpokeRecord {
         }
         let elapsed = self.started.elapsed();
         let outcome = match (self.error, &self.route) {
-            (None, Some(_)) if !self.stream || self.done => "ok",
-            (None, Some(_)) => "cancelled",
-            (Some(_), Some(_)) => "stream_error",
-            _ => "error",
-        };
+            (None, Some(_)) if !self.stream || self.done => RequestOutcome::Ok,
+            (None, Some(_)) => RequestOutcome::Cancelled,
+            (Some(_), Some(_)) => RequestOutcome::StreamError,
+            _ => RequestOutcome::Error,
+        }
+        .as_str();
         let (region, model) = self
             .route
             .clone()
@@ -240,7 +244,7 @@ impl Drop for SpokeRecord {
         let mut previous: Option<&'static str> = None;
         for a in &self.attempts {
             let t = a.target.clone().unwrap_or_default();
-            let name = outcome_name(a.outcome);
+            let name = labels::Outcome::from_wire(a.outcome).as_str();
             counter!(
                 "switchyard_upstream_attempts_total",
                 "provider" => self.provider,
@@ -251,10 +255,7 @@ impl Drop for SpokeRecord {
             )
             .increment(1);
             upstream_time += Duration::from_millis(u64::from(a.latency_ms));
-            let skipped = matches!(
-                Outcome::try_from(a.outcome),
-                Ok(Outcome::SkippedQuota | Outcome::SkippedCooldown | Outcome::SkippedBreaker)
-            );
+            let skipped = labels::Outcome::from_wire(a.outcome).is_skip();
             if !skipped {
                 calls += 1;
                 if calls > 1 {
@@ -309,41 +310,4 @@ impl Drop for SpokeRecord {
             s.record("error.type", self.error.unwrap_or(outcome));
         }
     }
-}
-
-/// `GET /metrics` on the spoke: Prometheus text; route gauges (state, headroom) are refreshed
-/// from the engine at scrape time.
-pub async fn metrics_handler(State(engine): State<Arc<Engine>>) -> Response {
-    let d = engine.describe().await;
-    let account = engine.account().to_string();
-    gauge!("switchyard_spoke_serving", "account" => account.clone()).set(if d.serving {
-        1.0
-    } else {
-        0.0
-    });
-    const STATES: [&str; 5] = ["ready", "cooling", "open", "exhausted", "half_open"];
-    for m in &d.models {
-        for r in &m.regions {
-            let l = [
-                ("account", account.clone()),
-                ("region", r.region.clone()),
-                ("model", m.id.clone()),
-            ];
-            gauge!("switchyard_route_headroom", &l).set(r.headroom);
-            let current = crate::http::state_name(r.state);
-            for st in STATES {
-                let mut l = l.to_vec();
-                l.push(("state", st.to_string()));
-                gauge!("switchyard_route_state", &l).set(if st == current { 1.0 } else { 0.0 });
-            }
-        }
-    }
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        switchyard_core::prom::render(),
-    )
-        .into_response()
 }

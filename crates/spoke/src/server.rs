@@ -139,7 +139,7 @@ pub fn router(engine: Arc<Engine>) -> (Router, tonic_health::server::HealthRepor
     let http = Router::new()
         .route("/healthz", get(crate::http::healthz_handler))
         .route("/inference", post(crate::http::inference_handler))
-        .route("/metrics", get(crate::observe::metrics_handler))
+        .route("/metrics", get(crate::http::metrics_handler))
         .with_state(engine);
     (http.merge(grpc), reporter)
 }

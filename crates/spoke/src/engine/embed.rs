@@ -1,6 +1,7 @@
 //! Embeddings (`Embed`): the same plan, admission, failover and error model as `infer`.
 
-use super::{Engine, Tally};
+use super::Engine;
+use super::tally::Tally;
 use crate::error::SpokeError;
 use std::time::Duration;
 use switchyard_proto::v1::{EmbedRequest, EmbedResponse, Embedding, InferRequest, Outcome, Usage};
@@ -33,14 +34,7 @@ impl Engine {
         if req.request_id.is_empty() {
             req.request_id = uuid::Uuid::new_v4().to_string();
         }
-        let mut budget = match req.timeout_ms {
-            0 => self.default_timeout,
-            ms => Duration::from_millis(ms),
-        };
-        if let Some(t) = grpc_timeout {
-            budget = budget.min(t);
-        }
-        let deadline = Instant::now() + budget;
+        let deadline = self.deadline(req.timeout_ms, grpc_timeout);
         let chars: usize = req.inputs.iter().map(String::len).sum();
         let estimate = (chars as u64).div_ceil(4).max(1);
         // Routing looks only at the candidates and regions.

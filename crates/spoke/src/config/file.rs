@@ -1,0 +1,117 @@
+//! What the spoke's TOML file holds, as serde structs (`*File`): read by `config::parse`, then
+//! turned into the runtime types by `config::validate`. Unknown keys are errors
+//! (`switchyard_core::config::parse_toml`).
+
+use serde::Deserialize;
+use std::path::PathBuf;
+
+#[derive(Debug, Deserialize)]
+pub struct SpokeConfigFile {
+    pub listen: String,
+    pub account: String,
+    pub provider: String,
+    pub default_timeout: Option<String>,
+    pub attempt_timeout: Option<String>,
+    pub drain_timeout: Option<String>,
+    #[serde(default)]
+    pub backoff: BackoffFile,
+    #[serde(default)]
+    pub breaker: BreakerFile,
+    #[serde(default)]
+    pub regions: Vec<RegionFile>,
+    #[serde(default)]
+    pub models: Vec<ModelFile>,
+    pub aws: Option<AwsFile>,
+    pub bedrock: Option<BedrockFile>,
+    /// `provider = "anthropic"`: the API key settings (same keys as `[openai]`).
+    pub anthropic: Option<OpenAiFile>,
+    pub openai: Option<OpenAiFile>,
+    pub simulated: Option<SimulatedFile>,
+    #[serde(default)]
+    pub quota: switchyard_quota::QuotaStoreFile,
+    pub tls: Option<TlsFile>,
+    /// `GET /admin/config` (off when no key hash is set).
+    #[serde(default)]
+    pub admin: AdminFile,
+    /// OpenTelemetry trace export (docs/observability.md).
+    #[serde(default)]
+    pub telemetry: switchyard_core::telemetry::TelemetryConfig,
+}
+
+/// `[tls]`: serve gRPC and HTTP over TLS; with `client_ca`, only clients (hubs) holding a
+/// certificate from that CA get through the handshake (mutual TLS).
+#[derive(Debug, Deserialize)]
+pub struct TlsFile {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: Option<PathBuf>,
+    /// How often the files are re-read for rotation (default 5s).
+    pub reload_interval: Option<String>,
+}
+
+/// `[admin]`: who may call the spoke's `/admin/*` (same semantics as the hub's).
+#[derive(Debug, Default, Deserialize)]
+pub struct AdminFile {
+    /// SHA-256 (64 hex digits) of each admin key; empty = `/admin/*` answers 404.
+    #[serde(default)]
+    pub api_key_sha256: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct BackoffFile {
+    pub base: Option<String>,
+    pub max: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct BreakerFile {
+    pub failures: Option<u32>,
+    pub open_for: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RegionFile {
+    pub name: String,
+    pub endpoint: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ModelFile {
+    pub id: String,
+    pub upstream_id: Option<String>,
+    pub regions: Option<Vec<String>>,
+    pub context_window: Option<u32>,
+    pub streaming: Option<bool>,
+    pub tools: Option<bool>,
+    pub images: Option<bool>,
+    pub requests_per_minute: Option<u64>,
+    pub tokens_per_minute: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct AwsFile {
+    pub role_arn: Option<String>,
+    pub secrets_region: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct BedrockFile {
+    pub guardrail_id: Option<String>,
+    pub guardrail_version: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct OpenAiFile {
+    pub api_key_env: Option<String>,
+    pub api_key_file: Option<PathBuf>,
+    pub api_key_secret: Option<String>,
+    pub api_key_secret_field: Option<String>,
+    pub secret_refresh: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SimulatedFile {
+    pub latency: Option<String>,
+    pub tokens_per_second: Option<u32>,
+    pub failure_rate: Option<f64>,
+}

@@ -1,0 +1,121 @@
+//! The route table: every (model, region) route of the config with its shared state, swapped
+//! whole by a config reload, and the plan of one request over it.
+
+use super::Engine;
+use crate::config::{Model, SpokeConfig};
+use crate::error::SpokeError;
+use crate::routes::RouteState;
+use parking_lot::Mutex;
+use std::sync::Arc;
+use switchyard_proto::v1::InferRequest;
+use switchyard_quota::Limits;
+
+/// One (model, region) target and its state.
+pub struct Route {
+    pub model: String,
+    pub upstream_model: String,
+    pub region: String,
+    /// The account's configured quota for this route (a ceiling; see `RouteState::rate_factor`).
+    pub(super) limits: Limits,
+    /// Quota-store scope: `acct:{account}:{region}:{model}`, shared by every task of the spoke
+    /// service when the store is Redis.
+    pub(super) scope: String,
+    /// Shared with the route's successor when a config reload keeps the (model, region).
+    pub(super) state: Arc<Mutex<RouteState>>,
+}
+
+/// The models and their region chains: swapped whole by a config reload.
+pub(super) struct RouteTable {
+    pub(super) models: Vec<Model>,
+    /// Routes grouped by model, each group in region-chain order.
+    pub(super) routes: Vec<Vec<Arc<Route>>>,
+}
+
+impl RouteTable {
+    /// Builds the routes of `config`, reusing the breaker / cool-down state of every
+    /// (model, region) that `prev` already had.
+    pub(super) fn build(config: &SpokeConfig, prev: Option<&RouteTable>) -> RouteTable {
+        let now = std::time::Instant::now();
+        let routes = config
+            .models
+            .iter()
+            .map(|m| {
+                m.regions
+                    .iter()
+                    .map(|r| {
+                        let state = prev
+                            .and_then(|p| {
+                                p.routes
+                                    .iter()
+                                    .flatten()
+                                    .find(|old| old.model == m.id && &old.region == r)
+                            })
+                            .map(|old| old.state.clone())
+                            .unwrap_or_else(|| {
+                                Arc::new(Mutex::new(RouteState::new(config.breaker, now)))
+                            });
+                        Arc::new(Route {
+                            model: m.id.clone(),
+                            upstream_model: m.upstream_id.clone(),
+                            region: r.clone(),
+                            limits: Limits {
+                                requests_per_minute: m.requests_per_minute,
+                                tokens_per_minute: m.tokens_per_minute,
+                                ..Limits::default()
+                            },
+                            scope: format!("acct:{}:{}:{}", config.account, r, m.id),
+                            state,
+                        })
+                    })
+                    .collect()
+            })
+            .collect();
+        RouteTable {
+            models: config.models.clone(),
+            routes,
+        }
+    }
+}
+
+impl Engine {
+    /// Config reload: swaps in the models, region chains and quotas of `config` at once;
+    /// routes that still exist keep their breaker and cool-down state. Calls in flight finish on
+    /// the routes they started with.
+    pub fn reload_routes(&self, config: &SpokeConfig) {
+        let prev = self.table.load_full();
+        self.table
+            .store(Arc::new(RouteTable::build(config, Some(&prev))));
+    }
+
+    /// The routes to try for a request, in order: each requested model (that this spoke serves)
+    /// with its region chain, filtered by the allowed regions.
+    pub fn plan(&self, req: &InferRequest) -> Result<Vec<Arc<Route>>, SpokeError> {
+        let mut known = false;
+        let mut plan = Vec::new();
+        let table = self.table.load();
+        for name in &req.models {
+            let Some(i) = table.models.iter().position(|m| &m.id == name) else {
+                continue;
+            };
+            known = true;
+            plan.extend(
+                table.routes[i]
+                    .iter()
+                    .filter(|r| {
+                        req.allowed_regions.is_empty() || req.allowed_regions.contains(&r.region)
+                    })
+                    .cloned(),
+            );
+        }
+        if !known {
+            return Err(SpokeError::UnknownModel(req.models.join(", ")));
+        }
+        if plan.is_empty() {
+            return Err(SpokeError::BadRequest(format!(
+                "no route of the requested models is in the allowed regions ({})",
+                req.allowed_regions.join(", ")
+            )));
+        }
+        Ok(plan)
+    }
+}
