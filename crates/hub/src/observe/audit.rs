@@ -94,11 +94,7 @@ pub fn upstream_attempts(attempts: &[switchyard_proto::v1::Attempt]) -> Vec<Valu
         .iter()
         .map(|a| {
             let t = a.target.clone().unwrap_or_default();
-            let outcome = switchyard_proto::v1::Outcome::try_from(a.outcome)
-                .unwrap_or(switchyard_proto::v1::Outcome::Unspecified)
-                .as_str_name()
-                .trim_start_matches("OUTCOME_")
-                .to_ascii_lowercase();
+            let outcome = switchyard_core::labels::Outcome::from_wire(a.outcome).as_str();
             json!({"region": t.region, "model": t.model, "outcome": outcome, "latency_ms": a.latency_ms})
         })
         .collect()

@@ -9,6 +9,7 @@ use axum::http::{HeaderMap, HeaderValue};
 use metrics::{counter, gauge, histogram};
 use parking_lot::Mutex;
 use serde_json::{Value, json};
+use switchyard_core::labels::RequestOutcome;
 use switchyard_core::telemetry::{self, OpenTelemetrySpanExt};
 use tracing::Span;
 
@@ -286,11 +287,12 @@ impl Drop for Shared {
         }
         let elapsed = i.started.elapsed();
         let outcome = match (&i.error, i.status) {
-            (None, 200..=299) => "ok",
-            (None, 0) => "cancelled",
-            (Some(_), 200..=299) => "stream_error",
-            _ => "error",
-        };
+            (None, 200..=299) => RequestOutcome::Ok,
+            (None, 0) => RequestOutcome::Cancelled,
+            (Some(_), 200..=299) => RequestOutcome::StreamError,
+            _ => RequestOutcome::Error,
+        }
+        .as_str();
         let route = i.route.clone().unwrap_or_default();
         let model = if route.model.is_empty() || i.models.contains(&route.model) {
             super::label(&route.model)

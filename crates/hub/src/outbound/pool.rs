@@ -321,7 +321,7 @@ pub async fn check(spoke: &Spoke, timeout: Duration) -> Result<Described, String
                 model: m.id.clone(),
                 region: r.region.clone(),
                 headroom: r.headroom,
-                state: route_state_name(r.state),
+                state: switchyard_core::labels::RouteState::from_wire(r.state).as_str(),
             })
         })
         .collect();
@@ -332,18 +332,6 @@ pub async fn check(spoke: &Spoke, timeout: Duration) -> Result<Described, String
         serving: d.serving,
         models,
     })
-}
-
-fn route_state_name(v: i32) -> &'static str {
-    use pb::RouteState as S;
-    match S::try_from(v).unwrap_or(S::Unspecified) {
-        S::Unspecified => "unknown",
-        S::Ready => "ready",
-        S::Cooling => "cooling",
-        S::Open => "open",
-        S::Exhausted => "exhausted",
-        S::HalfOpen => "half_open",
-    }
 }
 
 /// Runs until the spoke is stopped: checks at once, then every `interval`; after a passive
