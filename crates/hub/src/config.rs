@@ -288,6 +288,11 @@ pub struct ProviderConfig {
     pub health: HealthConfig,
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout: String,
+    /// HTTP/2 connections per spoke address; calls go to the least busy one. Behind a TCP load
+    /// balancer each connection lands on a task, so this is how many tasks one hub can keep
+    /// busy per address (docs/operations.md, *Balancing*).
+    #[serde(default = "default_connections")]
+    pub connections: u32,
     /// Call the spokes over TLS (optionally mutual); plain h2c when absent.
     pub tls: Option<SpokeTlsConfig>,
 }
@@ -303,6 +308,9 @@ fn default_dns_min_ttl() -> String {
 }
 fn default_dns_max_ttl() -> String {
     "60s".into()
+}
+fn default_connections() -> u32 {
+    4
 }
 fn default_connect_timeout() -> String {
     "2s".into()
@@ -445,6 +453,8 @@ pub struct Provider {
     pub source: SpokeSource,
     pub health: Health,
     pub connect_timeout: Duration,
+    /// Connections per spoke address, 1..=64.
+    pub connections: usize,
     pub tls: Option<SpokeTls>,
 }
 
@@ -637,6 +647,9 @@ impl HubConfig {
             if connect_timeout.is_zero() {
                 errs.push(format!("{base}.connect_timeout: must be greater than 0"));
             }
+            if !(1..=64).contains(&p.connections) {
+                errs.push(format!("{base}.connections: must be between 1 and 64"));
+            }
             let source = match (&p.dns, p.spokes.is_empty()) {
                 (Some(_), false) => {
                     errs.push(format!("{base}: set either `spokes` or `dns`, not both"));
@@ -756,6 +769,7 @@ impl HubConfig {
                     source,
                     health,
                     connect_timeout,
+                    connections: p.connections.clamp(1, 64) as usize,
                     tls,
                 });
             }

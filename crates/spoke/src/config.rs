@@ -18,6 +18,12 @@ pub struct SpokeConfigFile {
     pub default_timeout: Option<String>,
     pub attempt_timeout: Option<String>,
     pub drain_timeout: Option<String>,
+    /// Connection age after which the spoke sends a graceful GOAWAY (gRPC's
+    /// MAX_CONNECTION_AGE); `"0s"` turns it off. Default 60s.
+    pub max_connection_age: Option<String>,
+    /// Time an aged connection's calls get to finish before it is closed (gRPC's
+    /// MAX_CONNECTION_AGE_GRACE). Default 5m.
+    pub max_connection_age_grace: Option<String>,
     #[serde(default)]
     pub backoff: BackoffFile,
     #[serde(default)]
@@ -193,6 +199,8 @@ pub struct SpokeConfig {
     pub default_timeout: Duration,
     pub attempt_timeout: Option<Duration>,
     pub drain_timeout: Duration,
+    /// Connection recycling behind a TCP load balancer (see [`ConnectionAge`]).
+    pub connection_age: ConnectionAge,
     pub backoff: Backoff,
     pub breaker: BreakerPolicy,
     pub regions: Vec<Region>,
@@ -204,6 +212,28 @@ pub struct SpokeConfig {
     /// SHA-256 of the admin keys; empty = `/admin/*` is off.
     pub admin_key_hashes: Vec<[u8; 32]>,
     pub telemetry: switchyard_core::telemetry::TelemetryConfig,
+}
+
+/// How long a hub connection lives. A TCP load balancer (NLB, HAProxy in TCP mode) balances
+/// connections, not calls: ending each connection after `max_age` (±10 % jitter, so a fleet's
+/// connections do not all reconnect at once) with a graceful GOAWAY makes every hub reconnect
+/// through the balancer, so a task added by scaling out gets calls within `max_age × 1.1`, and
+/// a task deregistered from the balancer is left by every hub within the same bound.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ConnectionAge {
+    /// None = connections live until a side closes them.
+    pub max_age: Option<Duration>,
+    /// After the GOAWAY, calls in flight get this long; then the connection is closed.
+    pub grace: Duration,
+}
+
+impl Default for ConnectionAge {
+    fn default() -> Self {
+        Self {
+            max_age: Some(Duration::from_secs(60)),
+            grace: Duration::from_secs(300),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -258,6 +288,19 @@ pub fn validate(f: SpokeConfigFile) -> Result<SpokeConfig, ConfigErrors> {
         f.drain_timeout.as_deref(),
         Duration::from_secs(30),
     );
+    let age_default = ConnectionAge::default();
+    let grace = p.duration_or(
+        "max_connection_age_grace",
+        f.max_connection_age_grace.as_deref(),
+        age_default.grace,
+    );
+    let connection_age = ConnectionAge {
+        max_age: match f.max_connection_age.as_deref() {
+            None => age_default.max_age,
+            Some(t) => p.duration("max_connection_age", t).filter(|d| !d.is_zero()),
+        },
+        grace: positive(&mut p, "max_connection_age_grace".into(), grace),
+    };
 
     let defaults = Backoff::default();
     let backoff = Backoff {
@@ -511,6 +554,7 @@ pub fn validate(f: SpokeConfigFile) -> Result<SpokeConfig, ConfigErrors> {
             default_timeout,
             attempt_timeout,
             drain_timeout,
+            connection_age,
             backoff,
             breaker,
             regions,
