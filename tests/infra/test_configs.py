@@ -115,7 +115,14 @@ def rendered_spoke() -> str:
     regions = list(dict.fromkeys(r for m in MODELS for r in m["regions"]))
     return render(
         (TEMPLATES / "spoke-bedrock.toml.tftpl").read_text(),
-        {"account_id": "222222222222", "port": 50051, "drain_timeout_seconds": 30, "regions": regions, "models": MODELS},
+        {
+            "account_id": "222222222222",
+            "port": 50051,
+            "drain_timeout_seconds": 30,
+            "max_connection_age_seconds": 30,
+            "regions": regions,
+            "models": MODELS,
+        },
     )
 
 
@@ -162,6 +169,7 @@ def test_spoke_template_renders_valid_toml():
     assert doc["listen"] == "0.0.0.0:50051"
     assert doc["provider"] == "bedrock"
     assert doc["drain_timeout"] == "30s"
+    assert doc["max_connection_age"] == "30s"
     assert [r["name"] for r in doc["regions"]] == ["us-east-1", "us-west-2"]
     assert doc["models"][1]["regions"] == ["us-east-1"]
 
