@@ -228,12 +228,13 @@ fn healthz_inside(net: &Net, n: &str, addr: SocketAddr) -> Option<u16> {
     String::from_utf8_lossy(&out.stdout).trim().parse().ok()
 }
 
-fn p99(mut ms: Vec<f64>) -> f64 {
+/// The `q` quantile (0..=1) of `ms`, nearest rank.
+fn quantile(mut ms: Vec<f64>, q: f64) -> f64 {
     if ms.is_empty() {
         return 0.0;
     }
     ms.sort_by(|a, b| a.total_cmp(b));
-    ms[((ms.len() as f64 * 0.99).ceil() as usize).clamp(1, ms.len()) - 1]
+    ms[((ms.len() as f64 * q).ceil() as usize).clamp(1, ms.len()) - 1]
 }
 
 fn took_ms(recs: &[&Rec]) -> Vec<f64> {
@@ -407,7 +408,14 @@ async fn black_hole_latency_loss_and_partition_between_namespaces() {
         .iter()
         .filter(|r| r.started >= slowed && r.ok() && r.account == "acct-b" && r.attempts == 1)
         .collect();
-    let (p99_base, p99_b) = (p99(took_ms(&base)), p99(took_ms(&via_b)));
+    let (p99_base, p99_b) = (
+        quantile(took_ms(&base), 0.99),
+        quantile(took_ms(&via_b), 0.99),
+    );
+    let (p50_base, p50_b) = (
+        quantile(took_ms(&base), 0.5),
+        quantile(took_ms(&via_b), 0.5),
+    );
     println!(
         "black hole: spoke A out of routing after {:.2} s (bound attempt_timeout {} s + health interval {} s = {} s)",
         a_gone.as_secs_f64(),
@@ -416,10 +424,11 @@ async fn black_hole_latency_loss_and_partition_between_namespaces() {
         bound.as_secs()
     );
     println!(
-        "latency 50±10 ms + 5 % loss on spoke B: p99 {p99_b:.1} ms over {} calls vs baseline p99 {p99_base:.1} ms over {} calls: p99 added latency {:.1} ms",
+        "latency 50±10 ms + 5 % loss on spoke B: p99 {p99_b:.1} ms over {} calls vs baseline p99 {p99_base:.1} ms over {} calls: p99 added latency {:.1} ms (p50 added {:.1} ms)",
         via_b.len(),
         base.len(),
-        p99_b - p99_base
+        p99_b - p99_base,
+        p50_b - p50_base
     );
     println!(
         "partition: spoke C out of routing after {:.2} s; its /healthz inside its host answers {c_health:?}",
@@ -465,9 +474,11 @@ async fn black_hole_latency_loss_and_partition_between_namespaces() {
         "too few calls through the slow spoke: {}",
         via_b.len()
     );
+    // Every call through B crosses the delayed direction at least once (≥ 40 ms); the median
+    // shows it whatever the machine's load does to the tails.
     assert!(
-        p99_b - p99_base >= 30.0,
-        "the added latency did not show: p99 {p99_b:.1} ms vs {p99_base:.1} ms"
+        p50_b - p50_base >= 30.0,
+        "the added latency did not show: p50 {p50_b:.1} ms vs {p50_base:.1} ms"
     );
     assert_eq!(
         c_health,

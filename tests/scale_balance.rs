@@ -194,7 +194,7 @@ async fn calls_spread_over_tasks_behind_one_tcp_balancer_address() {
     let bound = MAX_AGE.mul_f64(1.1) + CHECK_INTER + Duration::from_secs(1);
     tokio::time::sleep_until((joined + bound).into()).await;
     let w2 = Instant::now();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
     let w2_end = Instant::now();
 
     // 3. Task 2 leaves the balancer (no new connections), must be idle within the bound, then
