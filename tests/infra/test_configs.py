@@ -107,7 +107,10 @@ def provider_pool_toml(name="bedrock", zone="spokes.internal", ttl=10) -> str:
     body = "\n".join(line[indent:] for line in lines) + "\n"
     srv = f"_grpc._tcp.{name}.{zone}"
     return (
-        body.replace("${var.name}", name).replace("${local.srv_name}", srv).replace("${var.ttl}", str(ttl))
+        body.replace("${var.name}", name)
+        .replace("${local.srv_name}", srv)
+        .replace("${var.ttl}", str(ttl))
+        .replace("${var.connections_per_address}", "4")
     )
 
 
@@ -184,6 +187,7 @@ def test_hub_template_renders_valid_toml_with_the_srv_pool():
         "dns_record": "srv",
         "dns_max_ttl": "10s",
         "health": {"interval": "5s", "timeout": "2s", "healthy_threshold": 2, "unhealthy_threshold": 2},
+        "connections": 4,
     }
     chat = next(a for a in doc["aliases"] if a["name"] == "chat-default")
     assert [c["model"] for c in chat["candidates"]] == ["claude-haiku", "claude-sonnet"]
