@@ -9,8 +9,11 @@
 //! 2. a fourth task enabled in the balancer (runtime API) serves 1/4 ±20 % from
 //!    `1.1 × max_connection_age + HAProxy check interval + 1 s` = 3.7 s after it was enabled;
 //! 3. a task taken out of the balancer (runtime API `state maint`: no new connections, as an
-//!    NLB deregistration) gets no calls within `1.1 × max_connection_age + 1 s`, is then stopped
-//!    with SIGTERM, and the whole run costs 0 client errors.
+//!    NLB deregistration) gets no calls within `1.1 × max_connection_age + 1 s`, and is then
+//!    stopped with SIGTERM;
+//! 4. another task is taken out and stopped at once, hub connections still on it;
+//!
+//! and the whole run costs 0 client errors.
 //!
 //! Needs `haproxy` (Debian package; `.ci/run` installs it) and the real binaries
 //! (`cargo build --workspace --bins`).
@@ -214,6 +217,19 @@ async fn calls_spread_over_tasks_behind_one_tcp_balancer_address() {
         .unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let end = Instant::now();
+
+    // 4. The harsh case: task 3 leaves the balancer and gets SIGTERM at once (no deregistration
+    //    delay), with hub connections still on it. Its drain refuses the calls that race the
+    //    GOAWAY (`x-switchyard-draining`); the hub sends them again on another connection.
+    let answer = lb.api("set server spokes/t3 state maint").await;
+    assert!(answer.trim().is_empty(), "set server state maint: {answer}");
+    spokes[2].proc.sigterm().unwrap();
+    spokes[2]
+        .proc
+        .wait_exit(Duration::from_secs(15))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let recs = load.stop().await;
 
     println!("balance: {}", summary(&recs));
