@@ -10,6 +10,9 @@ use switchyard_core::backoff::Backoff;
 use switchyard_core::breaker::BreakerPolicy;
 use switchyard_core::config::{ConfigErrors, Problems, parse_toml};
 
+mod connection_age;
+pub use connection_age::ConnectionAge;
+
 #[derive(Debug, Deserialize)]
 pub struct SpokeConfigFile {
     pub listen: String,
@@ -212,28 +215,6 @@ pub struct SpokeConfig {
     /// SHA-256 of the admin keys; empty = `/admin/*` is off.
     pub admin_key_hashes: Vec<[u8; 32]>,
     pub telemetry: switchyard_core::telemetry::TelemetryConfig,
-}
-
-/// How long a hub connection lives. A TCP load balancer (NLB, HAProxy in TCP mode) balances
-/// connections, not calls: ending each connection after `max_age` (±10 % jitter, so a fleet's
-/// connections do not all reconnect at once) with a graceful GOAWAY makes every hub reconnect
-/// through the balancer, so a task added by scaling out gets calls within `max_age × 1.1`, and
-/// a task deregistered from the balancer is left by every hub within the same bound.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ConnectionAge {
-    /// None = connections live until a side closes them.
-    pub max_age: Option<Duration>,
-    /// After the GOAWAY, calls in flight get this long; then the connection is closed.
-    pub grace: Duration,
-}
-
-impl Default for ConnectionAge {
-    fn default() -> Self {
-        Self {
-            max_age: Some(Duration::from_secs(60)),
-            grace: Duration::from_secs(300),
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
