@@ -107,7 +107,10 @@ def provider_pool_toml(name="bedrock", zone="spokes.internal", ttl=10) -> str:
     body = "\n".join(line[indent:] for line in lines) + "\n"
     srv = f"_grpc._tcp.{name}.{zone}"
     return (
-        body.replace("${var.name}", name).replace("${local.srv_name}", srv).replace("${var.ttl}", str(ttl))
+        body.replace("${var.name}", name)
+        .replace("${local.srv_name}", srv)
+        .replace("${var.ttl}", str(ttl))
+        .replace("${var.connections_per_address}", "4")
     )
 
 
@@ -115,7 +118,14 @@ def rendered_spoke() -> str:
     regions = list(dict.fromkeys(r for m in MODELS for r in m["regions"]))
     return render(
         (TEMPLATES / "spoke-bedrock.toml.tftpl").read_text(),
-        {"account_id": "222222222222", "port": 50051, "drain_timeout_seconds": 30, "regions": regions, "models": MODELS},
+        {
+            "account_id": "222222222222",
+            "port": 50051,
+            "drain_timeout_seconds": 30,
+            "max_connection_age_seconds": 30,
+            "regions": regions,
+            "models": MODELS,
+        },
     )
 
 
@@ -162,6 +172,7 @@ def test_spoke_template_renders_valid_toml():
     assert doc["listen"] == "0.0.0.0:50051"
     assert doc["provider"] == "bedrock"
     assert doc["drain_timeout"] == "30s"
+    assert doc["max_connection_age"] == "30s"
     assert [r["name"] for r in doc["regions"]] == ["us-east-1", "us-west-2"]
     assert doc["models"][1]["regions"] == ["us-east-1"]
 
@@ -176,6 +187,7 @@ def test_hub_template_renders_valid_toml_with_the_srv_pool():
         "dns_record": "srv",
         "dns_max_ttl": "10s",
         "health": {"interval": "5s", "timeout": "2s", "healthy_threshold": 2, "unhealthy_threshold": 2},
+        "connections": 4,
     }
     chat = next(a for a in doc["aliases"] if a["name"] == "chat-default")
     assert [c["model"] for c in chat["candidates"]] == ["claude-haiku", "claude-sonnet"]

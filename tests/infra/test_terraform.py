@@ -339,6 +339,29 @@ def test_spoke_preconditions_accept_the_rendered_template_and_reject_mismatches(
     assert not re.search(drain[1].replace("${var.drain_timeout_seconds}", "45"), config)
 
 
+def test_spoke_connection_age_matches_the_config_and_the_deregistration_delay_outlasts_it():
+    from test_configs import rendered_spoke
+
+    config = rendered_spoke()
+    age = local_regex(MODULES / "spoke" / "main.tf", "age_ok")
+    assert re.search(age[0], config)
+    assert re.search(age[1].replace("${var.max_connection_age_seconds}", "30"), config)
+    assert not re.search(age[1].replace("${var.max_connection_age_seconds}", "60"), config)
+    # The NLB keeps existing connections through deregistration, and the delay outlasts one
+    # connection age (+10 %), so hubs have left a task before ECS stops it.
+    tg = resources(MODULES / "spoke", "aws_lb_target_group")["this"]
+    assert tg["connection_termination"] is False
+    assert tg["deregistration_delay"] == "${var.deregistration_delay_seconds}"
+    text = (MODULES / "spoke" / "main.tf").read_text()
+    assert "var.deregistration_delay_seconds >= ceil(var.max_connection_age_seconds * 1.1) + 10" in text
+    assert "local.deregistration_ok" in text and "local.age_ok" in text
+    declared = variables(MODULES / "spoke")
+    age_default = declared["max_connection_age_seconds"]["default"]
+    assert declared["deregistration_delay_seconds"]["default"] >= -(-age_default * 11 // 10) + 10
+    example = (EXAMPLES / "multi-account" / "main.tf").read_text()
+    assert example.count("max_connection_age_seconds = local.spoke_max_connection_age_seconds") >= 4
+
+
 def test_hub_precondition_accepts_the_rendered_template():
     from test_configs import rendered_hub
 

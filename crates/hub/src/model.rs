@@ -52,6 +52,8 @@ pub struct Provider {
     pub source: SpokeSource,
     pub health: Health,
     pub connect_timeout: Duration,
+    /// Connections per spoke address, 1..=64.
+    pub connections: usize,
     pub tls: Option<SpokeTls>,
 }
 

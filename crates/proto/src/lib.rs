@@ -30,3 +30,7 @@ pub const RETRY_AFTER_MS: &str = "retry-after-ms";
 pub const ATTEMPTS: &str = "x-switchyard-attempts";
 /// gRPC metadata key carrying the request id.
 pub const REQUEST_ID: &str = "x-request-id";
+/// gRPC metadata key (`1`) on the UNAVAILABLE a draining spoke answers before doing anything
+/// with the call: a client may send the call again on another connection, even to the same
+/// load-balancer address, without risk of running it twice.
+pub const DRAINING: &str = "x-switchyard-draining";

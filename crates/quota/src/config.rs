@@ -81,13 +81,24 @@ impl QuotaStoreFile {
                         String::new()
                     }
                 };
-                if !(url.is_empty() || url.starts_with("redis://") || url.starts_with("rediss://"))
+                if !url.is_empty()
+                    && let Err(e) = crate::redis_conn::seeds(&url)
                 {
-                    // Never echo the URL: it may carry a password.
+                    // Never echo the URL: it may carry a password (the error names positions).
                     problem(
                         "redis_url",
-                        "must be redis://host:port/db or rediss:// (TLS)".into(),
+                        format!(
+                            "must be redis://host:port/db or rediss:// (TLS), or comma-separated cluster seed nodes ({e})"
+                        ),
                     );
+                }
+                if self
+                    .key_prefix
+                    .as_deref()
+                    .is_some_and(|p| p.contains(['{', '}']))
+                {
+                    // The scope is the keys' cluster hash tag; braces here would replace it.
+                    problem("key_prefix", "must not contain { or }".into());
                 }
                 StoreConfig::Redis {
                     url,

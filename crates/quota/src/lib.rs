@@ -16,6 +16,7 @@ mod calendar;
 pub mod config;
 mod fallback;
 mod memory;
+pub mod redis_conn;
 mod redis_store;
 
 pub use config::{QuotaStoreFile, StoreConfig};

@@ -1,14 +1,15 @@
 //! The shared store: every check-and-consume is one Lua script, run atomically by Redis, with
 //! Redis's own clock (`TIME`) so replicas with skewed clocks still agree. Keys are namespaced
-//! (`{prefix}:{scope}:…`, the scope in a hash tag so one scope's keys share a cluster slot) and
-//! expire on their own.
+//! (`{prefix}:{scope}:…`, the scope in a hash tag so one scope's keys — every key of one
+//! script — share a cluster slot) and expire on their own. Works on a single node and on a Redis
+//! Cluster ([`crate::redis_conn`]).
 
 use crate::calendar::{day_key, month_key, ms_to_next_day, ms_to_next_month, now_ms};
+use crate::redis_conn::RedisConn;
 use crate::{
     Admission, Limit, Limits, QuotaStore, RateState, Reservation, StoreError, Window, micros,
 };
 use redis::Script;
-use redis::aio::ConnectionManager;
 use std::time::Duration;
 
 /// KEYS: rpm zset, tpm hash, day spend, month spend.
@@ -109,7 +110,7 @@ return {count, newest_reset, math.floor(math.max(0, tokens))}
 
 #[derive(Clone)]
 pub struct RedisStore {
-    conn: ConnectionManager,
+    conn: RedisConn,
     prefix: String,
     timeout: Duration,
     admit: Script,
@@ -130,20 +131,12 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
 }
 
 impl RedisStore {
-    /// Connects to `url` (`redis://host:port/db`). Every operation is bounded by `timeout`.
+    /// Connects to `url` (`redis://host:port/db`, or comma-separated cluster seed nodes; see
+    /// [`crate::redis_conn`]). Every operation is bounded by `timeout`.
     pub async fn connect(url: &str, prefix: &str, timeout: Duration) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url).map_err(unavailable)?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(1);
-        let conn = tokio::time::timeout(
-            timeout * 2,
-            ConnectionManager::new_with_config(client, config),
-        )
-        .await
-        .map_err(|_| unavailable("connect timed out"))?
-        .map_err(unavailable)?;
+        let conn = crate::redis_conn::connect(url, timeout)
+            .await
+            .map_err(unavailable)?;
         Ok(Self {
             conn,
             prefix: prefix.to_owned(),
@@ -154,8 +147,11 @@ impl RedisStore {
         })
     }
 
+    /// `{prefix}:{<scope>}:<part>`: the scope is the hash tag, so every key of one scope (all
+    /// the keys one script touches) lands in one cluster slot. An empty scope would make an
+    /// empty tag, which Redis ignores; `_` stands in for it.
     fn key(&self, scope: &str, part: &str) -> String {
-        format!("{}:{{{}}}:{}", self.prefix, scope, part)
+        key(&self.prefix, scope, part)
     }
 
     async fn run<T: redis::FromRedisValue>(
@@ -168,6 +164,12 @@ impl RedisStore {
             .map_err(|_| unavailable("timed out"))?
             .map_err(unavailable)
     }
+}
+
+/// See [`RedisStore::key`].
+fn key(prefix: &str, scope: &str, part: &str) -> String {
+    let scope = if scope.is_empty() { "_" } else { scope };
+    format!("{prefix}:{{{scope}}}:{part}")
 }
 
 fn state(limits: &Limits, count: u64, window_reset_ms: u64, tokens: u64) -> RateState {
@@ -270,5 +272,29 @@ impl QuotaStore for RedisStore {
         let r: Vec<i64> = self.run(inv).await?;
         let get = |i: usize| r.get(i).copied().unwrap_or(0).max(0) as u64;
         Ok(state(limits, get(0), get(1), get(2)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::redis_conn::hash_tag;
+
+    #[test]
+    fn every_key_of_one_script_shares_a_cluster_slot() {
+        let now = now_ms();
+        for scope in ["tenant:acme", "", "acct:us-east-1:claude", "odd}name{"] {
+            let keys = [
+                key("switchyard", scope, "rpm"),
+                key("switchyard", scope, "tpm"),
+                key("switchyard", scope, &day_key(now)),
+                key("switchyard", scope, &month_key(now)),
+            ];
+            let tag = hash_tag(&keys[0]);
+            assert_ne!(tag, keys[0], "{scope:?}: no hash tag in {keys:?}");
+            for k in &keys {
+                assert_eq!(hash_tag(k), tag, "{scope:?}: {keys:?}");
+            }
+        }
     }
 }

@@ -9,7 +9,9 @@ use switchyard_core::backoff::Backoff;
 use switchyard_core::breaker::BreakerPolicy;
 use switchyard_core::config::{ConfigErrors, Problems, parse_toml};
 
+mod connection_age;
 mod file;
+pub use connection_age::ConnectionAge;
 pub use file::{
     AdminFile, AwsFile, BackoffFile, BedrockFile, BreakerFile, ModelFile, OpenAiFile, RegionFile,
     SimulatedFile, SpokeConfigFile, TlsFile,
@@ -87,6 +89,8 @@ pub struct SpokeConfig {
     pub default_timeout: Duration,
     pub attempt_timeout: Option<Duration>,
     pub drain_timeout: Duration,
+    /// Connection recycling behind a TCP load balancer (see [`ConnectionAge`]).
+    pub connection_age: ConnectionAge,
     pub backoff: Backoff,
     pub breaker: BreakerPolicy,
     pub regions: Vec<Region>,
@@ -152,6 +156,19 @@ pub fn validate(f: SpokeConfigFile) -> Result<SpokeConfig, ConfigErrors> {
         f.drain_timeout.as_deref(),
         Duration::from_secs(30),
     );
+    let age_default = ConnectionAge::default();
+    let grace = p.duration_or(
+        "max_connection_age_grace",
+        f.max_connection_age_grace.as_deref(),
+        age_default.grace,
+    );
+    let connection_age = ConnectionAge {
+        max_age: match f.max_connection_age.as_deref() {
+            None => age_default.max_age,
+            Some(t) => p.duration("max_connection_age", t).filter(|d| !d.is_zero()),
+        },
+        grace: positive(&mut p, "max_connection_age_grace".into(), grace),
+    };
 
     let defaults = Backoff::default();
     let backoff = Backoff {
@@ -405,6 +422,7 @@ pub fn validate(f: SpokeConfigFile) -> Result<SpokeConfig, ConfigErrors> {
             default_timeout,
             attempt_timeout,
             drain_timeout,
+            connection_age,
             backoff,
             breaker,
             regions,

@@ -100,6 +100,12 @@ impl SpokeError {
         if let Ok(v) = self.attempts().len().to_string().parse() {
             st.metadata_mut().insert(switchyard_proto::ATTEMPTS, v);
         }
+        if matches!(self, Self::Draining) {
+            st.metadata_mut().insert(
+                switchyard_proto::DRAINING,
+                tonic::metadata::MetadataValue::from_static("1"),
+            );
+        }
         st
     }
 }

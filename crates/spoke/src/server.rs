@@ -1,7 +1,7 @@
 //! Wiring: build the upstream and engine from config, serve HTTP + gRPC on one port, and shut
 //! down gracefully.
 
-use crate::config::{ApiKeyConfig, ProviderConfig, SpokeConfig};
+use crate::config::{ApiKeyConfig, ConnectionAge, ProviderConfig, SpokeConfig};
 use crate::engine::Engine;
 use crate::grpc::SpokeService;
 use axum::Router;
@@ -197,7 +197,8 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Accepts connections until `shutdown`, then marks the engine draining, stops accepting, and
 /// waits (up to `drain`) for in-flight calls and streams: HTTP/2 connections get a GOAWAY, so
-/// hubs send new calls elsewhere while the running ones finish.
+/// hubs send new calls elsewhere while the running ones finish. Each connection also ends by
+/// itself after `age` (see [`ConnectionAge`]), so a TCP load balancer's tasks share the calls.
 async fn serve_connections(
     listener: TcpListener,
     app: Router,
@@ -205,12 +206,15 @@ async fn serve_connections(
     shutdown: impl Future<Output = ()> + Send + 'static,
     engine: Arc<Engine>,
     drain: Duration,
+    age: ConnectionAge,
 ) {
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     use hyper_util::server::conn::auto;
     use hyper_util::service::TowerToHyperService;
 
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    // Every connection task holds a receiver: `send` asks them all to shut down gracefully,
+    // `closed` resolves when the last one has ended.
+    let (stop_tx, _) = tokio::sync::watch::channel(());
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http2()
@@ -238,22 +242,22 @@ async fn serve_connections(
         // first token.
         let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(app.clone());
+        let life = ConnLife {
+            stop: stop_tx.subscribe(),
+            max_age: age.max_age.map(jittered),
+            grace: age.grace,
+            peer,
+        };
         match &tls {
             None => {
                 let conn = builder
                     .serve_connection_with_upgrades(TokioIo::new(stream), service)
                     .into_owned();
-                let watched = graceful.watch(conn);
-                tokio::spawn(async move {
-                    if let Err(e) = watched.await {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
-                    }
-                });
+                tokio::spawn(life.drive(conn));
             }
             Some(tls) => {
                 // The current config: a rotated certificate applies from the next connection.
                 let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
-                let watcher = graceful.watcher();
                 let builder = builder.clone();
                 tokio::spawn(async move {
                     let stream =
@@ -274,9 +278,7 @@ async fn serve_connections(
                     let conn = builder
                         .serve_connection_with_upgrades(TokioIo::new(stream), service)
                         .into_owned();
-                    if let Err(e) = watcher.watch(conn).await {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
-                    }
+                    life.drive(conn).await;
                 });
             }
         }
@@ -284,14 +286,80 @@ async fn serve_connections(
     engine.set_draining();
     drop(listener);
     tracing::info!(
-        connections = graceful.count(),
+        connections = stop_tx.receiver_count(),
         "draining in-flight requests"
     );
-    if tokio::time::timeout(drain, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    let _ = stop_tx.send(());
+    if tokio::time::timeout(drain, stop_tx.closed()).await.is_err() {
         tracing::warn!("drain timeout reached; exiting with requests in flight");
+    }
+}
+
+/// `d` scaled by a random factor in [0.9, 1.1] (gRPC's MAX_CONNECTION_AGE jitter), so the
+/// connections a hub opened together do not all reconnect together.
+fn jittered(d: Duration) -> Duration {
+    d.mul_f64(rand::random_range(0.9..=1.1))
+}
+
+/// One connection's lifetime rules: graceful shutdown when the process stops or the connection
+/// reaches its age; closed outright when an aged connection's grace runs out.
+struct ConnLife {
+    /// Changes (or closes) when the process shuts down; held until the connection ends, so the
+    /// drain can wait for it.
+    stop: tokio::sync::watch::Receiver<()>,
+    max_age: Option<Duration>,
+    grace: Duration,
+    peer: SocketAddr,
+}
+
+type Conn<I> = hyper_util::server::conn::auto::UpgradeableConnection<
+    'static,
+    hyper_util::rt::TokioIo<I>,
+    hyper_util::service::TowerToHyperService<Router>,
+    hyper_util::rt::TokioExecutor,
+>;
+
+impl ConnLife {
+    async fn drive<I>(mut self, conn: Conn<I>)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        tokio::pin!(conn);
+        let far = Duration::from_secs(365 * 24 * 3600);
+        let age = tokio::time::sleep(self.max_age.unwrap_or(far));
+        let grace = tokio::time::sleep(far);
+        tokio::pin!(age, grace);
+        let (mut aged, mut stopping, mut goaway) = (self.max_age.is_none(), false, false);
+        loop {
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!(peer = %self.peer, error = %e, "connection ended with an error");
+                    }
+                    break;
+                }
+                _ = self.stop.changed(), if !stopping => {
+                    stopping = true;
+                    if !goaway {
+                        goaway = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                }
+                () = &mut age, if !aged => {
+                    aged = true;
+                    if !goaway {
+                        goaway = true;
+                        tracing::debug!(peer = %self.peer, "connection reached max_connection_age; GOAWAY sent");
+                        conn.as_mut().graceful_shutdown();
+                    }
+                    grace.as_mut().reset(tokio::time::Instant::now() + self.grace);
+                }
+                () = &mut grace => {
+                    tracing::info!(peer = %self.peer, "max_connection_age_grace passed; closing the connection with calls in flight");
+                    break;
+                }
+            }
+        }
     }
 }
 
@@ -341,6 +409,7 @@ pub async fn serve(
         shutdown,
         engine.clone(),
         config.drain_timeout,
+        config.connection_age,
     )
     .await;
     health_task.abort();

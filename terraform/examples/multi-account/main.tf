@@ -13,7 +13,9 @@ locals {
   spoke_port = 50051
   # Must equal the drain_timeout written into each config (the templates use these values).
   spoke_drain_timeout_seconds = 30
-  hub_drain_timeout_seconds   = 60
+  # Spoke connection age; the spoke module sets the NLB deregistration delay above 1.1 × it.
+  spoke_max_connection_age_seconds = 30
+  hub_drain_timeout_seconds        = 60
 
   tags = {
     "switchyard:deployment" = var.deployment_name
@@ -145,25 +147,27 @@ module "spoke_a" {
   provider_name = "bedrock"
   image         = local.spoke_image
   config_toml = templatefile(local.spoke_template, {
-    account_id            = var.spoke_a_account_id
-    port                  = local.spoke_port
-    drain_timeout_seconds = local.spoke_drain_timeout_seconds
-    regions               = local.bedrock_regions
-    models                = var.models
+    account_id                 = var.spoke_a_account_id
+    port                       = local.spoke_port
+    drain_timeout_seconds      = local.spoke_drain_timeout_seconds
+    max_connection_age_seconds = local.spoke_max_connection_age_seconds
+    regions                    = local.bedrock_regions
+    models                     = var.models
   })
-  port                   = local.spoke_port
-  drain_timeout_seconds  = local.spoke_drain_timeout_seconds
-  bedrock_model_arns     = [for a in local.bedrock_model_arns : replace(a, "ACCOUNT_ID", var.spoke_a_account_id)]
-  request_metrics        = local.bedrock_request_metrics
-  vpc_cidr               = var.spoke_a_cidr
-  azs                    = var.azs
-  hub_cidrs              = [var.hub_vpc_cidr]
-  transit_gateway_id     = module.network.transit_gateway_id
-  ram_resource_share_arn = module.network.ram_resource_share_arn
-  accept_ram_share       = var.accept_ram_share
-  dns_weight             = 100
-  deletion_protection    = var.deletion_protection
-  tags                   = local.tags
+  port                       = local.spoke_port
+  drain_timeout_seconds      = local.spoke_drain_timeout_seconds
+  max_connection_age_seconds = local.spoke_max_connection_age_seconds
+  bedrock_model_arns         = [for a in local.bedrock_model_arns : replace(a, "ACCOUNT_ID", var.spoke_a_account_id)]
+  request_metrics            = local.bedrock_request_metrics
+  vpc_cidr                   = var.spoke_a_cidr
+  azs                        = var.azs
+  hub_cidrs                  = [var.hub_vpc_cidr]
+  transit_gateway_id         = module.network.transit_gateway_id
+  ram_resource_share_arn     = module.network.ram_resource_share_arn
+  accept_ram_share           = var.accept_ram_share
+  dns_weight                 = 100
+  deletion_protection        = var.deletion_protection
+  tags                       = local.tags
 }
 
 module "spoke_b" {
@@ -175,25 +179,27 @@ module "spoke_b" {
   provider_name = "bedrock"
   image         = local.spoke_image
   config_toml = templatefile(local.spoke_template, {
-    account_id            = var.spoke_b_account_id
-    port                  = local.spoke_port
-    drain_timeout_seconds = local.spoke_drain_timeout_seconds
-    regions               = local.bedrock_regions
-    models                = var.models
+    account_id                 = var.spoke_b_account_id
+    port                       = local.spoke_port
+    drain_timeout_seconds      = local.spoke_drain_timeout_seconds
+    max_connection_age_seconds = local.spoke_max_connection_age_seconds
+    regions                    = local.bedrock_regions
+    models                     = var.models
   })
-  port                   = local.spoke_port
-  drain_timeout_seconds  = local.spoke_drain_timeout_seconds
-  bedrock_model_arns     = [for a in local.bedrock_model_arns : replace(a, "ACCOUNT_ID", var.spoke_b_account_id)]
-  request_metrics        = local.bedrock_request_metrics
-  vpc_cidr               = var.spoke_b_cidr
-  azs                    = var.azs
-  hub_cidrs              = [var.hub_vpc_cidr]
-  transit_gateway_id     = module.network.transit_gateway_id
-  ram_resource_share_arn = module.network.ram_resource_share_arn
-  accept_ram_share       = var.accept_ram_share
-  dns_weight             = 100
-  deletion_protection    = var.deletion_protection
-  tags                   = local.tags
+  port                       = local.spoke_port
+  drain_timeout_seconds      = local.spoke_drain_timeout_seconds
+  max_connection_age_seconds = local.spoke_max_connection_age_seconds
+  bedrock_model_arns         = [for a in local.bedrock_model_arns : replace(a, "ACCOUNT_ID", var.spoke_b_account_id)]
+  request_metrics            = local.bedrock_request_metrics
+  vpc_cidr                   = var.spoke_b_cidr
+  azs                        = var.azs
+  hub_cidrs                  = [var.hub_vpc_cidr]
+  transit_gateway_id         = module.network.transit_gateway_id
+  ram_resource_share_arn     = module.network.ram_resource_share_arn
+  accept_ram_share           = var.accept_ram_share
+  dns_weight                 = 100
+  deletion_protection        = var.deletion_protection
+  tags                       = local.tags
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -207,8 +213,8 @@ module "bedrock_pool" {
   zone_id   = module.network.spoke_zone_id
   zone_name = module.network.spoke_zone_name
   ttl       = 10
-  port      = local.spoke_port
-  members = [
+  port                       = local.spoke_port
+  members                    = [
     for s in local.bedrock_spokes : {
       name            = s.pool_member.name
       ips             = s.pool_member.ips
@@ -219,30 +225,30 @@ module "bedrock_pool" {
 }
 
 module "hub" {
-  source    = "../../modules/hub"
-  providers = { aws = aws.hub }
+  source                     = "../../modules/hub"
+  providers                  = { aws = aws.hub }
 
-  name       = local.name
-  account_id = var.hub_account_id
-  image      = local.hub_image
-  config_toml = templatefile("${path.module}/templates/hub.toml.tftpl", {
+  name                       = local.name
+  account_id                 = var.hub_account_id
+  image                      = local.hub_image
+  config_toml                = templatefile("${path.module}/templates/hub.toml.tftpl", {
     drain_timeout_seconds = local.hub_drain_timeout_seconds
     api_key_sha256        = var.api_key_sha256
     models                = var.models
     providers_toml        = module.bedrock_pool.hub_provider_toml
   })
-  drain_timeout_seconds = local.hub_drain_timeout_seconds
-  vpc_id                = module.hub_vpc.vpc_id
-  private_subnet_ids    = module.hub_vpc.private_subnet_ids
-  alb_subnet_ids        = module.hub_vpc.public_subnet_ids
-  ingress_cidrs         = var.ingress_cidrs
-  spoke_cidrs           = [var.spoke_supernet_cidr]
-  spoke_port            = local.spoke_port
-  domain_name           = var.domain_name
-  public_zone_id        = var.public_zone_id
-  certificate_arn       = var.certificate_arn
-  redis_enabled         = var.redis_enabled
-  otlp_endpoint         = var.otlp_endpoint
-  deletion_protection   = var.deletion_protection
-  tags                  = local.tags
+  drain_timeout_seconds      = local.hub_drain_timeout_seconds
+  vpc_id                     = module.hub_vpc.vpc_id
+  private_subnet_ids         = module.hub_vpc.private_subnet_ids
+  alb_subnet_ids             = module.hub_vpc.public_subnet_ids
+  ingress_cidrs              = var.ingress_cidrs
+  spoke_cidrs                = [var.spoke_supernet_cidr]
+  spoke_port                 = local.spoke_port
+  domain_name                = var.domain_name
+  public_zone_id             = var.public_zone_id
+  certificate_arn            = var.certificate_arn
+  redis_enabled              = var.redis_enabled
+  otlp_endpoint              = var.otlp_endpoint
+  deletion_protection        = var.deletion_protection
+  tags                       = local.tags
 }

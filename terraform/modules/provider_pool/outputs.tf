@@ -17,5 +17,6 @@ output "hub_provider_toml" {
     dns_record = "srv"
     dns_max_ttl = "${var.ttl}s"
     health = { interval = "5s", timeout = "2s", healthy_threshold = 2, unhealthy_threshold = 2 }
+    connections = ${var.connections_per_address}
   EOT
 }

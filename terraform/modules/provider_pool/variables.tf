@@ -84,3 +84,14 @@ variable "members" {
     error_message = "Every member needs at least one IPv4 address."
   }
 }
+
+variable "connections_per_address" {
+  description = "HTTP/2 connections each hub keeps to each spoke NLB address (the hub's providers[].connections). The NLB places connections, not calls, on tasks: keep hubs × NLB IPs × this at least 4 × the largest task count of a spoke service (docs/operations.md, Balancing across spoke tasks)."
+  type        = number
+  default     = 4
+
+  validation {
+    condition     = var.connections_per_address >= 1 && var.connections_per_address <= 64
+    error_message = "connections_per_address must be 1-64 (the hub's limit)."
+  }
+}

@@ -53,6 +53,17 @@ locals {
     ? can(regex("(?m)^\\s*drain_timeout\\s*=\\s*\"${var.drain_timeout_seconds}s\"", var.config_toml))
     : var.drain_timeout_seconds == 30
   )
+  # The NLB balances connections; the spoke ends each after max_connection_age (±10 %) so hubs
+  # reconnect and calls spread over the tasks (docs/operations.md, Balancing).
+  age_ok = (
+    can(regex("(?m)^\\s*max_connection_age\\s*=", var.config_toml))
+    ? can(regex("(?m)^\\s*max_connection_age\\s*=\\s*\"${var.max_connection_age_seconds}s\"", var.config_toml))
+    : var.max_connection_age_seconds == 60
+  )
+  # A deregistered task must have lost every hub connection (each GOAWAY'd within
+  # 1.1 × max_connection_age, the hub reconnecting through the NLB to another task) before ECS
+  # sends it SIGTERM: then no call meets a draining task.
+  deregistration_ok = var.deregistration_delay_seconds >= ceil(var.max_connection_age_seconds * 1.1) + 10
 }
 
 module "vpc" {
@@ -222,10 +233,18 @@ resource "aws_lb_target_group" "this" {
   protocol             = "TCP"
   port                 = var.port
   deregistration_delay = var.deregistration_delay_seconds
-  # Keep established HTTP/2 connections (and the streams on them) through deregistration; the
-  # spoke closes them itself with GOAWAY when it drains after SIGTERM.
+  # Keep established HTTP/2 connections (and the streams on them) through deregistration: the
+  # spoke ends them itself with a graceful GOAWAY (max_connection_age, or its drain after
+  # SIGTERM), so no call in flight is cut.
   connection_termination = false
   tags                   = local.tags
+
+  lifecycle {
+    precondition {
+      condition     = local.deregistration_ok
+      error_message = "deregistration_delay_seconds (${var.deregistration_delay_seconds}) must be at least 1.1 × max_connection_age_seconds + 10 (${ceil(var.max_connection_age_seconds * 1.1) + 10}): hubs leave a deregistered task only when its connections reach their age."
+    }
+  }
 
   health_check {
     enabled             = true
@@ -443,6 +462,10 @@ resource "aws_ecs_task_definition" "this" {
     precondition {
       condition     = local.drain_ok
       error_message = "drain_timeout_seconds (${var.drain_timeout_seconds}) must match the config's drain_timeout (\"${var.drain_timeout_seconds}s\"; the spoke's default is 30s)."
+    }
+    precondition {
+      condition     = local.age_ok
+      error_message = "max_connection_age_seconds (${var.max_connection_age_seconds}) must match the config's max_connection_age (\"${var.max_connection_age_seconds}s\"; the spoke's default is 60s)."
     }
   }
 }

@@ -383,9 +383,9 @@ variable "health_check_grace_period_seconds" {
 }
 
 variable "deregistration_delay_seconds" {
-  description = "How long the NLB keeps sending nothing new to a deregistered task before ECS sends it SIGTERM. Existing connections keep working meanwhile; the spoke then drains them."
+  description = "How long the NLB keeps sending nothing new to a deregistered task before ECS sends it SIGTERM. Existing connections keep working meanwhile and each ends within 1.1 × max_connection_age_seconds (the hubs reconnect to other tasks), so this must be at least that plus 10 s; the spoke then drains what is left."
   type        = number
-  default     = 30
+  default     = 45
 
   validation {
     condition     = var.deregistration_delay_seconds >= 0 && var.deregistration_delay_seconds <= 3600
@@ -440,4 +440,15 @@ variable "tags" {
   description = "Tags added to every resource."
   type        = map(string)
   default     = {}
+}
+
+variable "max_connection_age_seconds" {
+  description = "The config's max_connection_age in seconds (the spoke's default is 60). The NLB balances connections, not calls: the spoke ends each hub connection after this long (±10 %) with a graceful GOAWAY, so a task added by auto-scaling gets calls within 1.1 × this, and a deregistered one is left within the same time. Must match the config; deregistration_delay_seconds must be at least 1.1 × this + 10."
+  type        = number
+  default     = 30
+
+  validation {
+    condition     = var.max_connection_age_seconds >= 5 && var.max_connection_age_seconds <= 3600
+    error_message = "max_connection_age_seconds must be 5-3600."
+  }
 }

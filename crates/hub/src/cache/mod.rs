@@ -175,7 +175,7 @@ impl Flight {
 pub struct Cache {
     settings: CacheSettings,
     memory: Mutex<Memory>,
-    redis: tokio::sync::OnceCell<Option<redis::aio::ConnectionManager>>,
+    redis: tokio::sync::OnceCell<Option<switchyard_quota::redis_conn::RedisConn>>,
     flights: Mutex<HashMap<Key, Arc<Flight>>>,
 }
 
@@ -207,7 +207,7 @@ impl Cache {
         }
     }
 
-    async fn redis(&self) -> Option<(redis::aio::ConnectionManager, String, Duration)> {
+    async fn redis(&self) -> Option<(switchyard_quota::redis_conn::RedisConn, String, Duration)> {
         let CacheStore::Redis {
             url,
             prefix,
@@ -219,19 +219,10 @@ impl Cache {
         let conn = self
             .redis
             .get_or_init(|| async {
-                let client = redis::Client::open(url.as_str()).ok()?;
-                let cfg = redis::aio::ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(*timeout))
-                    .set_response_timeout(Some(*timeout))
-                    .set_number_of_retries(1);
-                match tokio::time::timeout(
-                    *timeout * 4,
-                    redis::aio::ConnectionManager::new_with_config(client, cfg),
-                )
-                .await
-                {
-                    Ok(Ok(c)) => Some(c),
-                    _ => {
+                // A single node or a Redis Cluster (found out from the seeds).
+                match switchyard_quota::redis_conn::connect(url, *timeout).await {
+                    Ok(c) => Some(c),
+                    Err(_) => {
                         tracing::warn!("response cache: Redis unreachable; caching disabled");
                         None
                     }

@@ -82,9 +82,9 @@ impl CacheFileConfig {
                     }
                 };
                 if let Some(u) = &url
-                    && redis::Client::open(u.as_str()).is_err()
+                    && switchyard_quota::redis_conn::seeds(u).is_err()
                 {
-                    errs.push("cache.redis_url: not a redis:// or rediss:// URL".into());
+                    errs.push("cache.redis_url: not a redis:// or rediss:// URL (or comma-separated cluster seed nodes)".into());
                 }
                 CacheStore::Redis {
                     url: url.unwrap_or_default(),

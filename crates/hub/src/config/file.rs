@@ -290,6 +290,11 @@ pub struct ProviderConfig {
     pub health: HealthConfig,
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout: String,
+    /// HTTP/2 connections per spoke address; calls go to the least busy one. Behind a TCP load
+    /// balancer each connection lands on a task, so this is how many tasks one hub can keep
+    /// busy per address (docs/operations.md, *Balancing*).
+    #[serde(default = "default_connections")]
+    pub connections: u32,
     /// Call the spokes over TLS (optionally mutual); plain h2c when absent.
     pub tls: Option<SpokeTlsConfig>,
 }
@@ -305,6 +310,9 @@ fn default_dns_min_ttl() -> String {
 }
 fn default_dns_max_ttl() -> String {
     "60s".into()
+}
+fn default_connections() -> u32 {
+    4
 }
 fn default_connect_timeout() -> String {
     "2s".into()

@@ -243,6 +243,32 @@ health = { interval = "1s" }
         assert_eq!(s.providers[0].health.unhealthy_threshold, 3);
         assert!(s.tenants[0].may_use("demo"));
         assert!(!s.tenants[0].may_use("other"));
+        assert_eq!(
+            s.providers[0].connections, 4,
+            "connections per address default"
+        );
+    }
+
+    #[test]
+    fn connections_per_address_are_bounded() {
+        let with = |n: u32| {
+            HubConfig::parse(&GOOD.replace(
+                "health = { interval = \"1s\" }",
+                &format!("health = {{ interval = \"1s\" }}\nconnections = {n}"),
+            ))
+            .unwrap()
+            .validate()
+        };
+        assert_eq!(with(12).unwrap().providers[0].connections, 12);
+        for bad in [0, 65] {
+            let Err(ConfigError::Invalid(list)) = with(bad) else {
+                panic!("connections = {bad} accepted")
+            };
+            assert_eq!(
+                list,
+                vec!["providers[0].connections: must be between 1 and 64".to_string()]
+            );
+        }
     }
 
     #[test]

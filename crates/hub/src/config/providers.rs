@@ -44,6 +44,9 @@ pub(super) fn providers(
         if connect_timeout.is_zero() {
             errs.push(format!("{base}.connect_timeout: must be greater than 0"));
         }
+        if !(1..=64).contains(&p.connections) {
+            errs.push(format!("{base}.connections: must be between 1 and 64"));
+        }
         let source = match (&p.dns, p.spokes.is_empty()) {
             (Some(_), false) => {
                 errs.push(format!("{base}: set either `spokes` or `dns`, not both"));
@@ -163,6 +166,7 @@ pub(super) fn providers(
                 source,
                 health,
                 connect_timeout,
+                connections: p.connections.clamp(1, 64) as usize,
                 tls,
             });
         }

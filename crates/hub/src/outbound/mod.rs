@@ -33,7 +33,9 @@ pub fn start_pool(p: &Provider, stop: &CancellationToken) -> Arc<ProviderPool> {
         }
     };
     let pool = Arc::new(
-        ProviderPool::new(&p.name, p.health, p.connect_timeout, stop.child_token()).with_tls(tls),
+        ProviderPool::new(&p.name, p.health, p.connect_timeout, stop.child_token())
+            .with_tls(tls)
+            .with_connections(p.connections),
     );
     match &p.source {
         SpokeSource::Static(list) => pool.set_members(list),

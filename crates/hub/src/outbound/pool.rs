@@ -1,5 +1,10 @@
-//! Spoke pools: one pooled, kept-alive gRPC channel per spoke, active health checks
-//! (`grpc.health.v1` + `Describe`), passive ejection and half-open probes.
+//! Spoke pools: per spoke address a set of kept-alive gRPC connections ([`Channels`]) that
+//! calls are spread over, active health checks (`grpc.health.v1` + `Describe`), passive ejection
+//! and half-open probes.
+
+mod channels;
+
+pub use channels::Channels;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -13,7 +18,7 @@ use switchyard_proto::v1 as pb;
 use switchyard_proto::v1::spoke_client::SpokeClient;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
@@ -79,7 +84,7 @@ pub struct Spoke {
     pub addr: SocketAddr,
     pub provider: Arc<str>,
     weight: AtomicU32,
-    channel: Channel,
+    channels: Channels,
     state: Mutex<SpokeState>,
     in_flight: AtomicU32,
     wake: Notify,
@@ -98,12 +103,16 @@ impl Drop for InFlight {
 }
 
 impl Spoke {
-    /// Creates a spoke with a lazily connected, kept-alive channel. It is not routable until its
-    /// first health check passes.
+    /// Creates a spoke with `connections` lazily connected, kept-alive channels (at least one;
+    /// see [`Channels`]). It is not routable until its first health check passes.
     ///
     /// HTTP/2 keepalive pings run every health interval (at most 10 s) and must be answered within
     /// the health timeout: a hung spoke (stopped process, black-holed network) fails the calls in
     /// flight on it, which are then retried elsewhere, instead of holding them to the deadline.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one call site (ProviderPool::set_members), each argument a pool setting"
+    )]
     pub fn new(
         provider: Arc<str>,
         addr: SocketAddr,
@@ -111,6 +120,7 @@ impl Spoke {
         connect_timeout: Duration,
         health: &Health,
         tls: Option<&PoolTls>,
+        connections: usize,
         stop: CancellationToken,
     ) -> Result<Self, tonic::transport::Error> {
         // With TLS the URI stays `http://`: our connector does the TLS, and tonic must not try
@@ -121,16 +131,18 @@ impl Spoke {
             .http2_keep_alive_interval(health.interval.min(Duration::from_secs(10)))
             .keep_alive_timeout(health.timeout)
             .keep_alive_while_idle(true);
-        let channel = match tls {
-            None => endpoint.connect_lazy(),
-            Some(tls) => endpoint.connect_with_connector_lazy(tls.connector(addr)),
-        };
+        let channels = (0..connections.max(1))
+            .map(|_| match tls {
+                None => endpoint.connect_lazy(),
+                Some(tls) => endpoint.connect_with_connector_lazy(tls.connector(addr)),
+            })
+            .collect();
         Ok(Self {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             addr,
             provider,
             weight: AtomicU32::new(weight),
-            channel,
+            channels: Channels::new(channels),
             state: Mutex::new(SpokeState::default()),
             in_flight: AtomicU32::new(0),
             wake: Notify::new(),
@@ -138,8 +150,15 @@ impl Spoke {
         })
     }
 
-    pub fn client(&self) -> SpokeClient<Channel> {
-        SpokeClient::new(self.channel.clone())
+    /// A client whose calls go to the least busy of the spoke's connections (and are sent
+    /// again on another one when the spoke provably never started them).
+    pub fn client(&self) -> SpokeClient<Channels> {
+        SpokeClient::new(self.channels.clone())
+    }
+
+    /// The spoke's connections.
+    pub fn channels(&self) -> &Channels {
+        &self.channels
     }
 
     pub fn set_weight(&self, w: u32) {
@@ -273,25 +292,56 @@ impl Spoke {
 
 const DRAINING: &str = "draining";
 
-/// One active check: `grpc.health.v1/Check` then `Describe`, each within `timeout`.
+/// One active check within `timeout`: `grpc.health.v1/Check` then `Describe` over one of the
+/// spoke's connections. Behind a TCP load balancer each connection may reach another task, so
+/// when a connection's check fails fast (its task is draining or gone) the next connection is
+/// tried, until one passes or `timeout` is spent: the address is healthy while the balancer has
+/// a task that serves. A check that times out ends the round (a black-holed address costs one
+/// `timeout`, not one per connection).
 pub async fn check(spoke: &Spoke, timeout: Duration) -> Result<Described, String> {
-    let mut health = HealthClient::new(spoke.channel.clone());
+    let started = Instant::now();
+    let start = spoke.channels.rotate();
+    let mut last = String::from("health check timed out");
+    for k in 0..spoke.channels.len() {
+        let Some(left) = timeout
+            .checked_sub(started.elapsed())
+            .filter(|d| !d.is_zero())
+        else {
+            break;
+        };
+        let channel = spoke.channels.channel(start + k);
+        match tokio::time::timeout(left, check_one(channel, left)).await {
+            Err(_) => return Err("health check timed out".into()),
+            Ok(Ok(d)) => return Ok(d),
+            Ok(Err(why)) if why.ends_with("DeadlineExceeded") => return Err(why),
+            Ok(Err(why)) => last = why,
+        }
+    }
+    Err(last)
+}
+
+/// `grpc.health.v1/Check` then `Describe` on one connection.
+async fn check_one(
+    channel: tonic::transport::Channel,
+    timeout: Duration,
+) -> Result<Described, String> {
+    let mut health = HealthClient::new(channel.clone());
     let mut req = tonic::Request::new(tonic_health::pb::HealthCheckRequest {
         service: String::new(),
     });
     req.set_timeout(timeout);
-    let resp = tokio::time::timeout(timeout, health.check(req))
+    let resp = health
+        .check(req)
         .await
-        .map_err(|_| "health check timed out".to_string())?
         .map_err(|s| format!("health check: {}", s.code()))?;
     if resp.get_ref().status != ServingStatus::Serving as i32 {
         return Err("not serving".into());
     }
     let mut req = tonic::Request::new(pb::DescribeRequest {});
     req.set_timeout(timeout);
-    let d = tokio::time::timeout(timeout, spoke.client().describe(req))
+    let d = SpokeClient::new(channel)
+        .describe(req)
         .await
-        .map_err(|_| "describe timed out".to_string())?
         .map_err(|s| format!("describe: {}", s.code()))?
         .into_inner();
     if d.draining {
@@ -434,6 +484,8 @@ pub struct ProviderPool {
     pub health: Health,
     pub connect_timeout: Duration,
     tls: Option<PoolTls>,
+    /// Connections per spoke address (`providers[].connections`).
+    connections: usize,
     spokes: ArcSwap<Vec<Arc<Spoke>>>,
     stop: CancellationToken,
 }
@@ -450,6 +502,7 @@ impl ProviderPool {
             health,
             connect_timeout,
             tls: None,
+            connections: 1,
             spokes: ArcSwap::from_pointee(Vec::new()),
             stop,
         }
@@ -459,6 +512,13 @@ impl ProviderPool {
     #[must_use]
     pub fn with_tls(mut self, tls: Option<PoolTls>) -> Self {
         self.tls = tls;
+        self
+    }
+
+    /// Opens `n` connections to each spoke address (set before adding members; at least 1).
+    #[must_use]
+    pub fn with_connections(mut self, n: usize) -> Self {
+        self.connections = n.max(1);
         self
     }
 
@@ -500,6 +560,7 @@ impl ProviderPool {
                 self.connect_timeout,
                 &self.health,
                 self.tls.as_ref(),
+                self.connections,
                 self.stop.child_token(),
             ) {
                 Ok(s) => {

@@ -13,6 +13,12 @@ pub struct SpokeConfigFile {
     pub default_timeout: Option<String>,
     pub attempt_timeout: Option<String>,
     pub drain_timeout: Option<String>,
+    /// Connection age after which the spoke sends a graceful GOAWAY (gRPC's
+    /// MAX_CONNECTION_AGE); `"0s"` turns it off. Default 60s.
+    pub max_connection_age: Option<String>,
+    /// Time an aged connection's calls get to finish before it is closed (gRPC's
+    /// MAX_CONNECTION_AGE_GRACE). Default 5m.
+    pub max_connection_age_grace: Option<String>,
     #[serde(default)]
     pub backoff: BackoffFile,
     #[serde(default)]

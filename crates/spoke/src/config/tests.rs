@@ -28,6 +28,27 @@ fn good_config_parses_with_defaults() {
     assert_eq!(c.models[0].upstream_id, "m1");
     assert_eq!(c.default_timeout, Duration::from_secs(60));
     assert_eq!(c.provider.kind(), "openai");
+    assert_eq!(c.connection_age, ConnectionAge::default());
+    assert_eq!(c.connection_age.max_age, Some(Duration::from_secs(60)));
+}
+
+#[test]
+fn connection_age_may_be_set_or_turned_off() {
+    let with = |extra: &str| parse(&format!("{extra}\n{GOOD}"));
+    let c = with("max_connection_age = \"30s\"\nmax_connection_age_grace = \"90s\"").unwrap();
+    assert_eq!(c.connection_age.max_age, Some(Duration::from_secs(30)));
+    assert_eq!(c.connection_age.grace, Duration::from_secs(90));
+    assert_eq!(
+        with("max_connection_age = \"0s\"")
+            .unwrap()
+            .connection_age
+            .max_age,
+        None
+    );
+    let err = with("max_connection_age_grace = \"0s\"")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("max_connection_age_grace"), "{err}");
 }
 
 #[test]
