@@ -343,6 +343,7 @@ fn route_state_name(v: i32) -> &'static str {
         S::Open => "open",
         S::Exhausted => "exhausted",
         S::HalfOpen => "half_open",
+        S::Denied => "denied",
     }
 }
 
