@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::time::{Duration, Instant};
-use switchyard_e2e::{Spoke, request, spoke_toml, text_of};
+use switchyard_e2e::{Spoke, o, outcomes, request, spoke_toml, text_of};
 use switchyard_proto::v1::{DescribeRequest, Outcome, RouteState};
 use switchyard_testkit::bedrock::FakeBedrock;
 use switchyard_testkit::behavior::{Behavior, ErrorKind};
@@ -33,20 +33,6 @@ async fn bedrock_pair(extra: &str) -> (FakeBedrock, FakeBedrock, Spoke) {
     );
     let spoke = Spoke::start(&toml).await.unwrap();
     (east, west, spoke)
-}
-
-fn outcomes(attempts: &[switchyard_proto::v1::Attempt]) -> Vec<(String, String, Outcome)> {
-    attempts
-        .iter()
-        .map(|a| {
-            let t = a.target.clone().unwrap_or_default();
-            (t.model, t.region, Outcome::try_from(a.outcome).unwrap())
-        })
-        .collect()
-}
-
-fn o(model: &str, region: &str, outcome: Outcome) -> (String, String, Outcome) {
-    (model.to_string(), region.to_string(), outcome)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -72,6 +72,33 @@ pub fn request(models: &[&str], text: &str) -> InferRequest {
     }
 }
 
+/// `(model, region, outcome)` of each attempt, for asserting on the route plan a request took.
+#[allow(clippy::unwrap_used)] // test support: an unknown outcome fails the test
+pub fn outcomes(
+    attempts: &[switchyard_proto::v1::Attempt],
+) -> Vec<(String, String, switchyard_proto::v1::Outcome)> {
+    attempts
+        .iter()
+        .map(|a| {
+            let t = a.target.clone().unwrap_or_default();
+            (
+                t.model,
+                t.region,
+                switchyard_proto::v1::Outcome::try_from(a.outcome).unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// One expected entry of [`outcomes`].
+pub fn o(
+    model: &str,
+    region: &str,
+    outcome: switchyard_proto::v1::Outcome,
+) -> (String, String, switchyard_proto::v1::Outcome) {
+    (model.to_string(), region.to_string(), outcome)
+}
+
 /// The text of a response message.
 pub fn text_of(m: Option<&Message>) -> String {
     m.iter()

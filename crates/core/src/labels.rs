@@ -23,11 +23,15 @@ pub enum Outcome {
     SkippedCooldown,
     SkippedBreaker,
     FailedMidStream,
+    /// The account's fault: the route is now denied.
+    Denied,
+    /// Not called: the route is denied and not due for a probe.
+    SkippedDenied,
 }
 
 impl Outcome {
     /// Every outcome, in wire order.
-    pub const ALL: [Outcome; 10] = [
+    pub const ALL: [Outcome; 12] = [
         Outcome::Unspecified,
         Outcome::Ok,
         Outcome::Throttled,
@@ -38,6 +42,8 @@ impl Outcome {
         Outcome::SkippedCooldown,
         Outcome::SkippedBreaker,
         Outcome::FailedMidStream,
+        Outcome::Denied,
+        Outcome::SkippedDenied,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -52,6 +58,8 @@ impl Outcome {
             Outcome::SkippedCooldown => "skipped_cooldown",
             Outcome::SkippedBreaker => "skipped_breaker",
             Outcome::FailedMidStream => "failed_mid_stream",
+            Outcome::Denied => "denied",
+            Outcome::SkippedDenied => "skipped_denied",
         }
     }
 
@@ -68,6 +76,26 @@ impl Outcome {
             pb::Outcome::SkippedCooldown => Outcome::SkippedCooldown,
             pb::Outcome::SkippedBreaker => Outcome::SkippedBreaker,
             pb::Outcome::FailedMidStream => Outcome::FailedMidStream,
+            pb::Outcome::Denied => Outcome::Denied,
+            pb::Outcome::SkippedDenied => Outcome::SkippedDenied,
+        }
+    }
+
+    /// The wire value (`Attempt.outcome`).
+    pub fn to_wire(self) -> pb::Outcome {
+        match self {
+            Outcome::Unspecified => pb::Outcome::Unspecified,
+            Outcome::Ok => pb::Outcome::Ok,
+            Outcome::Throttled => pb::Outcome::Throttled,
+            Outcome::Unavailable => pb::Outcome::Unavailable,
+            Outcome::Timeout => pb::Outcome::Timeout,
+            Outcome::Invalid => pb::Outcome::Invalid,
+            Outcome::SkippedQuota => pb::Outcome::SkippedQuota,
+            Outcome::SkippedCooldown => pb::Outcome::SkippedCooldown,
+            Outcome::SkippedBreaker => pb::Outcome::SkippedBreaker,
+            Outcome::FailedMidStream => pb::Outcome::FailedMidStream,
+            Outcome::Denied => pb::Outcome::Denied,
+            Outcome::SkippedDenied => pb::Outcome::SkippedDenied,
         }
     }
 
@@ -75,7 +103,10 @@ impl Outcome {
     pub fn is_skip(self) -> bool {
         matches!(
             self,
-            Outcome::SkippedQuota | Outcome::SkippedCooldown | Outcome::SkippedBreaker
+            Outcome::SkippedQuota
+                | Outcome::SkippedCooldown
+                | Outcome::SkippedBreaker
+                | Outcome::SkippedDenied
         )
     }
 }
@@ -90,16 +121,20 @@ pub enum RouteState {
     Open,
     Exhausted,
     HalfOpen,
+    /// The upstream refused this account here (credentials, model access, model not found,
+    /// billing): skipped, re-probed slowly.
+    Denied,
 }
 
 impl RouteState {
     /// Every state a route can be in (not `Unknown`), in wire order.
-    pub const ALL: [RouteState; 5] = [
+    pub const ALL: [RouteState; 6] = [
         RouteState::Ready,
         RouteState::Cooling,
         RouteState::Open,
         RouteState::Exhausted,
         RouteState::HalfOpen,
+        RouteState::Denied,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -110,6 +145,7 @@ impl RouteState {
             RouteState::Open => "open",
             RouteState::Exhausted => "exhausted",
             RouteState::HalfOpen => "half_open",
+            RouteState::Denied => "denied",
         }
     }
 
@@ -122,6 +158,7 @@ impl RouteState {
             pb::RouteState::Open => RouteState::Open,
             pb::RouteState::Exhausted => RouteState::Exhausted,
             pb::RouteState::HalfOpen => RouteState::HalfOpen,
+            pb::RouteState::Denied => RouteState::Denied,
         }
     }
 }
@@ -185,29 +222,119 @@ impl RequestOutcome {
     }
 }
 
+/// Whose fault a failed upstream call was, decided where the error is made (the adapter) and
+/// carried to the hub as the `x-switchyard-fault` metadata value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Fault {
+    /// The request itself (malformed, or content the upstream refused): never retried.
+    Caller,
+    /// The account (credentials, model access, model not found, billing): fail over to another
+    /// route or account; the refusing route is denied for a while.
+    Account,
+    /// Throttling, 5xx, timeouts, broken connections: fail over; the route cools down or its
+    /// breaker counts.
+    Transient,
+}
+
+impl Fault {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Fault::Caller => "caller",
+            Fault::Account => "account",
+            Fault::Transient => "transient",
+        }
+    }
+}
+
+/// Why an upstream refused an account (the account's fault). Label of the `denied` route state
+/// (`RegionStatus.denied_reason`, `/healthz`, `reason` of `switchyard_spoke_route_denials_total`,
+/// the `x-switchyard-denied` metadata).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DenyReason {
+    /// Credentials rejected or expired (revoked API key, expired or unrecognised AWS token).
+    Credentials,
+    /// The account may not use this model here (Bedrock model access not granted, IAM denies
+    /// it, a permission error).
+    ModelAccess,
+    /// The model does not exist for this account (unknown model id, not enabled here).
+    ModelNotFound,
+    /// Billing or credit exhausted (OpenAI `insufficient_quota`, 402, Anthropic's credit
+    /// balance).
+    Billing,
+}
+
+/// How much of the account a denial covers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DenyScope {
+    /// Only the (region, model) route that was refused.
+    Route,
+    /// Every route of the refused route's region: the credentials or the bill, which every model
+    /// behind that region's endpoint shares.
+    Region,
+}
+
+impl DenyReason {
+    pub const ALL: [DenyReason; 4] = [
+        DenyReason::Credentials,
+        DenyReason::ModelAccess,
+        DenyReason::ModelNotFound,
+        DenyReason::Billing,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DenyReason::Credentials => "credentials",
+            DenyReason::ModelAccess => "model_access",
+            DenyReason::ModelNotFound => "model_not_found",
+            DenyReason::Billing => "billing",
+        }
+    }
+
+    /// The reason named `label` (as [`DenyReason::as_str`] gives it).
+    pub fn parse(label: &str) -> Option<DenyReason> {
+        DenyReason::ALL.into_iter().find(|r| r.as_str() == label)
+    }
+
+    /// Credentials and billing belong to the account behind a region's endpoint, so they deny
+    /// every route of that region; model access and model existence deny one route.
+    pub fn scope(self) -> DenyScope {
+        match self {
+            DenyReason::Credentials | DenyReason::Billing => DenyScope::Region,
+            DenyReason::ModelAccess | DenyReason::ModelNotFound => DenyScope::Route,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn wire_values_round_trip_to_distinct_labels() {
-        let mut seen = std::collections::HashSet::new();
-        for o in Outcome::ALL {
-            let wire = match o {
-                Outcome::Unspecified => pb::Outcome::Unspecified,
-                Outcome::Ok => pb::Outcome::Ok,
-                Outcome::Throttled => pb::Outcome::Throttled,
-                Outcome::Unavailable => pb::Outcome::Unavailable,
-                Outcome::Timeout => pb::Outcome::Timeout,
-                Outcome::Invalid => pb::Outcome::Invalid,
-                Outcome::SkippedQuota => pb::Outcome::SkippedQuota,
-                Outcome::SkippedCooldown => pb::Outcome::SkippedCooldown,
-                Outcome::SkippedBreaker => pb::Outcome::SkippedBreaker,
-                Outcome::FailedMidStream => pb::Outcome::FailedMidStream,
-            };
-            assert_eq!(Outcome::from_wire(wire as i32), o);
-            assert!(seen.insert(o.as_str()), "{o:?}");
+        // Every wire value has the label its proto name gives (`OUTCOME_SKIPPED_DENIED` →
+        // `skipped_denied`), the form the hub's audit records use too.
+        let mut wire_outcomes = 0;
+        while let Ok(w) = pb::Outcome::try_from(wire_outcomes) {
+            let o = Outcome::from_wire(wire_outcomes);
+            assert_eq!(o.to_wire(), w);
+            let name = w
+                .as_str_name()
+                .trim_start_matches("OUTCOME_")
+                .to_ascii_lowercase();
+            assert_eq!(o.as_str(), name);
+            wire_outcomes += 1;
         }
+        assert_eq!(wire_outcomes as usize, Outcome::ALL.len());
+        let mut states = 1;
+        while let Ok(w) = pb::RouteState::try_from(states) {
+            let name = w
+                .as_str_name()
+                .trim_start_matches("ROUTE_STATE_")
+                .to_ascii_lowercase();
+            assert_eq!(RouteState::from_wire(states).as_str(), name);
+            states += 1;
+        }
+        assert_eq!(states as usize - 1, RouteState::ALL.len());
         assert_eq!(Outcome::from_wire(9999), Outcome::Unspecified);
         assert_eq!(RouteState::from_wire(9999).as_str(), "unknown");
         assert_eq!(
@@ -215,6 +342,15 @@ mod tests {
             "half_open"
         );
         assert_eq!(StopReason::from_wire(0).as_str(), "end_turn");
+        assert_eq!(
+            RouteState::from_wire(pb::RouteState::Denied as i32).as_str(),
+            "denied"
+        );
+        for r in DenyReason::ALL {
+            assert_eq!(DenyReason::parse(r.as_str()), Some(r));
+        }
+        assert_eq!(DenyReason::Billing.scope(), DenyScope::Region);
+        assert_eq!(DenyReason::ModelAccess.scope(), DenyScope::Route);
         assert_eq!(
             StopReason::from_wire(pb::StopReason::ContentFiltered as i32).as_str(),
             "content_filtered"

@@ -24,10 +24,23 @@ pub fn estimate_input_tokens(req: &v1::InferRequest) -> u64 {
     (chars as u64).div_ceil(4).max(1)
 }
 
-/// gRPC metadata key carrying the earliest retry time (milliseconds) on RESOURCE_EXHAUSTED.
+/// gRPC metadata key carrying the earliest retry time (milliseconds) on RESOURCE_EXHAUSTED (and,
+/// on FAILED_PRECONDITION with [`FAULT_ACCOUNT`], until a denied route is probed again).
 pub const RETRY_AFTER_MS: &str = "retry-after-ms";
 /// gRPC metadata key carrying how many attempts the spoke made.
 pub const ATTEMPTS: &str = "x-switchyard-attempts";
+/// gRPC metadata key saying whose fault an error is: [`FAULT_ACCOUNT`] (with
+/// FAILED_PRECONDITION: every route refused this account; another account may serve the request)
+/// or [`FAULT_CALLER`] (with INVALID_ARGUMENT: the request itself was refused; never retried).
+pub const FAULT: &str = "x-switchyard-fault";
+/// [`FAULT`] value: the account's fault (credentials, model access, model not found, billing).
+pub const FAULT_ACCOUNT: &str = "account";
+/// [`FAULT`] value: the caller's fault (malformed request, or content the upstream refused).
+pub const FAULT_CALLER: &str = "caller";
+/// gRPC metadata key, with [`FAULT_ACCOUNT`]: the denial reasons of the plan's routes,
+/// comma-separated in plan order, each one of `credentials`, `model_access`,
+/// `model_not_found`, `billing` (`switchyard_core::labels::DenyReason`).
+pub const DENIED: &str = "x-switchyard-denied";
 /// gRPC metadata key carrying the request id.
 pub const REQUEST_ID: &str = "x-request-id";
 /// gRPC metadata key (`1`) on the UNAVAILABLE a draining spoke answers before doing anything

@@ -1,11 +1,12 @@
 //! Anthropic's Messages API (direct third-party access): `POST {base}/messages` with `x-api-key`
 //! and `anthropic-version`, JSON and SSE streaming (`message_start`, `content_block_*`,
 //! `message_delta`, `message_stop`, `ping`, `error`). 429 and 529 (overloaded) are throttles
-//! (with `retry-after`), other 5xx outages, other 4xx rejections.
+//! (with `retry-after`), other 5xx outages; 401/402/403/404 and the credit-balance 400 are the
+//! account's faults, other 4xx the caller's (see [`classify`]).
 
-use crate::error::parse_retry_after;
+use crate::error::{account_fault_of_status, parse_retry_after};
 use crate::openai::{KeySource, transport_error};
-use crate::{Call, Chunk, ChunkStream, Completion, Upstream, UpstreamError};
+use crate::{Call, Chunk, ChunkStream, Completion, DenyReason, Reason, Upstream, UpstreamError};
 use futures::StreamExt;
 use serde_json::{Value, json};
 use std::collections::{HashMap, VecDeque};
@@ -78,20 +79,47 @@ impl AnthropicUpstream {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| parse_retry_after(v, false));
         let body: Value = resp.json().await.unwrap_or(Value::Null);
-        Err(classify(status, &body, retry_after))
+        Err(classify(status, &body, retry_after).scrub(&self.api_key.secrets()))
     }
 }
 
-/// Classifies an Anthropic error response.
+/// Classifies an Anthropic error response (`{"type": "error", "error": {"type", "message"}}`):
+///
+/// | answer | whose fault |
+/// | --- | --- |
+/// | 401 `authentication_error` | account: credentials |
+/// | 402 `billing_error`; 400 "Your credit balance is too low to access the Anthropic API…" | account: billing |
+/// | 403 `permission_error` | account: model access |
+/// | 404 `not_found_error` | account: model not found |
+/// | 429 `rate_limit_error`, 529 `overloaded_error` | transient: throttled |
+/// | 504 `timeout_error` | transient: timeout |
+/// | 500 `api_error`, other 5xx | transient: unavailable |
+/// | other 4xx (400 `invalid_request_error`, 413 `request_too_large`) | the caller's |
+///
+/// The reason keeps the error `type` and the message redacted.
 pub fn classify(status: u16, body: &Value, retry_after: Option<Duration>) -> UpstreamError {
     let ty = body["error"]["type"].as_str().unwrap_or("unknown_error");
-    let message: String = body["error"]["message"]
+    let message = body["error"]["message"]
         .as_str()
-        .unwrap_or("no error message")
-        .chars()
-        .take(500)
-        .collect();
-    let reason = format!("HTTP {status} {ty}: {message}");
+        .unwrap_or("no error message");
+    let reason = Reason::upstream(ty, message, &[]);
+    let denied = |why| UpstreamError::Denied {
+        why,
+        reason: reason.clone(),
+    };
+    let lower = message.to_ascii_lowercase();
+    if ty == "billing_error" || lower.contains("credit balance is too low") {
+        return denied(DenyReason::Billing);
+    }
+    match (status, ty) {
+        (_, "authentication_error") => return denied(DenyReason::Credentials),
+        (_, "permission_error") => return denied(DenyReason::ModelAccess),
+        (_, "not_found_error") => return denied(DenyReason::ModelNotFound),
+        _ => {}
+    }
+    if let Some(why) = account_fault_of_status(status) {
+        return denied(why);
+    }
     match status {
         // 529: Anthropic is overloaded; like a throttle, another route may have room.
         429 | 529 => UpstreamError::Throttled {
@@ -243,7 +271,10 @@ impl Upstream for AnthropicUpstream {
 
     async fn stream(&self, call: Call<'_>) -> Result<ChunkStream, UpstreamError> {
         let resp = self.send(&call, true).await?;
-        Ok(sse_chunks(resp.bytes_stream().boxed()))
+        let secrets = self.api_key.secrets();
+        Ok(sse_chunks(resp.bytes_stream().boxed())
+            .map(move |item| item.map_err(|e| e.scrub(&secrets)))
+            .boxed())
     }
 }
 
@@ -389,13 +420,8 @@ impl SseState {
             "error" => {
                 self.done = true;
                 let ty = v["error"]["type"].as_str().unwrap_or("error");
-                let msg: String = v["error"]["message"]
-                    .as_str()
-                    .unwrap_or("stream error")
-                    .chars()
-                    .take(500)
-                    .collect();
-                let reason = format!("upstream stream error {ty}: {msg}");
+                let msg = v["error"]["message"].as_str().unwrap_or("stream error");
+                let reason = Reason::upstream(ty, msg, &[]);
                 self.queued.push_back(Err(if ty == "overloaded_error" {
                     UpstreamError::Throttled {
                         reason,
@@ -469,5 +495,78 @@ mod tests {
         assert_eq!(b["messages"][0]["content"][0]["type"], "tool_result");
         assert_eq!(b["messages"][0]["content"][0]["is_error"], true);
         assert_eq!(b["messages"][0]["content"][1]["text"], "more");
+    }
+
+    fn why(status: u16, ty: &str, message: &str) -> Option<DenyReason> {
+        let body = json!({"type": "error", "error": {"type": ty, "message": message}});
+        match classify(status, &body, None) {
+            UpstreamError::Denied { why, .. } => Some(why),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn account_faults_are_denials() {
+        // Real Anthropic answers (docs.anthropic.com/en/api/errors).
+        assert_eq!(
+            why(401, "authentication_error", "invalid x-api-key"),
+            Some(DenyReason::Credentials)
+        );
+        assert_eq!(
+            why(
+                403,
+                "permission_error",
+                "Your API key does not have permission to use the specified resource."
+            ),
+            Some(DenyReason::ModelAccess)
+        );
+        assert_eq!(
+            why(404, "not_found_error", "model: claude-9"),
+            Some(DenyReason::ModelNotFound)
+        );
+        assert_eq!(
+            why(
+                400,
+                "invalid_request_error",
+                "Your credit balance is too low to access the Anthropic API. Please go to Plans & Billing to upgrade or purchase credits."
+            ),
+            Some(DenyReason::Billing)
+        );
+        assert_eq!(
+            why(402, "billing_error", "payment required"),
+            Some(DenyReason::Billing)
+        );
+    }
+
+    #[test]
+    fn other_errors_are_not_denials() {
+        let e = classify(
+            400,
+            &json!({"type": "error", "error": {"type": "invalid_request_error",
+                "message": "messages: roles must alternate between \"user\" and \"assistant\""}}),
+            None,
+        );
+        assert_eq!(e.fault(), crate::Fault::Caller);
+        assert_eq!(e.detail(), "invalid_request_error");
+        let e = classify(
+            413,
+            &json!({"type": "error", "error": {"type": "request_too_large", "message": "too big"}}),
+            None,
+        );
+        assert_eq!(e.fault(), crate::Fault::Caller);
+        for (status, ty) in [
+            (429, "rate_limit_error"),
+            (529, "overloaded_error"),
+            (500, "api_error"),
+        ] {
+            let body = json!({"type": "error", "error": {"type": ty, "message": "m"}});
+            assert_eq!(
+                classify(status, &body, None).fault(),
+                crate::Fault::Transient,
+                "{ty}"
+            );
+        }
+        let body = json!({"type": "error", "error": {"type": "timeout_error", "message": "m"}});
+        assert_eq!(classify(504, &body, None), UpstreamError::Timeout);
     }
 }

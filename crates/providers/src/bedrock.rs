@@ -2,7 +2,8 @@
 //! region. The SDK's own retries are disabled: failover across regions and models is the
 //! spoke's job, and an SDK retry loop would hide throttling from it.
 
-use crate::error::parse_retry_after;
+mod errors;
+
 use crate::{Call, Chunk, ChunkStream, Completion, EmbedCall, Embeddings, Upstream, UpstreamError};
 use aws_sdk_bedrockruntime::Client;
 use aws_sdk_bedrockruntime::error::{ProvideErrorMetadata, SdkError};
@@ -14,6 +15,7 @@ use aws_sdk_bedrockruntime::types::{
     ToolUseBlock,
 };
 use aws_smithy_types::{Document, Number};
+use errors::{classify_code, sdk_error};
 use futures::StreamExt;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -221,8 +223,12 @@ fn inference_config(req: &InferRequest) -> Option<InferenceConfiguration> {
     )
 }
 
+/// The caller's fault, found by the adapter itself (the request cannot be expressed in
+/// Bedrock's types); `reason` is the adapter's own words.
 fn invalid(reason: String) -> UpstreamError {
-    UpstreamError::Invalid { reason }
+    UpstreamError::Invalid {
+        reason: reason.into(),
+    }
 }
 
 fn stop_reason(r: &bt::StopReason) -> StopReason {
@@ -245,72 +251,6 @@ fn usage(u: Option<&bt::TokenUsage>) -> Usage {
         output_tokens: u.output_tokens().max(0) as u32,
     })
     .unwrap_or_default()
-}
-
-/// Classifies a Bedrock error by its modelled error code (the same names appear as operation
-/// errors and as event-stream exception frames).
-fn classify_code(
-    code: Option<&str>,
-    message: Option<&str>,
-    status: Option<u16>,
-    retry_after: Option<Duration>,
-) -> UpstreamError {
-    let code_s = code.unwrap_or("UnknownError");
-    let reason = match message {
-        Some(m) => format!("{code_s}: {}", m.chars().take(500).collect::<String>()),
-        None => code_s.to_owned(),
-    };
-    match code.map(|c| c.trim_end_matches("Exception").to_ascii_lowercase()) {
-        Some(c) if c == "throttling" || c == "modelnotready" || c == "servicequotaexceeded" => {
-            UpstreamError::Throttled {
-                reason,
-                retry_after,
-            }
-        }
-        Some(c) if c == "validation" || c == "accessdenied" || c == "resourcenotfound" => {
-            UpstreamError::Invalid { reason }
-        }
-        Some(c) if c == "modeltimeout" => UpstreamError::Timeout,
-        Some(c)
-            if c == "serviceunavailable"
-                || c == "internalserver"
-                || c == "modelerror"
-                || c == "modelstreamerror" =>
-        {
-            UpstreamError::Unavailable { reason }
-        }
-        _ => match status {
-            Some(s) => UpstreamError::from_status(s, reason, retry_after),
-            None => UpstreamError::Unavailable { reason },
-        },
-    }
-}
-
-fn sdk_error<E: ProvideErrorMetadata>(
-    err: SdkError<E, aws_sdk_bedrockruntime::config::http::HttpResponse>,
-) -> UpstreamError {
-    match err {
-        SdkError::ServiceError(se) => {
-            let raw = se.raw();
-            let status = raw.status().as_u16();
-            let retry_after = raw
-                .headers()
-                .get("retry-after")
-                .and_then(|v| parse_retry_after(v, false));
-            let e = se.err();
-            classify_code(e.code(), e.message(), Some(status), retry_after)
-        }
-        SdkError::TimeoutError(_) => UpstreamError::Timeout,
-        SdkError::DispatchFailure(f) => {
-            if f.is_timeout() {
-                UpstreamError::Timeout
-            } else {
-                UpstreamError::unavailable("connection failed")
-            }
-        }
-        SdkError::ConstructionFailure(_) => invalid("request could not be built".into()),
-        _ => UpstreamError::unavailable("malformed upstream response"),
-    }
 }
 
 #[async_trait::async_trait]
@@ -574,6 +514,7 @@ impl StreamState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::DenyReason;
 
     #[test]
     fn codes_classify() {
@@ -597,5 +538,123 @@ mod tests {
         assert!(matches!(u, UpstreamError::Unavailable { .. }));
         let s = classify_code(None, None, Some(502), None);
         assert!(matches!(s, UpstreamError::Unavailable { .. }));
+    }
+
+    fn denied(code: &str, message: &str, status: u16) -> Option<DenyReason> {
+        match classify_code(Some(code), Some(message), Some(status), None) {
+            UpstreamError::Denied { why, .. } => Some(why),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn account_faults_are_denials_by_code_and_message() {
+        // Real Bedrock codes and messages (Bedrock API error reference, troubleshooting guide).
+        for (code, message, status, why) in [
+            (
+                "AccessDeniedException",
+                "You don't have access to the model with the specified model ID.",
+                403,
+                DenyReason::ModelAccess,
+            ),
+            (
+                "AccessDeniedException",
+                "User: arn:aws:sts::111111111111:assumed-role/spoke/x is not authorized to perform: bedrock:InvokeModel",
+                403,
+                DenyReason::ModelAccess,
+            ),
+            (
+                "AccessDeniedException",
+                "Model access is denied due to INVALID_PAYMENT_INSTRUMENT:A valid payment instrument must be provided.",
+                403,
+                DenyReason::Billing,
+            ),
+            (
+                "UnrecognizedClientException",
+                "The security token included in the request is invalid.",
+                403,
+                DenyReason::Credentials,
+            ),
+            (
+                "ExpiredTokenException",
+                "The security token included in the request is expired",
+                403,
+                DenyReason::Credentials,
+            ),
+            (
+                "InvalidSignatureException",
+                "The request signature we calculated does not match the signature you provided.",
+                403,
+                DenyReason::Credentials,
+            ),
+            (
+                "ResourceNotFoundException",
+                "Model use case details have not been submitted for this account.",
+                404,
+                DenyReason::ModelNotFound,
+            ),
+            (
+                "ValidationException",
+                "The provided model identifier is invalid.",
+                400,
+                DenyReason::ModelNotFound,
+            ),
+            (
+                "ValidationException",
+                "Invocation of model ID anthropic.claude-3-5-sonnet-20241022-v2:0 with on-demand throughput isn\u{2019}t supported.",
+                400,
+                DenyReason::ModelAccess,
+            ),
+            ("SomethingNew", "", 401, DenyReason::Credentials),
+            ("SomethingNew", "", 403, DenyReason::ModelAccess),
+        ] {
+            assert_eq!(
+                denied(code, message, status),
+                Some(why),
+                "{code}: {message}"
+            );
+        }
+    }
+
+    #[test]
+    fn transient_and_caller_faults_are_not_denials() {
+        for (code, status) in [
+            ("ThrottlingException", 429),
+            ("ServiceQuotaExceededException", 400),
+            ("ModelNotReadyException", 429),
+            ("ServiceUnavailableException", 503),
+            ("InternalServerException", 500),
+            ("ModelErrorException", 424),
+        ] {
+            let e = classify_code(Some(code), Some("m"), Some(status), None);
+            assert_eq!(e.fault(), crate::Fault::Transient, "{code}: {e:?}");
+        }
+        assert_eq!(
+            classify_code(Some("ModelTimeoutException"), None, Some(408), None),
+            UpstreamError::Timeout
+        );
+        let v = classify_code(
+            Some("ValidationException"),
+            Some("messages.0.content: Field required"),
+            Some(400),
+            None,
+        );
+        assert_eq!(v.fault(), crate::Fault::Caller);
+        assert_eq!(v.detail(), "ValidationException");
+    }
+
+    #[test]
+    fn keys_in_messages_are_redacted() {
+        let e = classify_code(
+            Some("ValidationException"),
+            Some(
+                "bad header Authorization: AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20240101/us-east-1/bedrock/aws4_request, Signature=5d672d79c15b13162d9279b0855cfba6789a8edb4c82c400e06b5924a6f2b5d7",
+            ),
+            Some(400),
+            None,
+        );
+        let s = e.to_string();
+        assert!(!s.contains("AKIAIOSFODNN7EXAMPLE"), "{s}");
+        assert!(!s.contains("5d672d79c15b"), "{s}");
     }
 }

@@ -1,19 +1,22 @@
 //! Upstream model adapters behind one trait.
 //!
 //! The spoke's failover engine talks only to [`Upstream`]; each adapter turns its provider's
-//! wire errors into an [`UpstreamError`] whose class (throttled / unavailable / timeout /
-//! invalid) decides, once and here, what the engine does next.
+//! wire errors into an [`UpstreamError`] whose class decides, once and here, what the engine does
+//! next: the caller's fault (invalid: never retried), the account's fault (denied: fail over,
+//! deny the route for a while) or transient (throttled / unavailable / timeout: fail over, cool
+//! down). Upstream messages are kept only redacted ([`redact`]) and only for the spoke's log.
 
 pub mod anthropic;
 pub mod aws;
 pub mod bedrock;
 pub mod error;
 pub mod openai;
+pub mod redact;
 pub mod secrets;
 pub mod simulated;
 pub mod text;
 
-pub use error::UpstreamError;
+pub use error::{DenyReason, Fault, Reason, UpstreamError};
 
 use futures::stream::BoxStream;
 use std::time::Duration;
@@ -96,7 +99,7 @@ pub trait Upstream: Send + Sync + 'static {
     async fn embed(&self, call: EmbedCall<'_>) -> Result<Embeddings, UpstreamError> {
         let _ = call;
         Err(UpstreamError::Invalid {
-            reason: format!("the {} adapter does not serve embeddings", self.kind()),
+            reason: format!("the {} adapter does not serve embeddings", self.kind()).into(),
         })
     }
 

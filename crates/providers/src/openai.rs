@@ -1,8 +1,11 @@
 //! OpenAI-compatible chat completions (third-party APIs and on-prem vLLM / Ollama / TGI), JSON
 //! and SSE streaming, over one pooled HTTP client.
 
-use crate::error::parse_retry_after;
-use crate::{Call, Chunk, ChunkStream, Completion, EmbedCall, Embeddings, Upstream, UpstreamError};
+use crate::error::{account_fault_of_status, parse_retry_after};
+use crate::{
+    Call, Chunk, ChunkStream, Completion, DenyReason, EmbedCall, Embeddings, Reason, Upstream,
+    UpstreamError,
+};
 use base64::Engine as _;
 use futures::StreamExt;
 use serde_json::{Value, json};
@@ -51,6 +54,16 @@ pub enum KeySource {
 }
 
 impl KeySource {
+    /// The key in force, to be scrubbed from any upstream text that is kept (never sent
+    /// anywhere else).
+    pub(crate) fn secrets(&self) -> Vec<String> {
+        match self {
+            KeySource::None => Vec::new(),
+            KeySource::Static(key) => vec![key.0.clone()],
+            KeySource::Refreshed(cell) => cell.get().map(|k| k.0).into_iter().collect(),
+        }
+    }
+
     /// Whether a key is at hand (a refreshed secret may not have loaded yet). Never the value.
     pub fn check(&self) -> Result<(), String> {
         match self {
@@ -178,17 +191,71 @@ impl OpenAiUpstream {
             .and_then(|v| parse_retry_after(&v, true))
             .or_else(|| header("retry-after").and_then(|v| parse_retry_after(&v, false)));
         let body: Value = resp.json().await.unwrap_or(Value::Null);
-        let message = body["error"]["message"]
-            .as_str()
-            .unwrap_or("no error message")
-            .chars()
-            .take(500)
-            .collect::<String>();
-        Err(UpstreamError::from_status(
-            status,
-            format!("HTTP {status}: {message}"),
-            retry_after,
-        ))
+        Err(classify(status, &body, retry_after).scrub(&self.api_key.secrets()))
+    }
+}
+
+/// OpenAI's billing codes: the account has no quota or credit left (429 `insufficient_quota`
+/// and its specific `error.code`s; `billing_not_active`). Retrying does not help until someone
+/// pays.
+const BILLING_CODES: [&str; 7] = [
+    "insufficient_quota",
+    "credit_balance_exhausted",
+    "organization_spend_limit_exceeded",
+    "project_spend_limit_exceeded",
+    "organization_usage_limit_exceeded",
+    "billing_hard_limit_reached",
+    "billing_not_active",
+];
+
+/// Classifies an error answer of an OpenAI-compatible API (`{"error": {"message", "type",
+/// "param", "code"}}`; vLLM and others send `{"object": "error", "message", "type", "code"}`):
+///
+/// | answer | whose fault |
+/// | --- | --- |
+/// | 429 with `type` or `code` `insufficient_quota` (or another billing code), 402, `billing_not_active` | account: billing |
+/// | 401, `code` `invalid_api_key` | account: credentials |
+/// | 403 (`unsupported_country_region_territory`, no access to the model) | account: model access |
+/// | 404, `code` `model_not_found` | account: model not found |
+/// | 429 otherwise (`rate_limit_exceeded`, tokens/requests per minute) | transient: throttled |
+/// | 408, 504 | transient: timeout |
+/// | 5xx | transient: unavailable |
+/// | other 4xx (400 `invalid_request_error`, 413, 422) | the caller's |
+///
+/// The reason keeps `code` (else `type`, else `HTTP {status}`) as its error type and the
+/// message redacted; the adapter also scrubs its configured key.
+pub fn classify(status: u16, body: &Value, retry_after: Option<Duration>) -> UpstreamError {
+    let err = if body["error"].is_object() {
+        &body["error"]
+    } else {
+        body
+    };
+    let text = |v: &Value| v.as_str().filter(|s| !s.is_empty()).map(str::to_owned);
+    let ty = text(&err["type"]);
+    let code = text(&err["code"]);
+    let message = err["message"].as_str().unwrap_or("no error message");
+    let error_type = code
+        .clone()
+        .or_else(|| ty.clone())
+        .unwrap_or_else(|| format!("HTTP {status}"));
+    let reason = Reason::upstream(&error_type, message, &[]);
+    let is = |name: &str| ty.as_deref() == Some(name) || code.as_deref() == Some(name);
+    let denied = |why| UpstreamError::Denied {
+        why,
+        reason: reason.clone(),
+    };
+    if BILLING_CODES.iter().any(|c| is(c)) || status == 402 {
+        return denied(DenyReason::Billing);
+    }
+    if is("invalid_api_key") {
+        return denied(DenyReason::Credentials);
+    }
+    if is("model_not_found") && status != 403 {
+        return denied(DenyReason::ModelNotFound);
+    }
+    match account_fault_of_status(status) {
+        Some(why) => denied(why),
+        None => UpstreamError::from_status(status, reason, retry_after),
     }
 }
 
@@ -360,7 +427,10 @@ impl Upstream for OpenAiUpstream {
     async fn stream(&self, call: Call<'_>) -> Result<ChunkStream, UpstreamError> {
         let resp = self.send(&call, true).await?;
         let input_estimate = crate::text::estimate_input_tokens(call.request) as u32;
-        Ok(sse_chunks(resp.bytes_stream().boxed(), input_estimate))
+        let secrets = self.api_key.secrets();
+        Ok(sse_chunks(resp.bytes_stream().boxed(), input_estimate)
+            .map(move |item| item.map_err(|e| e.scrub(&secrets)))
+            .boxed())
     }
 }
 
@@ -433,9 +503,9 @@ impl SseState {
                 if v.get("error").is_some() {
                     self.done = true;
                     let msg = v["error"]["message"].as_str().unwrap_or("stream error");
-                    return Some(Err(UpstreamError::unavailable(format!(
-                        "upstream stream error: {msg}"
-                    ))));
+                    return Some(Err(UpstreamError::Unavailable {
+                        reason: Reason::upstream("upstream stream error", msg, &[]),
+                    }));
                 }
                 if v["usage"].is_object() {
                     self.usage = Some(usage(&v["usage"]));
@@ -536,5 +606,107 @@ mod tests {
         assert_eq!(b["max_tokens"], 7);
         assert_eq!(b["stop"][0], "END");
         assert_eq!(b["stream_options"]["include_usage"], true);
+    }
+
+    fn why(status: u16, body: Value) -> Option<DenyReason> {
+        match classify(status, &body, None) {
+            UpstreamError::Denied { why, .. } => Some(why),
+            _ => None,
+        }
+    }
+
+    fn openai_error(message: &str, ty: &str, code: Value) -> Value {
+        json!({"error": {"message": message, "type": ty, "param": null, "code": code}})
+    }
+
+    #[test]
+    fn account_faults_are_denials() {
+        // Real OpenAI answers (platform.openai.com/docs/guides/error-codes).
+        let revoked = openai_error(
+            "Incorrect API key provided: sk-proj-********************abcd. You can find your API key at https://platform.openai.com/account/api-keys.",
+            "invalid_request_error",
+            json!("invalid_api_key"),
+        );
+        assert_eq!(why(401, revoked), Some(DenyReason::Credentials));
+        let quota = openai_error(
+            "You exceeded your current quota, please check your plan and billing details.",
+            "insufficient_quota",
+            json!("insufficient_quota"),
+        );
+        assert_eq!(why(429, quota), Some(DenyReason::Billing));
+        let spend = openai_error(
+            "You exceeded your current quota, please check your plan and billing details.",
+            "insufficient_quota",
+            json!("project_spend_limit_exceeded"),
+        );
+        assert_eq!(why(429, spend), Some(DenyReason::Billing));
+        // Old answers had `code: null` and only the type.
+        let old = openai_error(
+            "You exceeded your current quota",
+            "insufficient_quota",
+            Value::Null,
+        );
+        assert_eq!(why(429, old), Some(DenyReason::Billing));
+        assert_eq!(why(402, json!({})), Some(DenyReason::Billing));
+        let region = openai_error(
+            "Country, region, or territory not supported",
+            "request_forbidden",
+            json!("unsupported_country_region_territory"),
+        );
+        assert_eq!(why(403, region), Some(DenyReason::ModelAccess));
+        let missing = openai_error(
+            "The model `gpt-5-turbo` does not exist or you do not have access to it.",
+            "invalid_request_error",
+            json!("model_not_found"),
+        );
+        assert_eq!(why(404, missing), Some(DenyReason::ModelNotFound));
+        // vLLM's shape: a flat object with a numeric code.
+        let vllm = json!({"object": "error", "message": "The model `llama` does not exist.",
+            "type": "NotFoundError", "param": null, "code": 404});
+        assert_eq!(why(404, vllm), Some(DenyReason::ModelNotFound));
+    }
+
+    #[test]
+    fn throttles_and_the_callers_faults_are_not_denials() {
+        let rate = openai_error(
+            "Rate limit reached for gpt-4o in organization org-x on requests per min (RPM): Limit 500, Used 500.",
+            "requests",
+            json!("rate_limit_exceeded"),
+        );
+        let e = classify(429, &rate, Some(Duration::from_secs(2)));
+        assert!(matches!(
+            e,
+            UpstreamError::Throttled { retry_after: Some(d), .. } if d == Duration::from_secs(2)
+        ));
+        assert_eq!(e.detail(), "rate_limit_exceeded");
+        let bad = openai_error(
+            "This model's maximum context length is 128000 tokens.",
+            "invalid_request_error",
+            json!("context_length_exceeded"),
+        );
+        let e = classify(400, &bad, None);
+        assert_eq!(e.fault(), crate::Fault::Caller);
+        assert_eq!(e.detail(), "context_length_exceeded");
+        assert_eq!(
+            classify(422, &json!({}), None).fault(),
+            crate::Fault::Caller
+        );
+        assert_eq!(
+            classify(503, &json!({}), None).fault(),
+            crate::Fault::Transient
+        );
+        assert_eq!(classify(504, &json!({}), None), UpstreamError::Timeout);
+    }
+
+    #[test]
+    fn an_echoed_key_is_never_kept() {
+        let echo = openai_error(
+            "bad header: Authorization: Bearer my-configured-key-123",
+            "invalid_request_error",
+            Value::Null,
+        );
+        let e = classify(400, &echo, None).scrub(&["my-configured-key-123"]);
+        assert!(!e.to_string().contains("my-configured-key-123"), "{e}");
+        assert!(!e.detail().contains("my-configured-key-123"));
     }
 }

@@ -15,6 +15,11 @@ use rand::Rng;
 use std::time::Duration;
 use switchyard_proto::v1::{StopReason, Usage};
 
+/// Most dimensions one simulated embedding may have.
+pub const MAX_DIMENSIONS: usize = 8192;
+/// Most values (inputs × dimensions) one simulated embeddings call may return (16 MiB of f32).
+pub const MAX_EMBEDDING_VALUES: usize = 4 * 1024 * 1024;
+
 #[derive(Clone, Debug)]
 pub struct SimulatedConfig {
     /// Time before the first byte of an answer.
@@ -162,10 +167,25 @@ impl Upstream for SimulatedUpstream {
     }
 
     /// Deterministic unit-free vectors (256 values, or `dimensions`) derived from each text.
+    /// Refuses (the caller's fault) more than [`MAX_DIMENSIONS`] dimensions or more than
+    /// [`MAX_EMBEDDING_VALUES`] values in all, before allocating anything.
     async fn embed(&self, call: EmbedCall<'_>) -> Result<Embeddings, UpstreamError> {
+        let dims = call.dimensions.unwrap_or(256) as usize;
+        if dims == 0 || dims > MAX_DIMENSIONS {
+            return Err(UpstreamError::Invalid {
+                reason: format!("dimensions must be between 1 and {MAX_DIMENSIONS}").into(),
+            });
+        }
+        if dims.saturating_mul(call.inputs.len()) > MAX_EMBEDDING_VALUES {
+            return Err(UpstreamError::Invalid {
+                reason: format!(
+                    "inputs × dimensions must be at most {MAX_EMBEDDING_VALUES} values"
+                )
+                .into(),
+            });
+        }
         self.wait_latency(call.timeout).await?;
         self.maybe_fail()?;
-        let dims = call.dimensions.unwrap_or(256) as usize;
         let vectors = call
             .inputs
             .iter()
@@ -241,5 +261,43 @@ impl Upstream for SimulatedUpstream {
             });
         let end = futures::stream::once(async move { Ok(Chunk::End { stop_reason, usage }) });
         Ok(deltas.chain(end).boxed())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn embeddings_are_bounded_before_anything_is_allocated() {
+        let sim = SimulatedUpstream::new(SimulatedConfig {
+            latency: Duration::ZERO,
+            ..SimulatedConfig::default()
+        });
+        let inputs = vec!["a".to_string(); 2];
+        let call = |dimensions| EmbedCall {
+            region: "r",
+            model: "m",
+            inputs: &inputs,
+            dimensions,
+            timeout: Duration::from_secs(1),
+        };
+        for dims in [Some(u32::MAX), Some(MAX_DIMENSIONS as u32 + 1), Some(0)] {
+            let e = sim.embed(call(dims)).await.unwrap_err();
+            assert_eq!(e.fault(), crate::Fault::Caller, "{dims:?}");
+        }
+        let many = vec!["a".to_string(); 1024];
+        let e = sim
+            .embed(EmbedCall {
+                inputs: &many,
+                dimensions: Some(8192),
+                ..call(None)
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.fault(), crate::Fault::Caller);
+        let ok = sim.embed(call(Some(16))).await.unwrap();
+        assert_eq!(ok.vectors.len(), 2);
+        assert_eq!(ok.vectors[0].len(), 16);
     }
 }

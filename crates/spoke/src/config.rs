@@ -13,8 +13,8 @@ mod connection_age;
 mod file;
 pub use connection_age::ConnectionAge;
 pub use file::{
-    AdminFile, AwsFile, BackoffFile, BedrockFile, BreakerFile, ModelFile, OpenAiFile, RegionFile,
-    SimulatedFile, SpokeConfigFile, TlsFile,
+    AdminFile, AwsFile, BackoffFile, BedrockFile, BreakerFile, DenialFile, ModelFile, OpenAiFile,
+    RegionFile, SimulatedFile, SpokeConfigFile, TlsFile,
 };
 
 /// Which upstream adapter this spoke runs, with its settings.
@@ -93,6 +93,9 @@ pub struct SpokeConfig {
     pub connection_age: ConnectionAge,
     pub backoff: Backoff,
     pub breaker: BreakerPolicy,
+    /// `[denial] probe_interval`: how long a route the upstream refused for the account's
+    /// reasons is skipped before one request probes it.
+    pub denial_probe_interval: Duration,
     pub regions: Vec<Region>,
     pub models: Vec<Model>,
     /// Where the account-quota buckets live (memory, or Redis shared by the service's tasks).
@@ -189,6 +192,14 @@ pub fn validate(f: SpokeConfigFile) -> Result<SpokeConfig, ConfigErrors> {
     };
     if breaker.failures == 0 {
         p.push("breaker.failures", "must be at least 1");
+    }
+    let denial_probe_interval = p.duration_or(
+        "denial.probe_interval",
+        f.denial.probe_interval.as_deref(),
+        crate::routes::DEFAULT_PROBE_INTERVAL,
+    );
+    if denial_probe_interval < Duration::from_millis(100) {
+        p.push("denial.probe_interval", "must be at least 100ms");
     }
 
     let provider = match f.provider.as_str() {
@@ -425,6 +436,7 @@ pub fn validate(f: SpokeConfigFile) -> Result<SpokeConfig, ConfigErrors> {
             connection_age,
             backoff,
             breaker,
+            denial_probe_interval,
             regions,
             models,
             quota,

@@ -141,7 +141,8 @@ fn response_json(r: InferResponse) -> serde_json::Value {
     })
 }
 
-/// An error in the OpenAI shape, with `Retry-After` where it applies.
+/// An error in the OpenAI shape, with `Retry-After` where it applies and `x-switchyard-fault`
+/// (`caller` / `account`) when it is the caller's or the account's fault.
 pub fn error_response(e: &SpokeError) -> Response {
     let (kind, code) = e.kind();
     let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -150,6 +151,15 @@ pub fn error_response(e: &SpokeError) -> Response {
         "attempts": attempts_json(e.attempts()),
     });
     let mut resp = (status, Json(body)).into_response();
+    if let Some(fault) = e.fault() {
+        resp.headers_mut().insert(
+            switchyard_proto::FAULT,
+            HeaderValue::from_static(match fault {
+                labels::Fault::Account => switchyard_proto::FAULT_ACCOUNT,
+                labels::Fault::Caller | labels::Fault::Transient => switchyard_proto::FAULT_CALLER,
+            }),
+        );
+    }
     if let Some(ra) = e.retry_after() {
         let secs = ra.as_secs_f64().ceil().max(1.0) as u64;
         if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
@@ -196,16 +206,28 @@ pub async fn inference_handler(
     }
 }
 
-/// 200 when at least one route can serve now; 503 when none can (all cooling down or broken,
-/// credentials missing) or while draining.
+/// 200 when at least one route can serve now; 503 when none can (all cooling down, broken or
+/// denied, credentials missing) or while draining. `status` says which: `ok`, `draining`,
+/// `credentials_missing`, `denied` (the upstream refuses this account on every route) or
+/// `unavailable`. A denied route shows `"state": "denied"` with `denied_reason`
+/// (`credentials`, `model_access`, `model_not_found`, `billing`), `denied_error_type` (the
+/// upstream's error type) and `retry_after_ms` (until its next probe).
 pub async fn healthz_handler(State(engine): State<Arc<Engine>>) -> Response {
     let d = engine.describe().await;
+    let denied = labels::RouteState::Denied;
+    let all_denied = d.models.iter().flat_map(|m| &m.regions).count() > 0
+        && d.models
+            .iter()
+            .flat_map(|m| &m.regions)
+            .all(|r| labels::RouteState::from_wire(r.state) == denied);
     let status = if d.draining {
         "draining"
     } else if !engine.credentials_ok() {
         "credentials_missing"
     } else if d.serving {
         "ok"
+    } else if all_denied {
+        "denied"
     } else {
         "unavailable"
     };
@@ -215,14 +237,21 @@ pub async fn healthz_handler(State(engine): State<Arc<Engine>>) -> Response {
         .map(|m| {
             json!({
                 "id": m.id,
-                "regions": m.regions.iter().map(|r| json!({
-                    "region": r.region,
-                    "state": labels::RouteState::from_wire(r.state).as_str(),
-                    "headroom": r.headroom,
-                    "requests_remaining": (r.requests_remaining != u64::MAX).then_some(r.requests_remaining),
-                    "tokens_remaining": (r.tokens_remaining != u64::MAX).then_some(r.tokens_remaining),
-                    "retry_after_ms": r.retry_after_ms,
-                })).collect::<Vec<_>>(),
+                "regions": m.regions.iter().map(|r| {
+                    let mut v = json!({
+                        "region": r.region,
+                        "state": labels::RouteState::from_wire(r.state).as_str(),
+                        "headroom": r.headroom,
+                        "requests_remaining": (r.requests_remaining != u64::MAX).then_some(r.requests_remaining),
+                        "tokens_remaining": (r.tokens_remaining != u64::MAX).then_some(r.tokens_remaining),
+                        "retry_after_ms": r.retry_after_ms,
+                    });
+                    if !r.denied_reason.is_empty() {
+                        v["denied_reason"] = json!(r.denied_reason);
+                        v["denied_error_type"] = json!(r.denied_error_type);
+                    }
+                    v
+                }).collect::<Vec<_>>(),
             })
         })
         .collect();

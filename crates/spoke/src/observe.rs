@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use metrics::{counter, gauge, histogram};
-use switchyard_core::labels::{self, RequestOutcome};
+use switchyard_core::labels::{self, DenyReason, RequestOutcome};
 use switchyard_core::telemetry;
 use switchyard_proto::v1::{Attempt, InferRequest, Outcome, Usage};
 use switchyard_providers::UpstreamError;
@@ -130,6 +130,77 @@ pub fn upstream_result(span: &Span, err: Option<&UpstreamError>) {
         span.record("error.type", reason);
         span.record("otel.status_code", "ERROR");
     }
+}
+
+/// A route went to state `denied` (or changed its reason): one log line and
+/// `switchyard_spoke_route_denials_total{provider, account, region, model, reason}`. Called once
+/// per change of state, not per skipped request.
+pub fn route_denied(
+    provider: &'static str,
+    account: &str,
+    region: &str,
+    model: &str,
+    why: DenyReason,
+    error_type: &str,
+    probe_in: Duration,
+) {
+    tracing::warn!(
+        provider,
+        account,
+        region,
+        model,
+        reason = why.as_str(),
+        error_type,
+        probe_in_ms = probe_in.as_millis() as u64,
+        "route denied: the upstream refused this account; skipped until a probe succeeds"
+    );
+    counter!(
+        "switchyard_spoke_route_denials_total",
+        &route_labels(provider, account, region, model, why)
+    )
+    .increment(1);
+}
+
+/// The labels of the denial counters.
+fn route_labels(
+    provider: &'static str,
+    account: &str,
+    region: &str,
+    model: &str,
+    why: DenyReason,
+) -> [(&'static str, String); 5] {
+    [
+        ("provider", provider.to_string()),
+        ("account", account.to_string()),
+        ("region", region.to_string()),
+        ("model", model.to_string()),
+        ("reason", why.as_str().to_string()),
+    ]
+}
+
+/// A denied route served again (its probe, or a call proving the region's account works): one
+/// log line and `switchyard_spoke_route_readmissions_total{provider, account, region, model,
+/// reason}` (the reason it had).
+pub fn route_readmitted(
+    provider: &'static str,
+    account: &str,
+    region: &str,
+    model: &str,
+    why: DenyReason,
+) {
+    tracing::info!(
+        provider,
+        account,
+        region,
+        model,
+        reason = why.as_str(),
+        "route re-admitted: the upstream serves this account again"
+    );
+    counter!(
+        "switchyard_spoke_route_readmissions_total",
+        &route_labels(provider, account, region, model, why)
+    )
+    .increment(1);
 }
 
 /// Follows one request through the spoke; emits metrics and span attributes on drop.

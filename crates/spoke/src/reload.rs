@@ -5,7 +5,7 @@
 //! reported by `GET /admin/config`; the old config keeps serving.
 //!
 //! Everything else (listen address, account, provider and credentials, `[[regions]]` endpoints,
-//! timeouts, backoff, breaker, quota store) needs a restart: a change is logged, listed in
+//! timeouts, backoff, breaker, denial, quota store) needs a restart: a change is logged, listed in
 //! `restart_required`, and the old value stays. A reload whose models use a region the running
 //! spoke does not have is rejected.
 

@@ -9,6 +9,7 @@
 //!   `Validation` 400 `invalid_request_error`, `AccessDenied` 401 `authentication_error`,
 //!   `ModelTimeout` 504 `timeout_error`,
 //! - `x-api-key` and `anthropic-version` are required (401 / 400 without them),
+//! - account faults as Anthropic answers them ([`crate::behavior::AccountFault::anthropic`]),
 //! - a mid-stream failure sends an `error` event (`overloaded_error`) and closes the stream.
 //!
 //! Tool use follows [`crate::fake::ToolUse`]. See [`crate::fake::FakeServer`] for the shared API.
@@ -97,6 +98,13 @@ pub fn error_response(kind: ErrorKind, retry_after: Option<u64>, message: &str) 
     resp
 }
 
+/// An Anthropic error response with any status and `error.type`.
+pub fn typed_error(status: u16, ty: &str, message: &str) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let body = json!({"type": "error", "error": {"type": ty, "message": message}});
+    (status, axum::Json(body)).into_response()
+}
+
 fn sse(name: &str, data: &Value) -> Bytes {
     Bytes::from(format!("event: {name}\ndata: {data}\n\n"))
 }
@@ -161,6 +169,21 @@ async fn messages(
         Action::Fail { kind, retry_after } => {
             let msg = format!("fake anthropic {}: {kind} for model {model}", plan.label);
             return error_response(kind, retry_after, &msg);
+        }
+        Action::AccountFault(fault) => {
+            let (status, ty, message) = fault.anthropic();
+            return typed_error(status, ty, message);
+        }
+        Action::EchoAuth => {
+            let key = headers
+                .get("x-api-key")
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                .unwrap_or_default();
+            return typed_error(
+                400,
+                "invalid_request_error",
+                &format!("invalid header x-api-key: {key}"),
+            );
         }
         Action::Slow(d) => tokio::time::sleep(d).await,
         Action::Hang => std::future::pending().await,

@@ -187,13 +187,29 @@ pub fn error_response(
     message: &str,
     request_id: &str,
 ) -> Response {
-    let status =
-        StatusCode::from_u16(kind.bedrock_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    coded_error(
+        kind.bedrock_status(),
+        kind.bedrock_name(),
+        retry_after,
+        message,
+        request_id,
+    )
+}
+
+/// A Bedrock error response with any error `code` (e.g. `UnrecognizedClientException`, which
+/// has no [`ErrorKind`]).
+pub fn coded_error(
+    status: u16,
+    code: &str,
+    retry_after: Option<u64>,
+    message: &str,
+    request_id: &str,
+) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut resp = (status, axum::Json(json!({ "message": message }))).into_response();
     let h = resp.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&format!(
-        "{}:http://internal.amazon.com/coral/com.amazon.bedrock/",
-        kind.bedrock_name()
+        "{code}:http://internal.amazon.com/coral/com.amazon.bedrock/"
     )) {
         h.insert("x-amzn-errortype", v);
     }
@@ -215,8 +231,30 @@ fn fail_message(kind: ErrorKind, plan: &Plan, model: &str) -> String {
 }
 
 /// Applies the failing / waiting part of a plan; `Some` is the response to send instead.
-async fn pre_answer(plan: &Plan, model: &str, streaming: bool) -> Option<Response> {
+async fn pre_answer(
+    plan: &Plan,
+    model: &str,
+    streaming: bool,
+    headers: &HeaderMap,
+) -> Option<Response> {
     match plan.action {
+        Action::AccountFault(fault) => {
+            let (status, code, message) = fault.bedrock();
+            Some(coded_error(status, code, None, message, &plan.request_id))
+        }
+        Action::EchoAuth => {
+            let auth = headers
+                .get(header::AUTHORIZATION)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                .unwrap_or_default();
+            Some(coded_error(
+                400,
+                "ValidationException",
+                None,
+                &format!("Invalid header: Authorization: {auth}"),
+                &plan.request_id,
+            ))
+        }
         Action::Ok => None,
         Action::Fail { kind, retry_after } => Some(error_response(
             kind,
@@ -250,7 +288,7 @@ async fn converse(
     let Some(req) = req else {
         return malformed(&plan);
     };
-    if let Some(resp) = pre_answer(&plan, &model, false).await {
+    if let Some(resp) = pre_answer(&plan, &model, false, &headers).await {
         return resp;
     }
     let c = Completion::new(
@@ -310,7 +348,7 @@ async fn invoke(
     let Some(req) = parsed.filter(Value::is_object) else {
         return malformed(&plan);
     };
-    if let Some(resp) = pre_answer(&plan, &model, false).await {
+    if let Some(resp) = pre_answer(&plan, &model, false, &headers).await {
         return resp;
     }
     let invalid = |msg: &str| error_response(ErrorKind::Validation, None, msg, &plan.request_id);
@@ -411,7 +449,7 @@ async fn converse_stream(
     let Some(req) = req else {
         return malformed(&plan);
     };
-    if let Some(resp) = pre_answer(&plan, &model, true).await {
+    if let Some(resp) = pre_answer(&plan, &model, true, &headers).await {
         return resp;
     }
     let c = Completion::new(

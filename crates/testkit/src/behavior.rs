@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 
 /// How a fake answers a call. JSON form (for the control endpoint): internally tagged by `kind`,
 /// e.g. `{"kind":"ok"}`, `{"kind":"error","error":"Throttling"}`,
-/// `{"kind":"throttle_retry_after","secs":2}`, `{"kind":"fail_first","n":2,"error":"ServiceUnavailable"}`.
+/// `{"kind":"throttle_retry_after","secs":2}`, `{"kind":"fail_first","n":2,"error":"ServiceUnavailable"}`,
+/// `{"kind":"account_fault","fault":"billing"}`, `{"kind":"echo_auth"}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Behavior {
@@ -48,6 +49,106 @@ pub enum Behavior {
     },
     /// Never answer (the call stays open until the client gives up).
     Hang,
+    /// Refuse the account the way each provider really does (see [`AccountFault`]); streams
+    /// and embeddings too. Switch it back with another behavior to "recover" the account.
+    AccountFault {
+        /// What is wrong with the account.
+        fault: AccountFault,
+    },
+    /// A 400 whose error message echoes the request's credential header (`Authorization`, or
+    /// `x-api-key` for Anthropic) verbatim — an upstream that leaks what it was sent.
+    EchoAuth,
+}
+
+/// An account's fault, in each provider's real wire form:
+///
+/// | fault | Bedrock | OpenAI | Anthropic |
+/// | --- | --- | --- | --- |
+/// | `credentials` | 403 `UnrecognizedClientException` | 401 `invalid_api_key` (masked key echoed) | 401 `authentication_error` |
+/// | `model_access` | 403 `AccessDeniedException` "You don't have access to the model…" | 403 `model_not_found` "Project … does not have access to model …" | 403 `permission_error` |
+/// | `model_not_found` | 404 `ResourceNotFoundException` | 404 `model_not_found` | 404 `not_found_error` |
+/// | `billing` | 403 `AccessDeniedException` "…INVALID_PAYMENT_INSTRUMENT…" | 429 `insufficient_quota` | 400 `invalid_request_error` "Your credit balance is too low…" |
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccountFault {
+    /// The key is revoked / the token unrecognised or expired.
+    Credentials,
+    /// The account may not use the model (access not granted, no permission).
+    ModelAccess,
+    /// The model does not exist for the account.
+    ModelNotFound,
+    /// Billing or credit exhausted.
+    Billing,
+}
+
+impl AccountFault {
+    /// Every fault, in declaration order.
+    pub const ALL: [AccountFault; 4] = [
+        AccountFault::Credentials,
+        AccountFault::ModelAccess,
+        AccountFault::ModelNotFound,
+        AccountFault::Billing,
+    ];
+
+    /// The snake-case name (as in JSON and the `acct-<fault>` directive).
+    pub fn name(self) -> &'static str {
+        match self {
+            AccountFault::Credentials => "credentials",
+            AccountFault::ModelAccess => "model_access",
+            AccountFault::ModelNotFound => "model_not_found",
+            AccountFault::Billing => "billing",
+        }
+    }
+
+    /// The fault named `name` (`-` and `_` alike, case ignored).
+    pub fn from_name(name: &str) -> Option<AccountFault> {
+        let norm = name.to_ascii_lowercase().replace('-', "_");
+        AccountFault::ALL.into_iter().find(|f| f.name() == norm)
+    }
+
+    /// Bedrock's answer: (status, `x-amzn-errortype` code, message).
+    pub fn bedrock(self) -> (u16, &'static str, &'static str) {
+        match self {
+            AccountFault::Credentials => (
+                403,
+                "UnrecognizedClientException",
+                "The security token included in the request is invalid.",
+            ),
+            AccountFault::ModelAccess => (
+                403,
+                "AccessDeniedException",
+                "You don't have access to the model with the specified model ID.",
+            ),
+            AccountFault::ModelNotFound => (
+                404,
+                "ResourceNotFoundException",
+                "Model use case details have not been submitted for this account. Fill out the Anthropic use case details form before using the model.",
+            ),
+            AccountFault::Billing => (
+                403,
+                "AccessDeniedException",
+                "Model access is denied due to INVALID_PAYMENT_INSTRUMENT:A valid payment instrument must be provided.",
+            ),
+        }
+    }
+
+    /// Anthropic's answer: (status, `error.type`, message).
+    pub fn anthropic(self) -> (u16, &'static str, &'static str) {
+        match self {
+            AccountFault::Credentials => (401, "authentication_error", "invalid x-api-key"),
+            AccountFault::ModelAccess => (
+                403,
+                "permission_error",
+                "Your API key does not have permission to use the specified resource.",
+            ),
+            AccountFault::ModelNotFound => (404, "not_found_error", "model: not found"),
+            AccountFault::Billing => (
+                400,
+                "invalid_request_error",
+                "Your credit balance is too low to access the Anthropic API. Please go to Plans & Billing to upgrade or purchase credits.",
+            ),
+        }
+    }
 }
 
 /// Upstream error kinds, with their Bedrock and OpenAI wire forms.
@@ -180,8 +281,19 @@ impl TryFrom<String> for ErrorKind {
 /// - `flaky-<n>` → [`Behavior::FailFirst`] with a 503 (`ServiceUnavailable`),
 /// - `midstream-<n>` → [`Behavior::StreamFailAfter`],
 /// - `slow-<ms>` → [`Behavior::Slow`],
-/// - `hang` (a whole word) → [`Behavior::Hang`].
+/// - `hang` (a whole word) → [`Behavior::Hang`],
+/// - `acct-<fault>` → [`Behavior::AccountFault`] (`acct-credentials`, `acct-model_access`,
+///   `acct-model_not_found`, `acct-billing`),
+/// - `echo-auth` → [`Behavior::EchoAuth`].
 pub fn directive_for_model(model: &str) -> Option<Behavior> {
+    if let Some(fault) = directive_arg(model, "acct-", |c| c.is_ascii_alphanumeric() || c == '_')
+        .and_then(AccountFault::from_name)
+    {
+        return Some(Behavior::AccountFault { fault });
+    }
+    if directive_arg(model, "echo-", |c| c.is_ascii_alphanumeric()) == Some("auth") {
+        return Some(Behavior::EchoAuth);
+    }
     if let Some(kind) =
         directive_arg(model, "err-", |c| c.is_ascii_alphanumeric()).and_then(ErrorKind::from_name)
     {
@@ -250,6 +362,8 @@ pub(crate) enum Action {
     Slow(Duration),
     StreamFailAfter(u32),
     Hang,
+    AccountFault(AccountFault),
+    EchoAuth,
 }
 
 #[cfg(test)]
@@ -304,6 +418,37 @@ mod tests {
         assert_eq!(directive_for_model("unslow-5"), None);
         assert_eq!(directive_for_model("hangar"), None);
         assert_eq!(directive_for_model("err-Bogus"), None);
+    }
+
+    #[test]
+    fn account_fault_directives_and_json() {
+        assert_eq!(
+            directive_for_model("gpt-acct-billing"),
+            Some(Behavior::AccountFault {
+                fault: AccountFault::Billing
+            })
+        );
+        assert_eq!(
+            directive_for_model("acct-model_not_found"),
+            Some(Behavior::AccountFault {
+                fault: AccountFault::ModelNotFound
+            })
+        );
+        assert_eq!(directive_for_model("m.echo-auth"), Some(Behavior::EchoAuth));
+        assert_eq!(directive_for_model("acct-nope"), None);
+        let b: Behavior =
+            serde_json::from_str(r#"{"kind":"account_fault","fault":"credentials"}"#).unwrap();
+        assert_eq!(
+            b,
+            Behavior::AccountFault {
+                fault: AccountFault::Credentials
+            }
+        );
+        let b: Behavior = serde_json::from_str(r#"{"kind":"echo_auth"}"#).unwrap();
+        assert_eq!(b, Behavior::EchoAuth);
+        for f in AccountFault::ALL {
+            assert_eq!(AccountFault::from_name(f.name()), Some(f));
+        }
     }
 
     #[test]

@@ -42,7 +42,7 @@ pub mod process;
 
 pub use anthropic::FakeAnthropic;
 pub use bedrock::FakeBedrock;
-pub use behavior::{Behavior, ErrorKind};
+pub use behavior::{AccountFault, Behavior, ErrorKind};
 pub use fake::{FakeServer, RecordedRequest, ToolUse, completion_text, fake_embedding};
 pub use openai::FakeOpenAi;
 pub use process::{Proc, binary_path, eventually, write_config};

@@ -5,7 +5,8 @@
 //!   `stream_options.include_usage` is set),
 //! - `GET /v1/models` → the models seen in calls or named by rules,
 //! - errors as `{"error": {"message", "type", "param", "code"}}` with OpenAI's status codes
-//!   (429s carry `Retry-After`).
+//!   (429s carry `Retry-After`), account faults as OpenAI answers them
+//!   ([`account_fault_response`]).
 //!
 //! A mid-stream failure aborts the connection without `[DONE]`. See
 //! [`crate::fake::FakeServer`] for the shared API.
@@ -25,7 +26,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::behavior::{Action, ErrorKind};
+use crate::behavior::{AccountFault, Action, ErrorKind};
 use crate::fake::{Completion, FakeServer, Kind, Shared, ToolUse, fake_embedding, word_count};
 
 /// A fake OpenAI-compatible endpoint. Derefs to [`FakeServer`] for behaviors, counters and
@@ -110,6 +111,74 @@ pub fn error_response(kind: ErrorKind, retry_after: Option<u64>, message: &str) 
     resp
 }
 
+/// OpenAI's answer to an account fault (see [`AccountFault`]): 401 `invalid_api_key` (echoing
+/// the key masked the way OpenAI does), 403 / 404 `model_not_found`, 429 `insufficient_quota`.
+pub fn account_fault_response(fault: AccountFault, model: &str, headers: &HeaderMap) -> Response {
+    let (status, message, ty, code) = match fault {
+        AccountFault::Credentials => {
+            let key = bearer(headers);
+            let chars: Vec<char> = key.chars().collect();
+            let masked = if chars.len() > 12 {
+                let head: String = chars[..8].iter().collect();
+                let tail: String = chars[chars.len() - 4..].iter().collect();
+                format!("{head}{}{tail}", "*".repeat(chars.len() - 12))
+            } else {
+                "*".repeat(chars.len())
+            };
+            (
+                401,
+                format!(
+                    "Incorrect API key provided: {masked}. You can find your API key at https://platform.openai.com/account/api-keys."
+                ),
+                "invalid_request_error",
+                json!("invalid_api_key"),
+            )
+        }
+        AccountFault::ModelAccess => (
+            403,
+            format!("Project `proj_fake` does not have access to model `{model}`"),
+            "invalid_request_error",
+            json!("model_not_found"),
+        ),
+        AccountFault::ModelNotFound => (
+            404,
+            format!("The model `{model}` does not exist or you do not have access to it."),
+            "invalid_request_error",
+            json!("model_not_found"),
+        ),
+        AccountFault::Billing => (
+            429,
+            "You exceeded your current quota, please check your plan and billing details. For more information on this error, read the docs: https://platform.openai.com/docs/guides/error-codes/api-errors.".to_string(),
+            "insufficient_quota",
+            json!("insufficient_quota"),
+        ),
+    };
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let body = json!({"error": {"message": message, "type": ty, "param": null, "code": code}});
+    (status, axum::Json(body)).into_response()
+}
+
+/// A 400 whose message echoes the `Authorization` header verbatim (a leaking upstream).
+pub fn echo_auth_response(headers: &HeaderMap) -> Response {
+    let auth = headers
+        .get(header::AUTHORIZATION)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .unwrap_or_default();
+    let body = json!({"error": {"message": format!("Invalid header: Authorization: {auth}"),
+        "type": "invalid_request_error", "param": null, "code": null}});
+    (StatusCode::BAD_REQUEST, axum::Json(body)).into_response()
+}
+
+/// The bearer token of a request (empty without one).
+fn bearer(headers: &HeaderMap) -> String {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default()
+        .to_string()
+}
+
 fn content_text(content: &Value, out: &mut String) {
     match content {
         Value::String(s) => {
@@ -160,6 +229,8 @@ async fn embeddings(
             let msg = format!("fake openai {}: {kind} for model {model}", plan.label);
             return error_response(kind, retry_after, &msg);
         }
+        Action::AccountFault(fault) => return account_fault_response(fault, &model, &headers),
+        Action::EchoAuth => return echo_auth_response(&headers),
         Action::Slow(d) => tokio::time::sleep(d).await,
         Action::Hang => std::future::pending().await,
     }
@@ -231,6 +302,8 @@ async fn chat_completions(
             let msg = format!("fake openai {}: {kind} for model {model}", plan.label);
             return error_response(kind, retry_after, &msg);
         }
+        Action::AccountFault(fault) => return account_fault_response(fault, &model, &headers),
+        Action::EchoAuth => return echo_auth_response(&headers),
         Action::Slow(d) => tokio::time::sleep(d).await,
         Action::Hang => std::future::pending().await,
     }

@@ -23,6 +23,9 @@ pub struct SpokeConfigFile {
     pub backoff: BackoffFile,
     #[serde(default)]
     pub breaker: BreakerFile,
+    /// What the spoke does with routes the upstream refuses for the account's reasons.
+    #[serde(default)]
+    pub denial: DenialFile,
     #[serde(default)]
     pub regions: Vec<RegionFile>,
     #[serde(default)]
@@ -73,6 +76,15 @@ pub struct BackoffFile {
 pub struct BreakerFile {
     pub failures: Option<u32>,
     pub open_for: Option<String>,
+}
+
+/// `[denial]`: routes (or regions) the upstream refused for the account's reasons
+/// (credentials, model access, model not found, billing).
+#[derive(Debug, Default, Deserialize)]
+pub struct DenialFile {
+    /// How long a denied route is skipped before one request is let through as a probe
+    /// (default 5m).
+    pub probe_interval: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

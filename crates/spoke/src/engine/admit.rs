@@ -6,7 +6,8 @@ use super::table::Route;
 use super::tally::Tally;
 use crate::error::SpokeError;
 use crate::routes::Skip;
-use std::time::Duration;
+use std::time::{Duration, Instant as StdInstant};
+use switchyard_core::labels::{DenyReason, DenyScope};
 use switchyard_proto::v1::{Attempt, Outcome, Route as WireRoute, Usage};
 use switchyard_providers::UpstreamError;
 use switchyard_quota::{Admission, Limits, QuotaStore, Reservation};
@@ -54,19 +55,109 @@ impl Engine {
         }
     }
 
-    /// Records an upstream failure on the route and returns its quota reservation; returns the
-    /// cool-down if it was a throttle.
+    /// Records an upstream failure on the route (for a credentials or billing denial: on every
+    /// route of its region) and returns its quota reservation. Returns when the route may
+    /// serve again: the cool-down of a throttle, the next probe of a denial.
     async fn fail(&self, route: &Route, ticket: Ticket, err: &UpstreamError) -> Option<Duration> {
-        let cooldown = route
-            .state
-            .lock()
-            .on_error(err, &self.backoff, std::time::Instant::now());
+        let now = std::time::Instant::now();
+        let (again, changed) = {
+            let mut st = route.state.lock();
+            let before = st.denied();
+            let cooldown = st.on_error(err, &self.backoff, now);
+            let again = cooldown.or_else(|| st.next_probe_in(now));
+            (again, st.denied() != before)
+        };
         tracing::info!(model = %route.model, region = %route.region, error = %err, "upstream attempt failed");
+        if let UpstreamError::Denied { why, reason } = err {
+            if changed {
+                crate::observe::route_denied(
+                    self.provider,
+                    &self.account,
+                    &route.region,
+                    &route.model,
+                    *why,
+                    &reason.error_type,
+                    again.unwrap_or_default(),
+                );
+            }
+            if why.scope() == DenyScope::Region {
+                self.deny_region(route, *why, &reason.error_type, now);
+            }
+        }
         release(&*self.store, ticket).await;
-        cooldown
+        again
+    }
+
+    /// Credentials and billing belong to the account behind the region's endpoint: every other
+    /// route of `origin`'s region is denied too, each logged once when its state changes.
+    fn deny_region(&self, origin: &Route, why: DenyReason, error_type: &str, now: StdInstant) {
+        let table = self.table.load();
+        for r in table.routes.iter().flatten() {
+            if r.region != origin.region || r.model == origin.model {
+                continue;
+            }
+            let (changed, again) = {
+                let mut st = r.state.lock();
+                (st.deny(why, error_type, now), st.next_probe_in(now))
+            };
+            if changed {
+                crate::observe::route_denied(
+                    self.provider,
+                    &self.account,
+                    &r.region,
+                    &r.model,
+                    why,
+                    error_type,
+                    again.unwrap_or_default(),
+                );
+            }
+        }
+    }
+
+    /// The upstream served `route`: a denial it had is lifted (a region-wide one on every route
+    /// of its region denied for the same reason), each logged once.
+    pub(super) fn readmit(&self, route: &Route) {
+        let lifted = route.state.lock().readmit();
+        let Some(why) = lifted else {
+            return;
+        };
+        crate::observe::route_readmitted(
+            self.provider,
+            &self.account,
+            &route.region,
+            &route.model,
+            why,
+        );
+        if why.scope() != DenyScope::Region {
+            return;
+        }
+        let table = self.table.load();
+        for r in table.routes.iter().flatten() {
+            if r.region != route.region || r.model == route.model {
+                continue;
+            }
+            let lifted = {
+                let mut st = r.state.lock();
+                if st.denied() == Some(why) {
+                    st.readmit()
+                } else {
+                    None
+                }
+            };
+            if lifted.is_some() {
+                crate::observe::route_readmitted(
+                    self.provider,
+                    &self.account,
+                    &r.region,
+                    &r.model,
+                    why,
+                );
+            }
+        }
     }
 
     pub(super) async fn succeed(&self, route: &Route, ticket: Ticket, usage: &Usage) {
+        self.readmit(route);
         route.state.lock().on_success();
         settle(&*self.store, ticket, usage).await;
     }
@@ -88,6 +179,7 @@ impl Engine {
                     return Err(Skip {
                         outcome: Outcome::SkippedQuota,
                         retry_in: retry_after,
+                        denied: None,
                     });
                 }
                 // The fallback store never fails; a bare store that does must not fail requests.
@@ -122,8 +214,12 @@ impl Engine {
         match self.admit(route, estimate).await {
             Ok(ticket) => Ok(Some((ticket, budget))),
             Err(skip) => {
+                let detail = skip
+                    .denied
+                    .map(|why| why.as_str().to_owned())
+                    .unwrap_or_default();
                 tally.skip(
-                    self.attempt(route, skip.outcome, Duration::ZERO, String::new()),
+                    self.attempt(route, skip.outcome, Duration::ZERO, detail),
                     skip,
                 );
                 Ok(None)
@@ -131,7 +227,9 @@ impl Engine {
         }
     }
 
-    /// Records a failed attempt; a rejection by the upstream ends the request (no failover).
+    /// Records a failed attempt; the caller's fault ends the request (no failover), anything
+    /// else lets the next route be tried. The attempt's detail is the error's short type, never
+    /// the upstream's message.
     pub(super) async fn record_failure(
         &self,
         route: &Route,
@@ -142,13 +240,13 @@ impl Engine {
     ) -> Result<(), SpokeError> {
         let cooldown = self.fail(route, ticket, &e).await;
         tally.failed(
-            self.attempt(route, e.outcome(), latency, e.to_string()),
+            self.attempt(route, e.outcome(), latency, e.detail()),
             &e,
             cooldown,
         );
         match e {
             UpstreamError::Invalid { reason } => Err(SpokeError::Rejected {
-                reason,
+                error_type: reason.error_type,
                 attempts: std::mem::take(&mut tally.attempts),
             }),
             _ => Ok(()),

@@ -1,7 +1,8 @@
-//! `Describe` and `/healthz`: the state and headroom of every route right now.
+//! `Describe` and `/healthz`: the state and headroom of every route right now (a denied route
+//! with its reason).
 
 use super::Engine;
-use crate::routes::Status;
+use crate::routes::{RouteState, Status};
 use switchyard_proto::v1::{Capabilities, DescribeResponse, ModelStatus, RegionStatus};
 use switchyard_quota::RateState;
 
@@ -26,11 +27,7 @@ impl Engine {
                         .unwrap_or_default()
                 };
                 let s: Status = r.state.lock().status(&quota, std::time::Instant::now());
-                if matches!(
-                    s.state,
-                    switchyard_proto::v1::RouteState::Ready
-                        | switchyard_proto::v1::RouteState::HalfOpen
-                ) {
+                if RouteState::may_serve(s.state, s.retry_in) {
                     serving = true;
                 }
                 headroom = headroom.max(s.headroom);
@@ -41,6 +38,12 @@ impl Engine {
                     requests_remaining: s.requests_remaining,
                     tokens_remaining: s.tokens_remaining,
                     retry_after_ms: s.retry_in.as_millis() as u64,
+                    denied_reason: s
+                        .denied
+                        .as_ref()
+                        .map(|(why, _)| why.as_str().to_owned())
+                        .unwrap_or_default(),
+                    denied_error_type: s.denied.map(|(_, ty)| ty).unwrap_or_default(),
                 });
             }
             models.push(ModelStatus {

@@ -10,6 +10,8 @@ use tokio::time::Instant;
 
 /// Most inputs one call may carry.
 pub const MAX_INPUTS: usize = 2048;
+/// Most output dimensions a request may ask for (the largest embedding models have 3072-4096).
+pub const MAX_DIMENSIONS: u32 = 8192;
 
 impl Engine {
     /// Embeddings of `req.inputs`, with failover across the plan's routes.
@@ -29,6 +31,13 @@ impl Engine {
         if req.inputs.is_empty() || req.inputs.len() > MAX_INPUTS {
             return Err(SpokeError::BadRequest(format!(
                 "inputs: between 1 and {MAX_INPUTS} texts are required"
+            )));
+        }
+        // Checked before anything sized by it exists: 2^32-1 must be a 400, not an allocation.
+        if req.dimensions > MAX_DIMENSIONS {
+            return Err(SpokeError::BadRequest(format!(
+                "dimensions: must be at most {MAX_DIMENSIONS} ({} given)",
+                req.dimensions
             )));
         }
         if req.request_id.is_empty() {

@@ -16,8 +16,10 @@ mod table;
 mod tally;
 mod unary;
 
-pub use embed::MAX_INPUTS;
-pub use prepare::{DEFAULT_OUTPUT_ESTIMATE, validate_request};
+pub use embed::{MAX_DIMENSIONS, MAX_INPUTS};
+pub use prepare::{
+    DEFAULT_OUTPUT_ESTIMATE, MAX_TOOL_BYTES, MAX_TOOL_NAME, MAX_TOOLS, validate_request,
+};
 pub use table::Route;
 
 use crate::config::SpokeConfig;

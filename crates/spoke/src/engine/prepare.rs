@@ -9,6 +9,12 @@ use tokio::time::Instant;
 
 /// Output tokens assumed at admission when the request sets no `max_tokens`.
 pub const DEFAULT_OUTPUT_ESTIMATE: u64 = 256;
+/// Most tools one request may offer (OpenAI's limit).
+pub const MAX_TOOLS: usize = 128;
+/// Longest tool name (bytes; OpenAI's limit).
+pub const MAX_TOOL_NAME: usize = 64;
+/// Largest tool definition (bytes of description plus JSON Schema).
+pub const MAX_TOOL_BYTES: usize = 64 * 1024;
 
 impl Engine {
     /// Checks the request and computes its deadline. `grpc_timeout` is the caller's transport
@@ -63,7 +69,9 @@ impl Engine {
     }
 }
 
-/// Rejects requests no upstream could serve, before any quota is taken.
+/// Rejects requests no upstream could serve, before any quota is taken, and bounds every input
+/// that sizes work: roles and content, `temperature`, `top_p`, `max_tokens` (≥ 1; against the
+/// models' context windows in the plan), the number and size of tools.
 pub fn validate_request(req: &InferRequest) -> Result<(), SpokeError> {
     if req.models.is_empty() {
         return Err(SpokeError::BadRequest(
@@ -106,6 +114,24 @@ pub fn validate_request(req: &InferRequest) -> Result<(), SpokeError> {
             return Err(SpokeError::BadRequest(
                 "max_tokens: must be at least 1".into(),
             ));
+        }
+    }
+    if req.tools.len() > MAX_TOOLS {
+        return Err(SpokeError::BadRequest(format!(
+            "tools: at most {MAX_TOOLS} tools may be offered ({} given)",
+            req.tools.len()
+        )));
+    }
+    for (i, t) in req.tools.iter().enumerate() {
+        if t.name.is_empty() || t.name.len() > MAX_TOOL_NAME {
+            return Err(SpokeError::BadRequest(format!(
+                "tools[{i}].name: must be 1 to {MAX_TOOL_NAME} bytes"
+            )));
+        }
+        if t.description.len() + t.parameters_json.len() > MAX_TOOL_BYTES {
+            return Err(SpokeError::BadRequest(format!(
+                "tools[{i}]: description and parameters may hold at most {MAX_TOOL_BYTES} bytes"
+            )));
         }
     }
     Ok(())

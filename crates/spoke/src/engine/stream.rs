@@ -65,6 +65,8 @@ impl Engine {
             let latency = started.elapsed();
             match opened {
                 Ok((first, rest)) => {
+                    // The upstream took the request: a denial of this route is over.
+                    self.readmit(&route);
                     tally
                         .attempts
                         .push(self.attempt(&route, Outcome::Ok, latency, String::new()));
@@ -179,7 +181,7 @@ impl Engine {
                         }),
                         outcome: Outcome::FailedMidStream as i32,
                         latency_ms: 0,
-                        detail: e.to_string(),
+                        detail: e.detail(),
                     };
                     Err(match e {
                         UpstreamError::Timeout => SpokeError::DeadlineExceeded {

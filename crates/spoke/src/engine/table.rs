@@ -52,7 +52,10 @@ impl RouteTable {
                             })
                             .map(|old| old.state.clone())
                             .unwrap_or_else(|| {
-                                Arc::new(Mutex::new(RouteState::new(config.breaker, now)))
+                                Arc::new(Mutex::new(
+                                    RouteState::new(config.breaker, now)
+                                        .with_probe_interval(config.denial_probe_interval),
+                                ))
                             });
                         Arc::new(Route {
                             model: m.id.clone(),
@@ -87,10 +90,15 @@ impl Engine {
             .store(Arc::new(RouteTable::build(config, Some(&prev))));
     }
 
-    /// The routes to try for a request, in order: each requested model (that this spoke serves)
-    /// with its region chain, filtered by the allowed regions.
+    /// The routes to try for a request, in order: each requested model (that this spoke serves
+    /// and whose context window holds the request's `max_tokens`) with its region chain,
+    /// filtered by the allowed regions.
     pub fn plan(&self, req: &InferRequest) -> Result<Vec<Arc<Route>>, SpokeError> {
+        let max_tokens = req.params.as_ref().and_then(|p| p.max_tokens);
         let mut known = false;
+        // The largest context window among known models too small for `max_tokens`.
+        let mut too_small: Option<u32> = None;
+        let mut fits = false;
         let mut plan = Vec::new();
         let table = self.table.load();
         for name in &req.models {
@@ -98,6 +106,14 @@ impl Engine {
                 continue;
             };
             known = true;
+            let window = table.models[i].context_window;
+            if let Some(m) = max_tokens
+                && m > window
+            {
+                too_small = Some(too_small.map_or(window, |w| w.max(window)));
+                continue;
+            }
+            fits = true;
             plan.extend(
                 table.routes[i]
                     .iter()
@@ -109,6 +125,12 @@ impl Engine {
         }
         if !known {
             return Err(SpokeError::UnknownModel(req.models.join(", ")));
+        }
+        if let (false, Some(window), Some(m)) = (fits, too_small, max_tokens) {
+            return Err(SpokeError::BadRequest(format!(
+                "max_tokens: {m} is more than the context window of every requested model \
+                 (the largest is {window} tokens)"
+            )));
         }
         if plan.is_empty() {
             return Err(SpokeError::BadRequest(format!(
