@@ -30,3 +30,7 @@ pub const RETRY_AFTER_MS: &str = "retry-after-ms";
 pub const ATTEMPTS: &str = "x-switchyard-attempts";
 /// gRPC metadata key carrying the request id.
 pub const REQUEST_ID: &str = "x-request-id";
+/// gRPC metadata key carrying the upstream's error type (a short token such as
+/// `ValidationException` or `invalid_request_error`, never its message) on INVALID_ARGUMENT, so
+/// the hub can name it to the caller without passing on the upstream's words.
+pub const UPSTREAM_ERROR_TYPE: &str = "x-switchyard-upstream-error-type";
