@@ -8,12 +8,15 @@
 //!    finished once with the error in the surface's shape.
 //!
 //! Body size and slow-client limits are the listener's (`serve`) and the frame's (`read_body`).
+//! A request no handler takes — an unknown path, or a method its path does not allow (405 with
+//! `Allow`) — is answered in the error shape of the surface its path falls under
+//! (`surface::error_for_path`).
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
@@ -49,6 +52,8 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/readyz", get(readyz_handler))
         .route("/metrics", get(metrics_handler))
         .merge(crate::admin::routes())
+        // After every route: it applies to the routes registered before it.
+        .method_not_allowed_fallback(method_not_allowed_handler)
         .fallback(fallback_handler)
         .with_state(hub)
         // Outermost: trace, then turn a panic into a 500 in OpenAI's shape.
@@ -107,6 +112,12 @@ async fn metrics_handler(State(hub): State<Arc<Hub>>, headers: HeaderMap) -> Res
         .into_response()
 }
 
-async fn fallback_handler() -> Response {
-    HubError::NotFound.into_response()
+/// An unknown path: 404 in the shape of the surface the path falls under.
+async fn fallback_handler(uri: Uri) -> Response {
+    crate::surface::error_for_path(uri.path(), HubError::NotFound)
+}
+
+/// A known path with a method it does not take: 405 in its surface's shape (axum adds `Allow`).
+async fn method_not_allowed_handler(uri: Uri) -> Response {
+    crate::surface::error_for_path(uri.path(), HubError::MethodNotAllowed)
 }

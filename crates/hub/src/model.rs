@@ -55,6 +55,33 @@ pub struct Provider {
     /// Connections per spoke address, 1..=64.
     pub connections: usize,
     pub tls: Option<SpokeTls>,
+    pub outlier_detection: OutlierDetection,
+}
+
+/// Passive outlier detection of a provider's spokes (`providers[].outlier_detection`, Envoy's
+/// consecutive-5xx detector): a spoke whose calls fail `consecutive_5xx` times in a row
+/// (UNAVAILABLE from the spoke, or no answer within `attempt_timeout`) is ejected at once for
+/// `base_ejection_time` × the number of times it was ejected in a row, at most
+/// `max_ejection_time`. An ejected spoke only takes a request when no other spoke of its pool
+/// can (like Envoy's panic threshold), so an ejection never turns a pool's last spoke into an
+/// outage; the first success after an ejection ends resets the multiplier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutlierDetection {
+    /// 0 = off.
+    pub consecutive_5xx: u32,
+    pub base_ejection_time: Duration,
+    pub max_ejection_time: Duration,
+}
+
+impl Default for OutlierDetection {
+    /// Envoy's defaults: 5 consecutive 5xx, 30 s base, 300 s at most.
+    fn default() -> Self {
+        Self {
+            consecutive_5xx: 5,
+            base_ejection_time: Duration::from_secs(30),
+            max_ejection_time: Duration::from_secs(300),
+        }
+    }
 }
 
 /// Validated `providers[].tls`.
@@ -88,6 +115,18 @@ pub struct Health {
     pub timeout: Duration,
     pub healthy_threshold: u32,
     pub unhealthy_threshold: u32,
+}
+
+/// Bounds on the request fields that size the work a request causes, checked at the hub for
+/// every surface before anything leaves it (config keys of the same names; docs/api.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestBounds {
+    /// Most tools one request may offer.
+    pub max_tools: usize,
+    /// Largest definition of one tool in bytes (name + description + JSON schema).
+    pub max_tool_bytes: usize,
+    /// Largest embeddings `dimensions`.
+    pub max_embedding_dimensions: u32,
 }
 
 /// Per-connection limits against slow or oversized clients (`header_read_timeout`,

@@ -47,3 +47,8 @@ pub const REQUEST_ID: &str = "x-request-id";
 /// with the call: a client may send the call again on another connection, even to the same
 /// load-balancer address, without risk of running it twice.
 pub const DRAINING: &str = "x-switchyard-draining";
+
+/// gRPC metadata key carrying the upstream's error type (a short token such as
+/// `ValidationException` or `invalid_request_error`, never its message) on INVALID_ARGUMENT, so
+/// the hub can name it to the caller without passing on the upstream's words.
+pub const UPSTREAM_ERROR_TYPE: &str = "x-switchyard-upstream-error-type";

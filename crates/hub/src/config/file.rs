@@ -44,6 +44,17 @@ pub struct HubConfig {
     /// Most messages accepted in one chat request (more → 400).
     #[serde(default = "default_max_messages")]
     pub max_messages: usize,
+    /// Most tools one request may offer (more → 400 naming `tools`).
+    #[serde(default = "default_max_tools")]
+    pub max_tools: usize,
+    /// Largest definition of one tool in bytes: name + description + JSON schema (larger → 400
+    /// naming `tools`).
+    #[serde(default = "default_max_tool_bytes")]
+    pub max_tool_bytes: usize,
+    /// Largest `dimensions` an embeddings request may ask for (larger → 400 naming
+    /// `dimensions`).
+    #[serde(default = "default_max_embedding_dimensions")]
+    pub max_embedding_dimensions: u32,
     /// On SIGTERM/Ctrl-C: how long in-flight requests and streams may take to finish.
     #[serde(default = "default_drain_timeout")]
     pub drain_timeout: String,
@@ -122,6 +133,15 @@ fn default_max_header_bytes() -> usize {
 }
 fn default_max_messages() -> usize {
     1000
+}
+fn default_max_tools() -> usize {
+    128
+}
+fn default_max_tool_bytes() -> usize {
+    64 * 1024
+}
+fn default_max_embedding_dimensions() -> u32 {
+    8192
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -297,6 +317,44 @@ pub struct ProviderConfig {
     pub connections: u32,
     /// Call the spokes over TLS (optionally mutual); plain h2c when absent.
     pub tls: Option<SpokeTlsConfig>,
+    /// Passive outlier detection (Envoy's consecutive 5xx); on by default.
+    #[serde(default)]
+    pub outlier_detection: OutlierDetectionConfig,
+}
+
+/// `providers[].outlier_detection` (Envoy's names and defaults).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutlierDetectionConfig {
+    /// Consecutive failed calls (UNAVAILABLE from the spoke, or `attempt_timeout`) that eject a
+    /// spoke; 0 turns the detector off.
+    #[serde(default = "default_consecutive_5xx")]
+    pub consecutive_5xx: u32,
+    /// Ejection time, multiplied by the number of ejections in a row.
+    #[serde(default = "default_base_ejection_time")]
+    pub base_ejection_time: String,
+    /// Longest ejection.
+    #[serde(default = "default_max_ejection_time")]
+    pub max_ejection_time: String,
+}
+
+impl Default for OutlierDetectionConfig {
+    fn default() -> Self {
+        Self {
+            consecutive_5xx: default_consecutive_5xx(),
+            base_ejection_time: default_base_ejection_time(),
+            max_ejection_time: default_max_ejection_time(),
+        }
+    }
+}
+fn default_consecutive_5xx() -> u32 {
+    5
+}
+fn default_base_ejection_time() -> String {
+    "30s".into()
+}
+fn default_max_ejection_time() -> String {
+    "300s".into()
 }
 
 fn default_dns_record() -> String {

@@ -92,7 +92,25 @@ impl HubConfig {
             let connect_timeout = dur(&format!("{base}.connect_timeout"), &p.connect_timeout);
             let min_ttl = dur(&format!("{base}.dns_min_ttl"), &p.dns_min_ttl);
             let max_ttl = dur(&format!("{base}.dns_max_ttl"), &p.dns_max_ttl);
-            provider_parts.push((health, connect_timeout, min_ttl, max_ttl));
+            let od = &p.outlier_detection;
+            let outlier = crate::model::OutlierDetection {
+                consecutive_5xx: od.consecutive_5xx,
+                base_ejection_time: dur(
+                    &format!("{base}.outlier_detection.base_ejection_time"),
+                    &od.base_ejection_time,
+                ),
+                max_ejection_time: dur(
+                    &format!("{base}.outlier_detection.max_ejection_time"),
+                    &od.max_ejection_time,
+                ),
+            };
+            provider_parts.push(providers::Parts {
+                health,
+                connect_timeout,
+                min_ttl,
+                max_ttl,
+                outlier,
+            });
         }
 
         let listen = match self.listen.parse::<SocketAddr>() {
@@ -125,6 +143,18 @@ impl HubConfig {
         }
         if self.max_messages == 0 {
             errs.push("max_messages: must be at least 1".into());
+        }
+        for (key, v) in [
+            ("max_tools", self.max_tools),
+            ("max_tool_bytes", self.max_tool_bytes),
+            (
+                "max_embedding_dimensions",
+                self.max_embedding_dimensions as usize,
+            ),
+        ] {
+            if v == 0 {
+                errs.push(format!("{key}: must be at least 1"));
+            }
         }
         if self.max_body_bytes == 0 {
             errs.push("max_body_bytes: must be greater than 0".into());
@@ -188,6 +218,11 @@ impl HubConfig {
                 attempt_timeout,
                 max_body_bytes: self.max_body_bytes,
                 max_messages: self.max_messages,
+                bounds: crate::model::RequestBounds {
+                    max_tools: self.max_tools,
+                    max_tool_bytes: self.max_tool_bytes,
+                    max_embedding_dimensions: self.max_embedding_dimensions,
+                },
                 conn_limits: crate::model::ConnLimits {
                     header_read_timeout,
                     max_header_bytes: self.max_header_bytes,

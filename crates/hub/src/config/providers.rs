@@ -5,20 +5,35 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::HubConfig;
-use crate::model::{DnsSource, Health, Provider, SpokeSource, SpokeTls};
+use crate::model::{DnsSource, Health, OutlierDetection, Provider, SpokeSource, SpokeTls};
+
+/// One provider's already-parsed durations.
+pub(super) struct Parts {
+    pub health: Health,
+    pub connect_timeout: Duration,
+    pub min_ttl: Duration,
+    pub max_ttl: Duration,
+    pub outlier: OutlierDetection,
+}
 
 /// Validates every provider; `parts` are its already-parsed durations (health, connect timeout,
-/// DNS TTL bounds). Returns the providers and their names.
+/// DNS TTL bounds, outlier detection). Returns the providers and their names.
 pub(super) fn providers(
     cfg: &HubConfig,
-    provider_parts: Vec<(Health, Duration, Duration, Duration)>,
+    provider_parts: Vec<Parts>,
     errs: &mut Vec<String>,
 ) -> (Vec<Provider>, HashSet<String>) {
     let mut providers = Vec::new();
     let mut provider_names = HashSet::new();
     for (i, (p, parts)) in cfg.providers.iter().zip(provider_parts).enumerate() {
         let base = format!("providers[{i}]");
-        let (health, connect_timeout, min_ttl, max_ttl) = parts;
+        let Parts {
+            health,
+            connect_timeout,
+            min_ttl,
+            max_ttl,
+            outlier,
+        } = parts;
         if p.name.is_empty() {
             errs.push(format!("{base}.name: must not be empty"));
         }
@@ -46,6 +61,18 @@ pub(super) fn providers(
         }
         if !(1..=64).contains(&p.connections) {
             errs.push(format!("{base}.connections: must be between 1 and 64"));
+        }
+        if outlier.consecutive_5xx > 0 {
+            if outlier.base_ejection_time < Duration::from_secs(1) {
+                errs.push(format!(
+                    "{base}.outlier_detection.base_ejection_time: must be at least 1s"
+                ));
+            }
+            if outlier.max_ejection_time < outlier.base_ejection_time {
+                errs.push(format!(
+                    "{base}.outlier_detection.max_ejection_time: less than base_ejection_time"
+                ));
+            }
         }
         let source = match (&p.dns, p.spokes.is_empty()) {
             (Some(_), false) => {
@@ -168,6 +195,7 @@ pub(super) fn providers(
                 connect_timeout,
                 connections: p.connections.clamp(1, 64) as usize,
                 tls,
+                outlier_detection: outlier,
             });
         }
     }

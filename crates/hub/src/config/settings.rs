@@ -19,6 +19,9 @@ pub struct Settings {
     pub attempt_timeout: Option<Duration>,
     pub max_body_bytes: usize,
     pub max_messages: usize,
+    /// Bounds on what sizes a request's work (`max_tools`, `max_tool_bytes`,
+    /// `max_embedding_dimensions`).
+    pub bounds: crate::model::RequestBounds,
     pub conn_limits: ConnLimits,
     pub drain_timeout: Duration,
     pub retry_budget: RetryBudget,

@@ -114,6 +114,19 @@ where
             };
             let took = started.elapsed();
             spoke_time += took;
+            // Passive outlier detection sees every call's outcome (a deadline that passed is
+            // the request's, not the spoke's).
+            let past_deadline = Instant::now() >= plan.deadline;
+            match &result {
+                Ok(_) => spoke.record_outcome(None, &pool.outlier_detection),
+                Err(CallError::Retry(kind, _)) if !past_deadline => {
+                    spoke.record_outcome(Some(kind), &pool.outlier_detection);
+                }
+                Err(CallError::Retry(..)) => {}
+                Err(CallError::Final(_)) => {
+                    spoke.record_outcome(Some(&AttemptFailure::Rejected), &pool.outlier_detection);
+                }
+            }
             match result {
                 Ok(v) => {
                     hub.latency.observe(cand, took);
@@ -145,12 +158,32 @@ where
                     };
                     return Ok((v, route, guard));
                 }
-                Err(CallError::Final(e)) => return Err(e),
+                Err(CallError::Final(mut e)) => {
+                    // The upstream refused the request itself: no other route is tried. The
+                    // refusing spoke and its account go with the error (audit, log).
+                    let detail = e.to_string();
+                    if let HubError::UpstreamRejected { attempts, .. } = &mut e {
+                        tracing::info!(
+                            request_id = %plan.request_id, spoke = %spoke.addr, provider = %cand.provider,
+                            model = %cand.model, "request rejected by the upstream"
+                        );
+                        failed.push(FailedAttempt {
+                            provider: cand.provider.clone(),
+                            model: cand.model.clone(),
+                            spoke: spoke.addr.to_string(),
+                            account: spoke.account(),
+                            kind: AttemptFailure::Rejected,
+                            detail,
+                        });
+                        *attempts = failed;
+                    }
+                    return Err(e);
+                }
                 Err(CallError::Retry(kind, detail)) => {
                     drop(guard);
                     // Past the deadline every failure is a timeout (the spoke or tonic may
                     // report it as CANCELLED): no ejection, no further attempts.
-                    let kind = if Instant::now() >= plan.deadline {
+                    let kind = if past_deadline || Instant::now() >= plan.deadline {
                         AttemptFailure::Timeout
                     } else {
                         kind
@@ -163,7 +196,8 @@ where
                         AttemptFailure::Unavailable
                         | AttemptFailure::NotServed
                         | AttemptFailure::Timeout
-                        | AttemptFailure::AttemptTimeout => {}
+                        | AttemptFailure::AttemptTimeout
+                        | AttemptFailure::Rejected => {}
                     }
                     crate::observe::attempt_failed(&span, &cand.provider, &kind);
                     tracing::info!(
@@ -174,6 +208,7 @@ where
                         provider: cand.provider.clone(),
                         model: cand.model.clone(),
                         spoke: spoke.addr.to_string(),
+                        account: spoke.account(),
                         kind,
                         detail,
                     });
@@ -198,7 +233,8 @@ fn final_error(failed: Vec<FailedAttempt>) -> HubError {
             | AttemptFailure::Transport
             | AttemptFailure::NotServed
             | AttemptFailure::Timeout
-            | AttemptFailure::AttemptTimeout => None,
+            | AttemptFailure::AttemptTimeout
+            | AttemptFailure::Rejected => None,
         })
         .collect();
     if exhausted.is_empty() {
@@ -226,6 +262,7 @@ mod tests {
             provider: "p".into(),
             model: "m".into(),
             spoke: "s".into(),
+            account: None,
             kind,
             detail: String::new(),
         };

@@ -6,6 +6,7 @@
 //! internal model), resolves the alias, calls [`check`] then [`Checked::admit`], then [`Admission::complete`] or [`Admission::stream`], and
 //! encodes the answer (or the [`HubError`]) in its own shape. Nothing here knows a wire format.
 
+pub mod bounds;
 mod cache;
 mod failover;
 mod quota;
@@ -100,8 +101,10 @@ pub struct Checked<'a> {
     request_id: &'a str,
 }
 
-/// Message limit and content policy for one request whose alias the surface resolved (with
-/// [`crate::live::Table::resolve_alias`], so it can record the alias even when a later check refuses).
+/// Message limit, the bounds on tools and on `max_tokens` against the candidates' context windows
+/// ([`bounds`]), and the content policy, for one request whose alias the surface resolved (with
+/// [`crate::live::Table::resolve_alias`], so it can record the alias even when a later check
+/// refuses).
 pub fn check<'a>(
     hub: &Hub,
     tenant: Tenant,
@@ -124,6 +127,8 @@ pub fn check<'a>(
             hub.settings.max_messages
         )));
     }
+    bounds::tools(&request, &hub.settings.bounds)?;
+    bounds::context(&table, &alias, &needs, &request)?;
     // Content controls: before quota admission and before anything leaves the hub.
     tenant.policy.apply(&mut request).map_err(|v| match v {
         crate::policy::Violation::Denied { rule } => {

@@ -1,14 +1,17 @@
 //! Serving an admitted request: unary ([`Admission::complete`]), streamed
 //! ([`Admission::stream`]: failover until the first content, then committed) and embeddings
-//! ([`Admission::embed`]). Each settles the tenant's quota exactly once.
+//! ([`Admission::embed`]). Each settles the tenant's quota exactly once — a stream the client
+//! dropped included, with its usage so far.
 
 use std::sync::Arc;
 
 use switchyard_proto::v1 as pb;
 
+use super::quota::Admitted;
 use super::{Admission, Completed, StreamItem, Streamed};
 use crate::error::HubError;
 use crate::model::RouteTaken;
+use crate::observe::RequestRecord;
 use crate::outbound::call::{self, Committed};
 use crate::state::Hub;
 
@@ -41,8 +44,11 @@ impl Admission {
 
     /// Serves the request streamed (`InferStream`). Failover happens until the first content;
     /// after that the stream is committed and a failure ends it with [`StreamItem::Failed`].
-    /// The quota is settled exactly once: at the end, on failure, or here when nothing served.
-    pub async fn stream(self, hub: &Arc<Hub>) -> Result<Streamed, HubError> {
+    /// The quota is settled exactly once: at the end, on failure, here when nothing served, or
+    /// — when the client goes away first and the stream is dropped — with the usage so far,
+    /// estimated from what was streamed; `rec` (the request's record) then gets that usage and
+    /// the outcome `cancelled`.
+    pub async fn stream(self, hub: &Arc<Hub>, rec: &RequestRecord) -> Result<Streamed, HubError> {
         let Admission {
             plan,
             request: base,
@@ -65,10 +71,18 @@ impl Admission {
                 return Err(e);
             }
         };
-        let quota_hub = hub.clone();
-        let quota_route = route.clone();
         let deadline = plan.deadline;
         let request_id = plan.request_id.clone();
+        let mut settlement = Settlement {
+            hub: hub.clone(),
+            admitted: Some(admitted),
+            route: route.clone(),
+            rec: rec.handle(),
+            request_id: request_id.clone(),
+            input_tokens: u32::try_from(switchyard_proto::estimate_input_tokens(&base))
+                .unwrap_or(u32::MAX),
+            output_chars: 0,
+        };
         let Committed {
             start,
             buffered,
@@ -77,7 +91,6 @@ impl Admission {
         let attempts = start.map(|s| s.attempts).unwrap_or_default();
         let items = async_stream::stream! {
             let _guard = guard;
-            let mut admitted = Some(admitted);
             let mut pending: std::collections::VecDeque<pb::InferEvent> = buffered.into();
             loop {
                 let next = match pending.pop_front() {
@@ -89,29 +102,24 @@ impl Admission {
                 };
                 match next {
                     Ok(Some(pb::InferEvent { event: Some(pb::infer_event::Event::Delta(d)) })) => {
+                        settlement.streamed(&d);
                         yield StreamItem::Delta(d);
                     }
                     Ok(Some(pb::InferEvent { event: Some(pb::infer_event::Event::End(end)) })) => {
-                        if let Some(a) = admitted.take() {
-                            super::quota::settle(&quota_hub, a, end.usage.as_ref(), Some(&quota_route)).await;
-                        }
+                        settlement.settle(end.usage.as_ref(), true).await;
                         yield StreamItem::End(end);
                         break;
                     }
                     Ok(Some(_)) => {}
                     Ok(None) => {
                         tracing::warn!(request_id = %request_id, "spoke stream closed without an end event");
-                        if let Some(a) = admitted.take() {
-                            super::quota::settle(&quota_hub, a, None, None).await;
-                        }
+                        settlement.settle(None, false).await;
                         yield StreamItem::Failed("the stream ended unexpectedly");
                         break;
                     }
                     Err(why) => {
                         tracing::warn!(request_id = %request_id, reason = %why, "stream failed after first chunk");
-                        if let Some(a) = admitted.take() {
-                            super::quota::settle(&quota_hub, a, None, None).await;
-                        }
+                        settlement.settle(None, false).await;
                         yield StreamItem::Failed("the upstream failed while streaming");
                         break;
                     }
@@ -123,6 +131,71 @@ impl Admission {
             route,
             attempts,
         })
+    }
+}
+
+/// A committed stream's hold on its tenant's quota, settled exactly once: by
+/// [`Settlement::settle`] when the stream ends or fails, else — the stream was dropped because
+/// the client went away — on drop, with the usage so far (the input estimate and the streamed
+/// text at the hub's one ratio, 4 bytes a token), cost included, and the record marked
+/// `cancelled`.
+struct Settlement {
+    hub: Arc<Hub>,
+    admitted: Option<Admitted>,
+    route: RouteTaken,
+    rec: RequestRecord,
+    request_id: String,
+    input_tokens: u32,
+    /// Bytes of text and tool-call arguments sent on so far.
+    output_chars: usize,
+}
+
+impl Settlement {
+    fn streamed(&mut self, d: &pb::StreamDelta) {
+        self.output_chars += d.text.len();
+        if let Some(tc) = &d.tool_call {
+            self.output_chars += tc.name.len() + tc.arguments_json.len();
+        }
+    }
+
+    /// The end (`served`: with the route's price) or a failure (`usage` None: the reservation
+    /// is returned).
+    async fn settle(&mut self, usage: Option<&pb::Usage>, served: bool) {
+        if let Some(a) = self.admitted.take() {
+            let route = served.then_some(&self.route);
+            super::quota::settle(&self.hub, a, usage, route).await;
+        }
+    }
+}
+
+impl Drop for Settlement {
+    fn drop(&mut self) {
+        let Some(admitted) = self.admitted.take() else {
+            return;
+        };
+        let usage = pb::Usage {
+            input_tokens: self.input_tokens,
+            output_tokens: u32::try_from(self.output_chars.div_ceil(4)).unwrap_or(u32::MAX),
+        };
+        self.rec.set_cancelled(&usage);
+        tracing::info!(
+            request_id = %self.request_id, input_tokens = usage.input_tokens,
+            output_tokens = usage.output_tokens,
+            "stream cancelled by the client; settling the estimated usage so far"
+        );
+        let (hub, route) = (self.hub.clone(), self.route.clone());
+        // The store is async and this is a drop: settle on the runtime (always there while
+        // requests are served).
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(async move {
+                    super::quota::settle(&hub, admitted, Some(&usage), Some(&route)).await;
+                });
+            }
+            Err(_) => {
+                tracing::warn!("no runtime to settle a cancelled stream; its reservation expires")
+            }
+        }
     }
 }
 

@@ -107,7 +107,7 @@ impl AuditAttempt {
             model: a.model.clone(),
             spoke: a.spoke.clone(),
             outcome: crate::observe::spans::failure_reason(&a.kind).to_string(),
-            account: None,
+            account: a.account.clone(),
             region: None,
             upstream: Vec::new(),
         }

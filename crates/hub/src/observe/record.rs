@@ -16,7 +16,7 @@ use tracing::Span;
 use super::audit::{AuditAttempt, AuditSink, upstream_attempts};
 use super::spans::set_span_name;
 use super::{RequestInfo, Surface};
-use crate::error::{FailedAttempt, HubError};
+use crate::error::{AttemptFailure, FailedAttempt, HubError};
 use crate::headers;
 use crate::model::RouteTaken;
 
@@ -41,6 +41,8 @@ struct Inner {
     prompt: Option<String>,
     messages: Option<serde_json::Value>,
     in_flight_stream: bool,
+    /// A committed stream the client dropped before its end (outcome `cancelled`).
+    cancelled: bool,
     /// The alias's candidate models: the only values the `model` label takes (else "other").
     models: Vec<String>,
     /// The serving spoke's attempts (audit).
@@ -87,6 +89,7 @@ impl RequestRecord {
             prompt: None,
             messages: None,
             in_flight_stream: false,
+            cancelled: false,
             models: Vec::new(),
             upstream: Vec::new(),
             overhead: None,
@@ -98,6 +101,12 @@ impl RequestRecord {
         let shared = self.0.as_ref()?;
         let mut inner = shared.0.lock();
         Some(f(&mut inner))
+    }
+
+    /// Another handle on this record, with no other effect (the gateway's stream holds one, so
+    /// the record is emitted after a cancelled stream settled).
+    pub fn handle(&self) -> RequestRecord {
+        RequestRecord(self.0.clone())
     }
 
     pub fn span(&self) -> Span {
@@ -176,16 +185,25 @@ impl RequestRecord {
         }
     }
 
-    /// The request failed with `e` (its attempts are kept).
+    /// A committed stream was dropped before its end (the client went away): outcome
+    /// `cancelled`, with `usage` (estimated so far) unless the stream's own usage arrived.
+    pub fn set_cancelled(&mut self, usage: &switchyard_proto::v1::Usage) {
+        self.with(|i| {
+            i.cancelled = true;
+            if i.usage.is_none() {
+                i.usage = Some((usage.input_tokens, usage.output_tokens));
+            }
+        });
+    }
+
+    /// The request failed with `e` (its attempts are kept; for a rejection, the refusing
+    /// spoke's is the last and names the route in the audit line and the metrics).
     pub fn set_error(&mut self, e: &HubError) {
         self.with(|i| {
             i.status = e.status().as_u16();
             i.error = Some(e.type_and_code().1.to_string());
-            match e {
-                HubError::Exhausted { attempts, .. }
-                | HubError::NoRoute { attempts }
-                | HubError::DeadlineExceeded { attempts } => i.failed = attempts.clone(),
-                _ => {}
+            if !e.attempts().is_empty() {
+                i.failed = e.attempts().to_vec();
             }
         });
     }
@@ -287,13 +305,26 @@ impl Drop for Shared {
         }
         let elapsed = i.started.elapsed();
         let outcome = match (&i.error, i.status) {
+            (None, 200..=299) if i.cancelled => RequestOutcome::Cancelled,
             (None, 200..=299) => RequestOutcome::Ok,
             (None, 0) => RequestOutcome::Cancelled,
             (Some(_), 200..=299) => RequestOutcome::StreamError,
             _ => RequestOutcome::Error,
         }
         .as_str();
-        let route = i.route.clone().unwrap_or_default();
+        // A request the upstream refused names the refusing route (pool, spoke, account).
+        let refused = match (&i.route, i.failed.last()) {
+            (None, Some(a)) if a.kind == AttemptFailure::Rejected => Some(RouteTaken {
+                provider: a.provider.clone(),
+                pool: a.provider.clone(),
+                account: a.account.clone().unwrap_or_default(),
+                model: a.model.clone(),
+                spoke: a.spoke.clone(),
+                ..Default::default()
+            }),
+            _ => None,
+        };
+        let route = i.route.clone().or(refused.clone()).unwrap_or_default();
         let model = if route.model.is_empty() || i.models.contains(&route.model) {
             super::label(&route.model)
         } else {
@@ -420,7 +451,7 @@ impl Drop for Shared {
                 "tenant": i.tenant,
                 "alias": i.alias,
                 "stream": i.stream,
-                "route": i.route.as_ref().map(|_| json!({
+                "route": (i.route.is_some() || refused.is_some()).then(|| json!({
                     "provider": route.provider, "account": route.account,
                     "region": route.region, "model": route.model, "spoke": route.spoke,
                 })),

@@ -103,6 +103,7 @@ pub fn failure_reason(kind: &AttemptFailure) -> &'static str {
         AttemptFailure::NotServed => "not_served",
         AttemptFailure::Timeout => "timeout",
         AttemptFailure::AttemptTimeout => "attempt_timeout",
+        AttemptFailure::Rejected => "rejected",
     }
 }
 

@@ -188,11 +188,28 @@ pub fn classify(status: &Status) -> CallError {
         | Code::OutOfRange
         | Code::PermissionDenied
         | Code::Unauthenticated
-        | Code::AlreadyExists => CallError::Final(HubError::UpstreamRejected(
-            status.message().chars().take(300).collect(),
-        )),
+        | Code::AlreadyExists => CallError::Final(HubError::UpstreamRejected {
+            error_type: upstream_error_type(status),
+            attempts: Vec::new(),
+        }),
         Code::Ok | Code::DataLoss => CallError::Retry(AttemptFailure::Unavailable, detail),
     }
+}
+
+/// The upstream's error type from the spoke's `x-switchyard-upstream-error-type` metadata, when
+/// it is a plain token (letters, digits, `_`, `.`, `-`; at most 64): it reaches the caller, so
+/// nothing else of the status does.
+fn upstream_error_type(status: &Status) -> Option<String> {
+    let v = status
+        .metadata()
+        .get(switchyard_proto::UPSTREAM_ERROR_TYPE)?
+        .to_str()
+        .ok()?;
+    let token = !v.is_empty()
+        && v.len() <= 64
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    token.then(|| v.to_string())
 }
 
 #[cfg(test)]
@@ -230,7 +247,36 @@ mod tests {
         ));
         assert!(matches!(
             classify(&Status::invalid_argument("bad")),
-            CallError::Final(HubError::UpstreamRejected(_))
+            CallError::Final(HubError::UpstreamRejected {
+                error_type: None,
+                ..
+            })
         ));
+    }
+
+    #[test]
+    fn a_rejection_keeps_the_error_type_and_drops_the_words() {
+        let mut s = Status::invalid_argument("rejected by upstream: key sk-live-123 is revoked");
+        s.metadata_mut().insert(
+            switchyard_proto::UPSTREAM_ERROR_TYPE,
+            "ValidationException".parse().unwrap(),
+        );
+        let CallError::Final(e) = classify(&s) else {
+            panic!("a rejection is final")
+        };
+        assert_eq!(
+            e.client_message(),
+            "the model provider rejected the request (ValidationException)"
+        );
+        // A type that is not a plain token is dropped, not passed on.
+        let mut s = Status::invalid_argument("x");
+        s.metadata_mut().insert(
+            switchyard_proto::UPSTREAM_ERROR_TYPE,
+            "Bearer sk-live-123".parse().unwrap(),
+        );
+        let CallError::Final(e) = classify(&s) else {
+            panic!("a rejection is final")
+        };
+        assert!(!e.client_message().contains("sk-live"));
     }
 }

@@ -1,12 +1,14 @@
 //! Everything the hub does towards spokes, by what is routed to (linkerd's concrete → endpoint):
 //! [`pool`] (the spokes of one provider: channels, passive ejection, active health checks),
 //! [`dns`] (pool membership from DNS), [`call`] (one call to one spoke and what its status
-//! means), [`budget`] (the retry budget) and [`latency`] (observed call latency).
+//! means), [`outlier`] (passive outlier detection of one spoke), [`budget`] (the retry budget)
+//! and [`latency`] (observed call latency).
 
 pub mod budget;
 pub mod call;
 pub mod dns;
 pub mod latency;
+pub mod outlier;
 pub mod pool;
 
 use std::sync::Arc;
@@ -24,16 +26,15 @@ pub fn start_pool(p: &Provider, stop: &CancellationToken) -> Arc<ProviderPool> {
             // validate() loaded these files already; they changed since. Never fall back to
             // plain text: the pool stays empty and its aliases fail over.
             tracing::error!(provider = %p.name, error = %e, "spoke TLS files do not load; pool disabled");
-            return Arc::new(ProviderPool::new(
-                &p.name,
-                p.health,
-                p.connect_timeout,
-                stop.child_token(),
-            ));
+            return Arc::new(
+                ProviderPool::new(&p.name, p.health, p.connect_timeout, stop.child_token())
+                    .with_outlier_detection(p.outlier_detection),
+            );
         }
     };
     let pool = Arc::new(
         ProviderPool::new(&p.name, p.health, p.connect_timeout, stop.child_token())
+            .with_outlier_detection(p.outlier_detection)
             .with_tls(tls)
             .with_connections(p.connections),
     );

@@ -22,7 +22,9 @@ use tonic::transport::Endpoint;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-use crate::model::Health;
+use crate::error::AttemptFailure;
+use crate::model::{Health, OutlierDetection};
+use crate::outbound::outlier::Outlier;
 use crate::routing::{ModelCaps, SpokeView};
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -59,6 +61,8 @@ pub struct SpokeSnapshot {
     pub described: Option<Described>,
     /// Time left of a RESOURCE_EXHAUSTED hold.
     pub exhausted_for: Option<Duration>,
+    /// Time left of an outlier ejection (consecutive 5xx).
+    pub outlier_ejected_for: Option<Duration>,
     pub last_check: Option<std::time::SystemTime>,
     pub last_error: Option<String>,
 }
@@ -87,6 +91,8 @@ pub struct Spoke {
     channels: Channels,
     state: Mutex<SpokeState>,
     in_flight: AtomicU32,
+    /// Passive outlier detection state (consecutive 5xx, ejection).
+    outlier: Outlier,
     wake: Notify,
     /// Cancelled when the spoke leaves the pool (DNS) or the hub stops.
     stop: CancellationToken,
@@ -145,6 +151,7 @@ impl Spoke {
             channels: Channels::new(channels),
             state: Mutex::new(SpokeState::default()),
             in_flight: AtomicU32::new(0),
+            outlier: Outlier::default(),
             wake: Notify::new(),
             stop,
         })
@@ -191,6 +198,14 @@ impl Spoke {
             .map(|d| d.account.clone())
     }
 
+    /// The context window (tokens) the spoke's last `Describe` reported for `model`: `None`
+    /// when it did not list the model (or has not answered yet), `Some(0)` when it did not say.
+    pub fn context_window(&self, model: &str) -> Option<u32> {
+        let st = self.state.lock();
+        let caps = st.described.as_ref()?.models.get(model)?;
+        Some(caps.context_window)
+    }
+
     /// Passive ejection: called when a call to the spoke failed at the connection level. The spoke
     /// leaves routing at once and the health loop probes it (half-open) soon after.
     pub fn eject(&self, why: &str) {
@@ -215,6 +230,13 @@ impl Spoke {
         self.state.lock().exhausted_until = Some(until);
     }
 
+    /// Passive outlier detection: the outcome of one call to this spoke, `None` for a success
+    /// (see [`Outlier::record`]).
+    pub fn record_outcome(&self, failure: Option<&AttemptFailure>, cfg: &OutlierDetection) {
+        self.outlier
+            .record(failure, cfg, &self.addr, &self.provider);
+    }
+
     /// Snapshot for the selector.
     pub fn view(&self, now: Instant) -> SpokeView {
         let st = self.state.lock();
@@ -222,9 +244,12 @@ impl Spoke {
             Some(d) => (if d.serving { d.headroom } else { 0.0 }, d.models.clone()),
             None => (0.0, HashMap::new()),
         };
-        let headroom = match st.exhausted_until {
-            Some(t) if t > now => 0.0,
-            _ => headroom,
+        let exhausted = st.exhausted_until.is_some_and(|t| t > now);
+        // Ejected by outlier detection: a last resort, like a spoke at quota.
+        let headroom = if exhausted || self.outlier.ejected_for(now).is_some() {
+            0.0
+        } else {
+            headroom
         };
         SpokeView {
             id: self.id,
@@ -280,6 +305,7 @@ impl Spoke {
                 .exhausted_until
                 .and_then(|t| t.checked_duration_since(now))
                 .filter(|d| !d.is_zero()),
+            outlier_ejected_for: self.outlier.ejected_for(now),
             last_check: st.last_check,
             last_error: st.last_error.clone(),
         }
@@ -483,6 +509,8 @@ pub struct ProviderPool {
     pub name: Arc<str>,
     pub health: Health,
     pub connect_timeout: Duration,
+    /// Passive outlier detection of this pool's spokes.
+    pub outlier_detection: OutlierDetection,
     tls: Option<PoolTls>,
     /// Connections per spoke address (`providers[].connections`).
     connections: usize,
@@ -501,11 +529,19 @@ impl ProviderPool {
             name: Arc::from(name),
             health,
             connect_timeout,
+            outlier_detection: OutlierDetection::default(),
             tls: None,
             connections: 1,
             spokes: ArcSwap::from_pointee(Vec::new()),
             stop,
         }
+    }
+
+    /// Sets the pool's outlier detection (default: Envoy's).
+    #[must_use]
+    pub fn with_outlier_detection(mut self, od: OutlierDetection) -> Self {
+        self.outlier_detection = od;
+        self
     }
 
     /// Calls this pool's spokes over TLS (set before adding members).

@@ -60,9 +60,14 @@ impl EmbeddingsRequest {
                 .collect::<Result<_, _>>()?,
         };
         if texts.is_empty() || texts.len() > MAX_INPUTS {
-            return Err(bad(format!(
-                "input: between 1 and {MAX_INPUTS} texts are required"
-            )));
+            return Err(HubError::InvalidParam {
+                param: "input",
+                code: "invalid_value",
+                message: format!(
+                    "input: {} texts were sent; between 1 and {MAX_INPUTS} are accepted",
+                    texts.len()
+                ),
+            });
         }
         if texts.iter().any(String::is_empty) {
             return Err(bad("input: texts must not be empty"));
@@ -104,8 +109,13 @@ async fn embeddings(
             )));
         }
     };
-    if req.dimensions == Some(0) {
-        return Err(bad("dimensions: must be at least 1"));
+    let max_dimensions = hub.settings.bounds.max_embedding_dimensions;
+    if let Some(d) = req.dimensions.filter(|d| *d == 0 || *d > max_dimensions) {
+        return Err(HubError::InvalidParam {
+            param: "dimensions",
+            code: "invalid_value",
+            message: format!("dimensions: {d} is not between 1 and {max_dimensions}"),
+        });
     }
     let alias = table.resolve_alias(&tenant, &req.model)?;
     // One user message per input: the content policy and the quota estimate see every text.

@@ -8,3 +8,27 @@ pub mod converse;
 pub mod embeddings;
 pub mod frame;
 pub mod openai;
+
+use axum::response::{IntoResponse, Response};
+
+use crate::error::HubError;
+
+/// `e` in the error shape of the surface `path` falls under: `/v1/messages…` Anthropic's,
+/// `/model/…` Bedrock's (with `x-amzn-ErrorType`), any other path OpenAI's. For requests no
+/// handler takes (unknown paths, a method a path does not allow).
+pub fn error_for_path(path: &str, e: HubError) -> Response {
+    if path.starts_with("/v1/messages") {
+        anthropic::error_response(e)
+    } else if path.starts_with("/model/") {
+        converse::error_response(e)
+    } else {
+        e.into_response()
+    }
+}
+
+/// The error for a path parameter that does not decode (percent-encoded bytes that are not
+/// UTF-8); never echoes the path.
+pub fn bad_path(rejection: &axum::extract::rejection::PathRejection) -> HubError {
+    tracing::debug!(reason = %rejection.body_text(), "path parameter refused");
+    HubError::BadRequest("the path is not valid: its parameters must be UTF-8 text".into())
+}

@@ -302,21 +302,10 @@ pub fn message_json(id: &str, model: &str, resp: &pb::InferResponse) -> Value {
     })
 }
 
-/// Anthropic's error `type` (and status) for a hub error.
+/// Anthropic's error `type` (and status) for a hub error, from the one table.
 fn error_type(e: &HubError) -> (StatusCode, &'static str) {
-    let status = e.status();
-    let ty = match status.as_u16() {
-        400 => "invalid_request_error",
-        401 => "authentication_error",
-        403 => "permission_error",
-        404 => "not_found_error",
-        413 => "request_too_large",
-        429 => "rate_limit_error",
-        503 => "overloaded_error",
-        504 => "timeout_error",
-        _ => "api_error",
-    };
-    (status, ty)
+    let n = e.names();
+    (n.status, n.anthropic)
 }
 
 /// A hub error in Anthropic's shape.
@@ -372,7 +361,7 @@ async fn messages(
     let rate_state = admission.rate_state;
     let id = format!("msg_{}", frame.request_id);
     if req.stream {
-        let streamed = admission.stream(hub).await?;
+        let streamed = admission.stream(hub, &frame.rec).await?;
         frame
             .rec
             .set_route(&streamed.route, None, &streamed.attempts);

@@ -10,6 +10,7 @@
 use std::sync::Arc;
 
 use axum::body::Body;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -276,21 +277,10 @@ pub fn response_json(resp: &pb::InferResponse, latency_ms: u64) -> Value {
     })
 }
 
-/// The Bedrock exception name and status for a hub error.
+/// The Bedrock exception name and status for a hub error, from the one table.
 fn error_type(e: &HubError) -> (StatusCode, &'static str) {
-    match e.status().as_u16() {
-        400 | 413 => (e.status(), "ValidationException"),
-        // Bedrock answers bad credentials with 403.
-        401 | 403 => (StatusCode::FORBIDDEN, "AccessDeniedException"),
-        404 => (StatusCode::NOT_FOUND, "ResourceNotFoundException"),
-        429 => (StatusCode::TOO_MANY_REQUESTS, "ThrottlingException"),
-        503 => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "ServiceUnavailableException",
-        ),
-        504 => (StatusCode::REQUEST_TIMEOUT, "ModelTimeoutException"),
-        _ => (StatusCode::INTERNAL_SERVER_ERROR, "InternalServerException"),
-    }
+    let (name, status) = e.names().bedrock;
+    (status, name)
 }
 
 /// A hub error in Bedrock's shape: `x-amzn-ErrorType` and `{"message": …}`.
@@ -303,9 +293,12 @@ pub fn error_response(e: HubError) -> Response {
     resp
 }
 
+/// The `{modelId}` of the path; one that is not UTF-8 is refused in Bedrock's shape.
+type ModelId = Result<Path<String>, PathRejection>;
+
 pub async fn converse_handler(
     State(hub): State<Arc<Hub>>,
-    Path(model): Path<String>,
+    model: ModelId,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -314,7 +307,7 @@ pub async fn converse_handler(
 
 pub async fn converse_stream_handler(
     State(hub): State<Arc<Hub>>,
-    Path(model): Path<String>,
+    model: ModelId,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -323,15 +316,20 @@ pub async fn converse_stream_handler(
 
 async fn handle(
     hub: Arc<Hub>,
-    model: String,
+    model: ModelId,
     headers: HeaderMap,
     body: Body,
     stream: bool,
 ) -> Response {
     let mut frame = Frame::begin(&hub, &headers, Surface::Converse);
-    let span = frame.span();
-    let serving = serve(&hub, &model, &headers, body, stream, &mut frame);
-    let result = tracing::Instrument::instrument(serving, span).await;
+    let result = match model {
+        Ok(Path(model)) => {
+            let span = frame.span();
+            let serving = serve(&hub, &model, &headers, body, stream, &mut frame);
+            tracing::Instrument::instrument(serving, span).await
+        }
+        Err(rejection) => Err(crate::surface::bad_path(&rejection)),
+    };
     frame.finish(result, error_response, Some(headers::AMZN_REQUEST_ID))
 }
 
@@ -370,7 +368,7 @@ async fn serve(
         .await?;
     let rate_state = admission.rate_state;
     if stream {
-        let streamed = admission.stream(hub).await?;
+        let streamed = admission.stream(hub, &frame.rec).await?;
         frame
             .rec
             .set_route(&streamed.route, None, &streamed.attempts);

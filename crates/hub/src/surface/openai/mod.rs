@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
-use axum::body::Bytes;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
@@ -58,13 +58,20 @@ pub async fn chat_completions_handler(
 /// refusals (bad key, unknown prompt, bad body) included.
 pub async fn prompt_handler(
     State(hub): State<Arc<Hub>>,
-    Path(name): Path<String>,
+    name: Result<Path<String>, PathRejection>,
     mut headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     let mut frame = Frame::begin(&hub, &headers, Surface::OpenAi);
+    let name = match name {
+        Ok(Path(name)) => name,
+        Err(rejection) => {
+            let e = crate::surface::bad_path(&rejection);
+            return frame.finish(Err(e), IntoResponse::into_response, None);
+        }
+    };
     let span = frame.span();
-    let building = prompts::chat_body(&hub, &name, &headers, &body, &mut frame);
+    let building = prompts::chat_body(&hub, &name, &headers, body, &mut frame);
     match tracing::Instrument::instrument(building, span).await {
         Ok(bytes) => {
             headers.remove(http::header::CONTENT_LENGTH);
@@ -167,7 +174,7 @@ async fn chat(
     let id = format!("chatcmpl-{}", frame.request_id);
     let mut resp = if req.stream {
         let include_usage = req.stream_options.as_ref().is_some_and(|o| o.include_usage);
-        let streamed = admission.stream(hub).await?;
+        let streamed = admission.stream(hub, &frame.rec).await?;
         frame
             .rec
             .set_route(&streamed.route, None, &streamed.attempts);

@@ -3,7 +3,7 @@
 //! `POST /v1/chat/completions`. The version used is reported in `x-switchyard-prompt:
 //! NAME@VERSION` and in the `switchyard_prompt_requests_total{prompt,version}` counter.
 
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::http::HeaderMap;
 use axum::response::Response;
 use serde_json::{Map, Value, json};
@@ -70,18 +70,19 @@ pub(super) async fn chat_body(
     hub: &Hub,
     name: &str,
     headers: &HeaderMap,
-    body: &Bytes,
+    body: Body,
     frame: &mut Frame,
 ) -> Result<Vec<u8>, HubError> {
     let tenant = frame::authenticate(hub, &frame.table, headers).await?;
     frame.rec.set_tenant(&tenant.name);
+    let body = frame::read_body(hub, headers, body).await?;
     let Some(prompt) = frame.table.prompts.get(name).cloned() else {
         return Err(HubError::NotFound);
     };
     let mut obj = if body.iter().all(u8::is_ascii_whitespace) {
         Map::new()
     } else {
-        match serde_json::from_slice::<Value>(body) {
+        match serde_json::from_slice::<Value>(&body) {
             Ok(Value::Object(o)) => o,
             Ok(_) => {
                 return Err(HubError::BadRequest(

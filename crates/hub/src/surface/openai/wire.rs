@@ -6,7 +6,7 @@ use switchyard_proto::v1 as pb;
 
 use crate::error::HubError;
 
-/// `POST /v1/chat/completions` body. Unknown fields (`n`, `user`, `seed`, …) are accepted and
+/// `POST /v1/chat/completions` body. Unknown fields (`user`, `seed`, …) are accepted and
 /// ignored, as OpenAI clients send many.
 #[derive(Debug, Deserialize)]
 pub struct ChatRequest {
@@ -23,6 +23,8 @@ pub struct ChatRequest {
     pub top_p: Option<f32>,
     pub stop: Option<Stop>,
     pub tools: Option<Vec<Tool>>,
+    /// Choices to generate: only 1 (the contract serves one), anything else is refused.
+    pub n: Option<u32>,
     /// A prompt template to render into the messages (`{"name", "version"?, "variables"}`).
     pub prompt: Option<crate::templates::PromptRef>,
 }
@@ -158,6 +160,13 @@ impl ChatRequest {
     pub fn to_infer(&self) -> Result<pb::InferRequest, HubError> {
         if self.messages.is_empty() {
             return Err(HubError::BadRequest("`messages` must not be empty".into()));
+        }
+        if let Some(n) = self.n.filter(|n| *n != 1) {
+            return Err(HubError::InvalidParam {
+                param: "n",
+                code: "invalid_value",
+                message: format!("n: {n} choices were asked for; this gateway serves exactly 1"),
+            });
         }
         let mut system = Vec::new();
         let mut messages = Vec::new();
