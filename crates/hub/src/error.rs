@@ -41,6 +41,11 @@ pub enum AttemptFailure {
     /// INVALID_ARGUMENT (and the other caller-fault codes): the upstream refused the request
     /// itself. Never retried: every route would refuse it.
     Rejected,
+    /// FAILED_PRECONDITION with `x-switchyard-fault: account`: every route of that spoke's
+    /// account refused for the account's reasons (credentials, model access, model not found,
+    /// billing). Another account may serve: the spoke is routed around for this model until
+    /// `retry_after_ms` (its next probe).
+    Denied { retry_after_ms: Option<u64> },
 }
 
 impl AttemptFailure {
@@ -51,7 +56,8 @@ impl AttemptFailure {
             | Self::Unavailable
             | Self::Transport
             | Self::NotServed
-            | Self::AttemptTimeout => true,
+            | Self::AttemptTimeout
+            | Self::Denied { .. } => true,
             Self::Timeout | Self::Rejected => false,
         }
     }
@@ -105,6 +111,10 @@ pub enum HubError {
     /// No healthy route, or every route failed.
     #[error("no route available for this model")]
     NoRoute { attempts: Vec<FailedAttempt> },
+    /// Every route that was tried refused for its account's reasons (credentials, model access,
+    /// billing): no account could serve the model. 503, never the caller's fault.
+    #[error("no account could serve this model (credentials, access or billing); retry later")]
+    AccountsDenied { attempts: Vec<FailedAttempt> },
     #[error("the request deadline passed")]
     DeadlineExceeded { attempts: Vec<FailedAttempt> },
     /// The tenant is over one of its own limits (other tenants are unaffected).
@@ -263,6 +273,13 @@ impl HubError {
                 "ServiceUnavailableException",
                 S::SERVICE_UNAVAILABLE,
             ),
+            Self::AccountsDenied { .. } => n(
+                S::SERVICE_UNAVAILABLE,
+                ("server_error", "no_account_available"),
+                "overloaded_error",
+                "ServiceUnavailableException",
+                S::SERVICE_UNAVAILABLE,
+            ),
             Self::DeadlineExceeded { .. } => n(
                 S::GATEWAY_TIMEOUT,
                 ("server_error", "timeout"),
@@ -304,7 +321,7 @@ impl HubError {
             Self::Exhausted { retry_after, .. } => {
                 Some(retry_after.map_or(1, |d| d.as_millis().div_ceil(1000).max(1) as u64))
             }
-            Self::NoRoute { .. } => Some(1),
+            Self::NoRoute { .. } | Self::AccountsDenied { .. } => Some(1),
             Self::TenantQuota { retry_after, .. } => {
                 Some(retry_after.as_millis().div_ceil(1000).max(1) as u64)
             }
@@ -330,6 +347,7 @@ impl HubError {
         match self {
             Self::Exhausted { attempts, .. }
             | Self::NoRoute { attempts }
+            | Self::AccountsDenied { attempts }
             | Self::DeadlineExceeded { attempts }
             | Self::UpstreamRejected { attempts, .. } => attempts,
             Self::BadRequest(_)

@@ -157,6 +157,12 @@ impl SpokeError {
                 tonic::metadata::MetadataValue::from_static(v),
             );
         }
+        if let Self::Rejected { error_type, .. } = self
+            && let Ok(v) = error_type.parse()
+        {
+            st.metadata_mut()
+                .insert(switchyard_proto::UPSTREAM_ERROR_TYPE, v);
+        }
         if let Self::AccountDenied { reasons, .. } = self {
             let list: Vec<&str> = reasons.iter().map(|r| r.as_str()).collect();
             if let Ok(v) = list.join(",").parse() {

@@ -193,6 +193,10 @@ where
                         AttemptFailure::Exhausted { retry_after_ms } => {
                             spoke.mark_exhausted(retry_after_ms.map(Duration::from_millis));
                         }
+                        AttemptFailure::Denied { retry_after_ms } => {
+                            spoke
+                                .deny_model(&cand.model, retry_after_ms.map(Duration::from_millis));
+                        }
                         AttemptFailure::Unavailable
                         | AttemptFailure::NotServed
                         | AttemptFailure::Timeout
@@ -229,7 +233,8 @@ fn final_error(failed: Vec<FailedAttempt>) -> HubError {
         .iter()
         .filter_map(|a| match a.kind {
             AttemptFailure::Exhausted { retry_after_ms } => Some(retry_after_ms),
-            AttemptFailure::Unavailable
+            AttemptFailure::Denied { .. }
+            | AttemptFailure::Unavailable
             | AttemptFailure::Transport
             | AttemptFailure::NotServed
             | AttemptFailure::Timeout
@@ -237,6 +242,13 @@ fn final_error(failed: Vec<FailedAttempt>) -> HubError {
             | AttemptFailure::Rejected => None,
         })
         .collect();
+    if !failed.is_empty()
+        && failed
+            .iter()
+            .all(|a| matches!(a.kind, AttemptFailure::Denied { .. }))
+    {
+        return HubError::AccountsDenied { attempts: failed };
+    }
     if exhausted.is_empty() {
         HubError::NoRoute { attempts: failed }
     } else {

@@ -104,6 +104,7 @@ pub fn failure_reason(kind: &AttemptFailure) -> &'static str {
         AttemptFailure::Timeout => "timeout",
         AttemptFailure::AttemptTimeout => "attempt_timeout",
         AttemptFailure::Rejected => "rejected",
+        AttemptFailure::Denied { .. } => "denied",
     }
 }
 

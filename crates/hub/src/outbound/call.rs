@@ -166,14 +166,12 @@ pub fn classify(status: &Status) -> CallError {
     let from_spoke = status.metadata().get(switchyard_proto::ATTEMPTS).is_some();
     let detail = format!("{:?}: {}", status.code(), status.message());
     match status.code() {
-        Code::ResourceExhausted => {
-            let retry_after_ms = status
-                .metadata()
-                .get(switchyard_proto::RETRY_AFTER_MS)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<u64>().ok());
-            CallError::Retry(AttemptFailure::Exhausted { retry_after_ms }, detail)
-        }
+        Code::ResourceExhausted => CallError::Retry(
+            AttemptFailure::Exhausted {
+                retry_after_ms: retry_after_ms(status),
+            },
+            detail,
+        ),
         Code::Unavailable | Code::Unknown | Code::Internal | Code::Cancelled | Code::Aborted => {
             if from_spoke {
                 CallError::Retry(AttemptFailure::Unavailable, detail)
@@ -183,6 +181,19 @@ pub fn classify(status: &Status) -> CallError {
         }
         Code::NotFound | Code::Unimplemented => CallError::Retry(AttemptFailure::NotServed, detail),
         Code::DeadlineExceeded => CallError::Retry(AttemptFailure::Timeout, detail),
+        Code::FailedPrecondition
+            if status
+                .metadata()
+                .get(switchyard_proto::FAULT)
+                .is_some_and(|v| v.as_bytes() == switchyard_proto::FAULT_ACCOUNT.as_bytes()) =>
+        {
+            CallError::Retry(
+                AttemptFailure::Denied {
+                    retry_after_ms: retry_after_ms(status),
+                },
+                detail,
+            )
+        }
         Code::InvalidArgument
         | Code::FailedPrecondition
         | Code::OutOfRange
@@ -194,6 +205,15 @@ pub fn classify(status: &Status) -> CallError {
         }),
         Code::Ok | Code::DataLoss => CallError::Retry(AttemptFailure::Unavailable, detail),
     }
+}
+
+/// The spoke's `retry-after-ms` metadata.
+fn retry_after_ms(status: &Status) -> Option<u64> {
+    status
+        .metadata()
+        .get(switchyard_proto::RETRY_AFTER_MS)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
 }
 
 /// The upstream's error type from the spoke's `x-switchyard-upstream-error-type` metadata, when

@@ -47,6 +47,7 @@ impl Outlier {
             None
             | Some(
                 AttemptFailure::Exhausted { .. }
+                | AttemptFailure::Denied { .. }
                 | AttemptFailure::NotServed
                 | AttemptFailure::Rejected,
             ) => false,

@@ -77,6 +77,9 @@ struct SpokeState {
     described: Option<Described>,
     /// After RESOURCE_EXHAUSTED: treat headroom as 0 until then.
     exhausted_until: Option<Instant>,
+    /// After an account fault (FAILED_PRECONDITION, `x-switchyard-fault: account`): the models
+    /// this spoke's account may not serve, until its next probe.
+    denied_until: HashMap<String, Instant>,
     last_check: Option<std::time::SystemTime>,
     last_error: Option<String>,
 }
@@ -237,13 +240,30 @@ impl Spoke {
             .record(failure, cfg, &self.addr, &self.provider);
     }
 
+    /// The spoke's account refused `model` (credentials, access, billing): route that model
+    /// around it until `retry_after` (the spoke's next probe; 30 s when not given) or until a
+    /// `Describe` lists the model as servable again.
+    pub fn deny_model(&self, model: &str, retry_after: Option<Duration>) {
+        let until = Instant::now() + retry_after.unwrap_or(Duration::from_secs(30));
+        let mut st = self.state.lock();
+        if st.denied_until.insert(model.to_string(), until).is_none() {
+            tracing::warn!(spoke = %self.addr, provider = %self.provider, model, "account denied the model; routing around this spoke");
+        }
+    }
+
     /// Snapshot for the selector.
     pub fn view(&self, now: Instant) -> SpokeView {
         let st = self.state.lock();
-        let (headroom, models) = match &st.described {
+        let (headroom, mut models) = match &st.described {
             Some(d) => (if d.serving { d.headroom } else { 0.0 }, d.models.clone()),
             None => (0.0, HashMap::new()),
         };
+        // A model the account refused is not served by this spoke until its probe is due.
+        for (m, until) in &st.denied_until {
+            if *until > now {
+                models.remove(m);
+            }
+        }
         let exhausted = st.exhausted_until.is_some_and(|t| t > now);
         // Ejected by outlier detection: a last resort, like a spoke at quota.
         let headroom = if exhausted || self.outlier.ejected_for(now).is_some() {
