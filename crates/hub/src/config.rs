@@ -273,7 +273,9 @@ pub struct ProviderConfig {
     pub spokes: Vec<StaticSpokeConfig>,
     /// DNS name of the pool (A/AAAA, or SRV with `dns_record = "srv"`).
     pub dns: Option<String>,
-    /// `"a"` (A/AAAA, port = `dns_port`) or `"srv"` (ports and weights from the records).
+    /// `"a"` (A/AAAA, port = `dns_port`), `"srv"` (ports and weights from the records) or
+    /// `"weighted"` (A/AAAA answered one record set per query, e.g. Route 53 weighted records:
+    /// the pool is the union of recent answers, weighted by how often each is answered).
     #[serde(default = "default_dns_record")]
     pub dns_record: String,
     #[serde(default = "default_dns_port")]
@@ -467,6 +469,9 @@ pub enum SpokeSource {
 pub struct DnsSource {
     pub name: String,
     pub srv: bool,
+    /// `dns_record = "weighted"`: A/AAAA records answered one set per query (Route 53 weighted
+    /// routing); the members are learnt over many answers (`dns::WeightedMembers`).
+    pub weighted: bool,
     pub port: u16,
     pub server: Option<SocketAddr>,
     pub min_ttl: Duration,
@@ -662,14 +667,15 @@ impl HubConfig {
                     Some(SpokeSource::Static(list))
                 }
                 (Some(name), true) => {
-                    let srv = match p.dns_record.as_str() {
-                        "a" => false,
-                        "srv" => true,
+                    let (srv, weighted) = match p.dns_record.as_str() {
+                        "a" => (false, false),
+                        "srv" => (true, false),
+                        "weighted" => (false, true),
                         other => {
                             errs.push(format!(
-                                "{base}.dns_record: {other:?} is not \"a\" or \"srv\""
+                                "{base}.dns_record: {other:?} is not \"a\", \"srv\" or \"weighted\""
                             ));
-                            false
+                            (false, false)
                         }
                     };
                     let server = match &p.dns_server {
@@ -696,6 +702,7 @@ impl HubConfig {
                     Some(SpokeSource::Dns(DnsSource {
                         name: name.clone(),
                         srv,
+                        weighted,
                         port: p.dns_port,
                         server,
                         min_ttl,
