@@ -87,12 +87,24 @@ pub(crate) async fn authenticate(hub: &Hub, headers: &HeaderMap) -> Result<Tenan
         return Err(HubError::Unauthorized);
     };
     let value = value.to_str().map_err(|_| HubError::Unauthorized)?;
-    let key = value
-        .strip_prefix("Bearer ")
-        .or_else(|| value.strip_prefix("bearer "))
-        .ok_or(HubError::Unauthorized)?
-        .trim();
+    let key = bearer_token(value).ok_or(HubError::Unauthorized)?;
     verify_key(hub, key).await
+}
+
+/// The token of an `Authorization: Bearer <token>` value (see [`credentials`]).
+pub(crate) fn bearer_token(value: &str) -> Option<&str> {
+    credentials(value, "bearer")
+}
+
+/// The credentials of an `Authorization` value using `scheme`: the scheme matches in any letter
+/// case and one or more spaces may follow it (RFC 9110 §11.1, §11.4); the credentials come
+/// trimmed. `None` for another scheme or empty credentials.
+pub(crate) fn credentials<'a>(value: &'a str, scheme: &str) -> Option<&'a str> {
+    let (given, rest) = value.trim_start().split_once(' ')?;
+    if !given.eq_ignore_ascii_case(scheme) {
+        return None;
+    }
+    Some(rest.trim()).filter(|t| !t.is_empty())
 }
 
 /// Like [`authenticate`], but also accepts the key in `x-api-key` (how the Anthropic SDK sends
@@ -112,7 +124,13 @@ pub(crate) async fn authenticate_x_api_key(
     let bearer_too = headers
         .get_all(http::header::AUTHORIZATION)
         .iter()
-        .any(|v| v.as_bytes().len() > 7 && v.as_bytes()[..7].eq_ignore_ascii_case(b"bearer "));
+        .any(|v| {
+            v.to_str().ok().is_some_and(|v| {
+                v.split_ascii_whitespace()
+                    .next()
+                    .is_some_and(|s| s.eq_ignore_ascii_case("bearer"))
+            })
+        });
     if bearer_too {
         return Err(HubError::Unauthorized);
     }
@@ -378,4 +396,36 @@ fn error_event(message: &str) -> Event {
         json!({"error": {"message": message, "type": "server_error", "code": "stream_interrupted", "param": null}})
             .to_string(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_scheme_in_any_case() {
+        for v in [
+            "Bearer sk-1",
+            "bearer sk-1",
+            "BEARER sk-1",
+            "bEaReR sk-1",
+            "Bearer   sk-1 ",
+        ] {
+            assert_eq!(bearer_token(v), Some("sk-1"), "{v:?}");
+        }
+        for v in [
+            "Basic sk-1",
+            "Bearer",
+            "Bearer   ",
+            "Bearersk-1",
+            "sk-1",
+            "",
+        ] {
+            assert_eq!(bearer_token(v), None, "{v:?}");
+        }
+        assert_eq!(
+            credentials("BASIC dXNlcjpwdw==", "basic"),
+            Some("dXNlcjpwdw==")
+        );
+    }
 }
