@@ -45,6 +45,109 @@ pub struct Price {
     pub output: f64,
 }
 
+/// Every metric family of the hub, with its `# HELP` text: the meaning column of the hub's
+/// metric table in `docs/observability.md` (tests/observability_e2e.rs checks they agree).
+pub const METRIC_FAMILIES: &[switchyard_core::prom::Family] = {
+    use switchyard_core::prom::Kind;
+    &[
+        (
+            "switchyard_requests_total",
+            Kind::Counter,
+            "client requests of every surface, counted when they end",
+        ),
+        (
+            "switchyard_request_errors_total",
+            Kind::Counter,
+            "requests that did not end ok; error is the error code (invalid_api_key, no_route_available, rate_limit_exceeded, stream_interrupted, …)",
+        ),
+        (
+            "switchyard_request_duration_seconds",
+            Kind::Histogram,
+            "whole request (streams: until the stream ends)",
+        ),
+        (
+            "switchyard_tokens_total",
+            Kind::Counter,
+            "tokens used, by direction (input, output)",
+        ),
+        (
+            "switchyard_cost_usd_micros_total",
+            Kind::Counter,
+            "cost in millionths of a USD (rounded per request; divide by 1e6)",
+        ),
+        (
+            "switchyard_failovers_total",
+            Kind::Counter,
+            "failed spoke attempts by reason (exhausted, unavailable, transport, not_served, timeout, attempt_timeout)",
+        ),
+        (
+            "switchyard_retries_total",
+            Kind::Counter,
+            "spoke attempts after the first, by the pool tried and the previous attempt's failure reason",
+        ),
+        (
+            "switchyard_in_flight_requests",
+            Kind::Gauge,
+            "client requests in progress (streams included)",
+        ),
+        (
+            "switchyard_in_flight_streams",
+            Kind::Gauge,
+            "streams in progress (OpenAI and Anthropic SSE, Converse event streams)",
+        ),
+        (
+            "switchyard_overhead_seconds",
+            Kind::Histogram,
+            "the gateway's own added latency: time from request received to response ready (streams: to the stream committing, i.e. its head) minus time spent waiting on spokes",
+        ),
+        (
+            "switchyard_time_to_first_token_seconds",
+            Kind::Histogram,
+            "streams: from request received to first content chunk",
+        ),
+        (
+            "switchyard_cache_requests_total",
+            Kind::Counter,
+            "cacheable chat requests by how the response cache served them (refused ones not counted)",
+        ),
+        (
+            "switchyard_prompt_requests_total",
+            Kind::Counter,
+            "chat requests expanded from a prompt template",
+        ),
+        (
+            "switchyard_config_reloads_total",
+            Kind::Counter,
+            "config file reloads by result: ok (applied) or rejected (the old config stays)",
+        ),
+        (
+            "switchyard_spoke_healthy",
+            Kind::Gauge,
+            "1 when the spoke is routable (health checks)",
+        ),
+        (
+            "switchyard_spoke_breaker_open",
+            Kind::Gauge,
+            "1 while the spoke is passively ejected (waiting for a probe)",
+        ),
+        (
+            "switchyard_spoke_headroom",
+            Kind::Gauge,
+            "headroom (0–1) the spoke last reported",
+        ),
+        (
+            "switchyard_spoke_in_flight",
+            Kind::Gauge,
+            "calls in flight on the spoke",
+        ),
+        (
+            "switchyard_reported_headroom",
+            Kind::Gauge,
+            "headroom per route as the spoke last reported it (Describe)",
+        ),
+    ]
+};
+
 /// `GET /metrics`: Prometheus text. Pool gauges (spoke health, breaker, headroom) are refreshed
 /// from the live table at scrape time. Open unless `[metrics] require_admin = true`.
 pub async fn metrics_handler(
@@ -90,7 +193,7 @@ pub async fn metrics_handler(
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        switchyard_core::prom::render(),
+        switchyard_core::prom::render_with_help(METRIC_FAMILIES),
     )
         .into_response()
 }
@@ -273,7 +376,7 @@ pub fn route_span(alias: &str, candidates: usize) -> Span {
         switchyard.span = "hub.route",
         otel.name = "route selection",
         switchyard.alias = %alias,
-        switchyard.candidates = candidates
+        switchyard.candidates = telemetry::int(candidates)
     )
 }
 
@@ -288,7 +391,7 @@ pub fn attempt_span(cand: &Candidate, spoke: std::net::SocketAddr, n: u32) -> Sp
         otel.name = "spoke attempt",
         otel.kind = "client",
         otel.status_code = Empty,
-        switchyard.attempt = n,
+        switchyard.attempt = telemetry::int(n),
         switchyard.spoke = %spoke,
         switchyard.pool = %cand.provider,
         switchyard.route.account = Empty,
@@ -447,13 +550,13 @@ impl RequestRecord {
             s.record("gen_ai.request.model", req.model.as_str());
             set_span_name(s, format!("{} {}", i.surface.operation(), req.model));
             if let Some(m) = req.max_tokens {
-                s.record("gen_ai.request.max_tokens", m);
+                s.record("gen_ai.request.max_tokens", telemetry::int(m));
             }
             if let Some(t) = req.temperature {
-                s.record("gen_ai.request.temperature", f64::from(t));
+                s.record("gen_ai.request.temperature", telemetry::float(t));
             }
             if let Some(t) = req.top_p {
-                s.record("gen_ai.request.top_p", f64::from(t));
+                s.record("gen_ai.request.top_p", telemetry::float(t));
             }
             let capture_audit = i.sink.as_ref().is_some_and(|s| s.capture_content);
             if telemetry::capture_content() || capture_audit {
@@ -727,16 +830,16 @@ impl Drop for Shared {
             s.record("gen_ai.response.model", route.model.as_str());
             s.record("switchyard.route.account", route.account.as_str());
             s.record("switchyard.route.region", route.region.as_str());
-            s.record("switchyard.attempts", route.attempts);
+            s.record("switchyard.attempts", telemetry::int(route.attempts));
         }
         if let Some((input, output)) = i.usage {
-            s.record("gen_ai.usage.input_tokens", input);
-            s.record("gen_ai.usage.output_tokens", output);
+            s.record("gen_ai.usage.input_tokens", telemetry::int(input));
+            s.record("gen_ai.usage.output_tokens", telemetry::int(output));
         }
         if let Some(c) = cost {
             s.record("switchyard.cost_usd", c);
         }
-        s.record("http.response.status_code", i.status);
+        s.record("http.response.status_code", telemetry::int(i.status));
         if outcome != "ok" {
             s.record("otel.status_code", "ERROR");
             s.record("error.type", i.error.as_deref().unwrap_or(outcome));
