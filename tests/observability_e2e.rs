@@ -255,6 +255,56 @@ impl Collector {
     }
 }
 
+/// Two spokes exporting spans to a collector, p1's upstream failing (so a request fails over
+/// to p2), and a hub in front of both exporting too.
+struct TracedFailover {
+    hub: Hub,
+    _spokes: [Spoke; 2],
+    _upstreams: [FakeOpenAi; 2],
+}
+
+impl TracedFailover {
+    async fn start(otlp: SocketAddr) -> TracedFailover {
+        let endpoint = format!("http://{otlp}");
+        let (ua, ub) = (
+            FakeOpenAi::start().await.unwrap(),
+            FakeOpenAi::start().await.unwrap(),
+        );
+        ua.set_behavior(
+            "m1",
+            Behavior::Error {
+                error: ErrorKind::ServiceUnavailable,
+            },
+        );
+        let spoke_env = [
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ];
+        // Spokes take the endpoint from the environment, the hub from its config.
+        let a = Spoke::start_with_env(&spoke_config("acct-a", &ua, NO_BREAKER), &spoke_env)
+            .await
+            .unwrap();
+        let b = Spoke::start_with_env(&spoke_config("acct-b", &ub, ""), &spoke_env)
+            .await
+            .unwrap();
+        let hub = Hub::start(
+            &format!(
+                "{DEMO_TWO_POOLS}{}{}\n[telemetry]\notlp_endpoint = \"{endpoint}\"\n",
+                pool("p1", a.proc.addr()),
+                pool("p2", b.proc.addr())
+            ),
+            &[("OTEL_BSP_SCHEDULE_DELAY", "100")],
+        )
+        .await;
+        hub.wait_healthy(2).await;
+        TracedFailover {
+            hub,
+            _spokes: [a, b],
+            _upstreams: [ua, ub],
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Tests
 
@@ -263,38 +313,8 @@ impl Collector {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn otlp_one_trace_across_hub_and_spokes_with_genai_attributes() {
     let (collector, otlp) = Collector::start().await;
-    let endpoint = format!("http://{otlp}");
-    let (ua, ub) = (
-        FakeOpenAi::start().await.unwrap(),
-        FakeOpenAi::start().await.unwrap(),
-    );
-    ua.set_behavior(
-        "m1",
-        Behavior::Error {
-            error: ErrorKind::ServiceUnavailable,
-        },
-    );
-    let spoke_env = [
-        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
-        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
-    ];
-    // Spokes take the endpoint from the environment, the hub from its config.
-    let a = Spoke::start_with_env(&spoke_config("acct-a", &ua, NO_BREAKER), &spoke_env)
-        .await
-        .unwrap();
-    let b = Spoke::start_with_env(&spoke_config("acct-b", &ub, ""), &spoke_env)
-        .await
-        .unwrap();
-    let hub = Hub::start(
-        &format!(
-            "{DEMO_TWO_POOLS}{}{}\n[telemetry]\notlp_endpoint = \"{endpoint}\"\n",
-            pool("p1", a.proc.addr()),
-            pool("p2", b.proc.addr())
-        ),
-        &[("OTEL_BSP_SCHEDULE_DELAY", "100")],
-    )
-    .await;
-    hub.wait_healthy(2).await;
+    let stack = TracedFailover::start(otlp).await;
+    let hub = &stack.hub;
 
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
     let client_parent = "00f067aa0ba902b7";
@@ -1597,37 +1617,8 @@ const INT_ATTRIBUTES: &[&str] = &[
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn span_attributes_keep_their_semantic_convention_types_on_both_tiers() {
     let (collector, otlp) = Collector::start().await;
-    let endpoint = format!("http://{otlp}");
-    let (ua, ub) = (
-        FakeOpenAi::start().await.unwrap(),
-        FakeOpenAi::start().await.unwrap(),
-    );
-    ua.set_behavior(
-        "m1",
-        Behavior::Error {
-            error: ErrorKind::ServiceUnavailable,
-        },
-    );
-    let spoke_env = [
-        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
-        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
-    ];
-    let a = Spoke::start_with_env(&spoke_config("acct-a", &ua, NO_BREAKER), &spoke_env)
-        .await
-        .unwrap();
-    let b = Spoke::start_with_env(&spoke_config("acct-b", &ub, ""), &spoke_env)
-        .await
-        .unwrap();
-    let hub = Hub::start(
-        &format!(
-            "{DEMO_TWO_POOLS}{}{}\n[telemetry]\notlp_endpoint = \"{endpoint}\"\n",
-            pool("p1", a.proc.addr()),
-            pool("p2", b.proc.addr())
-        ),
-        &[("OTEL_BSP_SCHEDULE_DELAY", "100")],
-    )
-    .await;
-    hub.wait_healthy(2).await;
+    let stack = TracedFailover::start(otlp).await;
+    let hub = &stack.hub;
 
     let trace_id = "5bf92f3577b34da6a3ce929d0e0e4737";
     let r = reqwest::Client::new()
