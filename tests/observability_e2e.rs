@@ -179,6 +179,8 @@ struct RSpan {
     span_id: String,
     parent: String,
     attrs: BTreeMap<String, String>,
+    /// The attributes as exported, with their OTLP value types.
+    values: BTreeMap<String, AnyValue>,
 }
 
 fn any_text(v: &Option<opentelemetry_proto::tonic::common::v1::AnyValue>) -> String {
@@ -236,12 +238,70 @@ impl Collector {
                             span_id: hex::encode(&s.span_id),
                             parent: hex::encode(&s.parent_span_id),
                             attrs: a,
+                            values: s
+                                .attributes
+                                .iter()
+                                .filter_map(|kv| {
+                                    let v = kv.value.as_ref()?.value.clone()?;
+                                    Some((kv.key.clone(), v))
+                                })
+                                .collect(),
                         });
                     }
                 }
             }
         }
         out
+    }
+}
+
+/// Two spokes exporting spans to a collector, p1's upstream failing (so a request fails over
+/// to p2), and a hub in front of both exporting too.
+struct TracedFailover {
+    hub: Hub,
+    _spokes: [Spoke; 2],
+    _upstreams: [FakeOpenAi; 2],
+}
+
+impl TracedFailover {
+    async fn start(otlp: SocketAddr) -> TracedFailover {
+        let endpoint = format!("http://{otlp}");
+        let (ua, ub) = (
+            FakeOpenAi::start().await.unwrap(),
+            FakeOpenAi::start().await.unwrap(),
+        );
+        ua.set_behavior(
+            "m1",
+            Behavior::Error {
+                error: ErrorKind::ServiceUnavailable,
+            },
+        );
+        let spoke_env = [
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ];
+        // Spokes take the endpoint from the environment, the hub from its config.
+        let a = Spoke::start_with_env(&spoke_config("acct-a", &ua, NO_BREAKER), &spoke_env)
+            .await
+            .unwrap();
+        let b = Spoke::start_with_env(&spoke_config("acct-b", &ub, ""), &spoke_env)
+            .await
+            .unwrap();
+        let hub = Hub::start(
+            &format!(
+                "{DEMO_TWO_POOLS}{}{}\n[telemetry]\notlp_endpoint = \"{endpoint}\"\n",
+                pool("p1", a.proc.addr()),
+                pool("p2", b.proc.addr())
+            ),
+            &[("OTEL_BSP_SCHEDULE_DELAY", "100")],
+        )
+        .await;
+        hub.wait_healthy(2).await;
+        TracedFailover {
+            hub,
+            _spokes: [a, b],
+            _upstreams: [ua, ub],
+        }
     }
 }
 
@@ -253,38 +313,8 @@ impl Collector {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn otlp_one_trace_across_hub_and_spokes_with_genai_attributes() {
     let (collector, otlp) = Collector::start().await;
-    let endpoint = format!("http://{otlp}");
-    let (ua, ub) = (
-        FakeOpenAi::start().await.unwrap(),
-        FakeOpenAi::start().await.unwrap(),
-    );
-    ua.set_behavior(
-        "m1",
-        Behavior::Error {
-            error: ErrorKind::ServiceUnavailable,
-        },
-    );
-    let spoke_env = [
-        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
-        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
-    ];
-    // Spokes take the endpoint from the environment, the hub from its config.
-    let a = Spoke::start_with_env(&spoke_config("acct-a", &ua, NO_BREAKER), &spoke_env)
-        .await
-        .unwrap();
-    let b = Spoke::start_with_env(&spoke_config("acct-b", &ub, ""), &spoke_env)
-        .await
-        .unwrap();
-    let hub = Hub::start(
-        &format!(
-            "{DEMO_TWO_POOLS}{}{}\n[telemetry]\notlp_endpoint = \"{endpoint}\"\n",
-            pool("p1", a.proc.addr()),
-            pool("p2", b.proc.addr())
-        ),
-        &[("OTEL_BSP_SCHEDULE_DELAY", "100")],
-    )
-    .await;
-    hub.wait_healthy(2).await;
+    let stack = TracedFailover::start(otlp).await;
+    let hub = &stack.hub;
 
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
     let client_parent = "00f067aa0ba902b7";
@@ -1565,4 +1595,347 @@ async fn every_surface_has_a_request_span_under_the_client_traceparent() {
         .find(|s| s.trace_id == calls[0].0 && s.name == "hub.request")
         .unwrap();
     assert_eq!(anth.attrs["gen_ai.request.temperature"], "0.25");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Attribute types and metric descriptions (issue 20, part 3)
+
+/// Integer attributes of the semantic conventions (and ours): each must arrive as an OTLP int.
+const INT_ATTRIBUTES: &[&str] = &[
+    "gen_ai.usage.input_tokens",
+    "gen_ai.usage.output_tokens",
+    "gen_ai.request.max_tokens",
+    "http.response.status_code",
+    "switchyard.attempts",
+    "switchyard.attempt",
+    "switchyard.candidates",
+];
+
+/// A request with parameters whose `f32` widening is visible (0.3, 0.9), through a hub whose
+/// first pool fails (two attempts), with both tiers exporting to the collector: every integer
+/// attribute is an OTLP int and the floats arrive as written, on both tiers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn span_attributes_keep_their_semantic_convention_types_on_both_tiers() {
+    let (collector, otlp) = Collector::start().await;
+    let stack = TracedFailover::start(otlp).await;
+    let hub = &stack.hub;
+
+    let trace_id = "5bf92f3577b34da6a3ce929d0e0e4737";
+    let r = reqwest::Client::new()
+        .post(hub.url("/v1/chat/completions"))
+        .bearer_auth(KEY)
+        .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
+        .json(&json!({
+            "model": "demo", "max_tokens": 50, "temperature": 0.3, "top_p": 0.9,
+            "messages": [{"role": "user", "content": PROMPT}],
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "x-switchyard-attempts"), "2");
+
+    let ours = || -> Vec<RSpan> {
+        collector
+            .spans()
+            .into_iter()
+            .filter(|s| s.trace_id == trace_id)
+            .collect()
+    };
+    let arrived = eventually(Duration::from_secs(20), || async {
+        let spans = ours();
+        let count = |n: &str| spans.iter().filter(|s| s.name == n).count();
+        count("hub.request") == 1
+            && count("hub.route") >= 1
+            && count("hub.spoke_attempt") == 2
+            && count("spoke.infer") == 2
+    })
+    .await;
+    let spans = ours();
+    assert!(arrived, "spans missing: {spans:#?}");
+
+    let int = |s: &RSpan, key: &str| -> i64 {
+        match s.values.get(key) {
+            Some(AnyValue::IntValue(i)) => *i,
+            other => panic!("{} {key}: {other:?}, not an int", s.name),
+        }
+    };
+    let double = |s: &RSpan, key: &str| -> f64 {
+        match s.values.get(key) {
+            Some(AnyValue::DoubleValue(d)) => *d,
+            other => panic!("{} {key}: {other:?}, not a double", s.name),
+        }
+    };
+    let one = |name: &str| spans.iter().find(|s| s.name == name).unwrap();
+
+    let root = one("hub.request");
+    assert_eq!(int(root, "gen_ai.request.max_tokens"), 50);
+    assert_eq!(int(root, "http.response.status_code"), 200);
+    assert_eq!(int(root, "switchyard.attempts"), 2);
+    assert!(int(root, "gen_ai.usage.input_tokens") > 0);
+    assert!(int(root, "gen_ai.usage.output_tokens") > 0);
+    assert_eq!(double(root, "gen_ai.request.temperature"), 0.3);
+    assert_eq!(double(root, "gen_ai.request.top_p"), 0.9);
+    assert!(matches!(
+        root.values.get("switchyard.stream"),
+        Some(AnyValue::BoolValue(false))
+    ));
+    assert_eq!(int(one("hub.route"), "switchyard.candidates"), 2);
+    let mut attempts: Vec<i64> = spans
+        .iter()
+        .filter(|s| s.name == "hub.spoke_attempt")
+        .map(|s| int(s, "switchyard.attempt"))
+        .collect();
+    attempts.sort_unstable();
+    assert_eq!(attempts, vec![1, 2]);
+
+    let served = spans
+        .iter()
+        .find(|s| s.name == "spoke.infer" && s.attrs["switchyard.route.account"] == "acct-b")
+        .unwrap();
+    assert_eq!(int(served, "gen_ai.request.max_tokens"), 50);
+    assert_eq!(double(served, "gen_ai.request.temperature"), 0.3);
+    assert_eq!(double(served, "gen_ai.request.top_p"), 0.9);
+    assert_eq!(
+        int(served, "gen_ai.usage.input_tokens"),
+        int(root, "gen_ai.usage.input_tokens")
+    );
+    assert_eq!(
+        int(served, "gen_ai.usage.output_tokens"),
+        int(root, "gen_ai.usage.output_tokens")
+    );
+    assert!(int(served, "switchyard.attempts") >= 1);
+
+    // Whatever span carries them, on either tier: integers are ints, never strings.
+    for s in &spans {
+        for key in INT_ATTRIBUTES {
+            if s.values.contains_key(*key) {
+                int(s, key);
+            }
+        }
+    }
+}
+
+/// A Python with `prometheus_client` (`SWITCHYARD_TEST_PYTHON`, else `tests/.venv`, which
+/// `scripts/test` creates, else `python3`).
+fn python() -> String {
+    std::env::var("SWITCHYARD_TEST_PYTHON").unwrap_or_else(|_| {
+        let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/.venv/bin/python");
+        if venv.exists() {
+            venv.display().to_string()
+        } else {
+            "python3".into()
+        }
+    })
+}
+
+/// `text` parsed by `prometheus_client`'s text-format parser (it raises on a malformed line):
+/// each family's (name as in the exposition, type, help).
+fn parse_with_prometheus_client(text: &str) -> Vec<(String, String, String)> {
+    use std::io::Write as _;
+    const SCRIPT: &str = "import sys, json\n\
+        from prometheus_client.parser import text_string_to_metric_families as parse\n\
+        out = []\n\
+        for f in parse(sys.stdin.read()):\n\
+        \x20   name = f.name + '_total' if f.type == 'counter' else f.name\n\
+        \x20   out.append([name, f.type, f.documentation])\n\
+        print(json.dumps(out))\n";
+    let mut child = std::process::Command::new(python())
+        .args(["-c", SCRIPT])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python (run scripts/test, or make tests/.venv with prometheus-client)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "prometheus_client refused the exposition: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The metric table of `section` (`### Hub` / `### Spoke`) in docs/observability.md:
+/// name → (type, meaning without Markdown).
+fn documented_metrics(section: &str) -> BTreeMap<String, (String, String)> {
+    let doc = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/observability.md"),
+    )
+    .unwrap();
+    let start = doc.find(section).unwrap();
+    let rest = &doc[start + section.len()..];
+    let end = rest.find("\n#").unwrap_or(rest.len());
+    rest[..end]
+        .lines()
+        .filter(|l| l.starts_with("| `switchyard_"))
+        .map(|l| {
+            let cells: Vec<&str> = l.trim().trim_matches('|').split(" | ").collect();
+            (
+                cells[0].trim().trim_matches('`').to_string(),
+                (
+                    cells[1].trim().to_string(),
+                    cells[3].trim().replace('`', ""),
+                ),
+            )
+        })
+        .collect()
+}
+
+/// Checks one tier's exposition: the text format's structure line by line (each family one
+/// `# HELP` then one `# TYPE` before its samples, samples named after their family, histogram
+/// series complete), `prometheus_client`'s parser, and every HELP text equal to the docs.
+fn check_exposition(tier: &str, text: &str, section: &str) -> BTreeSet<String> {
+    let mut help: BTreeMap<String, String> = BTreeMap::new();
+    let mut kind: BTreeMap<String, String> = BTreeMap::new();
+    let mut current: Option<String> = None;
+    let mut sampled: BTreeSet<String> = BTreeSet::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, h) = rest.split_once(' ').unwrap_or((rest, ""));
+            assert!(!h.trim().is_empty(), "{tier}: empty HELP for {name}");
+            assert!(
+                help.insert(name.to_string(), h.to_string()).is_none(),
+                "{tier}: a second HELP for {name}"
+            );
+            assert!(
+                !kind.contains_key(name),
+                "{tier}: HELP after TYPE for {name}"
+            );
+            current = Some(name.to_string());
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, t) = rest.split_once(' ').unwrap();
+            assert_eq!(
+                current.as_deref(),
+                Some(name),
+                "{tier}: TYPE {name} without its HELP first"
+            );
+            assert!(
+                kind.insert(name.to_string(), t.to_string()).is_none(),
+                "{tier}: a second TYPE for {name}"
+            );
+        } else {
+            assert!(!line.starts_with('#'), "{tier}: stray comment {line:?}");
+            let series = line.rsplit_once(' ').unwrap().0;
+            let name = series.split('{').next().unwrap();
+            let family = current.clone().unwrap_or_default();
+            let ok = match kind.get(&family).map(String::as_str) {
+                Some("histogram") => [
+                    format!("{family}_bucket"),
+                    format!("{family}_sum"),
+                    format!("{family}_count"),
+                ]
+                .contains(&name.to_string()),
+                Some(_) => name == family,
+                None => false,
+            };
+            assert!(ok, "{tier}: sample {line:?} outside its family ({family})");
+            sampled.insert(family);
+        }
+    }
+    assert!(!help.is_empty(), "{tier}: no metric families at all");
+    for family in &sampled {
+        assert!(help.contains_key(family), "{tier}: {family} has no HELP");
+    }
+
+    let parsed = parse_with_prometheus_client(text);
+    assert_eq!(parsed.len(), help.len(), "{tier}: families {parsed:?}");
+    for (name, t, h) in &parsed {
+        assert!(
+            !h.is_empty(),
+            "{tier}: prometheus_client found no HELP for {name}"
+        );
+        assert_eq!(Some(t), kind.get(name), "{tier}: {name} type");
+    }
+
+    let docs = documented_metrics(section);
+    for (name, h) in &help {
+        let (t, meaning) = docs
+            .get(name)
+            .unwrap_or_else(|| panic!("{tier}: {name} is not in docs/observability.md {section}"));
+        assert_eq!(h, meaning, "{tier}: HELP of {name} differs from the docs");
+        assert_eq!(Some(t), kind.get(name), "{tier}: {name} documented as {t}");
+    }
+    help.into_keys().collect()
+}
+
+/// After traffic that touches most metric families (a failover, a stream, a refused request),
+/// every family on both tiers has a `# HELP` line with the text of
+/// docs/observability.md, and the exposition passes a strict reading of the text format and
+/// `prometheus_client`'s parser.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_metric_family_has_help_and_the_exposition_parses_strictly() {
+    let (ua, ub) = (
+        FakeOpenAi::start().await.unwrap(),
+        FakeOpenAi::start().await.unwrap(),
+    );
+    ua.set_behavior(
+        "m1",
+        Behavior::Error {
+            error: ErrorKind::ServiceUnavailable,
+        },
+    );
+    let a = Spoke::start(&spoke_config("acct-a", &ua, NO_BREAKER))
+        .await
+        .unwrap();
+    let b = Spoke::start(&spoke_config("acct-b", &ub, ""))
+        .await
+        .unwrap();
+    let hub = Hub::start(
+        &format!(
+            "{DEMO_TWO_POOLS}{}{}",
+            pool("p1", a.proc.addr()),
+            pool("p2", b.proc.addr())
+        ),
+        &[],
+    )
+    .await;
+    hub.wait_healthy(2).await;
+    assert_eq!(hub.chat(false, &[]).await.status(), 200);
+    let r = hub.chat(true, &[]).await;
+    assert_eq!(r.status(), 200);
+    let _ = r.text().await;
+    let refused = reqwest::Client::new()
+        .post(hub.url("/v1/chat/completions"))
+        .bearer_auth("sk-wrong")
+        .json(&json!({"model": "demo", "messages": [{"role": "user", "content": "x"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+
+    let text = |url: String| async move { reqwest::get(url).await.unwrap().text().await.unwrap() };
+    settled(&hub.url("/metrics"), "switchyard_in_flight_requests").await;
+    let hub_families = check_exposition("hub", &text(hub.url("/metrics")).await, "### Hub");
+    for f in [
+        "switchyard_requests_total",
+        "switchyard_request_errors_total",
+        "switchyard_request_duration_seconds",
+        "switchyard_failovers_total",
+        "switchyard_spoke_healthy",
+        "switchyard_time_to_first_token_seconds",
+    ] {
+        assert!(
+            hub_families.contains(f),
+            "hub: {f} missing from {hub_families:?}"
+        );
+    }
+    for spoke in [&a, &b] {
+        let url = format!("{}/metrics", spoke.url());
+        settled(&url, "switchyard_spoke_in_flight_requests").await;
+        let families = check_exposition("spoke", &text(url).await, "### Spoke");
+        for f in [
+            "switchyard_spoke_requests_total",
+            "switchyard_upstream_attempts_total",
+            "switchyard_route_state",
+        ] {
+            assert!(families.contains(f), "spoke: {f} missing from {families:?}");
+        }
+    }
 }

@@ -114,6 +114,22 @@ def provider_pool_toml(name="bedrock", zone="spokes.internal", ttl=10) -> str:
     )
 
 
+def provider_pool_weighted_toml(name="bedrock", zone="spokes.internal", ttl=10, port=50051) -> str:
+    """The provider_pool module's hub_provider_toml_weighted heredoc, rendered."""
+    text = (MODULES / "provider_pool" / "outputs.tf").read_text()
+    output = text[text.index('output "hub_provider_toml_weighted"') :]
+    body = re.search(r"<<-EOT\n(.*?)\n\s*EOT", output, re.S).group(1)
+    lines = body.splitlines()
+    indent = min(len(line) - len(line.lstrip()) for line in lines if line.strip())
+    body = "\n".join(line[indent:] for line in lines) + "\n"
+    return (
+        body.replace("${var.name}", name)
+        .replace("${local.fqdn}", f"{name}.{zone}")
+        .replace("${var.ttl}", str(ttl))
+        .replace("${var.port}", str(port))
+    )
+
+
 def rendered_spoke() -> str:
     regions = list(dict.fromkeys(r for m in MODELS for r in m["regions"]))
     return render(
@@ -191,6 +207,24 @@ def test_hub_template_renders_valid_toml_with_the_srv_pool():
     }
     chat = next(a for a in doc["aliases"] if a["name"] == "chat-default")
     assert [c["model"] for c in chat["candidates"]] == ["claude-haiku", "claude-sonnet"]
+
+
+def test_weighted_pool_output_renders_a_weighted_provider():
+    (pool,) = tomllib.loads(provider_pool_weighted_toml())["providers"]
+    assert pool == {
+        "name": "bedrock",
+        "dns": "bedrock.spokes.internal",
+        "dns_record": "weighted",
+        "dns_port": 50051,
+        "dns_max_ttl": "10s",
+        "health": {"interval": "5s", "timeout": "2s", "healthy_threshold": 2, "unhealthy_threshold": 2},
+    }
+
+
+def test_hub_binary_accepts_the_weighted_pool_output(tmp_path):
+    hub = rendered_hub().replace(provider_pool_toml(), provider_pool_weighted_toml())
+    assert 'dns_record = "weighted"' in hub
+    check_with_binary("hub", hub, tmp_path)
 
 
 def test_spoke_binary_accepts_the_rendered_spoke_config(tmp_path):

@@ -40,6 +40,13 @@ struct Args {
     /// The fake's pause before each of the 12 chunks in the memory scenario (ms).
     #[arg(long, default_value_t = 250)]
     hold_chunk_delay_ms: u64,
+    /// Open-loop rate of the content-policy scenario (the same request as a tenant without and
+    /// with a policy).
+    #[arg(long, default_value_t = 200.0)]
+    policy_rate: f64,
+    /// Run only the content-policy scenario and print its figures (no report files written).
+    #[arg(long)]
+    policy_only: bool,
     /// Where to write the JSON figures.
     #[arg(long, default_value = "docs/benchmarks.json")]
     json: PathBuf,
@@ -69,12 +76,23 @@ async fn main() -> anyhow::Result<()> {
         stream_chunk_delay_ms: args.stream_chunk_delay_ms,
         concurrent_streams: args.concurrent_streams,
         hold_chunk_delay_ms: args.hold_chunk_delay_ms,
+        policy_rate: args.policy_rate,
     };
     progress(&format!(
         "starting fake → spoke → hub from {}",
         bin_dir.display()
     ));
     let stack = Stack::start(&bin_dir).await?;
+    if args.policy_only {
+        let client = switchyard_bench::load::client(256)?;
+        let phase = std::time::Duration::from_secs_f64(args.phase_secs);
+        let cost = scenarios::policy_cost(&stack, &client, args.policy_rate, phase).await?;
+        #[expect(clippy::print_stdout, reason = "the figures are this binary's output")]
+        {
+            println!("{}", serde_json::to_string_pretty(&cost)?);
+        }
+        return Ok(());
+    }
     let results = scenarios::run(&stack, &plan).await?;
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)

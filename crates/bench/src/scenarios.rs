@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::load::{self, OpenStreams, PhaseResult, Target};
-use crate::stack::{API_KEY, Stack, request_body};
+use crate::stack::{API_KEY, POLICY_API_KEY, Stack, policy_request_body, request_body};
 use crate::stats::Added;
 use crate::sys::{self, Load};
 
@@ -29,6 +29,8 @@ pub struct Plan {
     pub concurrent_streams: usize,
     /// The fake's pause before each chunk in the memory scenario (12 content chunks per stream).
     pub hold_chunk_delay_ms: u64,
+    /// Open-loop rate of the content-policy scenario.
+    pub policy_rate: f64,
 }
 
 /// Direct and gateway results of one scenario point.
@@ -76,6 +78,22 @@ pub struct Memory {
     pub burst: PhaseResult,
 }
 
+/// The content policy's cost: the same request through the hub for a tenant without a policy
+/// and for one with deny rules and PII redaction, back to back at the same rate.
+#[derive(Clone, Debug, Serialize)]
+pub struct PolicyCost {
+    pub off: PhaseResult,
+    pub on: PhaseResult,
+    /// on − off, latency percentiles.
+    pub added_latency: Added,
+    /// on − off, the hub's self-reported overhead (`x-switchyard-overhead-ms`) percentiles.
+    pub added_hub_self: Added,
+    /// on − off, the hub's CPU time per request (µs).
+    pub added_hub_cpu_us: f64,
+    /// The request body's size (bytes).
+    pub body_bytes: usize,
+}
+
 /// Everything one run measured.
 #[derive(Clone, Debug, Serialize)]
 pub struct Results {
@@ -84,6 +102,7 @@ pub struct Results {
     pub saturation: Pair,
     pub streaming: Pair,
     pub memory: Memory,
+    pub policy: PolicyCost,
     pub load_before: Load,
     pub load_after: Load,
 }
@@ -161,6 +180,8 @@ pub async fn run(stack: &Stack, plan: &Plan) -> anyhow::Result<Results> {
         streaming.hub.error_count()
     ));
 
+    let policy = policy_cost(stack, &client, plan.policy_rate, phase).await?;
+
     stack.reset_fake().await?;
     stack.set_chunk_delay(plan.hold_chunk_delay_ms).await?;
     concurrent_streams(stack, &client, &sh, plan.concurrent_streams, &mut memory).await?;
@@ -185,9 +206,57 @@ pub async fn run(stack: &Stack, plan: &Plan) -> anyhow::Result<Results> {
         saturation,
         streaming,
         memory,
+        policy,
         load_before,
         load_after: Load::now(),
     })
+}
+
+/// The policy scenario: [`policy_request_body`] through the hub at `rate`, first as the tenant
+/// without a policy, then as the one with it.
+pub async fn policy_cost(
+    stack: &Stack,
+    client: &reqwest::Client,
+    rate: f64,
+    phase: Duration,
+) -> anyhow::Result<PolicyCost> {
+    let body = policy_request_body();
+    let target = |name: &str, key: &str| Target {
+        name: name.to_string(),
+        url: stack.hub_url(),
+        bearer: Some(key.to_string()),
+        body: body.clone(),
+        stream: false,
+    };
+    let (off, on) = (
+        target("hub-policy-off", API_KEY),
+        target("hub-policy-on", POLICY_API_KEY),
+    );
+    for t in [&off, &on] {
+        load::closed_loop(client, t, 4, Duration::from_secs(1)).await?;
+    }
+    let off = measured(stack, || load::open_loop(client, &off, rate, phase)).await?;
+    let on = measured(stack, || load::open_loop(client, &on, rate, phase)).await?;
+    let hub_cpu = |p: &PhaseResult| p.cpu_us_per_request.get("hub").copied().unwrap_or(0.0);
+    let cost = PolicyCost {
+        added_latency: on.latency.minus(&off.latency),
+        added_hub_self: on.hub_overhead.minus(&off.hub_overhead),
+        added_hub_cpu_us: hub_cpu(&on) - hub_cpu(&off),
+        body_bytes: body.len(),
+        off,
+        on,
+    };
+    progress(&format!(
+        "content policy {rate}/s ({} B body): added p50 {:.3} p99 {:.3} ms, hub self p50 {:.3} ms, hub CPU {:+.0} µs/request, errors {}/{}",
+        cost.body_bytes,
+        cost.added_latency.p50_ms,
+        cost.added_latency.p99_ms,
+        cost.added_hub_self.p50_ms,
+        cost.added_hub_cpu_us,
+        cost.off.error_count(),
+        cost.on.error_count()
+    ));
+    Ok(cost)
 }
 
 /// Resets the fake, then runs one phase.

@@ -12,6 +12,16 @@ use switchyard_testkit::process::{Proc, write_config};
 pub const API_KEY: &str = "sk-bench-key";
 /// `printf %s sk-bench-key | sha256sum`
 pub const API_KEY_SHA256: &str = "780c00844f279a58fce645ca8e6fc1e36611198b7ed0ccefdbfb401dec997b97";
+/// The key of the second tenant, whose content policy is on (deny rules + PII redaction).
+pub const POLICY_API_KEY: &str = "sk-bench-policy-key";
+/// `printf %s sk-bench-policy-key | sha256sum`
+pub const POLICY_API_KEY_SHA256: &str =
+    "e0f24c1699700b18f3adca91fd7a4a0b611ed04e441f1af9d4ce2bdb583e3882";
+/// The policy tenant's `[tenants.policy]`: five deny rules of the usual kind and PII redaction.
+pub const POLICY_TOML: &str = r#"[tenants.policy]
+deny = ['(?i)ignore (all )?previous instructions', '(?i)\bproject falcon\b', '(?i)disregard (the|your) (system|above) prompt', '(?i)you are now (dan|developer mode)', '(?i)\bbegin (rsa|openssh) private key\b']
+pii = "redact"
+"#;
 /// The model id: the spoke's model, the fake's model and the hub alias all use it, so the direct
 /// and the gateway request bodies are byte-for-byte the same.
 pub const MODEL: &str = "bench-model";
@@ -63,7 +73,7 @@ impl Stack {
                 "listen = \"127.0.0.1:0\"\naccount = \"bench\"\nprovider = \"openai\"\n\
                  default_timeout = \"30s\"\ndrain_timeout = \"5s\"\n\
                  [[regions]]\nname = \"local\"\nendpoint = \"{}/v1\"\n\
-                 [[models]]\nid = \"{MODEL}\"\nstreaming = true\n",
+                 [[models]]\nid = \"{MODEL}\"\nstreaming = true\ntools = true\n",
                 fake.url()
             ),
             "toml",
@@ -85,6 +95,7 @@ impl Stack {
             &format!(
                 "listen = \"127.0.0.1:0\"\ndrain_timeout = \"5s\"\n[audit]\npath = \"{}\"\n\
                  [[tenants]]\nname = \"bench\"\napi_key_sha256 = [\"{API_KEY_SHA256}\"]\naliases = [\"*\"]\n\
+                 [[tenants]]\nname = \"bench-policy\"\napi_key_sha256 = [\"{POLICY_API_KEY_SHA256}\"]\naliases = [\"*\"]\n{POLICY_TOML}\
                  [[aliases]]\nname = \"{MODEL}\"\ncandidates = [{{ provider = \"openai\", model = \"{MODEL}\" }}]\n\
                  [[providers]]\nname = \"openai\"\nspokes = [{{ addr = \"{}\" }}]\nhealth = {{ interval = \"2s\" }}\n",
                 audit.display(),
@@ -163,5 +174,36 @@ pub fn request_body(stream: bool) -> bytes::Bytes {
     if stream {
         v["stream"] = serde_json::Value::Bool(true);
     }
+    bytes::Bytes::from(v.to_string())
+}
+
+/// The body of the policy scenario, sent by both tenants: a system prompt, a four-turn
+/// conversation (about 2 KB of text, one e-mail address that redaction replaces), a tool with a
+/// parameter schema, a tool call and its result, and stop sequences — every field the policy
+/// reads.
+pub fn policy_request_body() -> bytes::Bytes {
+    let para = "The quarterly report covers revenue, churn and the hiring plan for the next two \
+                quarters; summarise the risks and the open questions for the leadership team. ";
+    let v = serde_json::json!({
+        "model": MODEL,
+        "max_tokens": 64,
+        "stop": ["END", "Human:"],
+        "messages": [
+            {"role": "system", "content": format!("You are a careful analyst. {para}")},
+            {"role": "user", "content": format!("{}Send the summary to jane.doe@example.com.", para.repeat(4))},
+            {"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function",
+                "function": {"name": "fetch_report", "arguments": "{\"quarter\": \"Q3\", \"sections\": [\"revenue\", \"churn\"]}"}}]},
+            {"role": "tool", "tool_call_id": "c1", "content": para.repeat(3)},
+            {"role": "user", "content": format!("Thanks. {}", para.repeat(2))},
+        ],
+        "tools": [{"type": "function", "function": {
+            "name": "fetch_report",
+            "description": "Fetches a section of the quarterly report by quarter and section name.",
+            "parameters": {"type": "object", "properties": {
+                "quarter": {"type": "string", "enum": ["Q1", "Q2", "Q3", "Q4"], "description": "The fiscal quarter."},
+                "sections": {"type": "array", "items": {"type": "string"}, "description": "Section names to fetch."}
+            }, "required": ["quarter"]}
+        }}],
+    });
     bytes::Bytes::from(v.to_string())
 }

@@ -1,7 +1,7 @@
 //! The process-wide Prometheus recorder behind the `metrics` facade (`counter!`, `histogram!`,
 //! `gauge!`), rendered by `GET /metrics` on the hub and the spoke.
 
-use std::sync::OnceLock;
+use std::sync::{Once, OnceLock};
 use std::time::Duration;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -46,4 +46,37 @@ pub fn start() {
 /// The Prometheus text exposition of every metric recorded so far.
 pub fn render() -> String {
     handle().render()
+}
+
+/// A metric family's type, for its description (see [`Family`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// One metric family: its name, type and the text of its `# HELP` line (the meaning column of
+/// the metric tables in `docs/observability.md`).
+pub type Family = (&'static str, Kind, &'static str);
+
+/// Registers each family's `# HELP` text with the recorder (installing it first). A family keeps
+/// the first text it was given.
+pub fn describe(families: &[Family]) {
+    let _ = handle();
+    for &(name, kind, help) in families {
+        match kind {
+            Kind::Counter => metrics::describe_counter!(name, help),
+            Kind::Gauge => metrics::describe_gauge!(name, help),
+            Kind::Histogram => metrics::describe_histogram!(name, help),
+        }
+    }
+}
+
+/// [`render`], with every family of `families` described first (once per process), so each
+/// family in the exposition has its `# HELP` line. A tier passes its own table.
+pub fn render_with_help(families: &[Family]) -> String {
+    static DESCRIBED: Once = Once::new();
+    DESCRIBED.call_once(|| describe(families));
+    render()
 }

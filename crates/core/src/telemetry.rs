@@ -244,6 +244,24 @@ impl SpanExporter for OnRuntime {
     }
 }
 
+/// A span attribute value for an integer, exported as an OTLP `int`: `tracing` hands unsigned
+/// integers to the OpenTelemetry layer through `Debug`, which exports them as strings, so every
+/// integer attribute (token counts, `max_tokens`, status codes, counts) goes through here.
+/// Saturates at `i64::MAX`.
+pub fn int(v: impl TryInto<i64>) -> i64 {
+    v.try_into().unwrap_or(i64::MAX)
+}
+
+/// A span attribute value for an `f32` request parameter (temperature, top_p), exported as an
+/// OTLP `double`: the shortest decimal that reads back as the same `f32`, so `0.3` arrives as
+/// `0.3`, not as the widened `0.30000001192092896`.
+pub fn float(v: f32) -> f64 {
+    if !v.is_finite() {
+        return f64::from(v);
+    }
+    v.to_string().parse().unwrap_or(f64::from(v))
+}
+
 /// Writes the current span's W3C trace context (`traceparent`, `tracestate`) into `carrier`.
 pub fn inject(span: &tracing::Span, carrier: &mut dyn Injector) {
     if !tracing_enabled() {
@@ -305,6 +323,18 @@ mod tests {
             capture_content: false,
         };
         assert_eq!(bad.problems().len(), 1);
+    }
+
+    #[test]
+    fn attribute_values_keep_their_types() {
+        assert_eq!(int(7u32), 7i64);
+        assert_eq!(int(200u16), 200i64);
+        assert_eq!(int(u64::MAX), i64::MAX);
+        assert_eq!(float(0.3), 0.3f64);
+        assert_eq!(float(0.7), 0.7f64);
+        assert_eq!(float(1.0), 1.0f64);
+        assert_eq!(float(0.1234567), 0.1234567f64);
+        assert_ne!(f64::from(0.3f32), 0.3f64);
     }
 
     #[test]

@@ -236,10 +236,7 @@ pub fn require_admin(hub: &Hub, headers: &HeaderMap) -> Result<(), HubError> {
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     let basic = authorization
-        .and_then(|v| {
-            v.strip_prefix("Basic ")
-                .or_else(|| v.strip_prefix("basic "))
-        })
+        .and_then(|v| crate::headers::credentials(v, "basic"))
         .and_then(|b64| {
             use base64::Engine;
             base64::engine::general_purpose::STANDARD
@@ -257,11 +254,8 @@ pub fn require_admin(hub: &Hub, headers: &HeaderMap) -> Result<(), HubError> {
         .map(|k| k.trim().to_string())
         .or_else(|| {
             authorization
-                .and_then(|v| {
-                    v.strip_prefix("Bearer ")
-                        .or_else(|| v.strip_prefix("bearer "))
-                })
-                .map(|k| k.trim().to_string())
+                .and_then(crate::headers::bearer_token)
+                .map(str::to_string)
         })
         .or(basic)
         .ok_or(HubError::Unauthorized)?;

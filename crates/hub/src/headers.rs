@@ -38,6 +38,22 @@ pub const CACHE: &str = "x-switchyard-cache";
 /// The prompt template used, `name@version`.
 pub const PROMPT: &str = "x-switchyard-prompt";
 
+/// The token of an `Authorization: Bearer <token>` value (see [`credentials`]).
+pub fn bearer_token(value: &str) -> Option<&str> {
+    credentials(value, "bearer")
+}
+
+/// The credentials of an `Authorization` value using `scheme`: the scheme matches in any letter
+/// case and one or more spaces may follow it (RFC 9110 §11.1, §11.4); the credentials come
+/// trimmed. `None` for another scheme or empty credentials.
+pub fn credentials<'a>(value: &'a str, scheme: &str) -> Option<&'a str> {
+    let (given, rest) = value.trim_start().split_once(' ')?;
+    if !given.eq_ignore_ascii_case(scheme) {
+        return None;
+    }
+    Some(rest.trim()).filter(|t| !t.is_empty())
+}
+
 /// Sets `name` to `value`; a value that is not a valid header value is left out.
 pub fn set(h: &mut HeaderMap, name: &'static str, value: &str) {
     if let Ok(v) = HeaderValue::from_str(value) {
@@ -111,6 +127,33 @@ pub fn ratelimit(h: &mut HeaderMap, state: &RateState) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bearer_scheme_in_any_case() {
+        for v in [
+            "Bearer sk-1",
+            "bearer sk-1",
+            "BEARER sk-1",
+            "bEaReR sk-1",
+            "Bearer   sk-1 ",
+        ] {
+            assert_eq!(bearer_token(v), Some("sk-1"), "{v:?}");
+        }
+        for v in [
+            "Basic sk-1",
+            "Bearer",
+            "Bearer   ",
+            "Bearersk-1",
+            "sk-1",
+            "",
+        ] {
+            assert_eq!(bearer_token(v), None, "{v:?}");
+        }
+        assert_eq!(
+            credentials("BASIC dXNlcjpwdw==", "basic"),
+            Some("dXNlcjpwdw==")
+        );
+    }
 
     #[test]
     fn reset_format() {

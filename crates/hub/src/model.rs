@@ -103,6 +103,9 @@ pub enum SpokeSource {
 pub struct DnsSource {
     pub name: String,
     pub srv: bool,
+    /// `dns_record = "weighted"`: A/AAAA records answered one set per query (Route 53 weighted
+    /// routing); the members are learnt over many answers (`outbound::dns::WeightedMembers`).
+    pub weighted: bool,
     pub port: u16,
     pub server: Option<SocketAddr>,
     pub min_ttl: Duration,

@@ -302,7 +302,7 @@ pub async fn metrics_handler(State(engine): State<Arc<Engine>>) -> Response {
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        switchyard_core::prom::render(),
+        switchyard_core::prom::render_with_help(crate::observe::METRIC_FAMILIES),
     )
         .into_response()
 }

@@ -81,13 +81,13 @@ pub fn request_span(
     );
     if let Some(p) = &req.params {
         if let Some(m) = p.max_tokens {
-            span.record("gen_ai.request.max_tokens", m);
+            span.record("gen_ai.request.max_tokens", telemetry::int(m));
         }
         if let Some(t) = p.temperature {
-            span.record("gen_ai.request.temperature", f64::from(t));
+            span.record("gen_ai.request.temperature", telemetry::float(t));
         }
         if let Some(t) = p.top_p {
-            span.record("gen_ai.request.top_p", f64::from(t));
+            span.record("gen_ai.request.top_p", telemetry::float(t));
         }
     }
     telemetry::extract(&span, &MetadataExtractor(metadata));
@@ -371,10 +371,10 @@ impl Drop for SpokeRecord {
             s.record("switchyard.route.region", region.as_str());
             s.record("gen_ai.response.model", model.as_str());
         }
-        s.record("switchyard.attempts", self.attempts.len() as u64);
+        s.record("switchyard.attempts", telemetry::int(self.attempts.len()));
         if let Some((input, output)) = self.usage {
-            s.record("gen_ai.usage.input_tokens", input);
-            s.record("gen_ai.usage.output_tokens", output);
+            s.record("gen_ai.usage.input_tokens", telemetry::int(input));
+            s.record("gen_ai.usage.output_tokens", telemetry::int(output));
         }
         if outcome != "ok" {
             s.record("otel.status_code", "ERROR");
@@ -382,3 +382,86 @@ impl Drop for SpokeRecord {
         }
     }
 }
+
+/// Every metric family of the spoke, with its `# HELP` text: the meaning column of the spoke's
+/// metric table in `docs/observability.md` (tests/observability_e2e.rs checks they agree).
+pub const METRIC_FAMILIES: &[switchyard_core::prom::Family] = {
+    use switchyard_core::prom::Kind;
+    &[
+        (
+            "switchyard_spoke_requests_total",
+            Kind::Counter,
+            "Infer / InferStream / POST /inference calls, counted when they end (region/model of the route that served, none when none did)",
+        ),
+        (
+            "switchyard_spoke_request_errors_total",
+            Kind::Counter,
+            "failed calls by error code (upstream_unavailable, quota_exhausted, deadline_exceeded, …)",
+        ),
+        (
+            "switchyard_spoke_request_duration_seconds",
+            Kind::Histogram,
+            "whole call (streams: until the stream ends)",
+        ),
+        (
+            "switchyard_upstream_attempts_total",
+            Kind::Counter,
+            "every route attempt: ok, throttled, unavailable, timeout, invalid (the caller's fault), denied (the account's fault), skipped_quota, skipped_cooldown, skipped_breaker, skipped_denied, failed_mid_stream (names from switchyard_core::labels)",
+        ),
+        (
+            "switchyard_spoke_failovers_total",
+            Kind::Counter,
+            "attempts that did not serve, by outcome (as above)",
+        ),
+        (
+            "switchyard_spoke_retries_total",
+            Kind::Counter,
+            "upstream calls after the first within one request, by the outcome of the attempt before (skipped routes included, e.g. skipped_cooldown)",
+        ),
+        (
+            "switchyard_spoke_tokens_total",
+            Kind::Counter,
+            "tokens used, by direction (input, output)",
+        ),
+        (
+            "switchyard_spoke_in_flight_requests",
+            Kind::Gauge,
+            "calls in progress",
+        ),
+        (
+            "switchyard_spoke_in_flight_streams",
+            Kind::Gauge,
+            "streams in progress",
+        ),
+        (
+            "switchyard_spoke_overhead_seconds",
+            Kind::Histogram,
+            "the spoke's added latency: call time minus upstream time (non-streaming)",
+        ),
+        (
+            "switchyard_spoke_time_to_first_token_seconds",
+            Kind::Histogram,
+            "streams: call received to first content chunk",
+        ),
+        (
+            "switchyard_route_headroom",
+            Kind::Gauge,
+            "headroom (0–1) of each route, from the quota store and breaker",
+        ),
+        (
+            "switchyard_route_state",
+            Kind::Gauge,
+            "1 for the route's current state (ready, cooling, open, exhausted, half_open, denied), 0 for the others — the breaker state, or denied while the upstream refuses the account",
+        ),
+        (
+            "switchyard_secret_refreshes_total",
+            Kind::Counter,
+            "periodic Secrets Manager refreshes of the upstream API key; on error the last good key stays in use",
+        ),
+        (
+            "switchyard_spoke_serving",
+            Kind::Gauge,
+            "1 when at least one route can serve and the spoke is not draining",
+        ),
+    ]
+};

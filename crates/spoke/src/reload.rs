@@ -130,10 +130,10 @@ async fn config_handler(State(live): State<Arc<Live>>, headers: HeaderMap) -> Re
             headers
                 .get(axum::http::header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| {
-                    v.strip_prefix("Bearer ")
-                        .or_else(|| v.strip_prefix("bearer "))
-                })
+                // The scheme in any letter case, one or more spaces (RFC 9110 §11.1).
+                .and_then(|v| v.trim_start().split_once(' '))
+                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                .map(|(_, key)| key)
         })
         .map(str::trim);
     let ok = key.is_some_and(|k| {

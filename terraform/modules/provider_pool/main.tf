@@ -8,8 +8,10 @@
 #
 # The weighted A name is the reference topology: a resolver gets one spoke per answer, chosen by
 # weight among the healthy ones. The SRV name lists all spokes in one answer with their weights;
-# the hub uses it (dns_record = "srv") because it replaces its member set with each answer and so
-# must see every spoke at once (see terraform/README.md, "How hubs discover spokes").
+# the example's hubs use it (dns_record = "srv", output hub_provider_toml): one query gives the
+# whole pool and its exact weights. Hubs can resolve the weighted name too (dns_record =
+# "weighted", output hub_provider_toml_weighted), learning the pool over many answers (see
+# terraform/README.md, "How hubs discover spokes").
 
 locals {
   fqdn     = "${var.name}.${trimsuffix(var.zone_name, ".")}"

@@ -295,7 +295,9 @@ pub struct ProviderConfig {
     pub spokes: Vec<StaticSpokeConfig>,
     /// DNS name of the pool (A/AAAA, or SRV with `dns_record = "srv"`).
     pub dns: Option<String>,
-    /// `"a"` (A/AAAA, port = `dns_port`) or `"srv"` (ports and weights from the records).
+    /// `"a"` (A/AAAA, port = `dns_port`), `"srv"` (ports and weights from the records) or
+    /// `"weighted"` (A/AAAA answered one record set per query, e.g. Route 53 weighted records:
+    /// the pool is the union of recent answers, weighted by how often each is answered).
     #[serde(default = "default_dns_record")]
     pub dns_record: String,
     #[serde(default = "default_dns_port")]

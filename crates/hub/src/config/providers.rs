@@ -99,14 +99,15 @@ pub(super) fn providers(
                 Some(SpokeSource::Static(list))
             }
             (Some(name), true) => {
-                let srv = match p.dns_record.as_str() {
-                    "a" => false,
-                    "srv" => true,
+                let (srv, weighted) = match p.dns_record.as_str() {
+                    "a" => (false, false),
+                    "srv" => (true, false),
+                    "weighted" => (false, true),
                     other => {
                         errs.push(format!(
-                            "{base}.dns_record: {other:?} is not \"a\" or \"srv\""
+                            "{base}.dns_record: {other:?} is not \"a\", \"srv\" or \"weighted\""
                         ));
-                        false
+                        (false, false)
                     }
                 };
                 let server = match &p.dns_server {
@@ -133,6 +134,7 @@ pub(super) fn providers(
                 Some(SpokeSource::Dns(DnsSource {
                     name: name.clone(),
                     srv,
+                    weighted,
                     port: p.dns_port,
                     server,
                     min_ttl,

@@ -140,13 +140,13 @@ impl RequestRecord {
             s.record("gen_ai.request.model", req.model.as_str());
             set_span_name(s, format!("{} {}", i.surface.operation(), req.model));
             if let Some(m) = req.max_tokens {
-                s.record("gen_ai.request.max_tokens", m);
+                s.record("gen_ai.request.max_tokens", telemetry::int(m));
             }
             if let Some(t) = req.temperature {
-                s.record("gen_ai.request.temperature", f64::from(t));
+                s.record("gen_ai.request.temperature", telemetry::float(t));
             }
             if let Some(t) = req.top_p {
-                s.record("gen_ai.request.top_p", f64::from(t));
+                s.record("gen_ai.request.top_p", telemetry::float(t));
             }
             let capture_audit = i.sink.as_ref().is_some_and(|s| s.capture_content);
             if telemetry::capture_content() || capture_audit {
@@ -401,16 +401,16 @@ impl Drop for Shared {
             s.record("gen_ai.response.model", route.model.as_str());
             s.record("switchyard.route.account", route.account.as_str());
             s.record("switchyard.route.region", route.region.as_str());
-            s.record("switchyard.attempts", route.attempts);
+            s.record("switchyard.attempts", telemetry::int(route.attempts));
         }
         if let Some((input, output)) = i.usage {
-            s.record("gen_ai.usage.input_tokens", input);
-            s.record("gen_ai.usage.output_tokens", output);
+            s.record("gen_ai.usage.input_tokens", telemetry::int(input));
+            s.record("gen_ai.usage.output_tokens", telemetry::int(output));
         }
         if let Some(c) = cost {
             s.record("switchyard.cost_usd", c);
         }
-        s.record("http.response.status_code", i.status);
+        s.record("http.response.status_code", telemetry::int(i.status));
         if outcome != "ok" {
             s.record("otel.status_code", "ERROR");
             s.record("error.type", i.error.as_deref().unwrap_or(outcome));

@@ -67,7 +67,7 @@ pub fn route_span(alias: &str, candidates: usize) -> Span {
         switchyard.span = "hub.route",
         otel.name = "route selection",
         switchyard.alias = %alias,
-        switchyard.candidates = candidates
+        switchyard.candidates = telemetry::int(candidates)
     )
 }
 
@@ -82,7 +82,7 @@ pub fn attempt_span(cand: &Candidate, spoke: std::net::SocketAddr, n: u32) -> Sp
         otel.name = "spoke attempt",
         otel.kind = "client",
         otel.status_code = Empty,
-        switchyard.attempt = n,
+        switchyard.attempt = telemetry::int(n),
         switchyard.spoke = %spoke,
         switchyard.pool = %cand.provider,
         switchyard.route.account = Empty,

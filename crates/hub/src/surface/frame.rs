@@ -78,11 +78,7 @@ pub async fn authenticate(
         return Err(HubError::Unauthorized);
     };
     let value = value.to_str().map_err(|_| HubError::Unauthorized)?;
-    let key = value
-        .strip_prefix("Bearer ")
-        .or_else(|| value.strip_prefix("bearer "))
-        .ok_or(HubError::Unauthorized)?
-        .trim();
+    let key = headers::bearer_token(value).ok_or(HubError::Unauthorized)?;
     verify_key(hub, table, key).await
 }
 
@@ -104,7 +100,13 @@ pub async fn authenticate_x_api_key(
     let bearer_too = headers
         .get_all(http::header::AUTHORIZATION)
         .iter()
-        .any(|v| v.as_bytes().len() > 7 && v.as_bytes()[..7].eq_ignore_ascii_case(b"bearer "));
+        .any(|v| {
+            v.to_str().ok().is_some_and(|v| {
+                v.split_ascii_whitespace()
+                    .next()
+                    .is_some_and(|s| s.eq_ignore_ascii_case("bearer"))
+            })
+        });
     if bearer_too {
         return Err(HubError::Unauthorized);
     }
