@@ -92,7 +92,10 @@ async fn assert_shaped(r: reqwest::Response, status: u16, shape: Shape, name: &s
     let what = format!("{} {}", r.url(), r.status());
     assert_eq!(r.status(), status, "{what}");
     let ct = r.headers()["content-type"].to_str().unwrap().to_string();
-    assert!(ct.starts_with("application/json"), "{what}: content-type {ct}");
+    assert!(
+        ct.starts_with("application/json"),
+        "{what}: content-type {ct}"
+    );
     let amzn = r
         .headers()
         .get("x-amzn-errortype")
@@ -160,16 +163,32 @@ async fn every_error_takes_the_shape_of_its_surface() {
         ("/v1/nope", Shape::OpenAi, "not_found"),
         ("/nope", Shape::OpenAi, "not_found"),
         ("/v1/messages/batches", Shape::Anthropic, "not_found_error"),
-        ("/v1/messages/count_tokens", Shape::Anthropic, "not_found_error"),
-        ("/model/demo/invoke", Shape::Bedrock, "UnknownOperationException"),
+        (
+            "/v1/messages/count_tokens",
+            Shape::Anthropic,
+            "not_found_error",
+        ),
+        (
+            "/model/demo/invoke",
+            Shape::Bedrock,
+            "UnknownOperationException",
+        ),
     ] {
         let r = client.post(s.hub.url(path)).send().await.unwrap();
         assert_shaped(r, 404, shape, name).await;
     }
     // Path parameters that are not UTF-8 once percent-decoded: 400 in shape, path not echoed.
     for (path, shape, name) in [
-        ("/model/%FF%FE/converse", Shape::Bedrock, "ValidationException"),
-        ("/model/%C3%28/converse-stream", Shape::Bedrock, "ValidationException"),
+        (
+            "/model/%FF%FE/converse",
+            Shape::Bedrock,
+            "ValidationException",
+        ),
+        (
+            "/model/%C3%28/converse-stream",
+            Shape::Bedrock,
+            "ValidationException",
+        ),
         ("/v1/prompts/%FF", Shape::OpenAi, "invalid_request"),
     ] {
         let r = s.post(path, json!({"messages": []})).await;
@@ -317,9 +336,7 @@ async fn dimensions_n_and_tools_are_bounded_and_the_spoke_is_unharmed() {
         .await;
     assert_eq!(r.status(), 200);
     // Tools: more than `max_tools` (128), or one larger than `max_tool_bytes` (64 KiB).
-    let tool = |name: String, schema: Value| {
-        json!({"type": "function", "function": {"name": name, "parameters": schema}})
-    };
+    let tool = |name: String, schema: Value| json!({"type": "function", "function": {"name": name, "parameters": schema}});
     let tools: Vec<Value> = (0..129)
         .map(|i| tool(format!("t{i}"), json!({"type": "object"})))
         .collect();

@@ -83,7 +83,11 @@ impl Hub {
             self.proc.count_log("spoke healthy") >= n
         })
         .await;
-        anyhow::ensure!(seen, "the hub did not see {n} healthy spokes:\n{}", self.proc.logs());
+        anyhow::ensure!(
+            seen,
+            "the hub did not see {n} healthy spokes:\n{}",
+            self.proc.logs()
+        );
         Ok(())
     }
 }
