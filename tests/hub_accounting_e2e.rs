@@ -1,7 +1,7 @@
 //! End-to-end, real `hub` and `spoke` binaries (issue 17): what the hub accounts for when a
 //! request does not end normally — a stream the client drops mid-way is settled with its usage
-//! so far (the tenant's reservation released, cost recorded, audited and metered `cancelled`);
-//! a request the upstream rejects is audited with the attempt and the account that refused it,
+//! so far (the tenant's reservation released, cost recorded, audited and metered `cancelled`),
+//! and a unary request it abandons returns its reservation; a request the upstream rejects is audited with the attempt and the account that refused it,
 //! and its caller never sees the upstream's words; a spoke whose upstream fails every call is
 //! ejected after `outlier_detection.consecutive_5xx` failures, before any health check sees it.
 //! Run `cargo build --workspace --bins` first.
@@ -171,6 +171,74 @@ async fn a_dropped_stream_releases_its_reservation_and_is_audited_cancelled() {
     );
     assert_eq!(cancelled, 1.0);
     assert!(sum(&m, "switchyard_cost_usd_micros_total", &[]) > 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_the_client_abandons_before_its_answer_releases_its_reservation() {
+    // Alias `slow` answers after a minute; alias `fast` at once. One tenant, one token bucket.
+    let slow = Spoke::start(&spoke_toml(
+        "simulated",
+        &[("us-east-1", "http://unused.invalid")],
+        "[[models]]\nid = \"m1\"\n",
+        "[simulated]\nlatency = \"60s\"\n",
+    ))
+    .await
+    .unwrap();
+    let fast = Spoke::start(&spoke_toml(
+        "simulated",
+        &[("us-east-1", "http://unused.invalid")],
+        "[[models]]\nid = \"m2\"\n",
+        "[simulated]\nlatency = \"1ms\"\n",
+    ))
+    .await
+    .unwrap();
+    let hub = Hub::start(&format!(
+        "listen = \"127.0.0.1:0\"\ndrain_timeout = \"1s\"\nrequest_timeout = \"120s\"\n\
+         [[providers]]\nname = \"ps\"\nspokes = [{{ addr = \"{}\" }}]\nhealth = {{ interval = \"1s\" }}\n\
+         [[providers]]\nname = \"pf\"\nspokes = [{{ addr = \"{}\" }}]\nhealth = {{ interval = \"1s\" }}\n\
+         [[aliases]]\nname = \"slow\"\ncandidates = [{{ provider = \"ps\", model = \"m1\" }}]\n\
+         [[aliases]]\nname = \"fast\"\ncandidates = [{{ provider = \"pf\", model = \"m2\" }}]\n\
+         [[tenants]]\nname = \"e2e\"\napi_key_sha256 = [\"{KEY_SHA256}\"]\naliases = [\"*\"]\n\
+         tokens_per_minute = 2000\n",
+        slow.proc.addr(),
+        fast.proc.addr(),
+    ))
+    .await
+    .unwrap();
+    hub.wait_healthy(2).await.unwrap();
+    let body = |model: &str| {
+        json!({"model": model, "max_tokens": 1500,
+               "messages": [{"role": "user", "content": "hello"}]})
+    };
+    // The client gives up after 500 ms, long before the answer.
+    let gave_up = reqwest::Client::new()
+        .post(hub.url("/v1/chat/completions"))
+        .bearer_auth(KEY)
+        .timeout(Duration::from_millis(500))
+        .json(&body("slow"))
+        .send()
+        .await;
+    assert!(gave_up.unwrap_err().is_timeout());
+    // Its 1500 reserved tokens come back: the next request of that size is admitted within
+    // seconds (without the release it would wait ~45 s for the bucket to refill).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        let r = reqwest::Client::new()
+            .post(hub.url("/v1/chat/completions"))
+            .bearer_auth(KEY)
+            .json(&body("fast"))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 200 || tokio::time::Instant::now() >= deadline {
+            break r.status();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        status, 200,
+        "the abandoned request still holds its reservation"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -32,14 +32,18 @@ outlier_detection = {{ consecutive_5xx = 3, base_ejection_time = "{base_ejection
     )
 }
 
-async fn chat_ok(hub: &HubHandle) {
-    let r = client()
+async fn chat(hub: &HubHandle) -> reqwest::Response {
+    client()
         .post(hub.url("/v1/chat/completions"))
         .bearer_auth(KEY)
         .json(&chat_body("demo", false))
         .send()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+async fn chat_ok(hub: &HubHandle) {
+    let r = chat(hub).await;
     assert_eq!(r.status(), 200, "{:?}", r.text().await);
 }
 
@@ -88,14 +92,7 @@ async fn an_ejected_spoke_alone_in_its_pool_still_serves() {
     hub.wait_healthy("p1", 1).await;
     a.fake.set_mode(Mode::Unavailable);
     for _ in 0..3 {
-        let r = client()
-            .post(hub.url("/v1/chat/completions"))
-            .bearer_auth(KEY)
-            .json(&chat_body("demo", false))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 503);
+        assert_eq!(chat(&hub).await.status(), 503);
     }
     assert_eq!(a.fake.calls(), 3);
     // Ejected for a minute, but the last resort of its pool: it recovers, requests succeed.
