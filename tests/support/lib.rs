@@ -50,6 +50,57 @@ impl Spoke {
     }
 }
 
+/// A running hub process and the config file it was started with.
+pub struct Hub {
+    pub proc: Proc,
+    _config: tempfile::TempPath,
+}
+
+impl Hub {
+    /// Starts `hub --config <toml>` and waits for `listening on`.
+    pub async fn start(toml: &str) -> anyhow::Result<Hub> {
+        let path = write_config(toml, "toml")?;
+        let proc = Proc::spawn(
+            "hub",
+            &["--config".to_string(), path.to_string_lossy().into_owned()],
+            &[],
+        )
+        .await?;
+        Ok(Hub {
+            proc,
+            _config: path,
+        })
+    }
+
+    /// `http://ADDR{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.proc.url())
+    }
+
+    /// Waits (15 s at most) until the hub logged `spoke healthy` `n` times.
+    pub async fn wait_healthy(&self, n: usize) -> anyhow::Result<()> {
+        let seen = switchyard_testkit::process::eventually(Duration::from_secs(15), || async {
+            self.proc.count_log("spoke healthy") >= n
+        })
+        .await;
+        anyhow::ensure!(
+            seen,
+            "the hub did not see {n} healthy spokes:\n{}",
+            self.proc.logs()
+        );
+        Ok(())
+    }
+}
+
+/// The JSON lines of an audit file (none while it does not exist).
+pub fn audit_lines(path: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
 /// An `InferRequest` with one user message.
 pub fn request(models: &[&str], text: &str) -> InferRequest {
     InferRequest {

@@ -47,8 +47,8 @@ pub struct Inbound<'a> {
 }
 
 /// A request that passed policy and quota admission and is ready to be served. Dropping it
-/// without calling [`Admission::complete`] or [`Admission::stream`] leaks nothing but holds the
-/// quota reservation until it expires; surfaces always call one of them.
+/// without calling [`Admission::complete`] or [`Admission::stream`] (or dropping their futures:
+/// the client went away) returns its quota reservation in the background.
 #[derive(Debug)]
 pub struct Admission {
     pub tenant: Tenant,

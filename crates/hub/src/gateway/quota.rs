@@ -3,7 +3,8 @@
 //! The scope is `tenant:{name}` of the *authenticated* tenant, so no header a caller sends can
 //! reach another tenant's quota. Tokens are reserved at admission (input estimate + the
 //! request's `max_tokens` or `default_max_tokens`) and settled with the real usage; spend is
-//! recorded from the served candidate's price.
+//! recorded from the served candidate's price. A hold that is dropped unsettled (the client
+//! went away while the request was being routed or answered) is released on drop.
 
 use crate::error::HubError;
 use crate::model::{RouteTaken, Tenant};
@@ -11,11 +12,37 @@ use crate::state::Hub;
 use switchyard_proto::v1 as pb;
 use switchyard_quota::{Admission, Limits, RateState, Reservation};
 
-/// An admitted request's hold on its tenant's quota.
+/// An admitted request's hold on its tenant's quota: settled once by [`settle`], or — when
+/// dropped unsettled, because the request's future was dropped (the client went away) — its
+/// reservation is returned in the background.
 #[derive(Debug)]
 pub struct Admitted {
-    hold: Option<(Reservation, Limits)>,
+    hold: Option<Hold>,
     pub state: RateState,
+}
+
+#[derive(Debug)]
+struct Hold {
+    reservation: Reservation,
+    limits: Limits,
+    store: std::sync::Arc<dyn switchyard_quota::QuotaStore>,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        let Some(hold) = self.hold.take() else {
+            return;
+        };
+        // A drop cannot wait on the store: release on the runtime (there while requests are
+        // served; without one the reservation expires on its own).
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                if let Err(e) = hold.store.release(&hold.reservation, &hold.limits).await {
+                    tracing::warn!("quota store: {e}");
+                }
+            });
+        }
+    }
 }
 
 fn scope(tenant: &Tenant) -> String {
@@ -46,7 +73,11 @@ pub async fn admit(
         .await
     {
         Ok(Admission::Admitted { reservation, state }) => Ok(Admitted {
-            hold: Some((reservation, tenant.limits)),
+            hold: Some(Hold {
+                reservation,
+                limits: tenant.limits,
+                store: hub.quota.clone(),
+            }),
             state,
         }),
         Ok(Admission::Refused {
@@ -74,11 +105,16 @@ pub async fn admit(
 /// request failed) returns the reserved tokens.
 pub async fn settle(
     hub: &Hub,
-    admitted: Admitted,
+    mut admitted: Admitted,
     usage: Option<&pb::Usage>,
     route: Option<&RouteTaken>,
 ) {
-    let Some((reservation, limits)) = admitted.hold else {
+    let Some(Hold {
+        reservation,
+        limits,
+        ..
+    }) = admitted.hold.take()
+    else {
         return;
     };
     let result = match usage {

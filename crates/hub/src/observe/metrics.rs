@@ -20,7 +20,8 @@ pub fn render(table: &Table) -> String {
                 ("account", account.clone()),
             ];
             gauge!("switchyard_spoke_healthy", &l).set(if snap.healthy { 1.0 } else { 0.0 });
-            gauge!("switchyard_spoke_breaker_open", &l).set(if snap.ejected { 1.0 } else { 0.0 });
+            let open = snap.ejected || snap.outlier_ejected_for.is_some();
+            gauge!("switchyard_spoke_breaker_open", &l).set(if open { 1.0 } else { 0.0 });
             gauge!("switchyard_spoke_headroom", &l).set(d.headroom);
             gauge!("switchyard_spoke_in_flight", &l).set(f64::from(snap.in_flight));
             for r in &d.regions {

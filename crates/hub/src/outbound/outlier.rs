@@ -4,28 +4,32 @@
 //! other spoke of its pool can.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-
-use parking_lot::Mutex;
 
 use crate::error::AttemptFailure;
 use crate::model::OutlierDetection;
 
-/// One spoke's outlier-detection state.
+/// One spoke's outlier-detection state, lock-free: every call records its outcome and every
+/// request's selection reads it.
 #[derive(Debug, Default)]
 pub struct Outlier {
     /// Calls that failed with a 5xx-class failure in a row.
     consecutive_5xx: AtomicU32,
-    ejection: Mutex<Ejection>,
+    /// Ejections in a row (the ejection time's multiplier).
+    ejections: AtomicU32,
+    /// End of the current (or last) ejection, as `ms(instant)`; 0 = never ejected.
+    until_ms: AtomicU64,
 }
 
-#[derive(Debug, Default)]
-struct Ejection {
-    /// Ejected until then.
-    until: Option<Instant>,
-    /// Ejections in a row (the ejection time's multiplier).
-    count: u32,
+/// `t` as milliseconds since the first call (an atomic can hold it), at least 1.
+fn ms(t: Instant) -> u64 {
+    static BASE: OnceLock<Instant> = OnceLock::new();
+    let base = *BASE.get_or_init(Instant::now);
+    u64::try_from(t.saturating_duration_since(base).as_millis())
+        .unwrap_or(u64::MAX)
+        .saturating_add(1)
 }
 
 impl Outlier {
@@ -57,15 +61,14 @@ impl Outlier {
             return;
         }
         if !is_5xx {
-            // The common path takes no lock unless there is something to reset.
             if self.consecutive_5xx.load(Ordering::Relaxed) != 0 {
                 self.consecutive_5xx.store(0, Ordering::Relaxed);
             }
-            if failure.is_none() {
-                let mut e = self.ejection.lock();
-                if e.count > 0 && e.until.is_none_or(|t| t <= Instant::now()) {
-                    *e = Ejection::default();
-                }
+            if failure.is_none()
+                && self.ejections.load(Ordering::Relaxed) != 0
+                && self.until_ms.load(Ordering::Relaxed) <= ms(Instant::now())
+            {
+                self.ejections.store(0, Ordering::Relaxed);
             }
             return;
         }
@@ -75,30 +78,36 @@ impl Outlier {
         }
         self.consecutive_5xx.store(0, Ordering::Relaxed);
         let now = Instant::now();
-        let mut e = self.ejection.lock();
-        if e.until.is_some_and(|t| t > now) {
+        let until = self.until_ms.load(Ordering::Relaxed);
+        if until > ms(now) {
             return;
         }
-        e.count = e.count.saturating_add(1);
+        let count = self.ejections.load(Ordering::Relaxed).saturating_add(1);
         let time = cfg
             .base_ejection_time
-            .saturating_mul(e.count)
+            .saturating_mul(count)
             .min(cfg.max_ejection_time.max(cfg.base_ejection_time));
-        e.until = Some(now + time);
+        // Concurrent calls may cross the threshold together: one of them ejects.
+        if self
+            .until_ms
+            .compare_exchange(until, ms(now + time), Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+        {
+            return;
+        }
+        self.ejections.store(count, Ordering::Relaxed);
         tracing::warn!(
             spoke = %addr, provider, consecutive_5xx = streak,
-            ejection_ms = time.as_millis() as u64, ejections = e.count,
+            ejection_ms = time.as_millis() as u64, ejections = count,
             "spoke ejected (outlier detection)"
         );
     }
 
     /// Time left of the current ejection, if the spoke is ejected at `now`.
     pub fn ejected_for(&self, now: Instant) -> Option<Duration> {
-        self.ejection
-            .lock()
-            .until
-            .and_then(|t| t.checked_duration_since(now))
-            .filter(|d| !d.is_zero())
+        let until = self.until_ms.load(Ordering::Relaxed);
+        let now = ms(now);
+        (until > now).then(|| Duration::from_millis(until - now))
     }
 }
 
@@ -145,18 +154,18 @@ mod tests {
         let c = cfg(1);
         o.record(Some(&AttemptFailure::Unavailable), &c, &addr, "p");
         // Ended early (as if the time had passed), then ejected again: twice the base.
-        o.ejection.lock().until = Some(Instant::now());
+        o.until_ms.store(ms(Instant::now()), Ordering::Relaxed);
         o.record(Some(&AttemptFailure::Unavailable), &c, &addr, "p");
         let left = o.ejected_for(Instant::now()).unwrap();
         assert!(left > Duration::from_secs(59), "{left:?}");
-        o.ejection.lock().until = Some(Instant::now());
+        o.until_ms.store(ms(Instant::now()), Ordering::Relaxed);
         o.record(Some(&AttemptFailure::Unavailable), &c, &addr, "p");
         let left = o.ejected_for(Instant::now()).unwrap();
         assert!(left <= Duration::from_secs(60), "capped: {left:?}");
         // A success after the ejection ended resets the multiplier.
-        o.ejection.lock().until = Some(Instant::now());
+        o.until_ms.store(ms(Instant::now()), Ordering::Relaxed);
         o.record(None, &c, &addr, "p");
-        assert_eq!(o.ejection.lock().count, 0);
+        assert_eq!(o.ejections.load(Ordering::Relaxed), 0);
 
         let off = Outlier::default();
         for _ in 0..10 {
