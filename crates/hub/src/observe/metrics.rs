@@ -122,7 +122,7 @@ pub const METRIC_FAMILIES: &[switchyard_core::prom::Family] = {
         (
             "switchyard_spoke_breaker_open",
             Kind::Gauge,
-            "1 while the spoke is passively ejected (waiting for a probe)",
+            "1 while the spoke is passively ejected: after a connection failure (waiting for a probe), or by outlier detection (for its ejection time)",
         ),
         (
             "switchyard_spoke_headroom",
