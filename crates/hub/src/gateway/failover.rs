@@ -46,6 +46,9 @@ where
     let mut failed: Vec<FailedAttempt> = Vec::new();
     let mut made = 0u32;
     let mut spoke_time = Duration::ZERO;
+    // A candidate had no spoke left to try while some of its spokes' accounts still refuse
+    // the model: the request is answered as refused by every account, not as "no route".
+    let mut routed_around_denied = false;
     for cand in &plan.candidates {
         let Some(pool) = plan.table.pools.get(&cand.provider) else {
             continue;
@@ -57,15 +60,22 @@ where
                 let mut rng = rand::rng();
                 routing::pick_spoke(&views, &cand.model, &plan.needs, &exclude, &mut rng)
             };
-            let Some(id) = picked else { break };
+            let Some(id) = picked else {
+                let now = Instant::now();
+                routed_around_denied |= pool
+                    .spokes()
+                    .iter()
+                    .any(|s| !exclude.contains(&s.id) && s.denies(&cand.model, now));
+                break;
+            };
             exclude.push(id);
             let Some(spoke) = pool.get(id) else { continue };
             if made >= hub.settings.max_attempts {
-                return Err(final_error(failed));
+                return Err(final_error(failed, routed_around_denied));
             }
             if made > 0 && !hub.budget.try_retry() {
                 tracing::warn!(request_id = %plan.request_id, "retry budget exhausted");
-                return Err(final_error(failed));
+                return Err(final_error(failed, routed_around_denied));
             }
             let now = Instant::now();
             if now >= plan.deadline {
@@ -223,12 +233,13 @@ where
             }
         }
     }
-    Err(final_error(failed))
+    Err(final_error(failed, routed_around_denied))
 }
 
 /// The error when no attempt succeeded: any quota exhaustion → 429 with the earliest retry time;
-/// otherwise 503.
-fn final_error(failed: Vec<FailedAttempt>) -> HubError {
+/// every attempt refused for its account's reasons (or none made because every spoke left
+/// still refuses the model: `routed_around_denied`) → 503 `AccountsDenied`; otherwise 503.
+fn final_error(failed: Vec<FailedAttempt>, routed_around_denied: bool) -> HubError {
     let exhausted: Vec<Option<u64>> = failed
         .iter()
         .filter_map(|a| match a.kind {
@@ -242,7 +253,7 @@ fn final_error(failed: Vec<FailedAttempt>) -> HubError {
             | AttemptFailure::Rejected => None,
         })
         .collect();
-    if !failed.is_empty()
+    if (routed_around_denied || !failed.is_empty())
         && failed
             .iter()
             .all(|a| matches!(a.kind, AttemptFailure::Denied { .. }))
@@ -278,18 +289,52 @@ mod tests {
             kind,
             detail: String::new(),
         };
-        let e = final_error(vec![
-            a(AttemptFailure::Exhausted {
-                retry_after_ms: Some(3000),
-            }),
-            a(AttemptFailure::Exhausted {
-                retry_after_ms: Some(1200),
-            }),
-            a(AttemptFailure::Unavailable),
-        ]);
+        let e = final_error(
+            vec![
+                a(AttemptFailure::Exhausted {
+                    retry_after_ms: Some(3000),
+                }),
+                a(AttemptFailure::Exhausted {
+                    retry_after_ms: Some(1200),
+                }),
+                a(AttemptFailure::Unavailable),
+            ],
+            false,
+        );
         assert!(
             matches!(e, HubError::Exhausted { retry_after: Some(d), .. } if d == Duration::from_millis(1200))
         );
-        assert!(matches!(final_error(vec![]), HubError::NoRoute { .. }));
+        assert!(matches!(
+            final_error(vec![], false),
+            HubError::NoRoute { .. }
+        ));
+    }
+
+    #[test]
+    fn routed_around_refusing_accounts_is_accounts_denied() {
+        let denied = FailedAttempt {
+            provider: "p".into(),
+            model: "m".into(),
+            spoke: "s".into(),
+            account: None,
+            kind: AttemptFailure::Denied {
+                retry_after_ms: Some(1000),
+            },
+            detail: String::new(),
+        };
+        assert!(matches!(
+            final_error(vec![], true),
+            HubError::AccountsDenied { .. }
+        ));
+        assert!(matches!(
+            final_error(vec![denied.clone()], false),
+            HubError::AccountsDenied { .. }
+        ));
+        let mut down = denied.clone();
+        down.kind = AttemptFailure::Unavailable;
+        assert!(matches!(
+            final_error(vec![denied, down], true),
+            HubError::NoRoute { .. }
+        ));
     }
 }

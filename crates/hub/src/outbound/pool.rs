@@ -251,6 +251,13 @@ impl Spoke {
         }
     }
 
+    /// Whether the spoke is healthy and its account refused `model` with the refusal still in
+    /// force at `now` (see [`Spoke::deny_model`]).
+    pub fn denies(&self, model: &str, now: Instant) -> bool {
+        let st = self.state.lock();
+        st.healthy && st.denied_until.get(model).is_some_and(|t| *t > now)
+    }
+
     /// Snapshot for the selector.
     pub fn view(&self, now: Instant) -> SpokeView {
         let st = self.state.lock();
