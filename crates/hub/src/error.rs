@@ -113,7 +113,7 @@ pub enum HubError {
     NoRoute { attempts: Vec<FailedAttempt> },
     /// Every route that was tried refused for its account's reasons (credentials, model access,
     /// billing): no account could serve the model. 503, never the caller's fault.
-    #[error("no account could serve this model (credentials, access or billing); retry later")]
+    #[error("no account could serve this model; retry later")]
     AccountsDenied { attempts: Vec<FailedAttempt> },
     #[error("the request deadline passed")]
     DeadlineExceeded { attempts: Vec<FailedAttempt> },
