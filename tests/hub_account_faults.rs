@@ -16,16 +16,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::ops::Deref;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use switchyard_e2e::{FakeUpstream as Fake, UpstreamKind as Provider};
 use switchyard_e2e::{Spoke, spoke_toml};
 use switchyard_testkit::behavior::{AccountFault, Behavior};
 use switchyard_testkit::process::{Proc, eventually, write_config};
-use switchyard_testkit::{FakeAnthropic, FakeBedrock, FakeOpenAi, FakeServer};
 
 /// The upstream key both spokes send (one per account in real life; the fakes accept any).
 const UPSTREAM_KEY: &str = "sk-test-account-key-0123456789abcdef";
@@ -36,51 +35,6 @@ const KEY_SHA256: &str = "efa5642593240584aa889ebfff15261eedfcf4bef5a8ec85db1be8
 /// Requests of the steady load while account A is refused, and how many run at once.
 const LOAD: u32 = 200;
 const CONCURRENCY: usize = 4;
-
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Provider {
-    Bedrock,
-    OpenAi,
-    Anthropic,
-}
-
-enum Fake {
-    Bedrock(FakeBedrock),
-    OpenAi(FakeOpenAi),
-    Anthropic(FakeAnthropic),
-}
-
-impl Deref for Fake {
-    type Target = FakeServer;
-
-    fn deref(&self) -> &FakeServer {
-        match self {
-            Fake::Bedrock(f) => f,
-            Fake::OpenAi(f) => f,
-            Fake::Anthropic(f) => f,
-        }
-    }
-}
-
-impl Fake {
-    async fn start(p: Provider, label: &str) -> Fake {
-        let f = match p {
-            Provider::Bedrock => Fake::Bedrock(FakeBedrock::start().await.unwrap()),
-            Provider::OpenAi => Fake::OpenAi(FakeOpenAi::start().await.unwrap()),
-            Provider::Anthropic => Fake::Anthropic(FakeAnthropic::start().await.unwrap()),
-        };
-        f.set_label(label);
-        f
-    }
-
-    fn url(&self) -> String {
-        match self {
-            Fake::Bedrock(f) => f.url(),
-            Fake::OpenAi(f) => f.url(),
-            Fake::Anthropic(f) => f.url(),
-        }
-    }
-}
 
 /// A spoke for `account` of `provider` whose one region `r1` is `up`, serving `m1`, with denied
 /// routes probed every second.

@@ -10,62 +10,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::ops::Deref;
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use switchyard_e2e::{FakeUpstream as Fake, UpstreamKind as Provider};
 use switchyard_e2e::{Spoke, o, outcomes, request, spoke_toml};
 use switchyard_proto::v1::{DescribeRequest, DescribeResponse, Outcome, RouteState};
 use switchyard_testkit::behavior::{AccountFault, Behavior, ErrorKind};
 use switchyard_testkit::process::eventually;
-use switchyard_testkit::{FakeAnthropic, FakeBedrock, FakeOpenAi, FakeServer};
 
 const KEY: &str = "sk-test-account-key-0123456789abcdef";
-
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Provider {
-    Bedrock,
-    OpenAi,
-    Anthropic,
-}
-
-enum Fake {
-    Bedrock(FakeBedrock),
-    OpenAi(FakeOpenAi),
-    Anthropic(FakeAnthropic),
-}
-
-impl Deref for Fake {
-    type Target = FakeServer;
-
-    fn deref(&self) -> &FakeServer {
-        match self {
-            Fake::Bedrock(f) => f,
-            Fake::OpenAi(f) => f,
-            Fake::Anthropic(f) => f,
-        }
-    }
-}
-
-impl Fake {
-    async fn start(p: Provider, label: &str) -> Fake {
-        let f = match p {
-            Provider::Bedrock => Fake::Bedrock(FakeBedrock::start().await.unwrap()),
-            Provider::OpenAi => Fake::OpenAi(FakeOpenAi::start().await.unwrap()),
-            Provider::Anthropic => Fake::Anthropic(FakeAnthropic::start().await.unwrap()),
-        };
-        f.set_label(label);
-        f
-    }
-
-    fn url(&self) -> String {
-        match self {
-            Fake::Bedrock(f) => f.url(),
-            Fake::OpenAi(f) => f.url(),
-            Fake::Anthropic(f) => f.url(),
-        }
-    }
-}
 
 /// A spoke of `provider` with regions `ra` (fake `a`) and `rb` (fake `b`), models `m1` and
 /// `m2` in both, and denied routes probed every second (unless told otherwise).

@@ -244,3 +244,69 @@ pub mod prom {
         }
     }
 }
+
+/// An upstream provider kind, for tests that run one scenario against each provider's fake.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum UpstreamKind {
+    Bedrock,
+    OpenAi,
+    Anthropic,
+}
+
+/// The wire-faithful fake of one provider kind (Bedrock, OpenAI, Anthropic), used as a
+/// [`switchyard_testkit::FakeServer`].
+pub enum FakeUpstream {
+    Bedrock(switchyard_testkit::FakeBedrock),
+    OpenAi(switchyard_testkit::FakeOpenAi),
+    Anthropic(switchyard_testkit::FakeAnthropic),
+}
+
+impl std::ops::Deref for FakeUpstream {
+    type Target = switchyard_testkit::FakeServer;
+
+    fn deref(&self) -> &switchyard_testkit::FakeServer {
+        match self {
+            FakeUpstream::Bedrock(f) => f,
+            FakeUpstream::OpenAi(f) => f,
+            FakeUpstream::Anthropic(f) => f,
+        }
+    }
+}
+
+impl FakeUpstream {
+    /// Starts the fake of kind `p`, labelled `label` in its answers.
+    #[expect(
+        clippy::expect_used,
+        reason = "a test fixture: a fake that cannot bind fails the test"
+    )]
+    pub async fn start(p: UpstreamKind, label: &str) -> FakeUpstream {
+        let f = match p {
+            UpstreamKind::Bedrock => FakeUpstream::Bedrock(
+                switchyard_testkit::FakeBedrock::start()
+                    .await
+                    .expect("fake upstream starts"),
+            ),
+            UpstreamKind::OpenAi => FakeUpstream::OpenAi(
+                switchyard_testkit::FakeOpenAi::start()
+                    .await
+                    .expect("fake upstream starts"),
+            ),
+            UpstreamKind::Anthropic => FakeUpstream::Anthropic(
+                switchyard_testkit::FakeAnthropic::start()
+                    .await
+                    .expect("fake upstream starts"),
+            ),
+        };
+        f.set_label(label);
+        f
+    }
+
+    /// The fake's base URL.
+    pub fn url(&self) -> String {
+        match self {
+            FakeUpstream::Bedrock(f) => f.url(),
+            FakeUpstream::OpenAi(f) => f.url(),
+            FakeUpstream::Anthropic(f) => f.url(),
+        }
+    }
+}
