@@ -108,6 +108,7 @@ impl Answer {
         pb::Usage {
             input_tokens: self.input_tokens,
             output_tokens: self.output_tokens,
+            ..Default::default()
         }
     }
 
@@ -175,7 +176,9 @@ impl Flight {
 pub struct Cache {
     settings: CacheSettings,
     memory: Mutex<Memory>,
-    redis: tokio::sync::OnceCell<Option<switchyard_quota::redis_conn::RedisConn>>,
+    redis: Mutex<RedisSlot>,
+    /// Serialises connection attempts: one request connects, the others wait for its outcome.
+    connecting: tokio::sync::Mutex<()>,
     flights: Mutex<HashMap<Key, Arc<Flight>>>,
 }
 
@@ -186,6 +189,18 @@ impl std::fmt::Debug for Cache {
             .finish_non_exhaustive()
     }
 }
+
+/// The shared store's connection: made on first use, and made again after a failed attempt once
+/// [`REDIS_RETRY`] has passed (a Redis that was down at start-up is used when it comes back).
+enum RedisSlot {
+    Untried,
+    Up(switchyard_quota::redis_conn::RedisConn),
+    /// The last attempt failed; requests go without the cache until this instant.
+    Down(Instant),
+}
+
+/// How long requests go without the shared cache after a failed connection attempt.
+const REDIS_RETRY: Duration = Duration::from_secs(1);
 
 /// What to do with a cacheable request.
 pub enum Begin {
@@ -202,7 +217,8 @@ impl Cache {
         Cache {
             settings,
             memory: Mutex::new(Memory::default()),
-            redis: tokio::sync::OnceCell::new(),
+            redis: Mutex::new(RedisSlot::Untried),
+            connecting: tokio::sync::Mutex::new(()),
             flights: Mutex::new(HashMap::new()),
         }
     }
@@ -216,21 +232,42 @@ impl Cache {
         else {
             return None;
         };
-        let conn = self
-            .redis
-            .get_or_init(|| async {
-                // A single node or a Redis Cluster (found out from the seeds).
-                match switchyard_quota::redis_conn::connect(url, *timeout).await {
-                    Ok(c) => Some(c),
-                    Err(_) => {
-                        tracing::warn!("response cache: Redis unreachable; caching disabled");
-                        None
-                    }
+        let conn = match self.redis_slot() {
+            Some(slot) => slot?,
+            None => {
+                let _one = self.connecting.lock().await;
+                match self.redis_slot() {
+                    Some(slot) => slot?,
+                    // A single node or a Redis Cluster (found out from the seeds).
+                    None => match switchyard_quota::redis_conn::connect(url, *timeout).await {
+                        Ok(c) => {
+                            *self.redis.lock() = RedisSlot::Up(c.clone());
+                            c
+                        }
+                        Err(e) => {
+                            tracing::warn!(
+                                error = %e,
+                                "response cache: Redis unreachable; answering without the cache, retrying in {}s",
+                                REDIS_RETRY.as_secs()
+                            );
+                            *self.redis.lock() = RedisSlot::Down(Instant::now() + REDIS_RETRY);
+                            return None;
+                        }
+                    },
                 }
-            })
-            .await
-            .clone()?;
+            }
+        };
         Some((conn, format!("{prefix}:cache:"), *timeout))
+    }
+
+    /// `Some(Some(conn))`: connected; `Some(None)`: down and not yet due for another attempt;
+    /// `None`: an attempt is due.
+    fn redis_slot(&self) -> Option<Option<switchyard_quota::redis_conn::RedisConn>> {
+        match &*self.redis.lock() {
+            RedisSlot::Up(c) => Some(Some(c.clone())),
+            RedisSlot::Down(until) if Instant::now() < *until => Some(None),
+            _ => None,
+        }
     }
 
     async fn get(&self, key: &Key) -> Option<Arc<Answer>> {
