@@ -189,6 +189,7 @@ async fn tool_use_unary_and_streamed_and_tool_results_go_back() {
         name: "get_weather".into(),
         description: "Weather by city".into(),
         parameters_json: r#"{"type":"object","properties":{"city":{"type":"string"}}}"#.into(),
+        ..Default::default()
     }];
     let r = client.infer(req.clone()).await.unwrap().into_inner();
     assert_eq!(r.stop_reason, StopReason::ToolUse as i32);

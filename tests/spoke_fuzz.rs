@@ -284,6 +284,7 @@ fn infer_request() -> impl Strategy<Value = InferRequest> {
                         temperature,
                         top_p,
                         stop,
+                        ..Default::default()
                     }),
                     allowed_regions: regions,
                     timeout_ms: timeout,
@@ -292,8 +293,10 @@ fn infer_request() -> impl Strategy<Value = InferRequest> {
                             name: format!("t{i}{}", "x".repeat(name_len)),
                             description: String::new(),
                             parameters_json: "{".repeat(schema_len),
+                            ..Default::default()
                         })
                         .collect(),
+                    ..Default::default()
                 }
             },
         )

@@ -120,6 +120,7 @@ pub fn request(models: &[&str], text: &str) -> InferRequest {
         allowed_regions: vec![],
         timeout_ms: 10_000,
         tools: vec![],
+        ..Default::default()
     }
 }
 

@@ -17,7 +17,8 @@ pub fn estimate_input_tokens(req: &v1::InferRequest) -> u64 {
                 Some(Part::ToolResult(r)) => r.content.len(),
                 Some(Part::ToolCall(c)) => c.arguments_json.len() + c.name.len(),
                 Some(Part::Image(_)) => 4 * 1_000,
-                None => 0,
+                Some(Part::Thinking(t)) => t.text.len() + t.data.len(),
+                Some(Part::CachePoint(_)) | None => 0,
             };
         }
     }

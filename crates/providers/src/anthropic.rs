@@ -138,7 +138,7 @@ pub fn request_body(call: &Call<'_>, stream: bool) -> Value {
     for m in &req.messages {
         let role = match Role::try_from(m.role).unwrap_or(Role::User) {
             Role::Assistant => "assistant",
-            Role::User | Role::Tool | Role::Unspecified => "user",
+            Role::User | Role::Tool | Role::System | Role::Unspecified => "user",
         };
         let blocks: Vec<Value> = m
             .content
@@ -232,6 +232,7 @@ fn usage(v: &Value) -> Usage {
     Usage {
         input_tokens: v["input_tokens"].as_u64().unwrap_or(0) as u32,
         output_tokens: v["output_tokens"].as_u64().unwrap_or(0) as u32,
+        ..Default::default()
     }
 }
 

@@ -89,7 +89,7 @@ fn conversation(
     for (i, m) in req.messages.iter().enumerate() {
         let role = match Role::try_from(m.role).unwrap_or(Role::Unspecified) {
             Role::Assistant => ConversationRole::Assistant,
-            Role::User | Role::Tool | Role::Unspecified => ConversationRole::User,
+            Role::User | Role::Tool | Role::System | Role::Unspecified => ConversationRole::User,
         };
         let mut blocks = Vec::with_capacity(m.content.len());
         for p in &m.content {
@@ -125,7 +125,7 @@ fn conversation(
                         .build()
                         .map_err(|e| invalid(format!("messages[{i}]: {e}")))?,
                 ),
-                None => continue,
+                Some(Part::Thinking(_) | Part::CachePoint(_)) | None => continue,
             });
         }
         messages.push(
@@ -249,6 +249,7 @@ fn usage(u: Option<&bt::TokenUsage>) -> Usage {
     u.map(|u| Usage {
         input_tokens: u.input_tokens().max(0) as u32,
         output_tokens: u.output_tokens().max(0) as u32,
+        ..Default::default()
     })
     .unwrap_or_default()
 }

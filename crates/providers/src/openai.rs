@@ -274,6 +274,7 @@ pub(crate) fn transport_error(e: reqwest::Error) -> UpstreamError {
 fn message_json(m: &switchyard_proto::v1::Message) -> Vec<Value> {
     let role = match Role::try_from(m.role).unwrap_or(Role::User) {
         Role::Assistant => "assistant",
+        Role::System => "system",
         Role::Tool | Role::User | Role::Unspecified => "user",
     };
     let mut out = Vec::new();
@@ -297,7 +298,7 @@ fn message_json(m: &switchyard_proto::v1::Message) -> Vec<Value> {
             Some(Part::ToolResult(r)) => out.push(json!({
                 "role": "tool", "tool_call_id": r.tool_call_id, "content": r.content,
             })),
-            None => {}
+            Some(Part::Thinking(_) | Part::CachePoint(_)) | None => {}
         }
     }
     if parts.is_empty() && tool_calls.is_empty() && !out.is_empty() {
@@ -359,6 +360,7 @@ fn usage(v: &Value) -> Usage {
     Usage {
         input_tokens: v["prompt_tokens"].as_u64().unwrap_or(0) as u32,
         output_tokens: v["completion_tokens"].as_u64().unwrap_or(0) as u32,
+        ..Default::default()
     }
 }
 
@@ -491,6 +493,7 @@ impl SseState {
                     let usage = self.usage.unwrap_or(Usage {
                         input_tokens: self.input_estimate,
                         output_tokens: self.output_chunks,
+                        ..Default::default()
                     });
                     return Some(Ok(Chunk::End {
                         stop_reason: stop_reason(self.finish.as_deref()),
@@ -591,6 +594,7 @@ mod tests {
                 temperature: Some(0.5),
                 top_p: None,
                 stop: vec!["END".into()],
+                ..Default::default()
             }),
             ..Default::default()
         };

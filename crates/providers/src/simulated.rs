@@ -78,6 +78,7 @@ impl SimulatedUpstream {
         let usage = Usage {
             input_tokens: text::estimate_input_tokens(call.request) as u32,
             output_tokens: words.len() as u32,
+            ..Default::default()
         };
         (words, stop, usage)
     }
@@ -154,6 +155,7 @@ impl Upstream for SimulatedUpstream {
                 usage: Usage {
                     input_tokens: text::estimate_input_tokens(call.request) as u32,
                     output_tokens: 8,
+                    ..Default::default()
                 },
             });
         }
@@ -219,6 +221,7 @@ impl Upstream for SimulatedUpstream {
             let usage = Usage {
                 input_tokens: text::estimate_input_tokens(call.request) as u32,
                 output_tokens: 8,
+                ..Default::default()
             };
             let mut mid = tc.arguments_json.len() / 2;
             while !tc.arguments_json.is_char_boundary(mid) {

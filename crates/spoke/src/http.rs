@@ -95,10 +95,12 @@ impl InferenceBody {
                 temperature: self.temperature,
                 top_p: self.top_p,
                 stop: self.stop,
+                ..Default::default()
             }),
             allowed_regions: self.allowed_regions,
             timeout_ms: self.timeout_ms,
             tools: vec![],
+            ..Default::default()
         })
     }
 }

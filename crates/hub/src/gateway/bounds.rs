@@ -119,6 +119,7 @@ mod tests {
             name: name.into(),
             description: String::new(),
             parameters_json: schema.into(),
+            ..Default::default()
         }
     }
 

@@ -174,6 +174,7 @@ mod tests {
         let u = pb::Usage {
             input_tokens: 1_000,
             output_tokens: 500,
+            ..Default::default()
         };
         let c = cost_usd((Some(3.0), Some(15.0)), &u);
         assert!((c - 0.0105).abs() < 1e-12);

@@ -176,6 +176,7 @@ impl Drop for Settlement {
         let usage = pb::Usage {
             input_tokens: self.input_tokens,
             output_tokens: u32::try_from(self.output_chars.div_ceil(4)).unwrap_or(u32::MAX),
+            ..Default::default()
         };
         self.rec.set_cancelled(&usage);
         tracing::info!(

@@ -486,6 +486,7 @@ fn self_cost(i: &Inner) -> Option<f64> {
         &switchyard_proto::v1::Usage {
             input_tokens: input,
             output_tokens: output,
+            ..Default::default()
         },
     ))
 }

@@ -139,6 +139,7 @@ fn request_info_and_messages_from_the_internal_request() {
             temperature: Some(0.5),
             top_p: None,
             stop: vec![],
+            ..Default::default()
         }),
         ..Default::default()
     };
@@ -207,6 +208,7 @@ fn stream_audit_line_has_the_head_and_the_end() {
     stream.set_usage(Some(&switchyard_proto::v1::Usage {
         input_tokens: 10,
         output_tokens: 5,
+        ..Default::default()
     }));
     drop(stream);
     let mut line = String::new();

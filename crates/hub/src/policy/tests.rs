@@ -357,6 +357,7 @@ fn fields_the_policy_used_to_skip_are_read() {
             name: "lookup".into(),
             description: desc.into(),
             parameters_json: schema.into(),
+            ..Default::default()
         }],
         ..Default::default()
     };
@@ -477,6 +478,7 @@ fn neighbouring_json_numbers_are_not_a_card() {
             description: String::new(),
             parameters_json:
                 r#"{"enum": [1023, 4455, 9812, 3344], "minimum": 4111, "maximum": 100000}"#.into(),
+            ..Default::default()
         }],
         ..Default::default()
     };
@@ -566,6 +568,7 @@ fn placed(t: &str, place: u8, k: usize, escape: &[bool]) -> pb::InferRequest {
             name: "run".into(),
             description: description.into(),
             parameters_json: schema,
+            ..Default::default()
         }]
     };
     let mut r = pb::InferRequest {

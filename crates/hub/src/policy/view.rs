@@ -107,7 +107,14 @@ impl<'a> Fields<'a> {
                         f.json(&mut tc.arguments_json);
                         prev_text = false;
                     }
-                    Some(pb::content_part::Part::Image(_)) | None => prev_text = false,
+                    Some(pb::content_part::Part::Thinking(t)) => {
+                        f.str(Sep::Turn, &mut t.text);
+                        prev_text = false;
+                    }
+                    Some(
+                        pb::content_part::Part::Image(_) | pb::content_part::Part::CachePoint(_),
+                    )
+                    | None => prev_text = false,
                 }
             }
         }

@@ -133,9 +133,11 @@ impl Spoke for Svc {
             usage: Some(pb::Usage {
                 input_tokens: 5,
                 output_tokens: 3,
+                ..Default::default()
             }),
             route: Some(self.0.route(&req)),
             attempts: vec![],
+            ..Default::default()
         }))
     }
 
@@ -156,24 +158,27 @@ impl Spoke for Svc {
         let delay = self.0.chunk_delay;
         let account = self.0.account.clone();
         let s = async_stream::stream! {
-            if let Mode::Slow(d) = mode { tokio::time::sleep(d).await; }
-            yield Ok(pb::InferEvent { event: Some(pb::infer_event::Event::Start(pb::StreamStart {
-                request_id: req.request_id.clone(), route: Some(route), attempts: vec![] })) });
-            for i in 0..chunks {
-                if i > 0 { tokio::time::sleep(delay).await; }
-                yield Ok(pb::InferEvent { event: Some(pb::infer_event::Event::Delta(pb::StreamDelta {
-                    text: format!("{account}-{i} "), tool_call: None })) });
-                if mode == Mode::FailAfterFirstDelta {
-                    let mut s = Status::unavailable("upstream died mid-stream");
-                    s.metadata_mut().insert(switchyard_proto::ATTEMPTS, "1".parse().unwrap());
-                    yield Err(s);
-                    return;
-                }
-            }
-            yield Ok(pb::InferEvent { event: Some(pb::infer_event::Event::End(pb::StreamEnd {
-                stop_reason: pb::StopReason::EndTurn as i32,
-                usage: Some(pb::Usage { input_tokens: 5, output_tokens: chunks as u32 }) })) });
-        };
+                    if let Mode::Slow(d) = mode { tokio::time::sleep(d).await; }
+                    yield Ok(pb::InferEvent { event: Some(pb::infer_event::Event::Start(pb::StreamStart {
+                        request_id: req.request_id.clone(), route: Some(route), attempts: vec![] })) });
+                    for i in 0..chunks {
+                        if i > 0 { tokio::time::sleep(delay).await; }
+                        yield Ok(pb::InferEvent { event: Some(pb::infer_event::Event::Delta(pb::StreamDelta {
+                            text: format!("{account}-{i} "), tool_call: None
+        , ..Default::default()
+        })) });
+                        if mode == Mode::FailAfterFirstDelta {
+                            let mut s = Status::unavailable("upstream died mid-stream");
+                            s.metadata_mut().insert(switchyard_proto::ATTEMPTS, "1".parse().unwrap());
+                            yield Err(s);
+                            return;
+                        }
+                    }
+                    yield Ok(pb::InferEvent { event: Some(pb::infer_event::Event::End(pb::StreamEnd {
+                        stop_reason: pb::StopReason::EndTurn as i32,
+                        usage: Some(pb::Usage { input_tokens: 5, output_tokens: chunks as u32, ..Default::default() }),
+                        ..Default::default() })) });
+                };
         Ok(Response::new(Box::pin(s)))
     }
 
@@ -205,6 +210,7 @@ impl Spoke for Svc {
                         tools: false,
                         images: false,
                         context_window: 100_000,
+                        ..Default::default()
                     }),
                     regions: vec![],
                 })

@@ -53,6 +53,7 @@ impl Engine {
                     tools: m.tools,
                     images: m.images,
                     context_window: m.context_window,
+                    ..Default::default()
                 }),
                 regions,
             });

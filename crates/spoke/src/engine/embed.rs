@@ -78,6 +78,7 @@ impl Engine {
                     let usage = Usage {
                         input_tokens: e.input_tokens,
                         output_tokens: 0,
+                        ..Default::default()
                     };
                     self.succeed(&route, ticket, &usage).await;
                     tally

@@ -136,6 +136,7 @@ impl Engine {
                     event: Some(Event::Delta(StreamDelta {
                         text,
                         tool_call: None,
+                        ..Default::default()
                     })),
                 }),
                 Some(Ok(Chunk::ToolCall {
@@ -152,6 +153,7 @@ impl Engine {
                             name,
                             arguments_json: arguments,
                         }),
+                        ..Default::default()
                     })),
                 }),
                 Some(Ok(Chunk::End { stop_reason, usage })) => {
@@ -163,6 +165,7 @@ impl Engine {
                         event: Some(Event::End(StreamEnd {
                             stop_reason: stop_reason as i32,
                             usage: Some(usage),
+                            ..Default::default()
                         })),
                     })
                 }

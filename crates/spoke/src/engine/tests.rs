@@ -367,6 +367,7 @@ fn tools_are_bounded() {
         name: name.into(),
         description: String::new(),
         parameters_json: "x".repeat(params),
+        ..Default::default()
     };
     let mut req = ask(&["a"]);
     req.tools = vec![tool("t", 10); MAX_TOOLS + 1];

@@ -62,6 +62,7 @@ impl Engine {
                         usage: Some(c.usage),
                         route: Some(self.wire_route(&route)),
                         attempts: tally.attempts,
+                        ..Default::default()
                     });
                 }
                 Err(e) => {

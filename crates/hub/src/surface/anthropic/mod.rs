@@ -239,6 +239,7 @@ impl MessagesRequest {
                     .as_ref()
                     .map(Value::to_string)
                     .unwrap_or_else(|| "{\"type\":\"object\"}".into()),
+                ..Default::default()
             });
         }
         Ok(pb::InferRequest {
@@ -252,6 +253,7 @@ impl MessagesRequest {
                 temperature: self.temperature,
                 top_p: self.top_p,
                 stop: self.stop_sequences.clone(),
+                ..Default::default()
             }),
             tools,
             ..Default::default()

@@ -189,6 +189,7 @@ pub fn to_infer(body: &Value) -> Result<pb::InferRequest, HubError> {
                 Value::Null => "{\"type\":\"object\"}".to_owned(),
                 v => v.to_string(),
             },
+            ..Default::default()
         });
     }
     let cfg = &body["inferenceConfig"];
@@ -232,6 +233,7 @@ pub fn to_infer(body: &Value) -> Result<pb::InferRequest, HubError> {
             temperature,
             top_p,
             stop,
+            ..Default::default()
         }),
         tools,
         ..Default::default()

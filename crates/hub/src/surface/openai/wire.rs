@@ -249,6 +249,7 @@ impl ChatRequest {
                     .as_ref()
                     .map(Value::to_string)
                     .unwrap_or_else(|| "{}".into()),
+                ..Default::default()
             });
         }
         for (name, v) in [("temperature", self.temperature), ("top_p", self.top_p)] {
@@ -271,6 +272,7 @@ impl ChatRequest {
                 temperature: self.temperature,
                 top_p: self.top_p,
                 stop,
+                ..Default::default()
             }),
             tools,
             ..Default::default()
@@ -313,7 +315,12 @@ pub fn completion_json(id: &str, created: u64, resp: &pb::InferResponse) -> Valu
                 "id": tc.id, "type": "function",
                 "function": { "name": tc.name, "arguments": tc.arguments_json },
             })),
-            Some(pb::content_part::Part::Image(_) | pb::content_part::Part::ToolResult(_))
+            Some(
+                pb::content_part::Part::Image(_)
+                | pb::content_part::Part::ToolResult(_)
+                | pb::content_part::Part::Thinking(_)
+                | pb::content_part::Part::CachePoint(_),
+            )
             | None => {}
         }
     }
