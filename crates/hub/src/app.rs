@@ -2,8 +2,10 @@
 //!
 //! Middleware, outermost first (each request passes them in this order):
 //! 1. `TraceLayer` — an HTTP span per request (`tower_http::trace`);
-//! 2. `CatchPanicLayer` — a panicking handler becomes a 500 in OpenAI's error shape;
-//! 3. the handler, which runs in its surface's per-request frame (`surface::frame`): request id,
+//! 2. `CorsLayer` when `[cors]` is set — preflights answered, CORS headers on every answer to an
+//!    allowed origin (`tower_http::cors`);
+//! 3. `CatchPanicLayer` — a panicking handler becomes a 500 in OpenAI's error shape;
+//! 4. the handler, which runs in its surface's per-request frame (`surface::frame`): request id,
 //!    span, the request's one table snapshot, the request record (metrics, audit, cost) —
 //!    finished once with the error in the surface's shape.
 //!
@@ -21,9 +23,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
 
+use axum::http::HeaderName;
+use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
+
+use crate::config::cors::Cors;
 use crate::error::HubError;
+use crate::headers;
 use crate::state::Hub;
-use crate::surface::{anthropic, converse, embeddings, openai};
+use crate::surface::{anthropic, converse, count, embeddings, openai};
 
 /// The hub's HTTP routes; no socket needed (tests call it with `tower::ServiceExt::oneshot`).
 pub fn router(hub: Arc<Hub>) -> Router {
@@ -34,10 +41,12 @@ pub fn router(hub: Arc<Hub>) -> Router {
             post(openai::chat_completions_handler),
         )
         .route("/v1/models", get(openai::models_handler))
+        .route("/v1/models/{model}", get(openai::model_handler))
         .route("/v1/embeddings", post(embeddings::embeddings_handler))
         .route("/v1/prompts/{name}", post(openai::prompt_handler))
         // Anthropic
         .route("/v1/messages", post(anthropic::messages_handler))
+        .route("/v1/messages/count_tokens", post(count::anthropic_handler))
         // Bedrock
         .route(
             "/model/{model_id}/converse",
@@ -47,6 +56,10 @@ pub fn router(hub: Arc<Hub>) -> Router {
             "/model/{model_id}/converse-stream",
             post(converse::converse_stream_handler),
         )
+        .route(
+            "/model/{model_id}/count-tokens",
+            post(count::bedrock_handler),
+        )
         // Operations
         .route("/healthz", get(healthz_handler))
         .route("/readyz", get(readyz_handler))
@@ -55,12 +68,66 @@ pub fn router(hub: Arc<Hub>) -> Router {
         // After every route: it applies to the routes registered before it.
         .method_not_allowed_fallback(method_not_allowed_handler)
         .fallback(fallback_handler)
-        .with_state(hub)
-        // Outermost: trace, then turn a panic into a 500 in OpenAI's shape.
+        .with_state(hub.clone())
+        // Outermost: trace, then CORS (so panics and errors carry its headers too), then turn a
+        // panic into a 500 in OpenAI's shape.
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             panic_response,
         ))
+        .layer(tower::util::option_layer(
+            hub.settings.cors.as_ref().map(cors_layer),
+        ))
         .layer(tower_http::trace::TraceLayer::new_for_http())
+}
+
+/// Response headers a browser script may read (`Access-Control-Expose-Headers`): request ids,
+/// the route taken, cache and cost, rate limits, `retry-after`, Bedrock's error type.
+fn exposed_headers() -> Vec<HeaderName> {
+    let mut names: Vec<HeaderName> = [
+        headers::REQUEST_ID,
+        headers::ANTHROPIC_REQUEST_ID,
+        headers::AMZN_REQUEST_ID,
+        headers::AMZN_ERROR_TYPE,
+        headers::PROVIDER,
+        headers::ACCOUNT,
+        headers::REGION,
+        headers::MODEL,
+        headers::ATTEMPTS,
+        headers::OVERHEAD_MS,
+        headers::COST,
+        headers::CACHE,
+        headers::PROMPT,
+        "retry-after",
+    ]
+    .iter()
+    .map(|h| HeaderName::from_static(h))
+    .collect();
+    for kind in ["requests", "tokens"] {
+        for what in ["limit", "remaining", "reset"] {
+            if let Ok(h) = HeaderName::try_from(format!("x-ratelimit-{what}-{kind}")) {
+                names.push(h);
+            }
+        }
+    }
+    names
+}
+
+/// The CORS layer of `[cors]`: preflights (`OPTIONS` with `Access-Control-Request-Method`)
+/// answered for allowed origins, CORS headers on every answer to them (errors included), none
+/// for other origins. No credentials mode: callers authenticate with a header, not cookies.
+fn cors_layer(c: &Cors) -> CorsLayer {
+    let layer = CorsLayer::new()
+        .allow_origin(match &c.origins {
+            None => AllowOrigin::any(),
+            Some(list) => AllowOrigin::list(list.iter().cloned()),
+        })
+        .allow_methods(c.methods.clone())
+        .expose_headers(exposed_headers())
+        .max_age(c.max_age);
+    match &c.headers {
+        None => layer.allow_headers(AllowHeaders::mirror_request()),
+        Some(list) => layer.allow_headers(list.clone()),
+    }
 }
 
 fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
@@ -80,7 +147,8 @@ async fn healthz_handler(State(hub): State<Arc<Hub>>) -> Response {
     axum::Json(json!({"status": "ok", "quota_store": quota})).into_response()
 }
 
-/// Ready when at least one spoke of any pool is healthy.
+/// Ready when at least one spoke of any pool is healthy: 200 `{"status":"ready"}`, else 503
+/// `{"status":"unavailable","reason":"no healthy spoke"}`.
 async fn readyz_handler(State(hub): State<Arc<Hub>>) -> Response {
     let table = hub.table.load();
     let ready = table
@@ -88,9 +156,13 @@ async fn readyz_handler(State(hub): State<Arc<Hub>>) -> Response {
         .values()
         .any(|p| p.spokes().iter().any(|s| s.is_healthy()));
     if ready {
-        (StatusCode::OK, "ready").into_response()
+        axum::Json(json!({"status": "ready"})).into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "no healthy spoke").into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({"status": "unavailable", "reason": "no healthy spoke"})),
+        )
+            .into_response()
     }
 }
 

@@ -90,6 +90,9 @@ pub struct HubConfig {
     /// `GET /metrics` (`[metrics]`).
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// Browser origins allowed to call the hub (`[cors]`; off when unset).
+    #[serde(default)]
+    pub cors: super::cors::CorsConfig,
     /// Price table per model, USD per million tokens (`[prices.MODEL] input = .., output = ..`):
     /// the price of every candidate of that model that sets no `price_in`/`price_out` itself.
     #[serde(default)]

@@ -1,10 +1,11 @@
 //! Hub configuration: file input ([`file`]: serde types, `*Config`) and `validate()`, which
 //! turns it into the runtime [`Settings`] or reports every problem with its path. Each section
 //! is validated by its own function: [`providers`], [`aliases`] (with `[prices]`), [`tenants`]
-//! (with `[admin]`), [`cache`], [`observe`] (`[audit]`, `[metrics]`).
+//! (with `[admin]`), [`cache`], [`observe`] (`[audit]`, `[metrics]`), [`cors`].
 
 mod aliases;
 pub mod cache;
+pub mod cors;
 pub mod file;
 pub mod observe;
 mod providers;
@@ -207,6 +208,7 @@ impl HubConfig {
         if self.default_max_tokens == 0 {
             errs.push("default_max_tokens: must be at least 1".into());
         }
+        let cors = self.cors.validate(&mut errs);
 
         match (errs.is_empty(), listen) {
             (true, Some(listen)) => Ok(Settings {
@@ -244,6 +246,7 @@ impl HubConfig {
                 telemetry: self.telemetry.clone(),
                 audit: self.audit.clone(),
                 metrics: self.metrics.clone(),
+                cors,
             }),
             _ => Err(ConfigError::Invalid(errs)),
         }

@@ -39,4 +39,6 @@ pub struct Settings {
     pub telemetry: switchyard_core::telemetry::TelemetryConfig,
     pub audit: AuditConfig,
     pub metrics: MetricsConfig,
+    /// `[cors]`; `None` = off.
+    pub cors: Option<super::cors::Cors>,
 }

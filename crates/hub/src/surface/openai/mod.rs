@@ -26,20 +26,75 @@ use crate::state::Hub;
 use crate::surface::frame::{self, Frame};
 use wire::ChatRequest;
 
-/// `GET /v1/models`: the aliases the key may use.
+/// Whether a models request comes from an Anthropic client (it sends `anthropic-version`), so
+/// the answer takes the Anthropic Models API's shape instead of OpenAI's.
+fn anthropic_client(headers: &HeaderMap) -> bool {
+    headers.contains_key("anthropic-version")
+}
+
+/// One alias as a model object: OpenAI's (`{"id","object":"model","created":0,"owned_by"}`) or
+/// Anthropic's (`{"type":"model","id","display_name","created_at"}`). Aliases have no creation
+/// time: 0 / the Unix epoch.
+fn model_json(alias: &str, anthropic: bool) -> Value {
+    if anthropic {
+        json!({"type": "model", "id": alias, "display_name": alias, "created_at": "1970-01-01T00:00:00Z"})
+    } else {
+        json!({"id": alias, "object": "model", "created": 0, "owned_by": "switchyard"})
+    }
+}
+
+fn models_error(e: HubError, anthropic: bool) -> Response {
+    if anthropic {
+        crate::surface::anthropic::error_response(e)
+    } else {
+        e.into_response()
+    }
+}
+
+/// `GET /v1/models`: the aliases the key may use (key in `Authorization: Bearer` or
+/// `x-api-key`), as OpenAI's list (`{"object":"list","data":[…]}`) or, for an Anthropic client,
+/// Anthropic's (`{"data":[…],"has_more":false,"first_id","last_id"}`), sorted by id.
 pub async fn models_handler(State(hub): State<Arc<Hub>>, headers: HeaderMap) -> Response {
+    let anthropic = anthropic_client(&headers);
     let table = hub.snapshot();
-    let tenant = match frame::authenticate(&hub, &table, &headers).await {
+    let tenant = match frame::authenticate_x_api_key(&hub, &table, &headers).await {
         Ok(t) => t,
-        Err(e) => return e.into_response(),
+        Err(e) => return models_error(e, anthropic),
     };
-    let data: Vec<_> = table
-        .aliases
-        .keys()
-        .filter(|a| tenant.may_use(a))
-        .map(|a| json!({"id": a, "object": "model", "created": 0, "owned_by": "switchyard"}))
-        .collect();
-    axum::Json(json!({"object": "list", "data": data})).into_response()
+    let ids: Vec<&String> = table.aliases.keys().filter(|a| tenant.may_use(a)).collect();
+    let data: Vec<Value> = ids.iter().map(|a| model_json(a, anthropic)).collect();
+    let body = if anthropic {
+        json!({"data": data, "has_more": false, "first_id": ids.first(), "last_id": ids.last()})
+    } else {
+        json!({"object": "list", "data": data})
+    };
+    axum::Json(body).into_response()
+}
+
+/// `GET /v1/models/{model}` (`client.models.retrieve`): the model object of an alias the key
+/// may use, in the client's shape (see [`models_handler`]). An alias that does not exist and
+/// one the key may not use both answer 404 `model_not_found`, so a key learns nothing of the
+/// aliases of other tenants.
+pub async fn model_handler(
+    State(hub): State<Arc<Hub>>,
+    id: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+) -> Response {
+    let anthropic = anthropic_client(&headers);
+    let table = hub.snapshot();
+    let tenant = match frame::authenticate_x_api_key(&hub, &table, &headers).await {
+        Ok(t) => t,
+        Err(e) => return models_error(e, anthropic),
+    };
+    let id = match id {
+        Ok(Path(id)) => id,
+        Err(rejection) => return models_error(crate::surface::bad_path(&rejection), anthropic),
+    };
+    if table.aliases.contains_key(&id) && tenant.may_use(&id) {
+        axum::Json(model_json(&id, anthropic)).into_response()
+    } else {
+        models_error(HubError::ModelNotFound(id), anthropic)
+    }
 }
 
 /// `POST /v1/chat/completions`.

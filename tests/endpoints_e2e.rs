@@ -1,0 +1,399 @@
+//! End-to-end: the endpoints clients expect besides inference (issue 16) — model lookup
+//! (`GET /v1/models/{id}` in OpenAI's and Anthropic's shapes), token counting (Anthropic
+//! `count_tokens`, Bedrock `count-tokens`) and CORS for browser apps (preflights, headers on
+//! answers and errors, nothing for other origins; a real page in headless Chromium calling the
+//! hub with `fetch`, streaming included). Real `hub` and `spoke` binaries on a simulated model.
+//! Run `cargo build --workspace --bins` first.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use switchyard_e2e::{Hub, Spoke, spoke_toml};
+
+const KEY: &str = "sk-e2e-key";
+/// `printf %s sk-e2e-key | sha256sum`
+const KEY_SHA256: &str = "efa5642593240584aa889ebfff15261eedfcf4bef5a8ec85db1be8135774d1a9";
+/// A second tenant's key, `printf %s sk-other | sha256sum`.
+const OTHER_KEY: &str = "sk-other";
+
+struct Stack {
+    hub: Hub,
+    _sim: Spoke,
+}
+
+fn sha256_hex(s: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(s.as_bytes()))
+}
+
+impl Stack {
+    /// Aliases `chat` (tenant `t`) and `secret` (tenant `other` only); `cors` = the `[cors]`
+    /// section, or empty.
+    async fn start(cors: &str) -> Stack {
+        let sim = Spoke::start(&spoke_toml(
+            "simulated",
+            &[("us-east-1", "http://unused.invalid")],
+            "[[models]]\nid = \"m1\"\nstreaming = true\n",
+            "[simulated]\nlatency = \"1ms\"\n",
+        ))
+        .await
+        .unwrap();
+        let hub = Hub::start(&format!(
+            "listen = \"127.0.0.1:0\"\n{cors}\n\
+             [[providers]]\nname = \"sim\"\nspokes = [{{ addr = \"{}\" }}]\nhealth = {{ interval = \"1s\" }}\n\
+             [[aliases]]\nname = \"chat\"\ncandidates = [{{ provider = \"sim\", model = \"m1\" }}]\n\
+             [[aliases]]\nname = \"secret\"\ncandidates = [{{ provider = \"sim\", model = \"m1\" }}]\n\
+             [[tenants]]\nname = \"t\"\napi_key_sha256 = [\"{KEY_SHA256}\"]\naliases = [\"chat\"]\n\
+             [[tenants]]\nname = \"other\"\napi_key_sha256 = [\"{}\"]\naliases = [\"chat\", \"secret\"]\n",
+            sim.proc.addr(),
+            sha256_hex(OTHER_KEY),
+        ))
+        .await
+        .unwrap();
+        hub.wait_healthy(1).await.unwrap();
+        Stack { hub, _sim: sim }
+    }
+}
+
+async fn get(url: &str, headers: &[(&str, &str)]) -> (u16, reqwest::header::HeaderMap, Value) {
+    let mut r = reqwest::Client::new().get(url);
+    for (k, v) in headers {
+        r = r.header(*k, *v);
+    }
+    let r = r.send().await.unwrap();
+    let (status, h) = (r.status().as_u16(), r.headers().clone());
+    (status, h, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn post(
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &Value,
+) -> (u16, reqwest::header::HeaderMap, Value) {
+    let mut r = reqwest::Client::new().post(url).json(body);
+    for (k, v) in headers {
+        r = r.header(*k, *v);
+    }
+    let r = r.send().await.unwrap();
+    let (status, h) = (r.status().as_u16(), r.headers().clone());
+    (status, h, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_lookup_answers_the_aliases_a_key_may_use_in_the_callers_shape() {
+    let s = Stack::start("").await;
+    let bearer = format!("Bearer {KEY}");
+    let auth = [("authorization", bearer.as_str())];
+
+    // OpenAI's `models.retrieve`.
+    let (status, _, body) = get(&s.hub.url("/v1/models/chat"), &auth).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body,
+        json!({"id": "chat", "object": "model", "created": 0, "owned_by": "switchyard"})
+    );
+    // Listed ids and retrievable ids agree.
+    let (_, _, list) = get(&s.hub.url("/v1/models"), &auth).await;
+    let ids: Vec<&str> = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["chat"]);
+
+    // Another tenant's alias and an unknown one: the same 404, so nothing leaks.
+    for id in ["secret", "nope"] {
+        let (status, _, body) = get(&s.hub.url(&format!("/v1/models/{id}")), &auth).await;
+        assert_eq!(status, 404, "{id}: {body}");
+        assert_eq!(body["error"]["code"], "model_not_found", "{body}");
+        assert_eq!(body["error"]["type"], "invalid_request_error", "{body}");
+    }
+    // The other tenant does see its alias.
+    let other = format!("Bearer {OTHER_KEY}");
+    let (status, _, _) = get(
+        &s.hub.url("/v1/models/secret"),
+        &[("authorization", other.as_str())],
+    )
+    .await;
+    assert_eq!(status, 200);
+    // No key: 401.
+    let (status, _, body) = get(&s.hub.url("/v1/models/chat"), &[]).await;
+    assert_eq!(status, 401, "{body}");
+    // Readiness answers JSON too.
+    let (status, _, body) = get(&s.hub.url("/readyz"), &[]).await;
+    assert_eq!((status, body), (200, json!({"status": "ready"})));
+
+    // Anthropic's `models.retrieve` / `models.list` (the SDK sends `anthropic-version`).
+    let anth = [("x-api-key", KEY), ("anthropic-version", "2023-06-01")];
+    let (status, _, body) = get(&s.hub.url("/v1/models/chat"), &anth).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["type"], "model");
+    assert_eq!(body["id"], "chat");
+    assert!(body["created_at"].as_str().unwrap().ends_with('Z'));
+    let (_, _, list) = get(&s.hub.url("/v1/models"), &anth).await;
+    assert_eq!(list["has_more"], false);
+    assert_eq!(list["first_id"], "chat");
+    assert_eq!(list["data"][0]["type"], "model");
+    let (status, _, body) = get(&s.hub.url("/v1/models/secret"), &anth).await;
+    assert_eq!(status, 404);
+    assert_eq!(body["type"], "error", "{body}");
+    assert_eq!(body["error"]["type"], "not_found_error", "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_counts_grow_with_the_input_and_say_they_are_estimates() {
+    let s = Stack::start("").await;
+    let anth = [("x-api-key", KEY), ("anthropic-version", "2023-06-01")];
+    let count = |text: String| {
+        json!({"model": "chat", "messages": [{"role": "user", "content": text}],
+               "system": "Be brief."})
+    };
+    let (status, h, small) = post(
+        &s.hub.url("/v1/messages/count_tokens"),
+        &anth,
+        &count("hi".into()),
+    )
+    .await;
+    assert_eq!(status, 200, "{small}");
+    assert_eq!(h["x-switchyard-token-count"], "estimate");
+    let small = small["input_tokens"].as_u64().unwrap();
+    assert!(small >= 1);
+    let (_, _, big) = post(
+        &s.hub.url("/v1/messages/count_tokens"),
+        &anth,
+        &count("word ".repeat(400)),
+    )
+    .await;
+    let big = big["input_tokens"].as_u64().unwrap();
+    assert!(
+        (450..=600).contains(&big),
+        "2000 characters ≈ 500 tokens, got {big}"
+    );
+    // Tools are part of the prompt.
+    let mut with_tools = count("hi".into());
+    with_tools["tools"] = json!([{"name": "lookup", "description": "d".repeat(400),
+                                  "input_schema": {"type": "object"}}]);
+    let (_, _, t) = post(&s.hub.url("/v1/messages/count_tokens"), &anth, &with_tools).await;
+    assert!(t["input_tokens"].as_u64().unwrap() >= small + 100, "{t}");
+    // Errors in Anthropic's shape: a model the key may not use, no key, a bad body.
+    let mut secret = count("hi".into());
+    secret["model"] = json!("secret");
+    let (status, _, body) = post(&s.hub.url("/v1/messages/count_tokens"), &anth, &secret).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["type"], "error");
+    let (status, _, body) = post(
+        &s.hub.url("/v1/messages/count_tokens"),
+        &[("anthropic-version", "2023-06-01")],
+        &count("hi".into()),
+    )
+    .await;
+    assert_eq!(status, 401);
+    assert_eq!(body["error"]["type"], "authentication_error", "{body}");
+    let (status, _, body) = post(
+        &s.hub.url("/v1/messages/count_tokens"),
+        &anth,
+        &json!({"model": "chat", "messages": "nope"}),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["type"], "invalid_request_error", "{body}");
+
+    // Bedrock CountTokens, Converse input and InvokeModel input.
+    let (status, h, body) = post(
+        &s.hub.url("/model/chat/count-tokens"),
+        &[("x-api-key", KEY)],
+        &json!({"input": {"converse": {"messages": [{"role": "user", "content": [{"text": "word ".repeat(400)}]}]}}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(h["x-switchyard-token-count"], "estimate");
+    assert!(
+        (450..=600).contains(&body["inputTokens"].as_u64().unwrap()),
+        "{body}"
+    );
+    use base64::Engine as _;
+    let raw = base64::engine::general_purpose::STANDARD.encode("x".repeat(400));
+    let (status, _, body) = post(
+        &s.hub.url("/model/chat/count-tokens"),
+        &[("x-api-key", KEY)],
+        &json!({"input": {"invokeModel": {"body": raw}}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["inputTokens"], 100);
+    let (status, h, _) = post(
+        &s.hub.url("/model/chat/count-tokens"),
+        &[("x-api-key", KEY)],
+        &json!({"input": {}}),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(h["x-amzn-errortype"], "ValidationException");
+}
+
+/// A page server on its own port (another origin than the hub): `/` is the test page.
+async fn page_server(html: String) -> SocketAddr {
+    let app = axum::Router::new().route(
+        "/",
+        axum::routing::get(move || {
+            let html = html.clone();
+            async move { axum::response::Html(html) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_lets_an_allowed_origin_call_the_hub_from_a_browser_and_no_other() {
+    // The page's origin is only known once its server listens: bind it first.
+    let page_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let page_addr = page_listener.local_addr().unwrap();
+    drop(page_listener);
+    let allowed = format!("http://{page_addr}");
+    let s = Stack::start(&format!("[cors]\nallowed_origins = [\"{allowed}\"]\n")).await;
+    let chat = s.hub.url("/v1/chat/completions");
+    let client = reqwest::Client::new();
+
+    // Preflight from the allowed origin, asking for the SDK's headers.
+    let r = client
+        .request(reqwest::Method::OPTIONS, &chat)
+        .header("origin", &allowed)
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "authorization,content-type,x-stainless-os",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    assert_eq!(r.headers()["access-control-allow-origin"], allowed.as_str());
+    let allow_headers = r.headers()["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(allow_headers.contains("x-stainless-os"), "{allow_headers}");
+    assert!(
+        r.headers()["access-control-allow-methods"]
+            .to_str()
+            .unwrap()
+            .contains("POST")
+    );
+    // Another origin: no CORS headers at all.
+    let r = client
+        .request(reqwest::Method::OPTIONS, &chat)
+        .header("origin", "http://evil.example")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers().get("access-control-allow-origin").is_none());
+    // Errors carry the headers too (a browser could not read a 401 otherwise).
+    let r = client
+        .post(&chat)
+        .header("origin", &allowed)
+        .json(&json!({"model": "chat", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.headers()["access-control-allow-origin"], allowed.as_str());
+    let exposed = r.headers()["access-control-expose-headers"]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(exposed.contains("x-request-id"), "{exposed}");
+
+    // A real browser: a page on the allowed origin calls the hub (plain and streamed), and the
+    // same page served from another origin is refused by the browser.
+    let script = format!(
+        r#"<!doctype html><html><body><pre id="out">pending</pre><script>
+const hub = "{hub}";
+const headers = {{"authorization": "Bearer {KEY}", "content-type": "application/json"}};
+const body = (stream) => JSON.stringify({{model: "chat", stream, messages: [{{role: "user", content: "hello browser"}}]}});
+async function run() {{
+  const out = [];
+  try {{
+    const r = await fetch(hub + "/v1/chat/completions", {{method: "POST", headers, body: body(false)}});
+    const j = await r.json();
+    out.push("plain:" + r.status + ":" + (j.choices ? "content" : "none") + ":" + (r.headers.get("x-request-id") ? "rid" : "norid"));
+  }} catch (e) {{ out.push("plain:blocked"); }}
+  try {{
+    const r = await fetch(hub + "/v1/chat/completions", {{method: "POST", headers, body: body(true)}});
+    const reader = r.body.getReader();
+    const dec = new TextDecoder();
+    let text = "", chunks = 0;
+    for (;;) {{ const {{done, value}} = await reader.read(); if (done) break; chunks++; text += dec.decode(value); }}
+    out.push("stream:" + r.status + ":" + (text.includes("data: [DONE]") ? "done" : "nodone"));
+  }} catch (e) {{ out.push("stream:blocked"); }}
+  document.getElementById("out").textContent = "RESULT " + out.join(" ");
+}}
+run();
+</script></body></html>"#,
+        hub = s.hub.proc.url()
+    );
+    let allowed_page = {
+        let listener = tokio::net::TcpListener::bind(page_addr).await.unwrap();
+        let html = script.clone();
+        let app = axum::Router::new().route(
+            "/",
+            axum::routing::get(move || {
+                let html = html.clone();
+                async move { axum::response::Html(html) }
+            }),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        format!("http://{page_addr}/")
+    };
+    let other_page = format!("http://{}/", page_server(script).await);
+
+    let dom = chromium_dom(&allowed_page).await;
+    assert!(
+        dom.contains("RESULT plain:200:content:rid stream:200:done"),
+        "DOM: {dom}"
+    );
+    let dom = chromium_dom(&other_page).await;
+    assert!(
+        dom.contains("RESULT plain:blocked stream:blocked"),
+        "DOM: {dom}"
+    );
+}
+
+/// The DOM of `url` in headless Chromium once its scripts settled (virtual time: the fetches
+/// finish before the dump).
+async fn chromium_dom(url: &str) -> String {
+    let chromium = std::path::Path::new("/usr/bin/chromium");
+    assert!(
+        chromium.exists(),
+        "/usr/bin/chromium missing (apt-get install -y chromium; .ci/run installs it)"
+    );
+    let profile = tempfile::tempdir().unwrap();
+    let out = tokio::time::timeout(
+        Duration::from_secs(90),
+        tokio::process::Command::new(chromium)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--no-first-run",
+                &format!("--user-data-dir={}", profile.path().display()),
+                "--virtual-time-budget=15000",
+                "--dump-dom",
+                url,
+            ])
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("chromium timed out")
+    .unwrap();
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
