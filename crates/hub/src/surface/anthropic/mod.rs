@@ -1,5 +1,6 @@
 //! The Anthropic Messages surface: `POST /v1/messages`, JSON and SSE (`message_start`,
-//! `content_block_start`, `content_block_delta` with `text_delta` / `input_json_delta`,
+//! `content_block_start`, `content_block_delta` with `thinking_delta` / `signature_delta` /
+//! `text_delta` / `input_json_delta`,
 //! `content_block_stop`, `message_delta`, `message_stop`, `ping`), errors as
 //! `{"type":"error","error":{"type","message"}}`. Authenticates with `x-api-key` (as the
 //! Anthropic SDK sends it) or `Authorization: Bearer`. A thin translation to and from
