@@ -163,19 +163,9 @@ fn part_len(p: &Part) -> usize {
 }
 
 impl Answer {
-    /// Whether `resp` can be stored without losing anything a caller would see: every choice's
-    /// parts are text, thinking or tool calls (an answer never carries images or tool results,
-    /// so this holds for every well-formed answer).
-    pub fn can_hold(resp: &pb::InferResponse) -> bool {
-        stored_parts(resp.message.as_ref()).is_some()
-            && resp
-                .more_choices
-                .iter()
-                .all(|c| stored_parts(c.message.as_ref()).is_some())
-    }
-
-    /// The answer of a completed call; `None` when it holds something an answer cannot
-    /// ([`Answer::can_hold`]).
+    /// The answer of a completed call; `None` when it holds something an answer never does (an
+    /// image, a tool result, a cache point): such an answer is not stored, and its followers make
+    /// their own call.
     pub fn from_response(resp: &pb::InferResponse, route: &RouteTaken) -> Option<Answer> {
         let parts = stored_parts(resp.message.as_ref())?;
         let text: String = parts
