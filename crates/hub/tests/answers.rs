@@ -784,6 +784,55 @@ async fn the_response_cache_replays_the_whole_answer() {
     assert_eq!(s.fake.calls(), 2);
 }
 
+/// A streaming request that follows an identical one in flight gets the leader's stream as the
+/// spoke sent it: every choice, reasoning, logprobs, tool calls, finish reasons, usage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coalesced_stream_follows_the_whole_answer_live() {
+    let s = start_spoke_with(
+        "acct-a",
+        &["m1"],
+        0,
+        Duration::from_millis(100),
+        "127.0.0.1:0",
+    )
+    .await;
+    let hub = start_hub(&config("cache = { ttl = \"0s\" }", "", &s)).await;
+    hub.wait_healthy("p1", 1).await;
+    s.fake.stream_with(openai_stream());
+    let leader = tokio::spawn({
+        let url = hub.url("/v1/chat/completions");
+        async move {
+            let r = client()
+                .post(url)
+                .bearer_auth(KEY)
+                .header("x-request-id", "req-1")
+                .json(&chat(true))
+                .send()
+                .await
+                .unwrap();
+            let cache = r.headers()["x-switchyard-cache"]
+                .to_str()
+                .unwrap()
+                .to_string();
+            (cache, r.text().await.unwrap())
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let follower = post(&hub, "/v1/chat/completions", &chat(true)).await;
+    assert_eq!(follower.headers()["x-switchyard-cache"], "coalesced");
+    let followed = openai_chunks(&follower.text().await.unwrap());
+    let (cache, led) = leader.await.unwrap();
+    assert_eq!(cache, "miss");
+    assert_eq!(followed, openai_chunks(&led));
+    assert_eq!(s.fake.calls(), 1);
+    assert!(followed.iter().any(|c| c["choices"][0]["index"] == 2));
+    assert!(
+        followed
+            .iter()
+            .any(|c| c["choices"][0]["delta"]["reasoning_content"].is_string())
+    );
+}
+
 /// The audit line's usage carries the cache and reasoning details.
 #[tokio::test]
 async fn the_audit_line_carries_usage_details() {

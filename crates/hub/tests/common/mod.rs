@@ -59,7 +59,8 @@ pub struct FakeSpoke {
 pub struct Scripted {
     /// `Infer`'s answer (request id and, when unset, route filled in).
     pub response: Option<pb::InferResponse>,
-    /// `InferStream`'s events after the fake's own `start`: deltas and an end.
+    /// `InferStream`'s events after the fake's own `start` (each after the spoke's
+    /// `chunk_delay`): deltas and an end.
     pub events: Option<Vec<pb::InferEvent>>,
 }
 
@@ -203,8 +204,15 @@ impl Spoke for Svc {
                     attempts: vec![],
                 })),
             };
-            let all = std::iter::once(start).chain(events).map(Ok);
-            return Ok(Response::new(Box::pin(futures::stream::iter(all))));
+            let delay = self.0.chunk_delay;
+            let s = async_stream::stream! {
+                yield Ok(start);
+                for ev in events {
+                    tokio::time::sleep(delay).await;
+                    yield Ok(ev);
+                }
+            };
+            return Ok(Response::new(Box::pin(s)));
         }
         let chunks = self.0.chunks;
         let delay = self.0.chunk_delay;
