@@ -6,6 +6,7 @@
 pub mod anthropic;
 pub mod converse;
 pub mod embeddings;
+pub mod extra;
 pub mod frame;
 pub mod openai;
 
