@@ -219,14 +219,16 @@ impl Needs {
                 Ok(pb::response_format::Type::JsonObject | pb::response_format::Type::JsonSchema)
             )
         });
-        let reasoning = p.reasoning.as_ref().is_some_and(|r| {
-            match pb::reasoning::Mode::try_from(r.mode).unwrap_or(pb::reasoning::Mode::Unspecified)
-            {
-                pb::reasoning::Mode::Enabled | pb::reasoning::Mode::Adaptive => true,
-                pb::reasoning::Mode::Disabled => false,
-                pb::reasoning::Mode::Unspecified => !r.effort.is_empty() && r.effort != "none",
-            }
-        });
+        let reasoning =
+            p.reasoning.as_ref().is_some_and(|r| {
+                match pb::reasoning::Mode::try_from(r.mode)
+                    .unwrap_or(pb::reasoning::Mode::Unspecified)
+                {
+                    pb::reasoning::Mode::Enabled | pb::reasoning::Mode::Adaptive => true,
+                    pb::reasoning::Mode::Disabled => false,
+                    pb::reasoning::Mode::Unspecified => !r.effort.is_empty() && r.effort != "none",
+                }
+            });
         let tool_choice = req.parallel_tool_calls.is_some()
             || req
                 .tool_choice

@@ -169,13 +169,10 @@ async fn openai_fields_reach_the_spoke() {
                 assert!(!f.strict);
             },
         ),
-        (
-            json!({"tools": lookup, "tool_choice": "none"}),
-            |r| {
-                assert_eq!(mode(r), Some(pb::tool_choice::Mode::None));
-                assert_eq!(r.tools[0].name, "lookup");
-            },
-        ),
+        (json!({"tools": lookup, "tool_choice": "none"}), |r| {
+            assert_eq!(mode(r), Some(pb::tool_choice::Mode::None));
+            assert_eq!(r.tools[0].name, "lookup");
+        }),
         (json!({"max_completion_tokens": 64}), |r| {
             assert_eq!(params(r).max_tokens, Some(64))
         }),
@@ -309,7 +306,10 @@ async fn openai_refusals_name_the_param() {
         // More than max_choices (default 8), more than OpenAI's 20 top logprobs, 300 biases.
         (json!({"n": 9}), "n"),
         (json!({"n": 4294967295u64}), "n"),
-        (json!({"logprobs": true, "top_logprobs": 21}), "top_logprobs"),
+        (
+            json!({"logprobs": true, "top_logprobs": 21}),
+            "top_logprobs",
+        ),
         (json!({"top_logprobs": 2}), "top_logprobs"),
         (
             json!({"logit_bias": (0..301).map(|i| (i.to_string(), json!(1))).collect::<serde_json::Map<_, _>>()}),
@@ -319,7 +319,10 @@ async fn openai_refusals_name_the_param() {
         (json!({"logit_bias": {"1": 101}}), "logit_bias"),
         (json!({"presence_penalty": 3}), "presence_penalty"),
         (json!({"reasoning_effort": "extreme"}), "reasoning_effort"),
-        (json!({"response_format": {"type": "xml"}}), "response_format"),
+        (
+            json!({"response_format": {"type": "xml"}}),
+            "response_format",
+        ),
         (
             json!({"response_format": {"type": "json_schema", "json_schema": {"name": "big", "schema": {"description": "x".repeat(70_000)}}}}),
             "response_format",
@@ -329,7 +332,10 @@ async fn openai_refusals_name_the_param() {
             json!({"tools": lookup, "tool_choice": {"type": "function", "function": {"name": "nope"}}}),
             "tool_choice",
         ),
-        (json!({"tools": lookup, "tool_choice": "sometimes"}), "tool_choice"),
+        (
+            json!({"tools": lookup, "tool_choice": "sometimes"}),
+            "tool_choice",
+        ),
     ];
     for (extra, param) in rows {
         let body = merge(&json!({"model": "demo", "messages": user}), &extra);
@@ -344,7 +350,8 @@ async fn openai_refusals_name_the_param() {
 #[tokio::test]
 async fn anthropic_fields_reach_the_spoke() {
     let (s, hub) = one("anthropic", all_caps()).await;
-    let base = json!({"model": "demo", "max_tokens": 64, "messages": [{"role": "user", "content": "hi"}]});
+    let base =
+        json!({"model": "demo", "max_tokens": 64, "messages": [{"role": "user", "content": "hi"}]});
     let tools = json!([
         {"name": "final_result", "input_schema": {"type": "object"}},
         {"name": "lookup", "input_schema": {"type": "object"}, "cache_control": {"type": "ephemeral"}, "strict": true}
@@ -383,9 +390,10 @@ async fn anthropic_fields_reach_the_spoke() {
                 assert_eq!(r.parallel_tool_calls, Some(false));
             },
         ),
-        (json!({"tools": tools, "tool_choice": {"type": "none"}}), |r| {
-            assert_eq!(mode(r), Some(pb::tool_choice::Mode::None))
-        }),
+        (
+            json!({"tools": tools, "tool_choice": {"type": "none"}}),
+            |r| assert_eq!(mode(r), Some(pb::tool_choice::Mode::None)),
+        ),
         (
             json!({"system": [{"type": "text", "text": "a long instruction", "cache_control": {"type": "ephemeral", "ttl": "1h"}}, {"type": "text", "text": " and more"}]}),
             |r| {
@@ -445,7 +453,13 @@ async fn anthropic_fields_reach_the_spoke() {
             json!({"output_format": {"type": "json_schema", "schema": {"type": "object", "properties": {"a": {"type": "string"}}}}}),
             |r| {
                 assert_eq!(format_type(r), Some(pb::response_format::Type::JsonSchema));
-                assert!(r.response_format.as_ref().unwrap().schema_json.contains("\"a\""));
+                assert!(
+                    r.response_format
+                        .as_ref()
+                        .unwrap()
+                        .schema_json
+                        .contains("\"a\"")
+                );
             },
         ),
         (
@@ -457,7 +471,10 @@ async fn anthropic_fields_reach_the_spoke() {
             |r| {
                 assert_eq!(
                     passthrough(r),
-                    Some(("anthropic".into(), json!({"context_management": {"edits": []}})))
+                    Some((
+                        "anthropic".into(),
+                        json!({"context_management": {"edits": []}})
+                    ))
                 )
             },
         ),
@@ -486,10 +503,22 @@ async fn anthropic_fields_reach_the_spoke() {
     // Refusals in Anthropic's shape; the message starts with the field.
     for (body, field) in [
         (json!({"thinking": {"type": "sometimes"}}), "thinking.type"),
-        (json!({"thinking": {"type": "enabled", "budget_tokens": 2048, "display": "omitted"}}), "thinking.display"),
-        (json!({"tool_choice": {"type": "tool", "name": "nope"}, "tools": tools}), "tool_choice.name"),
-        (json!({"output_config": {"task_budget": {"total": 1}}}), "output_config.task_budget"),
-        (json!({"output_config": {"effort": "huge"}}), "output_config.effort"),
+        (
+            json!({"thinking": {"type": "enabled", "budget_tokens": 2048, "display": "omitted"}}),
+            "thinking.display",
+        ),
+        (
+            json!({"tool_choice": {"type": "tool", "name": "nope"}, "tools": tools}),
+            "tool_choice.name",
+        ),
+        (
+            json!({"output_config": {"task_budget": {"total": 1}}}),
+            "output_config.task_budget",
+        ),
+        (
+            json!({"output_config": {"effort": "huge"}}),
+            "output_config.effort",
+        ),
     ] {
         let (status, v) = anthropic(&hub, "/v1/messages", merge(&base, &body)).await;
         assert_eq!(status, 400, "{body} → {v}");
@@ -538,7 +567,10 @@ async fn converse_fields_reach_the_spoke() {
                 let rest: Value =
                     serde_json::from_str(&r.additional_model_request_fields_json).unwrap();
                 assert_eq!(rest, json!({"anthropic_beta": ["x"]}));
-                assert_eq!(r.additional_model_response_field_paths, vec!["/stop_sequence"]);
+                assert_eq!(
+                    r.additional_model_response_field_paths,
+                    vec!["/stop_sequence"]
+                );
             },
         ),
         (
@@ -577,7 +609,10 @@ async fn converse_fields_reach_the_spoke() {
             json!({"outputConfig": {"textFormat": {"type": "json_schema", "structure": {"jsonSchema": {"name": "a", "schema": "{\"type\":\"object\"}"}}}}}),
             |r| {
                 assert_eq!(format_type(r), Some(pb::response_format::Type::JsonSchema));
-                assert_eq!(r.response_format.as_ref().unwrap().schema_json, "{\"type\":\"object\"}");
+                assert_eq!(
+                    r.response_format.as_ref().unwrap().schema_json,
+                    "{\"type\":\"object\"}"
+                );
             },
         ),
         (
@@ -626,9 +661,8 @@ async fn routes_by_capability_with_fallback_and_refuses_what_no_model_can_do() {
     hub.wait_healthy("p1", 1).await;
     hub.wait_healthy("p2", 1).await;
     let user = json!([{"role": "user", "content": "hi"}]);
-    let served_by = |h: &reqwest::header::HeaderMap| {
-        h["x-switchyard-model"].to_str().unwrap().to_string()
-    };
+    let served_by =
+        |h: &reqwest::header::HeaderMap| h["x-switchyard-model"].to_str().unwrap().to_string();
     let send = |body: Value| {
         client()
             .post(hub.url("/v1/chat/completions"))
@@ -637,7 +671,9 @@ async fn routes_by_capability_with_fallback_and_refuses_what_no_model_can_do() {
             .send()
     };
     // A plain request goes to the first candidate.
-    let r = send(json!({"model": "demo", "messages": user})).await.unwrap();
+    let r = send(json!({"model": "demo", "messages": user}))
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(served_by(r.headers()), "m1");
     // Each capability skips the first candidate for the capable one.
@@ -653,7 +689,11 @@ async fn routes_by_capability_with_fallback_and_refuses_what_no_model_can_do() {
             .unwrap();
         assert_eq!(r.status(), 200, "{extra}");
         assert_eq!(served_by(r.headers()), "m2", "{extra}");
-        assert_eq!(plain.fake.calls(), before, "{extra}: the incapable model is not called");
+        assert_eq!(
+            plain.fake.calls(),
+            before,
+            "{extra}: the incapable model is not called"
+        );
     }
     // Disabled reasoning needs nothing.
     let r = send(json!({"model": "demo", "messages": user, "reasoning_effort": "none"}))
@@ -669,7 +709,11 @@ async fn routes_by_capability_with_fallback_and_refuses_what_no_model_can_do() {
         (json!({"frequency_penalty": 1}), "frequency_penalty"),
         (json!({"logit_bias": {"1": 1}}), "logit_bias"),
     ] {
-        let (status, v) = openai(&hub, merge(&json!({"model": "demo", "messages": user}), &extra)).await;
+        let (status, v) = openai(
+            &hub,
+            merge(&json!({"model": "demo", "messages": user}), &extra),
+        )
+        .await;
         assert_eq!(status, 400, "{extra} → {v}");
         assert_eq!(v["error"]["param"], param, "{v}");
         assert_eq!(v["error"]["code"], "unsupported_parameter", "{v}");
@@ -681,16 +725,26 @@ async fn routes_by_capability_with_fallback_and_refuses_what_no_model_can_do() {
     )
     .await;
     assert_eq!(status, 400, "{v}");
-    assert!(v["error"]["message"].as_str().unwrap().starts_with("top_k"), "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().starts_with("top_k"),
+        "{v}"
+    );
     let (status, ty, v) = converse(
         &hub,
         json!({"messages": [{"role": "user", "content": [{"text": "hi"}]}],
                "additionalModelRequestFields": {"top_k": 3}}),
     )
     .await;
-    assert_eq!((status, ty.as_deref()), (400, Some("ValidationException")), "{v}");
+    assert_eq!(
+        (status, ty.as_deref()),
+        (400, Some("ValidationException")),
+        "{v}"
+    );
     assert!(
-        v["message"].as_str().unwrap().starts_with("additionalModelRequestFields.top_k"),
+        v["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("additionalModelRequestFields.top_k"),
         "{v}"
     );
     assert_eq!(plain.fake.calls() + capable.fake.calls(), calls);
@@ -736,11 +790,19 @@ candidates = [{{ provider = "p3", model = "m3" }}]
     }
     let user = json!([{"role": "user", "content": "hi"}]);
     // Without unknown fields, the first candidate (Bedrock) serves an OpenAI request.
-    let (status, _) = openai(&hub, json!({"model": "demo", "messages": user, "user": "u"})).await;
+    let (status, _) = openai(
+        &hub,
+        json!({"model": "demo", "messages": user, "user": "u"}),
+    )
+    .await;
     assert_eq!(status, 200);
     assert_eq!(bedrock.fake.calls(), 1);
     // An OpenAI field the hub does not know: only the OpenAI-compatible spoke gets it.
-    let (status, v) = openai(&hub, json!({"model": "demo", "messages": user, "verbosity": "low"})).await;
+    let (status, v) = openai(
+        &hub,
+        json!({"model": "demo", "messages": user, "verbosity": "low"}),
+    )
+    .await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(bedrock.fake.calls(), 1);
     assert_eq!(
@@ -756,7 +818,10 @@ candidates = [{{ provider = "p3", model = "m3" }}]
     .await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(bedrock.fake.calls(), 2);
-    assert_eq!(passthrough(&bedrock.fake.last().unwrap()).unwrap().0, "converse");
+    assert_eq!(
+        passthrough(&bedrock.fake.last().unwrap()).unwrap().0,
+        "converse"
+    );
     // Converse additional fields the hub does not translate: Bedrock only, too.
     let o = openai_spoke.fake.calls();
     let (status, _, _) = converse(
@@ -775,7 +840,13 @@ candidates = [{{ provider = "p3", model = "m3" }}]
     )
     .await;
     assert_eq!(status, 400, "{v}");
-    assert!(v["error"]["message"].as_str().unwrap().starts_with("mcp_servers:"), "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("mcp_servers:"),
+        "{v}"
+    );
     // The simulated upstream takes any API's fields (and ignores them).
     let (status, v) = anthropic(
         &hub,
@@ -784,9 +855,16 @@ candidates = [{{ provider = "p3", model = "m3" }}]
     )
     .await;
     assert_eq!(status, 200, "{v}");
-    assert_eq!(passthrough(&sim.fake.last().unwrap()).unwrap().0, "anthropic");
+    assert_eq!(
+        passthrough(&sim.fake.last().unwrap()).unwrap().0,
+        "anthropic"
+    );
     // Passthrough off: unknown fields refused by name, ignorable ones still accepted.
-    let (status, v) = openai(&hub, json!({"model": "strict", "messages": user, "verbosity": "low"})).await;
+    let (status, v) = openai(
+        &hub,
+        json!({"model": "strict", "messages": user, "verbosity": "low"}),
+    )
+    .await;
     assert_eq!(status, 400, "{v}");
     assert_eq!(v["error"]["param"], "verbosity");
     assert_eq!(v["error"]["code"], "unknown_parameter");
@@ -815,8 +893,10 @@ async fn ignored_and_passed_through_fields_are_in_the_audit_line() {
         .post(hub.url("/v1/chat/completions"))
         .bearer_auth(KEY)
         .header("x-request-id", "audit-ignored-1")
-        .json(&json!({"model": "demo", "messages": [{"role": "user", "content": "hi"}],
-                      "user": "u-1", "metadata": {"k": "v"}, "verbosity": "low"}))
+        .json(
+            &json!({"model": "demo", "messages": [{"role": "user", "content": "hi"}],
+                      "user": "u-1", "metadata": {"k": "v"}, "verbosity": "low"}),
+        )
         .send()
         .await
         .unwrap();

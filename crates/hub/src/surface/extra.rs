@@ -135,7 +135,10 @@ mod tests {
         .map(|e| (e.names().param.map(str::to_owned), e.to_string()));
         let (param, msg) = e.unwrap_or_default();
         assert_eq!(param.as_deref(), Some("guardrailConfig"));
-        assert!(msg.starts_with("guardrailConfig, requestMetadata: "), "{msg}");
+        assert!(
+            msg.starts_with("guardrailConfig, requestMetadata: "),
+            "{msg}"
+        );
         // Ignorable fields are still accepted.
         assert!(sort(Api::Converse, map(json!({"x": 1})), &["x"], &alias(false)).is_ok());
     }

@@ -277,7 +277,16 @@ pub async fn start_spoke_as(
     provider: &str,
     caps: pb::Capabilities,
 ) -> SpokeHandle {
-    start_spoke_full(account, models, 3, Duration::ZERO, "127.0.0.1:0", provider, caps).await
+    start_spoke_full(
+        account,
+        models,
+        3,
+        Duration::ZERO,
+        "127.0.0.1:0",
+        provider,
+        caps,
+    )
+    .await
 }
 
 pub async fn start_spoke_with(

@@ -135,10 +135,7 @@ fn plain_text(c: &Content, what: &str) -> Result<String, HubError> {
 }
 
 /// A string or text blocks as (text, cache point after it) pairs; other blocks are refused.
-fn text_blocks(
-    c: &Content,
-    what: &str,
-) -> Result<Vec<(String, Option<pb::CachePoint>)>, HubError> {
+fn text_blocks(c: &Content, what: &str) -> Result<Vec<(String, Option<pb::CachePoint>)>, HubError> {
     match c {
         Content::Text(s) => Ok(vec![(s.clone(), None)]),
         Content::Blocks(blocks) => {
@@ -329,13 +326,13 @@ impl MessagesRequest {
                 }
             }
         }
-        let reasoning = (mode != pb::reasoning::Mode::Unspecified || !effort.is_empty()).then(|| {
+        let reasoning = (mode != pb::reasoning::Mode::Unspecified || !effort.is_empty()).then_some(
             pb::Reasoning {
                 mode: mode as i32,
                 budget_tokens: budget,
                 effort,
-            }
-        });
+            },
+        );
         Ok(pb::InferRequest {
             system,
             system_parts,
@@ -562,7 +559,9 @@ fn tool_choice(
         };
     }
     if mode == Mode::Tool && !tools.iter().any(|t| t.name == name) {
-        return Err(bad(format!("tool_choice.name: {name:?} is not one of `tools`")));
+        return Err(bad(format!(
+            "tool_choice.name: {name:?} is not one of `tools`"
+        )));
     }
     let parallel = (v["disable_parallel_tool_use"].as_bool() == Some(true)).then_some(false);
     let choice = (mode != Mode::Auto).then(|| pb::ToolChoice {

@@ -181,7 +181,9 @@ pub fn to_infer(body: &Value) -> Result<pb::InferRequest, HubError> {
                 paths.push(
                     p.as_str()
                         .ok_or_else(|| {
-                            bad(format!("additionalModelResponseFieldPaths.{i}: must be a string"))
+                            bad(format!(
+                                "additionalModelResponseFieldPaths.{i}: must be a string"
+                            ))
                         })?
                         .to_owned(),
                 );
@@ -314,7 +316,11 @@ fn reasoning_content(r: &Value, at: &str) -> Result<pb::ThinkingPart, HubError> 
         return Ok(pb::ThinkingPart {
             text: t["text"]
                 .as_str()
-                .ok_or_else(|| bad(format!("{at}.reasoningContent.reasoningText.text: required")))?
+                .ok_or_else(|| {
+                    bad(format!(
+                        "{at}.reasoningContent.reasoningText.text: required"
+                    ))
+                })?
                 .to_owned(),
             signature: t["signature"].as_str().unwrap_or_default().to_owned(),
             ..Default::default()
@@ -354,9 +360,7 @@ fn tool_choice(c: &Value, tools: &[pb::ToolSpec]) -> Result<Option<pb::ToolChoic
                 .ok_or_else(|| bad("toolConfig.toolChoice.tool.name: required"))?,
         )
     } else {
-        return Err(bad(
-            "toolConfig.toolChoice: must be one of auto, any, tool",
-        ));
+        return Err(bad("toolConfig.toolChoice: must be one of auto, any, tool"));
     };
     if mode == Mode::Auto {
         return Ok(None);
@@ -404,7 +408,9 @@ fn additional_fields(v: &Value) -> Result<Additional, HubError> {
                 out.top_k = Some(
                     v.as_u64()
                         .and_then(|n| u32::try_from(n).ok())
-                        .ok_or_else(|| bad(format!("{AT}.top_k: must be a non-negative integer")))?,
+                        .ok_or_else(|| {
+                            bad(format!("{AT}.top_k: must be a non-negative integer"))
+                        })?,
                 );
                 continue;
             }
@@ -552,7 +558,12 @@ pub fn asked(body: &Value) -> AskedBy {
     a.set(Feature::ToolChoice, "toolConfig.toolChoice");
     let rest = amrf.as_object().and_then(|o| {
         o.keys()
-            .find(|k| !matches!(k.as_str(), "top_k" | "thinking" | "reasoning_config" | "reasoningConfig"))
+            .find(|k| {
+                !matches!(
+                    k.as_str(),
+                    "top_k" | "thinking" | "reasoning_config" | "reasoningConfig"
+                )
+            })
             .cloned()
     });
     match rest {

@@ -284,10 +284,7 @@ impl ChatRequest {
                 }
             }
         }
-        if !messages
-            .iter()
-            .any(|m| m.role != pb::Role::System as i32)
-        {
+        if !messages.iter().any(|m| m.role != pb::Role::System as i32) {
             return Err(HubError::BadRequest(
                 "`messages` needs at least one user message".into(),
             ));
@@ -338,7 +335,7 @@ impl ChatRequest {
                 format!("{name}: must be a number from -2 to 2"),
             )),
             // 0 is the default: nothing to carry.
-            Some(v) if v == 0.0 => Ok(None),
+            Some(0.0) => Ok(None),
             v => Ok(v),
         };
         let presence_penalty = penalty("presence_penalty", self.presence_penalty)?;
@@ -371,7 +368,10 @@ impl ChatRequest {
             Some(e) if !EFFORTS.contains(&e) => {
                 return Err(invalid(
                     "reasoning_effort",
-                    format!("reasoning_effort: {e:?} is not one of {}", EFFORTS.join(", ")),
+                    format!(
+                        "reasoning_effort: {e:?} is not one of {}",
+                        EFFORTS.join(", ")
+                    ),
                 ));
             }
             Some(e) => Some(pb::Reasoning {
@@ -431,8 +431,14 @@ impl ChatRequest {
         );
         a.set(Feature::Seed, "seed");
         for (name, set) in [
-            ("presence_penalty", self.presence_penalty.is_some_and(|v| v != 0.0)),
-            ("frequency_penalty", self.frequency_penalty.is_some_and(|v| v != 0.0)),
+            (
+                "presence_penalty",
+                self.presence_penalty.is_some_and(|v| v != 0.0),
+            ),
+            (
+                "frequency_penalty",
+                self.frequency_penalty.is_some_and(|v| v != 0.0),
+            ),
             ("logit_bias", true),
         ] {
             if set {
@@ -466,9 +472,7 @@ fn tool_choice(
             "none" => (Mode::None, String::new()),
             "required" => (Mode::Any, String::new()),
             other => {
-                return Err(bad(format!(
-                    "{other:?} is not one of none, auto, required"
-                )));
+                return Err(bad(format!("{other:?} is not one of none, auto, required")));
             }
         },
         Value::Object(o) => match o.get("type").and_then(Value::as_str) {
@@ -494,7 +498,12 @@ fn tool_choice(
                     }
                 };
                 let mut allowed = Vec::new();
-                for t in at.get("tools").and_then(Value::as_array).into_iter().flatten() {
+                for t in at
+                    .get("tools")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
                     let name = t
                         .get("function")
                         .and_then(|f| f.get("name"))
@@ -510,7 +519,9 @@ fn tool_choice(
                     allowed.push(name.to_owned());
                 }
                 if allowed.is_empty() {
-                    return Err(bad("allowed_tools.tools: must name at least one tool".into()));
+                    return Err(bad(
+                        "allowed_tools.tools: must name at least one tool".into()
+                    ));
                 }
                 tools.retain(|t| allowed.contains(&t.name));
                 (mode, String::new())
@@ -527,7 +538,9 @@ fn tool_choice(
     if tools.is_empty() {
         return match mode {
             Mode::Auto | Mode::None => Ok(None),
-            Mode::Any | Mode::Tool => Err(bad("a tool must be called, but `tools` is empty".into())),
+            Mode::Any | Mode::Tool => {
+                Err(bad("a tool must be called, but `tools` is empty".into()))
+            }
         };
     }
     if mode == Mode::Tool && !tools.iter().any(|t| t.name == name) {
