@@ -188,10 +188,14 @@ async fn openai_fields_reach_the_spoke() {
                 assert_eq!(r.parallel_tool_calls, Some(false));
             },
         ),
-        (json!({"tools": lookup, "tool_choice": "auto"}), |r| {
-            assert_eq!(mode(r), None);
-            assert_eq!(r.parallel_tool_calls, None);
-        }),
+        (
+            json!({"tools": lookup, "tool_choice": "auto", "parallel_tool_calls": true}),
+            |r| {
+                // Both are every upstream's default: nothing to carry, no capability needed.
+                assert_eq!(mode(r), None);
+                assert_eq!(r.parallel_tool_calls, None);
+            },
+        ),
         (
             json!({"tools": [
                 {"type": "function", "function": {"name": "lookup"}},
@@ -929,4 +933,35 @@ async fn ignored_and_passed_through_fields_are_in_the_audit_line() {
     let b = line("audit-ignored-2").unwrap();
     assert_eq!(b["ignored"], json!(["metadata", "service_tier"]), "{b}");
     assert_eq!(b["passthrough"], json!([]), "{b}");
+}
+
+#[tokio::test]
+async fn a_candidate_not_described_yet_leaves_the_request_to_routing() {
+    // p0's spoke never answers (nothing listens there): what m0 can do is unknown, so a request
+    // for a capability p1's model lacks is not refused as unsupported; routing answers 503.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_addr = dead.local_addr().unwrap();
+    drop(dead);
+    let s = start_spoke_as("acct", &["m1"], "openai", default_caps()).await;
+    let hub = start_hub(&format!(
+        r#"
+[[aliases]]
+name = "demo"
+candidates = [{{ provider = "p0", model = "m0" }}, {{ provider = "p1", model = "m1" }}]
+
+[[providers]]
+name = "p0"
+spokes = [{{ addr = "{dead_addr}" }}]
+{}"#,
+        pool("p1", &s)
+    ))
+    .await;
+    hub.wait_healthy("p1", 1).await;
+    let user = json!([{"role": "user", "content": "hi"}]);
+    let (status, v) = openai(&hub, json!({"model": "demo", "messages": user, "seed": 1})).await;
+    assert_eq!(status, 503, "{v}");
+    assert_eq!(v["error"]["code"], "no_route_available");
+    let (status, _) = openai(&hub, json!({"model": "demo", "messages": user})).await;
+    assert_eq!(status, 200);
+    assert_eq!(s.fake.calls(), 1);
 }

@@ -86,8 +86,9 @@ pub fn params(
 /// the request but one could without a [`Feature`] it asks for, 400 naming the request field
 /// that asked for that feature (`asked`; for a passthrough, its first field), `code`
 /// `unsupported_parameter`. Otherwise the request is left to routing: a capable candidate is
-/// tried first and the others are skipped; a request that nothing could serve anyway (no spoke
-/// has reported yet, no model takes its tools or images) keeps routing's 503.
+/// tried first and the others are skipped; a request that nothing could serve anyway (no model
+/// takes its tools or images) or whose answer is not known yet (a candidate's pool is absent or
+/// none of its spokes has answered `Describe`) keeps routing's 503.
 pub fn capabilities(
     table: &Table,
     alias: &Alias,
@@ -99,9 +100,14 @@ pub fn capabilities(
     let mut lacking = None;
     for cand in &alias.candidates {
         let Some(pool) = table.pools.get(&cand.provider) else {
-            continue;
+            return Ok(());
         };
-        for spoke in pool.spokes().iter() {
+        let spokes = pool.spokes();
+        if !spokes.iter().any(|s| s.has_described()) {
+            // What this candidate can do is not known yet: routing decides.
+            return Ok(());
+        }
+        for spoke in spokes.iter() {
             let Some(caps) = spoke.model_caps(&cand.model) else {
                 continue;
             };

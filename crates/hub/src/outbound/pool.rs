@@ -217,6 +217,11 @@ impl Spoke {
         st.described.as_ref()?.models.get(model).copied()
     }
 
+    /// Whether the spoke has answered `Describe` at least once.
+    pub fn has_described(&self) -> bool {
+        self.state.lock().described.is_some()
+    }
+
     /// Passive ejection: called when a call to the spoke failed at the connection level. The spoke
     /// leaves routing at once and the health loop probes it (half-open) soon after.
     pub fn eject(&self, why: &str) {

@@ -312,7 +312,8 @@ impl ChatRequest {
             None | Some(Value::Null) => None,
             Some(v) => tool_choice(v, &mut tools)?,
         };
-        let parallel_tool_calls = self.parallel_tool_calls.filter(|_| !tools.is_empty());
+        // `true` is every upstream's default: only `false` (one call at most) is carried.
+        let parallel_tool_calls = self.parallel_tool_calls.filter(|p| !p && !tools.is_empty());
         for (name, v) in [("temperature", self.temperature), ("top_p", self.top_p)] {
             if v.is_some_and(|v| !v.is_finite() || v < 0.0) {
                 return Err(HubError::BadRequest(format!(
