@@ -377,7 +377,21 @@ async fn messages(
             .find(|n| Some(*n) == req["tool_choice"]["name"].as_str()),
         _ => tool_names.first().copied().filter(|_| !tool_results),
     };
-    let tool = called.map(|name| ToolUse::new("toolu_", &plan.request_id, name, &last_user));
+    let forced = matches!(req["tool_choice"]["type"].as_str(), Some("any" | "tool"));
+    let tool = called.map(|name| {
+        if forced {
+            let schema = req["tools"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|t| t["name"] == name)
+                .map(|t| t["input_schema"].clone())
+                .unwrap_or(Value::Null);
+            ToolUse::forced("toolu_", &plan.request_id, name, &last_user, &schema)
+        } else {
+            ToolUse::new("toolu_", &plan.request_id, name, &last_user)
+        }
+    });
     let mut c = Completion::new(
         &plan.label,
         &model,

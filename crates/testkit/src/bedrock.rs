@@ -79,10 +79,11 @@ struct Request {
     max_tokens: Option<u64>,
     /// The request carried a `guardrailConfig`.
     guardrail: bool,
-    /// The tool called: `toolConfig.toolChoice` `any` → the first tool, `tool` → that one;
-    /// otherwise (`auto`) the first tool when the last message is a user turn without tool
-    /// results.
+    /// The tool called: `toolConfig.toolChoice` `any` → the first tool, `tool` → that one
+    /// (both forced: with its input schema); otherwise (`auto`) the first tool when the last
+    /// message is a user turn without tool results.
     call_tool: Option<String>,
+    forced_schema: Option<Value>,
     /// A reasoning block comes first (`additionalModelRequestFields.thinking` `enabled` /
     /// `adaptive`, `reasoningConfig.type` `enabled`, `reasoning_effort`); `redacted`: Nova's
     /// `[REDACTED]` text without a signature.
@@ -168,6 +169,16 @@ fn parse_request(body: &Value) -> Request {
             .filter(|_| last_is_user && !tool_results)
             .map(|n| (*n).to_owned())
     };
+    let forced_schema = choice
+        .filter(|c| c.get("any").is_some() || c.get("tool").is_some())
+        .and_then(|_| {
+            let name = call_tool.as_deref()?;
+            body.pointer("/toolConfig/tools")?
+                .as_array()?
+                .iter()
+                .find(|t| t.pointer("/toolSpec/name").and_then(Value::as_str) == Some(name))
+                .and_then(|t| t.pointer("/toolSpec/inputSchema/json").cloned())
+        });
     let max_tokens = body
         .get("inferenceConfig")
         .and_then(|c| c.get("maxTokens"))
@@ -208,6 +219,7 @@ fn parse_request(body: &Value) -> Request {
         max_tokens,
         guardrail: body.get("guardrailConfig").is_some(),
         call_tool,
+        forced_schema,
         reasoning,
         output_schema,
         response_fields,
@@ -558,7 +570,12 @@ fn usage_of(st: &Shared, req: &Request, c: &Completion) -> Value {
 fn tool_use(req: &Request, plan: &Plan) -> Option<ToolUse> {
     req.call_tool
         .as_deref()
-        .map(|name| ToolUse::new("tooluse_", &plan.request_id, name, &req.last_user))
+        .map(|name| match &req.forced_schema {
+            Some(schema) => {
+                ToolUse::forced("tooluse_", &plan.request_id, name, &req.last_user, schema)
+            }
+            None => ToolUse::new("tooluse_", &plan.request_id, name, &req.last_user),
+        })
 }
 
 /// `InvokeModel` for the embedding models: Titan text embeddings (`amazon.titan-embed-*`,

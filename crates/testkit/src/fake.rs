@@ -241,7 +241,9 @@ impl Completion {
 /// The fakes' tool-use rule: when a request offers tools and its last message is a user turn
 /// (not tool results), the model calls the first tool with `{"query": <the last user text,
 /// trimmed>}`. Answering tool results gets text again: the fake echoes the last tool result as
-/// if it were the user's message ([`completion_text`]).
+/// if it were the user's message ([`completion_text`]). A call the request forces (`tool_choice`
+/// any / required / a named tool) is made whatever the last message, with arguments valid for
+/// the tool's schema ([`ToolUse::forced`]); `tool_choice` none never calls.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ToolUse {
     /// `toolu_…` / `tooluse_…` / `call_…` plus the fake's request id.
@@ -257,6 +259,31 @@ impl ToolUse {
             id: format!("{prefix}{request_id}"),
             name: name.to_string(),
             arguments: json!({ "query": last_user.trim() }).to_string(),
+        }
+    }
+
+    /// A call the request forced (`tool_choice` any / a named tool): arguments valid for the
+    /// tool's `schema` ([`schema_sample`]), with `query` set to the last user text when the schema
+    /// declares it or declares no properties.
+    pub fn forced(
+        prefix: &str,
+        request_id: &str,
+        name: &str,
+        last_user: &str,
+        schema: &Value,
+    ) -> ToolUse {
+        let mut args = match schema_sample(schema) {
+            Value::Object(m) => m,
+            _ => serde_json::Map::new(),
+        };
+        let props = schema.get("properties").and_then(Value::as_object);
+        if props.is_none_or(|p| p.is_empty() || p.contains_key("query")) {
+            args.insert("query".into(), json!(last_user.trim()));
+        }
+        ToolUse {
+            id: format!("{prefix}{request_id}"),
+            name: name.to_string(),
+            arguments: Value::Object(args).to_string(),
         }
     }
 

@@ -382,7 +382,22 @@ async fn chat_completions(
         }
         _ => tool_names.first().copied().filter(|_| last_is_user),
     };
-    let tool = called.map(|name| ToolUse::new("call_", &plan.request_id, name, &last_user));
+    let forced =
+        matches!(&req["tool_choice"], Value::Object(_)) || req["tool_choice"] == json!("required");
+    let tool = called.map(|name| {
+        if forced {
+            let schema = req["tools"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|t| t["function"]["name"] == name)
+                .map(|t| t["function"]["parameters"].clone())
+                .unwrap_or(Value::Null);
+            ToolUse::forced("call_", &plan.request_id, name, &last_user, &schema)
+        } else {
+            ToolUse::new("call_", &plan.request_id, name, &last_user)
+        }
+    });
     let max_tokens = req
         .get("max_completion_tokens")
         .or_else(|| req.get("max_tokens"))
