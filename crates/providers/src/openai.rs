@@ -205,20 +205,16 @@ impl OpenAiUpstream {
                 body["n"] = json!(p.n);
             }
         }
+        let said_none = req
+            .params
+            .as_ref()
+            .and_then(|p| p.reasoning.as_ref())
+            .is_some_and(|r| r.effort == "none");
         match shape::reasoning(req) {
-            None => {}
             // "none" where the caller said so (models before gpt-5.1 refuse it); otherwise a
             // model that does not reason by default is left alone.
-            Some(Think::Off) => {
-                if req
-                    .params
-                    .as_ref()
-                    .and_then(|p| p.reasoning.as_ref())
-                    .is_some_and(|r| r.effort == "none")
-                {
-                    body["reasoning_effort"] = json!("none");
-                }
-            }
+            Some(Think::Off) if said_none => body["reasoning_effort"] = json!("none"),
+            None | Some(Think::Off) => {}
             Some(Think::Effort(e))
             | Some(Think::Budget(_, Some(e)))
             | Some(Think::Adaptive(Some(e))) => {
