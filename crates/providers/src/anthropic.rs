@@ -838,3 +838,86 @@ mod tests {
         assert_eq!(classify(504, &body, None), UpstreamError::Timeout);
     }
 }
+
+#[cfg(test)]
+mod stream_tests {
+    use super::*;
+
+    fn feed(events: &[Value]) -> Vec<Chunk> {
+        let mut body = String::new();
+        for e in events {
+            body.push_str(&format!(
+                "event: {}\ndata: {e}\n\n",
+                e["type"].as_str().unwrap()
+            ));
+        }
+        let bytes = futures::stream::iter(vec![Ok(bytes::Bytes::from(body))]).boxed();
+        futures::executor::block_on(sse_chunks(bytes).collect::<Vec<_>>())
+            .into_iter()
+            .map(Result::unwrap)
+            .collect()
+    }
+
+    #[test]
+    fn thinking_signature_redacted_and_cache_usage() {
+        let out = feed(&[
+            json!({"type": "message_start", "message": {"usage": {"input_tokens": 5, "cache_creation_input_tokens": 100, "cache_read_input_tokens": 7, "output_tokens": 1}}}),
+            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": "", "signature": ""}}),
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "hmm"}}),
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta", "signature": "EqQB"}}),
+            json!({"type": "content_block_start", "index": 1, "content_block": {"type": "redacted_thinking", "data": "opaque"}}),
+            json!({"type": "content_block_start", "index": 2, "content_block": {"type": "text", "text": ""}}),
+            json!({"type": "content_block_delta", "index": 2, "delta": {"type": "text_delta", "text": "51"}}),
+            json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 9}}),
+            json!({"type": "message_stop"}),
+        ]);
+        let thinking = |c: &Chunk| match c {
+            Chunk::Part(d) => d.thinking.clone().unwrap(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(thinking(&out[0]).text, "hmm");
+        assert_eq!(thinking(&out[1]).signature, "EqQB");
+        let r = thinking(&out[2]);
+        assert!(r.redacted && r.data == "opaque");
+        assert_eq!(out[3], Chunk::Delta("51".into()));
+        match &out[4] {
+            Chunk::End { usage, .. } => {
+                assert_eq!(
+                    (
+                        usage.input_tokens,
+                        usage.cache_write_input_tokens,
+                        usage.cache_read_input_tokens,
+                        usage.output_tokens
+                    ),
+                    (112, 100, 7, 9)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_message_with_thinking_and_cache_usage() {
+        let c = completion(&json!({
+            "content": [
+                {"type": "thinking", "thinking": "t", "signature": "s"},
+                {"type": "redacted_thinking", "data": "d"},
+                {"type": "text", "text": "ok"},
+            ],
+            "stop_reason": "end_turn",
+            "usage": {"input_tokens": 1, "cache_read_input_tokens": 10, "output_tokens": 2},
+        }));
+        assert_eq!(c.thinking.len(), 2);
+        assert_eq!(
+            (
+                c.thinking[0].signature.as_str(),
+                c.thinking[1].data.as_str()
+            ),
+            ("s", "d")
+        );
+        assert_eq!(
+            (c.usage.input_tokens, c.usage.cache_read_input_tokens),
+            (11, 10)
+        );
+    }
+}

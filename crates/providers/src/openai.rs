@@ -933,3 +933,84 @@ mod tests {
         assert!(!e.detail().contains("my-configured-key-123"));
     }
 }
+
+#[cfg(test)]
+mod stream_tests {
+    use super::*;
+
+    fn feed(lines: &[Value]) -> Vec<Chunk> {
+        let mut body = String::new();
+        for l in lines {
+            body.push_str(&format!("data: {l}\n\n"));
+        }
+        body.push_str("data: [DONE]\n\n");
+        let bytes = futures::stream::iter(vec![Ok(bytes::Bytes::from(body))]).boxed();
+        let chunks = shape::settle_stream(sse_chunks(bytes, 1), shape::Finish::default());
+        futures::executor::block_on(chunks.collect::<Vec<_>>())
+            .into_iter()
+            .map(Result::unwrap)
+            .collect()
+    }
+
+    #[test]
+    fn choices_reasoning_logprobs_and_usage_details() {
+        let lp = json!({"content": [{"token": "Hi", "logprob": -0.1, "bytes": [72, 105], "top_logprobs": []}]});
+        let lp_text = lp.to_string();
+        let out = feed(&[
+            json!({"choices": [{"index": 0, "delta": {"reasoning_content": "think"}}]}),
+            json!({"choices": [{"index": 0, "delta": {"content": "Hi"}, "logprobs": lp}]}),
+            json!({"choices": [{"index": 1, "delta": {"content": "Yo"}}]}),
+            json!({"choices": [{"index": 1, "delta": {"tool_calls": [{"index": 0, "id": "c1", "function": {"name": "f", "arguments": "{}"}}]}}]}),
+            json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}, {"index": 1, "delta": {}, "finish_reason": "stop"}]}),
+            json!({"choices": [], "usage": {"prompt_tokens": 10, "completion_tokens": 5,
+                "prompt_tokens_details": {"cached_tokens": 4}, "completion_tokens_details": {"reasoning_tokens": 2}}}),
+        ]);
+        assert!(matches!(&out[0], Chunk::Part(d) if d.thinking.as_ref().unwrap().text == "think"));
+        assert!(matches!(&out[1], Chunk::Part(d) if d.text == "Hi" && d.logprobs_json == lp_text));
+        assert!(matches!(&out[2], Chunk::Part(d) if d.text == "Yo" && d.choice == 1));
+        assert!(
+            matches!(&out[3], Chunk::Part(d) if d.choice == 1 && d.tool_call.as_ref().unwrap().name == "f")
+        );
+        match &out[4] {
+            Chunk::End {
+                stop_reason,
+                usage,
+                more_stop_reasons,
+                ..
+            } => {
+                assert_eq!(*stop_reason, StopReason::EndTurn);
+                // Choice 1 called a tool next to `stop`: tool_use.
+                assert_eq!(more_stop_reasons, &vec![StopReason::ToolUse]);
+                assert_eq!(
+                    (
+                        usage.input_tokens,
+                        usage.cache_read_input_tokens,
+                        usage.reasoning_tokens
+                    ),
+                    (10, 4, 2)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn unary_choices_are_ordered_by_index() {
+        let c = completion(&json!({
+            "choices": [
+                {"index": 1, "message": {"content": "second", "tool_calls": [{"id": "c", "function": {"name": "f", "arguments": "{}"}}]}, "finish_reason": "stop"},
+                {"index": 0, "message": {"content": "first", "reasoning": "why"}, "finish_reason": "length", "logprobs": {"content": []}},
+            ],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 4},
+        }));
+        let c = shape::settle(c, &shape::Finish::default());
+        assert_eq!(
+            (c.text.as_str(), c.stop_reason),
+            ("first", StopReason::MaxTokens)
+        );
+        assert_eq!(c.thinking[0].text, "why");
+        assert_eq!(c.logprobs_json, r#"{"content":[]}"#);
+        assert_eq!(c.more_choices.len(), 1);
+        assert_eq!(c.more_choices[0].stop_reason, StopReason::ToolUse as i32);
+    }
+}
