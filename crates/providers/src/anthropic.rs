@@ -198,6 +198,10 @@ pub fn request_body(
             };
             blocks.push(block);
         }
+        // A turn left with nothing the API takes (only unverifiable thinking) is left out.
+        if blocks.is_empty() {
+            continue;
+        }
         match messages.last_mut() {
             Some(last) if last["role"] == role => {
                 if let Some(arr) = last["content"].as_array_mut() {

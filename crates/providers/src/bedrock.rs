@@ -504,6 +504,10 @@ fn conversation(
                 Some(Part::Thinking(_) | Part::CachePoint(_)) | None => continue,
             });
         }
+        // A turn left with nothing Converse takes (only unverifiable thinking) is left out.
+        if blocks.is_empty() {
+            continue;
+        }
         let message = bt::Message::builder()
             .role(role.clone())
             .set_content(Some(blocks))
