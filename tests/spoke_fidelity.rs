@@ -977,7 +977,8 @@ async fn anthropic_streams_thinking_and_structured_output() {
 const BEDROCK_MODELS: &str = "\
 [[models]]\nid = \"claude\"\nupstream_id = \"anthropic.claude-sonnet-4-5-v1:0\"\ntools = true\nreasoning = true\ntop_k = true\n\
 [[models]]\nid = \"claude-native\"\nupstream_id = \"anthropic.claude-sonnet-4-5-v1:0\"\ntools = true\nstructured_output_mode = \"native\"\n\
-[[models]]\nid = \"nova\"\nupstream_id = \"amazon.nova-2-lite-v1:0\"\ntools = true\nreasoning = true\ntop_k = true\n";
+[[models]]\nid = \"nova\"\nupstream_id = \"amazon.nova-2-lite-v1:0\"\ntools = true\nreasoning = true\ntop_k = true\n\
+[[models]]\nid = \"gpt-oss\"\nupstream_id = \"openai.gpt-oss-120b-1:0\"\nreasoning = true\n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bedrock_adapter_carries_each_field() {
@@ -1075,6 +1076,31 @@ async fn bedrock_adapter_carries_each_field() {
                     json!({"type": "enabled", "budget_tokens": 2048})
                 );
                 assert_eq!(b["inferenceConfig"]["maxTokens"], 2048 + 4096);
+            },
+        },
+        Case {
+            name: "adaptive thinking with an effort: thinking adaptive, outputConfig.effort",
+            model: "claude",
+            edit: |r| params(r).reasoning = reasoning(ReasoningMode::Adaptive, 0, "xhigh"),
+            check: |b, r| {
+                assert_eq!(
+                    b["additionalModelRequestFields"],
+                    json!({"thinking": {"type": "adaptive"}})
+                );
+                assert_eq!(b["outputConfig"], json!({"effort": "max"}));
+                assert_eq!(thinking(r).len(), 1);
+            },
+        },
+        Case {
+            name: "gpt-oss: reasoning_effort",
+            model: "gpt-oss",
+            edit: |r| params(r).reasoning = reasoning(ReasoningMode::Unspecified, 0, "minimal"),
+            check: |b, r| {
+                assert_eq!(
+                    b["additionalModelRequestFields"],
+                    json!({"reasoning_effort": "low"})
+                );
+                assert!(!thinking(r)[0].text.is_empty());
             },
         },
         Case {
@@ -1210,6 +1236,8 @@ async fn bedrock_adapter_carries_each_field() {
                         "requestMetadata": {"team": "a"},
                         "performanceConfig": {"latency": "optimized"},
                         "guardrailConfig": {"guardrailIdentifier": "gr-1", "guardrailVersion": "2"},
+                        "serviceTier": {"type": "priority"},
+                        "promptVariables": {"topic": {"text": "weather"}},
                     })
                     .to_string(),
                 })
@@ -1218,6 +1246,8 @@ async fn bedrock_adapter_carries_each_field() {
                 assert_eq!(b["requestMetadata"], json!({"team": "a"}));
                 assert_eq!(b["performanceConfig"], json!({"latency": "optimized"}));
                 assert_eq!(b["guardrailConfig"]["guardrailIdentifier"], "gr-1");
+                assert_eq!(b["serviceTier"], json!({"type": "priority"}));
+                assert_eq!(b["promptVariables"], json!({"topic": {"text": "weather"}}));
             },
         },
     ];

@@ -100,8 +100,22 @@ impl OpenAiUpstream {
     fn body(call: &Call<'_>, stream: bool) -> Result<Value, UpstreamError> {
         let req = call.request;
         let mut messages = Vec::new();
-        if !req.system.is_empty() {
-            messages.push(json!({"role": "system", "content": req.system}));
+        // `system`, or the text of `system_parts` when only those were given (cache points
+        // have no OpenAI form and are left out).
+        let system = if req.system.is_empty() {
+            req.system_parts
+                .iter()
+                .filter_map(|p| match &p.part {
+                    Some(Part::Text(t)) => Some(t.as_str()),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        } else {
+            req.system.clone()
+        };
+        if !system.is_empty() {
+            messages.push(json!({"role": "system", "content": system}));
         }
         for m in &req.messages {
             messages.extend(message_json(m));
