@@ -240,6 +240,28 @@ impl Stack {
         (status, json)
     }
 
+    /// `POST {path}` on the hub with `body` and the key as `x-api-key` (Anthropic Messages,
+    /// Converse): must answer 200; the JSON body.
+    async fn post_ok(&self, path: &str, body: Value) -> Value {
+        let r = reqwest::Client::new()
+            .post(self.hub.url(path))
+            .header("x-api-key", KEY)
+            .timeout(Duration::from_secs(150))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        assert_eq!(
+            status,
+            200,
+            "{text}\n---- hub ----\n{}",
+            self.hub.proc.logs()
+        );
+        serde_json::from_str(&text).unwrap()
+    }
+
     /// [`Stack::chat`] that must answer 200; the first choice.
     async fn choice(&self, body: Value) -> Value {
         let (status, answer) = self.chat(body).await;
@@ -468,4 +490,91 @@ print(parsed.model_dump_json())
     );
     let parsed: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(parsed["city"].is_string(), "{parsed}");
+}
+
+/// Anthropic Messages `tool_choice: {"type": "tool", "name": …}`, translated to the OpenAI
+/// form on its way to llama.cpp: a `tool_use` block of that tool, `stop_reason: tool_use`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anthropic_named_tool_choice_returns_that_tool_use() {
+    let stack = Stack::start().await;
+    let tools: Vec<Value> = tools()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            let f = &t["function"];
+            json!({"name": f["name"], "description": f["description"],
+                   "input_schema": f["parameters"]})
+        })
+        .collect();
+    let message = stack
+        .post_ok(
+            "/v1/messages",
+            json!({
+                "model": ALIAS,
+                "max_tokens": 64,
+                "temperature": 0,
+                "tools": tools,
+                "tool_choice": {"type": "tool", "name": "final_result"},
+                "messages": [{"role": "user", "content": "What is the capital of France?"}],
+            }),
+        )
+        .await;
+    let uses: Vec<&Value> = message["content"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["type"] == "tool_use")
+        .collect();
+    assert_eq!(uses.len(), 1, "{message}");
+    assert_eq!(uses[0]["name"], "final_result", "{message}");
+    if let Err(e) = validate(&uses[0]["input"], &final_result_schema()) {
+        panic!(
+            "{} does not validate against final_result's input_schema: {e}",
+            uses[0]
+        );
+    }
+    assert_eq!(message["stop_reason"], "tool_use", "{message}");
+}
+
+/// Converse `toolChoice: {"tool": {"name": …}}` likewise: a `toolUse` of that tool,
+/// `stopReason: tool_use`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn converse_named_tool_choice_returns_that_tool_use() {
+    let stack = Stack::start().await;
+    let tools: Vec<Value> = tools()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            let f = &t["function"];
+            json!({"toolSpec": {"name": f["name"], "description": f["description"],
+                                "inputSchema": {"json": f["parameters"]}}})
+        })
+        .collect();
+    let answer = stack
+        .post_ok(
+            &format!("/model/{ALIAS}/converse"),
+            json!({
+                "messages": [{"role": "user", "content": [{"text": "What is the capital of France?"}]}],
+                "inferenceConfig": {"maxTokens": 64, "temperature": 0},
+                "toolConfig": {"tools": tools, "toolChoice": {"tool": {"name": "final_result"}}},
+            }),
+        )
+        .await;
+    let uses: Vec<&Value> = answer["output"]["message"]["content"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|b| b.get("toolUse"))
+        .collect();
+    assert_eq!(uses.len(), 1, "{answer}");
+    assert_eq!(uses[0]["name"], "final_result", "{answer}");
+    if let Err(e) = validate(&uses[0]["input"], &final_result_schema()) {
+        panic!(
+            "{} does not validate against final_result's inputSchema: {e}",
+            uses[0]
+        );
+    }
+    assert_eq!(answer["stopReason"], "tool_use", "{answer}");
 }
