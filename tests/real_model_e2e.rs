@@ -161,14 +161,14 @@ impl Drop for Llama {
 
 /// The chat template handler llama-cpp-python applies. SmolLM2's own template is ChatML;
 /// `chatml-function-calling` adds tools to it and lets the model choose between text and a call
-/// under `tool_choice: "auto"` (so a dropped `"none"` can show as a call).
+/// under `tool_choice: "auto"` (where `"none"` and an absent `tool_choice` give text).
 const CHAT_FORMAT: &str = "chatml-function-calling";
 
-/// llama.cpp → spoke → hub, all on 127.0.0.1.
+/// llama.cpp → spoke → hub, all on 127.0.0.1 (stopped in that order: hub first).
 struct Stack {
-    _llama: Llama,
-    _spoke: Spoke,
     hub: Hub,
+    _spoke: Spoke,
+    _llama: Llama,
 }
 
 impl Stack {
@@ -214,9 +214,9 @@ impl Stack {
         .unwrap();
         hub.wait_healthy(1).await.unwrap();
         Stack {
-            _llama: llama,
-            _spoke: spoke,
             hub,
+            _spoke: spoke,
+            _llama: llama,
         }
     }
 
