@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The official `openai`, `anthropic` and `boto3` Python SDKs against the local demo (deploy/local/demo.sh on a free port).
-# Creates tests/python/.venv, installs `openai`, `anthropic`, `boto3` and `pytest` from PyPI, runs test_*.py.
+# Creates tests/python/.venv, installs `openai`, `anthropic`, `boto3`, `jsonschema` and `pytest` from PyPI, runs test_*.py.
 #   SWITCHYARD_BIN_DIR=...   prebuilt hub/spoke (else demo.sh builds them)
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -11,7 +11,7 @@ venv="${SWITCHYARD_VENV:-$here/.venv}"
 if [[ ! -x "$venv/bin/python" ]]; then
   python3 -m venv "$venv"
 fi
-"$venv/bin/pip" install --quiet --disable-pip-version-check openai anthropic pytest boto3
+"$venv/bin/pip" install --quiet --disable-pip-version-check openai anthropic pytest boto3 jsonschema
 
 out="$(mktemp)"
 export DEMO_API_KEY="sk-python-sdk-test"
