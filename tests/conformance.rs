@@ -308,7 +308,10 @@ fn rows() -> Vec<Row> {
             body: json!({"max_tokens": 4096, "thinking": {"type": "enabled", "budget_tokens": 2048}}),
             expect: [
                 vec![Contains("/reasoning_effort", "")],
-                vec![Eq("/thinking", json!({"type": "enabled", "budget_tokens": 2048}))],
+                vec![Eq(
+                    "/thinking",
+                    json!({"type": "enabled", "budget_tokens": 2048}),
+                )],
                 vec![Contains("/additionalModelRequestFields", "2048")],
             ],
         },
@@ -329,7 +332,9 @@ fn rows() -> Vec<Row> {
             expect: [
                 vec![Missing("/reasoning_effort")],
                 vec![Missing("/thinking/budget_tokens")],
-                vec![Missing("/additionalModelRequestFields/thinking/budget_tokens")],
+                vec![Missing(
+                    "/additionalModelRequestFields/thinking/budget_tokens",
+                )],
             ],
         },
         Row {
@@ -348,7 +353,10 @@ fn rows() -> Vec<Row> {
             body: json!({"tools": tool_anthropic(), "tool_choice": {"type": "tool", "name": "lookup"}}),
             expect: [
                 vec![Eq("/tool_choice/function/name", json!("lookup"))],
-                vec![Eq("/tool_choice", json!({"type": "tool", "name": "lookup"}))],
+                vec![Eq(
+                    "/tool_choice",
+                    json!({"type": "tool", "name": "lookup"}),
+                )],
                 vec![Eq("/toolConfig/toolChoice/tool/name", json!("lookup"))],
             ],
         },
@@ -410,7 +418,10 @@ fn rows() -> Vec<Row> {
                                         "toolChoice": {"tool": {"name": "lookup"}}}}),
             expect: [
                 vec![Eq("/tool_choice/function/name", json!("lookup"))],
-                vec![Eq("/tool_choice", json!({"type": "tool", "name": "lookup"}))],
+                vec![Eq(
+                    "/tool_choice",
+                    json!({"type": "tool", "name": "lookup"}),
+                )],
                 vec![Eq("/toolConfig/toolChoice/tool/name", json!("lookup"))],
             ],
         },

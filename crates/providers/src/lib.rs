@@ -84,6 +84,9 @@ pub enum StructuredOutputMode {
     /// The provider's own structured output (Anthropic `output_config.format`, Converse
     /// `outputConfig.textFormat`), on the models the provider lists for it.
     Native,
+    /// OpenAI-compatible servers that take a schema only as `{"type": "json_object", "schema":
+    /// {…}}` and refuse `json_schema` (llama.cpp's llama-cpp-python server, Together).
+    JsonObjectSchema,
 }
 
 /// One embeddings call to one (region, model) target.

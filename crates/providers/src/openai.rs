@@ -4,8 +4,8 @@
 use crate::error::{account_fault_of_status, parse_retry_after};
 use crate::shape::{self, Think};
 use crate::{
-    Call, Chunk, ChunkStream, Completion, DenyReason, EmbedCall, Embeddings, Reason, Upstream,
-    UpstreamError,
+    Call, Chunk, ChunkStream, Completion, DenyReason, EmbedCall, Embeddings, Reason,
+    StructuredOutputMode, Upstream, UpstreamError,
 };
 use base64::Engine as _;
 use futures::StreamExt;
@@ -161,6 +161,8 @@ impl OpenAiUpstream {
         if let Some(f) = shape::json_format(req) {
             body["response_format"] = if f.r#type == FormatType::JsonObject as i32 {
                 json!({"type": "json_object"})
+            } else if call.options.structured_output == StructuredOutputMode::JsonObjectSchema {
+                json!({"type": "json_object", "schema": shape::format_schema(f)?})
             } else {
                 let mut js = json!({
                     "name": if f.name.is_empty() { "response" } else { f.name.as_str() },

@@ -152,6 +152,14 @@ fn model_capabilities(
     let structured_output_mode = match (m.structured_output_mode.as_deref(), provider) {
         (None | Some("tool"), _) => StructuredOutputMode::Tool,
         (Some("native"), "anthropic" | "bedrock") => StructuredOutputMode::Native,
+        (Some("json_object_schema"), "openai") => StructuredOutputMode::JsonObjectSchema,
+        (Some("json_object_schema"), _) => {
+            p.push(
+                path("structured_output_mode"),
+                "only for provider \"openai\"",
+            );
+            StructuredOutputMode::Tool
+        }
         (Some("native"), _) => {
             p.push(
                 path("structured_output_mode"),
@@ -162,7 +170,7 @@ fn model_capabilities(
         (Some(other), _) => {
             p.push(
                 path("structured_output_mode"),
-                format!("{other:?} is not \"tool\" or \"native\""),
+                format!("{other:?} is not \"tool\", \"native\" or \"json_object_schema\""),
             );
             StructuredOutputMode::Tool
         }
