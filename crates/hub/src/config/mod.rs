@@ -6,6 +6,7 @@
 mod aliases;
 pub mod cache;
 pub mod cors;
+pub mod responses;
 pub mod file;
 pub mod observe;
 mod providers;
@@ -188,6 +189,7 @@ impl HubConfig {
         let quota = self.quota.validate("quota", &mut quota_problems);
         errs.extend(quota_problems.into_iter().map(|(p, m)| format!("{p}: {m}")));
         let cache = self.cache.validate(&mut errs);
+        let responses = self.responses.validate(&mut errs);
         let prompts = crate::templates::validate(&self.prompts, &aliases, &mut errs);
         for (m, p) in &self.prices {
             for (n, v) in [("input", p.input), ("output", p.output)] {
@@ -243,6 +245,7 @@ impl HubConfig {
                 admin_key_hashes,
                 cache,
                 prompts,
+                responses,
                 telemetry: self.telemetry.clone(),
                 audit: self.audit.clone(),
                 metrics: self.metrics.clone(),
