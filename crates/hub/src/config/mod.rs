@@ -6,10 +6,10 @@
 mod aliases;
 pub mod cache;
 pub mod cors;
-pub mod responses;
 pub mod file;
 pub mod observe;
 mod providers;
+pub mod responses;
 mod settings;
 mod tenants;
 

@@ -1,0 +1,154 @@
+//! The Responses SSE encoder of a committed stream: `response.created`, `response.in_progress`,
+//! the item events ([`super::output::Output`]), then `response.completed` or
+//! `response.incomplete` — each event with its `event:` name and a `sequence_number` counting
+//! from 0. A failure after the first event ends the stream with `response.failed` (status
+//! `failed`, `error.code` `server_error`), never a silent close. A stored response is written
+//! before its last event, so a client that continues it at once finds it.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::response::sse::{Event, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use serde_json::{Value, json};
+use switchyard_proto::v1 as pb;
+
+use super::output::{self, Head, Output, Show};
+use crate::gateway::StreamItem;
+use crate::observe::RequestRecord;
+use crate::store::{ResponseStore, Stored};
+
+/// Where a finished response is stored (`store: true`).
+pub struct Keep {
+    pub store: Arc<ResponseStore>,
+    pub tenant: String,
+    /// The conversation before the answer (previous responses', then this input).
+    pub conversation: Vec<pb::Message>,
+}
+
+impl Keep {
+    /// Stores `response` with the conversation and `answer` appended; a store that fails is
+    /// logged (the answer has been made: the client still gets it; its id then answers 404).
+    pub async fn put(self, response: &Value, answer: pb::Message) {
+        let Keep {
+            store,
+            tenant,
+            mut conversation,
+        } = self;
+        conversation.push(answer);
+        let id = response["id"].as_str().unwrap_or_default().to_owned();
+        let entry = Stored {
+            response: response.clone(),
+            conversation,
+        };
+        if let Err(e) = store.put(&tenant, &id, &entry).await {
+            tracing::warn!(error = %e, response_id = %id, "response not stored");
+        }
+    }
+}
+
+/// One stream's labels and followers.
+pub struct StreamMeta {
+    pub head: Head,
+    pub show: Show,
+    pub keep: Option<Keep>,
+    /// Metrics and the audit line, written when the stream ends.
+    pub rec: RequestRecord,
+}
+
+fn event(seq: &mut u64, mut v: Value) -> Event {
+    v["sequence_number"] = json!(*seq);
+    *seq += 1;
+    let name = v["type"].as_str().unwrap_or("message").to_owned();
+    Event::default().event(name).data(v.to_string())
+}
+
+/// A committed stream as Responses SSE events.
+pub fn sse(
+    mut items: futures::stream::BoxStream<'static, StreamItem>,
+    meta: StreamMeta,
+) -> Response {
+    let StreamMeta {
+        head,
+        show,
+        mut keep,
+        mut rec,
+    } = meta;
+    let events = async_stream::stream! {
+        let mut seq = 0u64;
+        let mut out = Output::new(show);
+        let start = output::response_json(&head, "in_progress", vec![], Value::Null, Value::Null, Value::Null);
+        yield Ok::<_, Infallible>(event(&mut seq, json!({"type": "response.created", "response": start})));
+        yield Ok(event(&mut seq, json!({"type": "response.in_progress", "response": start})));
+        let mut ended = false;
+        while let Some(item) = items.next().await {
+            match item {
+                StreamItem::Delta(d) => {
+                    let mut evs = Vec::new();
+                    if let Some(t) = &d.thinking {
+                        evs.extend(out.thinking(t));
+                    }
+                    if !d.text.is_empty() {
+                        evs.extend(out.text(&d.text, output::logprobs_content(&d.logprobs_json)));
+                    }
+                    if let Some(tc) = &d.tool_call {
+                        evs.extend(out.call(tc));
+                    }
+                    if !evs.is_empty() {
+                        rec.first_token();
+                    }
+                    for e in evs {
+                        yield Ok(event(&mut seq, e));
+                    }
+                }
+                StreamItem::End(end) => {
+                    rec.set_usage(end.usage.as_ref());
+                    let (status, incomplete) = output::status(end.stop_reason);
+                    for e in out.finish(status == "incomplete") {
+                        yield Ok(event(&mut seq, e));
+                    }
+                    let response = output::response_json(
+                        &head, status, out.items_json(), output::usage_json(end.usage.as_ref()),
+                        incomplete, Value::Null,
+                    );
+                    if let Some(k) = keep.take() {
+                        k.put(&response, out.message()).await;
+                    }
+                    let kind = if status == "incomplete" { "response.incomplete" } else { "response.completed" };
+                    yield Ok(event(&mut seq, json!({"type": kind, "response": response})));
+                    ended = true;
+                    break;
+                }
+                StreamItem::Failed(message) => {
+                    rec.set_stream_error("stream_interrupted");
+                    yield Ok(failed(&mut seq, &head, &out, message));
+                    ended = true;
+                    break;
+                }
+            }
+        }
+        if !ended {
+            // The gateway always ends a stream with End or Failed; never close silently.
+            rec.set_stream_error("stream_interrupted");
+            yield Ok(failed(&mut seq, &head, &out, "the upstream stream ended early"));
+        }
+    };
+    Sse::new(events).into_response()
+}
+
+/// `response.failed`: the response so far, status `failed`, `error.code` `server_error`.
+fn failed(seq: &mut u64, head: &Head, out: &Output, message: &str) -> Event {
+    let response = output::response_json(
+        head,
+        "failed",
+        out.items_json(),
+        Value::Null,
+        Value::Null,
+        json!({"code": "server_error", "message": message}),
+    );
+    event(
+        seq,
+        json!({"type": "response.failed", "response": response}),
+    )
+}
