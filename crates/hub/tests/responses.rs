@@ -1,0 +1,378 @@
+//! The Responses API surface (`/v1/responses`) against in-process fake spokes: the answer's
+//! shape, the stream's event sequence, a mid-stream failure, stored responses continued with
+//! `previous_response_id`, `GET` / `DELETE`, and tenant isolation of all three.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+use switchyard_proto::v1 as pb;
+
+fn pool(s: &SpokeHandle) -> String {
+    format!(
+        r#"
+[[aliases]]
+name = "demo"
+candidates = [{{ provider = "p1", model = "m1" }}]
+
+[[providers]]
+name = "p1"
+spokes = [{{ addr = "{}" }}]
+health = {{ interval = "1s", unhealthy_threshold = 1 }}
+"#,
+        s.addr
+    )
+}
+
+async fn setup() -> (SpokeHandle, HubHandle) {
+    let s = start_spoke("acct-a", &["m1"]).await;
+    let hub = start_hub(&pool(&s)).await;
+    hub.wait_healthy("p1", 1).await;
+    (s, hub)
+}
+
+async fn post(hub: &HubHandle, key: &str, body: Value) -> (u16, Value) {
+    let r = client()
+        .post(hub.url("/v1/responses"))
+        .bearer_auth(key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn call(hub: &HubHandle, method: reqwest::Method, key: &str, id: &str) -> (u16, Value) {
+    let r = client()
+        .request(method, hub.url(&format!("/v1/responses/{id}")))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// The texts of the messages the spoke last received (unary calls), with their roles.
+fn upstream_turns(s: &SpokeHandle) -> (String, Vec<(i32, String)>) {
+    let (req, _, _) = s.fake.last_request.lock().clone().unwrap();
+    let turns = req
+        .messages
+        .iter()
+        .map(|m| {
+            let text: String = m
+                .content
+                .iter()
+                .filter_map(|p| match &p.part {
+                    Some(pb::content_part::Part::Text(t)) => Some(t.as_str()),
+                    _ => None,
+                })
+                .collect();
+            (m.role, text)
+        })
+        .collect();
+    (req.system, turns)
+}
+
+#[tokio::test]
+async fn string_input_answers_a_response_object() {
+    let (s, hub) = setup().await;
+    let (status, v) = post(
+        &hub,
+        KEY,
+        json!({"model": "demo", "input": "hi there", "instructions": "be brief",
+               "max_output_tokens": 40, "metadata": {"team": "a"}, "user": "u-1"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["object"], "response");
+    assert!(v["id"].as_str().unwrap().starts_with("resp_"));
+    assert_eq!(v["status"], "completed");
+    assert_eq!(v["model"], "m1");
+    assert_eq!(v["instructions"], "be brief");
+    assert_eq!(v["max_output_tokens"], 40);
+    assert_eq!(v["metadata"], json!({"team": "a"}));
+    assert_eq!(v["store"], true);
+    assert_eq!(v["error"], Value::Null);
+    assert_eq!(v["incomplete_details"], Value::Null);
+    let out = &v["output"][0];
+    assert_eq!(out["type"], "message");
+    assert_eq!(out["role"], "assistant");
+    assert_eq!(out["status"], "completed");
+    assert!(out["id"].as_str().unwrap().starts_with("msg_"));
+    assert_eq!(out["content"][0]["type"], "output_text");
+    assert_eq!(out["content"][0]["text"], "hello from acct-a");
+    assert_eq!(out["content"][0]["annotations"], json!([]));
+    assert_eq!(v["usage"]["input_tokens"], 5);
+    assert_eq!(v["usage"]["output_tokens"], 3);
+    assert_eq!(v["usage"]["total_tokens"], 8);
+    assert_eq!(v["usage"]["input_tokens_details"]["cached_tokens"], 0);
+    assert_eq!(v["usage"]["output_tokens_details"]["reasoning_tokens"], 0);
+    let (system, turns) = upstream_turns(&s);
+    assert_eq!(system, "be brief");
+    assert_eq!(turns, [(pb::Role::User as i32, "hi there".to_string())]);
+    let (req, _, _) = s.fake.last_request.lock().clone().unwrap();
+    assert_eq!(req.params.unwrap().max_tokens, Some(40));
+}
+
+#[tokio::test]
+async fn stream_events_in_order_with_sequence_numbers() {
+    let (_s, hub) = setup().await;
+    let r = client()
+        .post(hub.url("/v1/responses"))
+        .bearer_auth(KEY)
+        .json(&json!({"model": "demo", "input": "hi", "stream": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "text/event-stream");
+    let body = r.text().await.unwrap();
+    let names: Vec<&str> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("event: "))
+        .collect();
+    let events: Vec<Value> = sse_data(&body)
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(names, types, "each event is named after its type");
+    let mut want = vec![
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
+    ];
+    want.extend(["response.output_text.delta"; 3]);
+    want.extend([
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.completed",
+    ]);
+    assert_eq!(types, want);
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(e["sequence_number"], i, "{e}");
+    }
+    assert_eq!(events[0]["response"]["status"], "in_progress");
+    assert_eq!(events[0]["response"]["output"], json!([]));
+    let item_id = events[2]["item"]["id"].as_str().unwrap();
+    for e in &events[3..9] {
+        assert_eq!(e["item_id"], item_id);
+        assert_eq!(e["output_index"], 0);
+    }
+    let text = "acct-a-0 acct-a-1 acct-a-2 ";
+    assert_eq!(events[7]["text"], text);
+    assert_eq!(events[9]["item"]["status"], "completed");
+    assert_eq!(events[9]["item"]["content"][0]["text"], text);
+    let done = &events[10]["response"];
+    assert_eq!(done["status"], "completed");
+    assert_eq!(done["id"], events[0]["response"]["id"]);
+    assert_eq!(done["output"][0]["id"], item_id);
+    assert_eq!(done["usage"]["output_tokens"], 3);
+    // Streamed responses are stored too.
+    let id = done["id"].as_str().unwrap();
+    let (status, got) = call(&hub, reqwest::Method::GET, KEY, id).await;
+    assert_eq!(status, 200);
+    assert_eq!(&got, done);
+}
+
+#[tokio::test]
+async fn a_failure_mid_stream_ends_with_response_failed() {
+    let (s, hub) = setup().await;
+    s.fake.set_mode(Mode::FailAfterFirstDelta);
+    let body = client()
+        .post(hub.url("/v1/responses"))
+        .bearer_auth(KEY)
+        .json(&json!({"model": "demo", "input": "hi", "stream": true}))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let events: Vec<Value> = sse_data(&body)
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let last = events.last().unwrap();
+    assert_eq!(last["type"], "response.failed", "{body}");
+    assert_eq!(last["response"]["status"], "failed");
+    assert_eq!(last["response"]["error"]["code"], "server_error");
+    assert_eq!(
+        last["response"]["output"][0]["content"],
+        json!([]),
+        "the item open when it failed is shown as it stood"
+    );
+    // A failed response is not stored.
+    let id = last["response"]["id"].as_str().unwrap();
+    assert_eq!(call(&hub, reqwest::Method::GET, KEY, id).await.0, 404);
+}
+
+#[tokio::test]
+async fn previous_response_id_continues_the_stored_conversation() {
+    let (s, hub) = setup().await;
+    let (_, first) = post(
+        &hub,
+        KEY,
+        json!({"model": "demo", "instructions": "first rules",
+               "input": [{"role": "developer", "content": "dev note"},
+                         {"role": "user", "content": "my name is Ada"}]}),
+    )
+    .await;
+    let id = first["id"].as_str().unwrap();
+    let (status, second) = post(
+        &hub,
+        KEY,
+        json!({"model": "demo", "input": "what is my name?", "previous_response_id": id,
+               "instructions": "second rules"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{second}");
+    assert_eq!(second["previous_response_id"], id);
+    // The stored input and answer went upstream before the new input; the first request's
+    // instructions did not (a continuation does not inherit them), its developer message did.
+    let (system, turns) = upstream_turns(&s);
+    assert_eq!(system, "second rules\ndev note");
+    assert_eq!(
+        turns,
+        [
+            (pb::Role::User as i32, "my name is Ada".to_string()),
+            (pb::Role::Assistant as i32, "hello from acct-a".to_string()),
+            (pb::Role::User as i32, "what is my name?".to_string()),
+        ]
+    );
+    // A chain: the third sees all of it.
+    let (_, third) = post(
+        &hub,
+        KEY,
+        json!({"model": "demo", "input": "and again?",
+               "previous_response_id": second["id"]}),
+    )
+    .await;
+    assert_eq!(third["status"], "completed");
+    let (system, turns) = upstream_turns(&s);
+    assert_eq!(system, "dev note");
+    assert_eq!(turns.len(), 5);
+    // `store: false` is not retrievable nor continuable.
+    let (_, unstored) = post(
+        &hub,
+        KEY,
+        json!({"model": "demo", "input": "x", "store": false}),
+    )
+    .await;
+    assert_eq!(unstored["store"], false);
+    let uid = unstored["id"].as_str().unwrap();
+    assert_eq!(call(&hub, reqwest::Method::GET, KEY, uid).await.0, 404);
+    let (status, e) = post(
+        &hub,
+        KEY,
+        json!({"model": "demo", "input": "x", "previous_response_id": uid}),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(e["error"]["code"], "previous_response_not_found");
+    assert_eq!(e["error"]["param"], "previous_response_id");
+}
+
+#[tokio::test]
+async fn get_and_delete_and_tenant_isolation() {
+    let (s, hub) = setup().await;
+    let (_, first) = post(&hub, KEY, json!({"model": "demo", "input": "secret plan"})).await;
+    let id = first["id"].as_str().unwrap();
+    let calls_before = s.fake.calls();
+
+    // Another tenant: the response does not exist for it, in every way it could ask.
+    let (status, e) = call(&hub, reqwest::Method::GET, OTHER_KEY, id).await;
+    assert_eq!(status, 404, "{e}");
+    assert_eq!(e["error"]["type"], "invalid_request_error");
+    let (status, _) = call(&hub, reqwest::Method::DELETE, OTHER_KEY, id).await;
+    assert_eq!(status, 404);
+    let (status, e) = post(
+        &hub,
+        OTHER_KEY,
+        json!({"model": "demo", "input": "what was the plan?", "previous_response_id": id}),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(e["error"]["code"], "previous_response_not_found");
+    assert_eq!(s.fake.calls(), calls_before, "nothing went upstream");
+    // Exactly what an id that never existed answers.
+    let (status, never) = call(&hub, reqwest::Method::GET, OTHER_KEY, "resp_0000").await;
+    assert_eq!(status, 404);
+    assert_eq!(
+        never["error"]["message"].as_str().unwrap().replace("resp_0000", id),
+        e_message_for(id)
+    );
+
+    // The owner still has it, and deletes it.
+    let (status, got) = call(&hub, reqwest::Method::GET, KEY, id).await;
+    assert_eq!(status, 200);
+    assert_eq!(got, first);
+    let (status, del) = call(&hub, reqwest::Method::DELETE, KEY, id).await;
+    assert_eq!(status, 200);
+    assert_eq!(del, json!({"id": id, "object": "response", "deleted": true}));
+    assert_eq!(call(&hub, reqwest::Method::GET, KEY, id).await.0, 404);
+    assert_eq!(call(&hub, reqwest::Method::DELETE, KEY, id).await.0, 404);
+    // Without a key: 401.
+    let r = client()
+        .get(hub.url(&format!("/v1/responses/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+}
+
+fn e_message_for(id: &str) -> String {
+    format!("Response with id '{id}' not found.")
+}
+
+#[tokio::test]
+async fn hosted_features_and_unknown_fields_are_refused_by_name() {
+    let (s, hub) = setup().await;
+    let cases = [
+        (
+            json!({"model": "demo", "input": "x", "tools": [{"type": "web_search"}]}),
+            "tools[0].type",
+        ),
+        (
+            json!({"model": "demo", "input": "x", "tools": [{"type": "file_search", "vector_store_ids": ["vs_1"]}]}),
+            "tools[0].type",
+        ),
+        (
+            json!({"model": "demo", "input": "x", "tools": [{"type": "computer_use_preview"}]}),
+            "tools[0].type",
+        ),
+        (
+            json!({"model": "demo", "input": "x", "tools": [{"type": "mcp", "server_label": "x"}]}),
+            "tools[0].type",
+        ),
+        (
+            json!({"model": "demo", "input": "x", "background": true}),
+            "background",
+        ),
+        (
+            json!({"model": "demo", "input": "x", "conversation": {"id": "conv_1"}}),
+            "conversation",
+        ),
+        (
+            json!({"model": "demo", "input": "x", "prompt": {"id": "pmpt_1"}}),
+            "prompt",
+        ),
+        (
+            json!({"model": "demo", "input": "x", "frobnicate": 3}),
+            "frobnicate",
+        ),
+    ];
+    for (body, param) in cases {
+        let (status, e) = post(&hub, KEY, body.clone()).await;
+        assert_eq!(status, 400, "{body}: {e}");
+        assert_eq!(e["error"]["param"], param, "{body}: {e}");
+        assert_eq!(e["error"]["type"], "invalid_request_error");
+    }
+    assert_eq!(s.fake.calls(), 0, "nothing refused went upstream");
+}
