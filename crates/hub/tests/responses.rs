@@ -305,7 +305,10 @@ async fn get_and_delete_and_tenant_isolation() {
     let (status, never) = call(&hub, reqwest::Method::GET, OTHER_KEY, "resp_0000").await;
     assert_eq!(status, 404);
     assert_eq!(
-        never["error"]["message"].as_str().unwrap().replace("resp_0000", id),
+        never["error"]["message"]
+            .as_str()
+            .unwrap()
+            .replace("resp_0000", id),
         e_message_for(id)
     );
 
@@ -315,7 +318,10 @@ async fn get_and_delete_and_tenant_isolation() {
     assert_eq!(got, first);
     let (status, del) = call(&hub, reqwest::Method::DELETE, KEY, id).await;
     assert_eq!(status, 200);
-    assert_eq!(del, json!({"id": id, "object": "response", "deleted": true}));
+    assert_eq!(
+        del,
+        json!({"id": id, "object": "response", "deleted": true})
+    );
     assert_eq!(call(&hub, reqwest::Method::GET, KEY, id).await.0, 404);
     assert_eq!(call(&hub, reqwest::Method::DELETE, KEY, id).await.0, 404);
     // Without a key: 401.
