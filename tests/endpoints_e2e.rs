@@ -235,8 +235,8 @@ async fn token_counts_grow_with_the_input_and_say_they_are_estimates() {
     assert_eq!(h["x-amzn-errortype"], "ValidationException");
 }
 
-/// A page server on its own port (another origin than the hub): `/` is the test page.
-async fn page_server(html: String) -> SocketAddr {
+/// A page server on `listener` (another origin than the hub): `/` is the test page.
+async fn page_server(listener: tokio::net::TcpListener, html: String) -> SocketAddr {
     let app = axum::Router::new().route(
         "/",
         axum::routing::get(move || {
@@ -244,7 +244,6 @@ async fn page_server(html: String) -> SocketAddr {
             async move { axum::response::Html(html) }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     addr
@@ -339,20 +338,22 @@ run();
 </script></body></html>"#,
         hub = s.hub.proc.url()
     );
-    let allowed_page = {
-        let listener = tokio::net::TcpListener::bind(page_addr).await.unwrap();
-        let html = script.clone();
-        let app = axum::Router::new().route(
-            "/",
-            axum::routing::get(move || {
-                let html = html.clone();
-                async move { axum::response::Html(html) }
-            }),
-        );
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        format!("http://{page_addr}/")
-    };
-    let other_page = format!("http://{}/", page_server(script).await);
+    let allowed_page = format!(
+        "http://{}/",
+        page_server(
+            tokio::net::TcpListener::bind(page_addr).await.unwrap(),
+            script.clone()
+        )
+        .await
+    );
+    let other_page = format!(
+        "http://{}/",
+        page_server(
+            tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            script
+        )
+        .await
+    );
 
     let dom = chromium_dom(&allowed_page).await;
     assert!(

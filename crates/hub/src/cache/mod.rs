@@ -12,7 +12,12 @@
 //!
 //! Responses carry `x-switchyard-cache: hit|miss|coalesced`; hits and coalesced answers count as
 //! requests against the tenant's `requests_per_minute` but not against token or spend limits.
+//!
+//! A stored or followed answer is the whole answer ([`Answer`]): every choice, reasoning, tool
+//! calls, logprobs, usage details; followers of a streaming leader get its deltas as the spoke
+//! sent them.
 
+mod answer;
 mod memory;
 
 use std::collections::HashMap;
@@ -20,12 +25,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use serde::{Deserialize, Serialize};
 use sha2::Digest;
 use switchyard_proto::v1 as pb;
 use tokio::sync::watch;
 
 use crate::model::{Alias, RouteTaken, Tenant};
+pub use answer::{Answer, Part, StoredChoice, assemble};
 use memory::Memory;
 
 /// A cache key: SHA-256 of the tenant, the requested alias and the canonical request.
@@ -48,80 +53,6 @@ pub struct CacheSettings {
     pub store: CacheStore,
 }
 
-/// A stored answer (text only: requests with tools are never cached).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Answer {
-    pub text: String,
-    pub stop_reason: i32,
-    pub input_tokens: u32,
-    pub output_tokens: u32,
-    pub provider: String,
-    pub account: String,
-    pub region: String,
-    pub model: String,
-}
-
-impl Answer {
-    /// The answer of a completed call; `None` when it holds more than text.
-    pub fn from_response(resp: &pb::InferResponse, route: &RouteTaken) -> Option<Answer> {
-        let mut text = String::new();
-        for part in resp.message.iter().flat_map(|m| &m.content) {
-            match &part.part {
-                Some(pb::content_part::Part::Text(t)) => text.push_str(t),
-                _ => return None,
-            }
-        }
-        let usage = resp.usage.unwrap_or_default();
-        Some(Answer {
-            text,
-            stop_reason: resp.stop_reason,
-            input_tokens: usage.input_tokens,
-            output_tokens: usage.output_tokens,
-            provider: route.provider.clone(),
-            account: route.account.clone(),
-            region: route.region.clone(),
-            model: route.model.clone(),
-        })
-    }
-
-    pub fn response(&self) -> pb::InferResponse {
-        pb::InferResponse {
-            message: Some(pb::Message {
-                role: pb::Role::Assistant as i32,
-                content: vec![pb::ContentPart {
-                    part: Some(pb::content_part::Part::Text(self.text.clone())),
-                }],
-            }),
-            stop_reason: self.stop_reason,
-            usage: Some(self.usage()),
-            route: Some(pb::Route {
-                provider: self.provider.clone(),
-                account: self.account.clone(),
-                region: self.region.clone(),
-                model: self.model.clone(),
-            }),
-            ..Default::default()
-        }
-    }
-
-    pub fn usage(&self) -> pb::Usage {
-        pb::Usage {
-            input_tokens: self.input_tokens,
-            output_tokens: self.output_tokens,
-            ..Default::default()
-        }
-    }
-
-    fn size(&self) -> usize {
-        self.text.len()
-            + self.provider.len()
-            + self.account.len()
-            + self.region.len()
-            + self.model.len()
-            + 64
-    }
-}
-
 /// One call in flight that identical requests follow.
 #[derive(Debug)]
 pub struct Flight {
@@ -133,7 +64,9 @@ pub struct Flight {
 struct FlightState {
     /// The served model, once the leader's stream started (labels the followers' chunks).
     model: String,
-    deltas: Vec<String>,
+    /// The leader's stream so far, as the spoke sent it (text, thinking, tool-call and logprob
+    /// pieces of every choice).
+    deltas: Vec<pb::StreamDelta>,
     /// `Some(Ok)`: the leader's answer; `Some(Err)`: it failed or was abandoned.
     done: Option<Result<Arc<Answer>, ()>>,
 }
@@ -160,12 +93,12 @@ impl Flight {
     }
 
     /// Deltas from `from` on, and the end if reached.
-    pub fn read(&self, from: usize) -> (Vec<String>, Option<Result<Arc<Answer>, ()>>) {
+    pub fn read(&self, from: usize) -> (Vec<pb::StreamDelta>, Option<Result<Arc<Answer>, ()>>) {
         let st = self.state.lock();
         (
             st.deltas
                 .get(from..)
-                .map(<[String]>::to_vec)
+                .map(<[pb::StreamDelta]>::to_vec)
                 .unwrap_or_default(),
             st.done.clone(),
         )
@@ -373,12 +306,16 @@ impl Leader {
         self.flight.state.lock().model = model.to_string();
     }
 
-    /// A streamed delta, fanned out to followers at once.
-    pub fn delta(&self, text: &str) {
-        if text.is_empty() {
+    /// A streamed delta, fanned out to followers at once (one that carries nothing is not).
+    pub fn delta(&self, d: &pb::StreamDelta) {
+        if d.text.is_empty()
+            && d.thinking.is_none()
+            && d.tool_call.is_none()
+            && d.logprobs_json.is_empty()
+        {
             return;
         }
-        self.flight.state.lock().deltas.push(text.to_string());
+        self.flight.state.lock().deltas.push(d.clone());
         self.flight.bump();
     }
 
@@ -393,8 +330,8 @@ impl Leader {
         self.cache.put(self.key, answer.clone(), self.ttl).await;
         {
             let mut st = self.flight.state.lock();
-            if st.deltas.is_empty() && !answer.text.is_empty() {
-                st.deltas.push(answer.text.clone());
+            if st.deltas.is_empty() {
+                st.deltas = answer.stream_deltas();
             }
             st.done = Some(Ok(answer));
         }
@@ -402,21 +339,15 @@ impl Leader {
         self.cache.end_flight(&self.key, &self.flight);
     }
 
-    /// The end of a streamed answer: the text is what was fanned out.
+    /// The end of a streamed answer: the answer is what was fanned out, assembled
+    /// ([`assemble`]); one that cannot be stored releases the followers instead (those already
+    /// following live end with an error event, the others make their own call).
     pub async fn finish_stream(self, end: &pb::StreamEnd, route: &RouteTaken) {
-        let text = self.flight.state.lock().deltas.concat();
-        let usage = end.usage.unwrap_or_default();
-        let answer = Answer {
-            text,
-            stop_reason: end.stop_reason,
-            input_tokens: usage.input_tokens,
-            output_tokens: usage.output_tokens,
-            provider: route.provider.clone(),
-            account: route.account.clone(),
-            region: route.region.clone(),
-            model: route.model.clone(),
+        let answer = {
+            let st = self.flight.state.lock();
+            Answer::from_stream(&st.deltas, end, route)
         };
-        self.finish(Some(answer)).await;
+        self.finish(answer).await;
     }
 
     fn fail(&self) {
@@ -484,6 +415,7 @@ mod tests {
             account: "a".into(),
             region: "r".into(),
             model: "m".into(),
+            ..Default::default()
         })
     }
 

@@ -146,7 +146,7 @@ struct Settlement {
     rec: RequestRecord,
     request_id: String,
     input_tokens: u32,
-    /// Bytes of text and tool-call arguments sent on so far.
+    /// Bytes of text, reasoning and tool-call arguments sent on so far.
     output_chars: usize,
 }
 
@@ -155,6 +155,9 @@ impl Settlement {
         self.output_chars += d.text.len();
         if let Some(tc) = &d.tool_call {
             self.output_chars += tc.name.len() + tc.arguments_json.len();
+        }
+        if let Some(t) = &d.thinking {
+            self.output_chars += t.text.len();
         }
     }
 

@@ -32,7 +32,8 @@ struct Inner {
     alias: String,
     stream: bool,
     route: Option<RouteTaken>,
-    usage: Option<(u32, u32)>,
+    /// The answer's usage, its cache and reasoning details included.
+    usage: Option<switchyard_proto::v1::Usage>,
     failed: Vec<FailedAttempt>,
     status: u16,
     error: Option<String>,
@@ -174,14 +175,14 @@ impl RequestRecord {
             i.route = Some(route.clone());
             i.failed = route.failed.clone();
             if let Some(u) = usage {
-                i.usage = Some((u.input_tokens, u.output_tokens));
+                i.usage = Some(*u);
             }
         });
     }
 
     pub fn set_usage(&mut self, usage: Option<&switchyard_proto::v1::Usage>) {
         if let Some(u) = usage {
-            self.with(|i| i.usage = Some((u.input_tokens, u.output_tokens)));
+            self.with(|i| i.usage = Some(*u));
         }
     }
 
@@ -191,7 +192,7 @@ impl RequestRecord {
         self.with(|i| {
             i.cancelled = true;
             if i.usage.is_none() {
-                i.usage = Some((usage.input_tokens, usage.output_tokens));
+                i.usage = Some(*usage);
             }
         });
     }
@@ -361,7 +362,8 @@ impl Drop for Shared {
             counter!("switchyard_request_errors_total", &l).increment(1);
         }
         let cost = self_cost(i);
-        if let Some((input, output)) = i.usage {
+        if let Some(u) = i.usage {
+            let (input, output) = (u.input_tokens, u.output_tokens);
             let mut l = labels.to_vec();
             l.push(("direction", "input".to_string()));
             counter!("switchyard_tokens_total", &l).increment(u64::from(input));
@@ -403,9 +405,12 @@ impl Drop for Shared {
             s.record("switchyard.route.region", route.region.as_str());
             s.record("switchyard.attempts", telemetry::int(route.attempts));
         }
-        if let Some((input, output)) = i.usage {
-            s.record("gen_ai.usage.input_tokens", telemetry::int(input));
-            s.record("gen_ai.usage.output_tokens", telemetry::int(output));
+        if let Some(u) = i.usage {
+            s.record("gen_ai.usage.input_tokens", telemetry::int(u.input_tokens));
+            s.record(
+                "gen_ai.usage.output_tokens",
+                telemetry::int(u.output_tokens),
+            );
         }
         if let Some(c) = cost {
             s.record("switchyard.cost_usd", c);
@@ -456,7 +461,7 @@ impl Drop for Shared {
                     "region": route.region, "model": route.model, "spoke": route.spoke,
                 })),
                 "attempts": attempts,
-                "usage": i.usage.map(|(a, b)| json!({"input_tokens": a, "output_tokens": b})),
+                "usage": i.usage.as_ref().map(audit_usage),
                 "cost_usd": cost,
                 "status": i.status,
                 "outcome": outcome,
@@ -475,18 +480,30 @@ impl Drop for Shared {
     }
 }
 
+/// The audit line's `usage`: `input_tokens` (every input token, cached ones included),
+/// `output_tokens` (reasoning included), and — when non-zero — `cache_read_input_tokens`,
+/// `cache_write_input_tokens`, `reasoning_tokens`.
+fn audit_usage(u: &switchyard_proto::v1::Usage) -> Value {
+    let mut v = json!({"input_tokens": u.input_tokens, "output_tokens": u.output_tokens});
+    for (key, n) in [
+        ("cache_read_input_tokens", u.cache_read_input_tokens),
+        ("cache_write_input_tokens", u.cache_write_input_tokens),
+        ("reasoning_tokens", u.reasoning_tokens),
+    ] {
+        if n > 0 {
+            v[key] = json!(n);
+        }
+    }
+    v
+}
+
 fn self_cost(i: &Inner) -> Option<f64> {
     let route = i.route.as_ref()?;
-    let (input, output) = i.usage?;
+    let usage = i.usage?;
     if route.price.0.is_none() && route.price.1.is_none() {
         return None;
     }
-    Some(crate::model::cost_usd(
-        route.price,
-        &switchyard_proto::v1::Usage {
-            input_tokens: input,
-            output_tokens: output,
-            ..Default::default()
-        },
-    ))
+    // Cached input tokens are priced like the others (they are part of `input_tokens`): the
+    // price table has no cache price yet.
+    Some(crate::model::cost_usd(route.price, &usage))
 }

@@ -3,6 +3,7 @@
 //! (`switchyard.v1.InferRequest`), encode the answer, encode a stream item, encode an error in
 //! its shape — around the shared per-request [`frame`] and the wire-free `gateway`.
 
+pub mod answer;
 pub mod anthropic;
 pub mod converse;
 pub mod count;

@@ -50,11 +50,46 @@ pub struct FakeSpoke {
     pub last_request: Mutex<Option<(pb::InferRequest, Option<String>, Option<String>)>>,
     pub chunks: usize,
     pub chunk_delay: Duration,
+    /// Answers a test set ([`FakeSpoke::answer_with`], [`FakeSpoke::stream_with`]).
+    pub scripted: Mutex<Scripted>,
+}
+
+/// What the fake answers instead of its made-up text, when a test sets it.
+#[derive(Debug, Default, Clone)]
+pub struct Scripted {
+    /// `Infer`'s answer (request id and, when unset, route filled in).
+    pub response: Option<pb::InferResponse>,
+    /// `InferStream`'s events after the fake's own `start` (each after the spoke's
+    /// `chunk_delay`): deltas and an end.
+    pub events: Option<Vec<pb::InferEvent>>,
+}
+
+/// A stream delta event.
+pub fn delta_event(d: pb::StreamDelta) -> pb::InferEvent {
+    pb::InferEvent {
+        event: Some(pb::infer_event::Event::Delta(d)),
+    }
+}
+
+/// A stream end event.
+pub fn end_event(e: pb::StreamEnd) -> pb::InferEvent {
+    pb::InferEvent {
+        event: Some(pb::infer_event::Event::End(e)),
+    }
 }
 
 impl FakeSpoke {
     pub fn set_mode(&self, m: Mode) {
         *self.mode.lock() = m;
+    }
+    /// `Infer` answers `resp` from now on (thinking parts, `more_choices`, logprobs, usage
+    /// details: whatever the test gives).
+    pub fn answer_with(&self, resp: pb::InferResponse) {
+        self.scripted.lock().response = Some(resp);
+    }
+    /// `InferStream` streams `events` (after its start event) from now on.
+    pub fn stream_with(&self, events: Vec<pb::InferEvent>) {
+        self.scripted.lock().events = Some(events);
     }
     pub fn calls(&self) -> u64 {
         self.calls.load(Ordering::SeqCst)
@@ -118,6 +153,13 @@ impl Spoke for Svc {
         if let Some(s) = self.0.error(&mode) {
             return Err(s);
         }
+        if let Some(mut resp) = self.0.scripted.lock().response.clone() {
+            resp.request_id.clone_from(&req.request_id);
+            if resp.route.is_none() {
+                resp.route = Some(self.0.route(&req));
+            }
+            return Ok(Response::new(resp));
+        }
         Ok(Response::new(pb::InferResponse {
             request_id: req.request_id.clone(),
             message: Some(pb::Message {
@@ -154,6 +196,24 @@ impl Spoke for Svc {
             return Err(s);
         }
         let route = self.0.route(&req);
+        if let Some(events) = self.0.scripted.lock().events.clone() {
+            let start = pb::InferEvent {
+                event: Some(pb::infer_event::Event::Start(pb::StreamStart {
+                    request_id: req.request_id.clone(),
+                    route: Some(route),
+                    attempts: vec![],
+                })),
+            };
+            let delay = self.0.chunk_delay;
+            let s = async_stream::stream! {
+                yield Ok(start);
+                for ev in events {
+                    tokio::time::sleep(delay).await;
+                    yield Ok(ev);
+                }
+            };
+            return Ok(Response::new(Box::pin(s)));
+        }
         let chunks = self.0.chunks;
         let delay = self.0.chunk_delay;
         let account = self.0.account.clone();
@@ -267,6 +327,7 @@ pub async fn start_spoke_with(
         last_request: Mutex::new(None),
         chunks,
         chunk_delay,
+        scripted: Mutex::new(Scripted::default()),
     });
     let listener = TcpListener::bind(listen).await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -1,5 +1,6 @@
 //! The Anthropic Messages surface: `POST /v1/messages`, JSON and SSE (`message_start`,
-//! `content_block_start`, `content_block_delta` with `text_delta` / `input_json_delta`,
+//! `content_block_start`, `content_block_delta` with `thinking_delta` / `signature_delta` /
+//! `text_delta` / `input_json_delta`,
 //! `content_block_stop`, `message_delta`, `message_stop`, `ping`), errors as
 //! `{"type":"error","error":{"type","message"}}`. Authenticates with `x-api-key` (as the
 //! Anthropic SDK sends it) or `Authorization: Bearer`. A thin translation to and from
@@ -272,16 +273,44 @@ pub fn stop_reason(reason: i32) -> &'static str {
     }
 }
 
+/// Anthropic's `usage`: `input_tokens` (those neither read from nor written to the prompt
+/// cache: the internal count minus both), `output_tokens`, `cache_creation_input_tokens`,
+/// `cache_read_input_tokens`.
 pub(super) fn usage_json(u: Option<&pb::Usage>) -> Value {
-    let (i, o) = u.map_or((0, 0), |u| (u.input_tokens, u.output_tokens));
-    json!({"input_tokens": i, "output_tokens": o})
+    let u = u.copied().unwrap_or_default();
+    let (input, read, write) = crate::surface::answer::uncached_split(&u);
+    json!({
+        "input_tokens": input,
+        "output_tokens": u.output_tokens,
+        "cache_creation_input_tokens": write,
+        "cache_read_input_tokens": read,
+    })
 }
 
-/// The `message` body for a spoke's answer.
+/// Anthropic's `stop_reason` for an answer that carries tool calls (`calls`) or not: `tool_use`
+/// whenever calls are present (unless cut short), never without.
+pub fn stop_reason_for(reason: i32, calls: bool) -> &'static str {
+    stop_reason(crate::surface::answer::stop_reason(reason, calls) as i32)
+}
+
+/// A thinking part as its content block: `thinking` (with `signature`, empty when the upstream
+/// gave none) or `redacted_thinking` (with `data`).
+fn thinking_block(t: &pb::ThinkingPart) -> Value {
+    if t.redacted {
+        json!({"type": "redacted_thinking", "data": t.data})
+    } else {
+        json!({"type": "thinking", "thinking": t.text, "signature": t.signature})
+    }
+}
+
+/// The `message` body for a spoke's answer: `content` blocks in the answer's order (`thinking` /
+/// `redacted_thinking`, `text`, `tool_use`), `stop_reason` derived from the content, `usage`
+/// with its cache counts. Only choice 0 (`n` is not an Anthropic parameter).
 pub fn message_json(id: &str, model: &str, resp: &pb::InferResponse) -> Value {
     let mut content = Vec::new();
     for part in resp.message.iter().flat_map(|m| &m.content) {
         match &part.part {
+            Some(pb::content_part::Part::Thinking(t)) => content.push(thinking_block(t)),
             Some(pb::content_part::Part::Text(t)) if !t.is_empty() => {
                 content.push(json!({"type": "text", "text": t}));
             }
@@ -292,13 +321,14 @@ pub fn message_json(id: &str, model: &str, resp: &pb::InferResponse) -> Value {
             _ => {}
         }
     }
+    let calls = crate::surface::answer::has_calls(resp.message.as_ref());
     json!({
         "id": id,
         "type": "message",
         "role": "assistant",
         "model": model,
         "content": content,
-        "stop_reason": stop_reason(resp.stop_reason),
+        "stop_reason": stop_reason_for(resp.stop_reason, calls),
         "stop_sequence": null,
         "usage": usage_json(resp.usage.as_ref()),
     })

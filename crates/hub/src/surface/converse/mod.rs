@@ -251,16 +251,57 @@ pub fn stop_reason(reason: i32) -> &'static str {
     }
 }
 
-pub(super) fn usage_json(u: Option<&pb::Usage>) -> Value {
-    let (i, o) = u.map_or((0, 0), |u| (u.input_tokens, u.output_tokens));
-    json!({"inputTokens": i, "outputTokens": o, "totalTokens": i + o})
+/// Bedrock's `stopReason` for an answer that carries tool calls (`calls`) or not: `tool_use`
+/// whenever calls are present (unless cut short), never without.
+pub fn stop_reason_for(reason: i32, calls: bool) -> &'static str {
+    stop_reason(crate::surface::answer::stop_reason(reason, calls) as i32)
 }
 
-/// The Converse response body for a spoke's answer.
+/// Bedrock's `usage`: `inputTokens` (those neither read from nor written to the prompt cache:
+/// the internal count minus both), `outputTokens`, `totalTokens` (every input token plus the
+/// output), and `cacheReadInputTokens` / `cacheWriteInputTokens` when the cache was used.
+pub(super) fn usage_json(u: Option<&pb::Usage>) -> Value {
+    let u = u.copied().unwrap_or_default();
+    let (input, read, write) = crate::surface::answer::uncached_split(&u);
+    let mut v = json!({
+        "inputTokens": input,
+        "outputTokens": u.output_tokens,
+        "totalTokens": u64::from(input) + u64::from(read) + u64::from(write) + u64::from(u.output_tokens),
+    });
+    if read > 0 {
+        v["cacheReadInputTokens"] = json!(read);
+    }
+    if write > 0 {
+        v["cacheWriteInputTokens"] = json!(write);
+    }
+    v
+}
+
+/// Bedrock's `additionalModelResponseFields` from the spoke's JSON text: an object, else none.
+pub(super) fn additional_fields(text: &str) -> Option<Value> {
+    Some(crate::surface::answer::json_or_null(text)).filter(Value::is_object)
+}
+
+/// The Converse response body for a spoke's answer: `output.message.content` in the answer's
+/// order (`reasoningContent` — `reasoningText {text, signature}` or `redactedContent` —, `text`,
+/// `toolUse`), `stopReason` derived from the content, `usage` with its cache counts,
+/// `additionalModelResponseFields` when the model returned some, `metrics.latencyMs`.
 pub fn response_json(resp: &pb::InferResponse, latency_ms: u64) -> Value {
     let mut content = Vec::new();
     for part in resp.message.iter().flat_map(|m| &m.content) {
         match &part.part {
+            Some(pb::content_part::Part::Thinking(t)) if t.redacted => {
+                content.push(json!({"reasoningContent": {
+                    "redactedContent": crate::surface::answer::redacted_base64(&t.data),
+                }}));
+            }
+            Some(pb::content_part::Part::Thinking(t)) => {
+                let mut text = json!({"text": t.text});
+                if !t.signature.is_empty() {
+                    text["signature"] = json!(t.signature);
+                }
+                content.push(json!({"reasoningContent": {"reasoningText": text}}));
+            }
             Some(pb::content_part::Part::Text(t)) if !t.is_empty() => {
                 content.push(json!({"text": t}));
             }
@@ -271,12 +312,17 @@ pub fn response_json(resp: &pb::InferResponse, latency_ms: u64) -> Value {
             _ => {}
         }
     }
-    json!({
+    let calls = crate::surface::answer::has_calls(resp.message.as_ref());
+    let mut v = json!({
         "output": {"message": {"role": "assistant", "content": content}},
-        "stopReason": stop_reason(resp.stop_reason),
+        "stopReason": stop_reason_for(resp.stop_reason, calls),
         "usage": usage_json(resp.usage.as_ref()),
         "metrics": {"latencyMs": latency_ms},
-    })
+    });
+    if let Some(extra) = additional_fields(&resp.additional_model_response_fields_json) {
+        v["additionalModelResponseFields"] = extra;
+    }
+    v
 }
 
 /// The Bedrock exception name and status for a hub error, from the one table.

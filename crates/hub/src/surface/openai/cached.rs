@@ -1,6 +1,6 @@
 //! Response-cache answers on the OpenAI surface: a hit or a coalesced answer as JSON or as SSE
-//! chunks (replayed one per word, as an upstream would stream it), and a follower of a streaming
-//! call live. The cache itself (`cache`) and its step on the request path (`gateway::lookup`)
+//! chunks (replayed as an upstream would stream it: every choice, reasoning, tool calls,
+//! logprobs, text one word a chunk), and a follower of a streaming call live. The cache itself (`cache`) and its step on the request path (`gateway::lookup`)
 //! know no wire format.
 
 use std::convert::Infallible;
@@ -8,12 +8,12 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use axum::http::HeaderMap;
-use axum::response::sse::{Event, Sse};
+use axum::response::sse::Sse;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 use switchyard_quota::RateState;
 
-use super::wire::{self, ChatRequest};
+use super::stream::{self, Encoder};
+use super::wire::{self, ChatRequest, ChunkHead};
 use crate::cache::{Answer, Flight};
 use crate::headers;
 
@@ -89,61 +89,25 @@ fn json_reply(reply: &Reply, answer: &Answer) -> Response {
     .into_response()
 }
 
-fn chunk(reply: &Reply, model: &str, delta: serde_json::Value, finish: Option<&str>) -> Event {
-    Event::default().data(
-        wire::chunk_json(
-            &reply.id,
-            reply.created,
-            model,
-            delta,
-            finish,
-            reply.include_usage,
-        )
-        .to_string(),
-    )
-}
-
-fn end_events(reply: &Reply, answer: &Answer) -> Vec<Event> {
-    let mut out = vec![chunk(
-        reply,
-        &answer.model,
-        json!({}),
-        Some(wire::finish_reason(answer.stop_reason)),
-    )];
-    if reply.include_usage {
-        out.push(
-            Event::default().data(
-                wire::usage_chunk_json(
-                    &reply.id,
-                    reply.created,
-                    &answer.model,
-                    Some(&answer.usage()),
-                )
-                .to_string(),
-            ),
-        );
+impl Reply {
+    fn encoder(&self, model: &str) -> Encoder {
+        Encoder::new(ChunkHead {
+            id: self.id.clone(),
+            created: self.created,
+            model: model.to_string(),
+            include_usage: self.include_usage,
+        })
     }
-    out.push(Event::default().data("[DONE]"));
-    out
 }
 
-/// A stored answer as SSE chunks (one per word, as an upstream would stream it).
+/// A stored answer as SSE chunks, as the upstream would have streamed it
+/// ([`Answer::stream_deltas`]: every choice, reasoning, tool calls, logprobs; text one word a
+/// chunk), then the finish chunks and the usage.
 fn replay(reply: Reply, answer: Arc<Answer>) -> Response {
-    let mut events = vec![chunk(
-        &reply,
-        &answer.model,
-        json!({"role": "assistant", "content": ""}),
-        None,
-    )];
-    for piece in answer.text.split_inclusive(' ') {
-        events.push(chunk(
-            &reply,
-            &answer.model,
-            json!({"content": piece}),
-            None,
-        ));
-    }
-    events.extend(end_events(&reply, &answer));
+    let mut enc = reply.encoder(&answer.model);
+    let mut events = vec![enc.open()];
+    events.extend(answer.stream_deltas().iter().filter_map(|d| enc.delta(d)));
+    events.extend(enc.end(&answer.stream_end()));
     let stream = async_stream::stream! {
         for e in events {
             yield Ok::<_, Infallible>(e);
@@ -152,31 +116,32 @@ fn replay(reply: Reply, answer: Arc<Answer>) -> Response {
     Sse::new(stream).into_response()
 }
 
-/// Follows a streaming leader: every delta so far, then the rest as they arrive.
+/// Follows a streaming leader: every delta so far, then the rest as they arrive, then the end
+/// of its answer.
 fn live_sse(reply: Reply, flight: Arc<Flight>) -> Response {
     let events = async_stream::stream! {
         let mut rx = flight.subscribe();
         let mut sent = 0usize;
-        let mut model = flight.model();
-        yield Ok::<_, Infallible>(chunk(&reply, &model, json!({"role": "assistant", "content": ""}), None));
+        let mut enc = reply.encoder(&flight.model());
+        yield Ok::<_, Infallible>(enc.open());
         loop {
             let (deltas, done) = flight.read(sent);
             for d in deltas {
                 sent += 1;
-                yield Ok(chunk(&reply, &model, json!({"content": d}), None));
+                if let Some(e) = enc.delta(&d) {
+                    yield Ok(e);
+                }
             }
             match done {
                 Some(Ok(answer)) => {
-                    model.clone_from(&answer.model);
-                    for e in end_events(&reply, &answer) {
+                    enc.head.model.clone_from(&answer.model);
+                    for e in enc.end(&answer.stream_end()) {
                         yield Ok(e);
                     }
                     break;
                 }
                 Some(Err(())) => {
-                    yield Ok(Event::default().data(
-                        json!({"error": {"message": "the upstream failed while streaming", "type": "server_error", "code": "stream_interrupted", "param": null}}).to_string(),
-                    ));
+                    yield Ok(stream::error_event("the upstream failed while streaming"));
                     break;
                 }
                 None => {}
@@ -184,9 +149,7 @@ fn live_sse(reply: Reply, flight: Arc<Flight>) -> Response {
             match tokio::time::timeout_at(reply.deadline.into(), rx.changed()).await {
                 Ok(Ok(())) => {}
                 _ => {
-                    yield Ok(Event::default().data(
-                        json!({"error": {"message": "deadline exceeded", "type": "server_error", "code": "stream_interrupted", "param": null}}).to_string(),
-                    ));
+                    yield Ok(stream::error_event("deadline exceeded"));
                     break;
                 }
             }

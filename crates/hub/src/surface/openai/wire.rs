@@ -286,7 +286,8 @@ fn text_part(text: String) -> pb::ContentPart {
     }
 }
 
-/// OpenAI's `finish_reason` for a stop reason.
+/// OpenAI's `finish_reason` for a stop reason (as given; [`finish_reason_for`] derives it from
+/// the content first).
 pub fn finish_reason(reason: i32) -> &'static str {
     match pb::StopReason::try_from(reason).unwrap_or(pb::StopReason::Unspecified) {
         pb::StopReason::MaxTokens => "length",
@@ -298,17 +299,37 @@ pub fn finish_reason(reason: i32) -> &'static str {
     }
 }
 
-/// OpenAI's `usage` object.
-pub fn usage_json(u: Option<&pb::Usage>) -> Value {
-    let (i, o) = u.map_or((0, 0), |u| (u.input_tokens, u.output_tokens));
-    json!({ "prompt_tokens": i, "completion_tokens": o, "total_tokens": i + o })
+/// The `finish_reason` of a choice that carries tool calls (`calls`) or not: `tool_calls`
+/// whenever calls are present (unless cut short: `length`, `content_filter`), never without
+/// (see [`crate::surface::answer::stop_reason`]).
+pub fn finish_reason_for(reason: i32, calls: bool) -> &'static str {
+    finish_reason(crate::surface::answer::stop_reason(reason, calls) as i32)
 }
 
-/// The `chat.completion` body for a spoke's answer.
-pub fn completion_json(id: &str, created: u64, resp: &pb::InferResponse) -> Value {
+/// OpenAI's `usage` object: `prompt_tokens` (every input token, cached ones included),
+/// `completion_tokens` (reasoning tokens included), `total_tokens`, and their details:
+/// `prompt_tokens_details.cached_tokens` (read from the prompt cache) and
+/// `completion_tokens_details.reasoning_tokens`.
+pub fn usage_json(u: Option<&pb::Usage>) -> Value {
+    let u = u.copied().unwrap_or_default();
+    let (i, o) = (u.input_tokens, u.output_tokens);
+    json!({
+        "prompt_tokens": i,
+        "completion_tokens": o,
+        "total_tokens": u64::from(i) + u64::from(o),
+        "prompt_tokens_details": {"cached_tokens": u.cache_read_input_tokens},
+        "completion_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
+    })
+}
+
+/// One entry of `choices`: the message (`content` from the text parts, `tool_calls` from the
+/// `ToolCall` parts, `reasoning_content` from the thinking parts' text, as OpenAI-compatible
+/// reasoning servers — vLLM, llama.cpp, DeepSeek — name it), its `finish_reason` (derived from
+/// the content) and `logprobs` (the spoke's `logprobs_json`, else `null`).
+fn choice_json(index: usize, message: Option<&pb::Message>, stop: i32, logprobs: &str) -> Value {
     let mut text = String::new();
     let mut tool_calls = Vec::new();
-    for part in resp.message.iter().flat_map(|m| &m.content) {
+    for part in message.iter().flat_map(|m| &m.content) {
         match &part.part {
             Some(pb::content_part::Part::Text(t)) => text.push_str(t),
             Some(pb::content_part::Part::ToolCall(tc)) => tool_calls.push(json!({
@@ -324,49 +345,95 @@ pub fn completion_json(id: &str, created: u64, resp: &pb::InferResponse) -> Valu
             | None => {}
         }
     }
-    let model = resp.route.as_ref().map(|r| r.model.as_str()).unwrap_or("");
-    let mut message = json!({ "role": "assistant", "content": text, "refusal": null });
-    if !tool_calls.is_empty() {
-        message["tool_calls"] = Value::Array(tool_calls);
+    let calls = !tool_calls.is_empty();
+    let mut msg = json!({ "role": "assistant", "content": text, "refusal": null });
+    if calls {
+        msg["tool_calls"] = Value::Array(tool_calls);
     }
+    let reasoning = crate::surface::answer::thinking_text(message);
+    if !reasoning.is_empty() {
+        msg["reasoning_content"] = json!(reasoning);
+    }
+    json!({
+        "index": index,
+        "message": msg,
+        "finish_reason": finish_reason_for(stop, calls),
+        "logprobs": crate::surface::answer::json_or_null(logprobs),
+    })
+}
+
+/// The `chat.completion` body for a spoke's answer: `choices[0]` from `message`, `choices[1..]`
+/// from `more_choices` (`n` > 1), `usage` with its details.
+pub fn completion_json(id: &str, created: u64, resp: &pb::InferResponse) -> Value {
+    let mut choices = vec![choice_json(
+        0,
+        resp.message.as_ref(),
+        resp.stop_reason,
+        &resp.logprobs_json,
+    )];
+    for (i, c) in resp.more_choices.iter().enumerate() {
+        choices.push(choice_json(
+            i + 1,
+            c.message.as_ref(),
+            c.stop_reason,
+            &c.logprobs_json,
+        ));
+    }
+    let model = resp.route.as_ref().map(|r| r.model.as_str()).unwrap_or("");
     json!({
         "id": id,
         "object": "chat.completion",
         "created": created,
         "model": model,
-        "choices": [{
-            "index": 0,
-            "message": message,
-            "finish_reason": finish_reason(resp.stop_reason),
-            "logprobs": null,
-        }],
+        "choices": choices,
         "usage": usage_json(resp.usage.as_ref()),
     })
 }
 
-/// One `chat.completion.chunk`.
-pub fn chunk_json(
-    id: &str,
-    created: u64,
-    model: &str,
-    delta: Value,
-    finish: Option<&str>,
-    include_usage: bool,
-) -> Value {
-    let mut v = json!({
-        "id": id,
-        "object": "chat.completion.chunk",
-        "created": created,
-        "model": model,
-        "choices": [{ "index": 0, "delta": delta, "finish_reason": finish, "logprobs": null }],
-    });
-    if include_usage {
-        v["usage"] = Value::Null;
-    }
-    v
+/// What labels every `chat.completion.chunk` of one answer.
+#[derive(Debug, Clone)]
+pub struct ChunkHead {
+    pub id: String,
+    pub created: u64,
+    /// The upstream model that serves (may be learnt after the first chunk of a followed stream).
+    pub model: String,
+    /// `stream_options.include_usage`: every chunk carries `"usage": null`, and a last chunk
+    /// with empty `choices` the usage.
+    pub include_usage: bool,
 }
 
-/// The `delta` of a chunk carrying one piece of a tool call.
+impl ChunkHead {
+    /// One `chat.completion.chunk` with one choice: `index`, its `delta`, `finish_reason` and
+    /// `logprobs` (`null` when none).
+    pub fn chunk(&self, index: u32, delta: Value, finish: Option<&str>, logprobs: Value) -> Value {
+        let mut v = json!({
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": [{ "index": index, "delta": delta, "finish_reason": finish, "logprobs": logprobs }],
+        });
+        if self.include_usage {
+            v["usage"] = Value::Null;
+        }
+        v
+    }
+
+    /// The final usage chunk (`stream_options.include_usage`): empty `choices`.
+    pub fn usage_chunk(&self, usage: Option<&pb::Usage>) -> Value {
+        json!({
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": [],
+            "usage": usage_json(usage),
+        })
+    }
+}
+
+/// The `tool_calls` entry of a chunk carrying one piece of a tool call: `index`, and for the
+/// call's first piece `id`, `type` and `function.name`; `function.arguments` the piece.
 pub fn tool_call_delta_json(tc: &pb::ToolCallDelta) -> Value {
     let mut call = json!({"index": tc.index, "function": {"arguments": tc.arguments_json}});
     if !tc.id.is_empty() {
@@ -376,19 +443,7 @@ pub fn tool_call_delta_json(tc: &pb::ToolCallDelta) -> Value {
     if !tc.name.is_empty() {
         call["function"]["name"] = json!(tc.name);
     }
-    json!({ "tool_calls": [call] })
-}
-
-/// The final usage chunk (`stream_options.include_usage`): empty `choices`.
-pub fn usage_chunk_json(id: &str, created: u64, model: &str, usage: Option<&pb::Usage>) -> Value {
-    json!({
-        "id": id,
-        "object": "chat.completion.chunk",
-        "created": created,
-        "model": model,
-        "choices": [],
-        "usage": usage_json(usage),
-    })
+    call
 }
 
 #[cfg(test)]
