@@ -382,3 +382,253 @@ async fn hosted_features_and_unknown_fields_are_refused_by_name() {
     }
     assert_eq!(s.fake.calls(), 0, "nothing refused went upstream");
 }
+
+fn part(p: pb::content_part::Part) -> pb::ContentPart {
+    pb::ContentPart { part: Some(p) }
+}
+
+const LOGPROBS: &str = r#"{"content":[{"token":"Paris","logprob":-0.25,"bytes":[80,97,114,105,115],"top_logprobs":[]}]}"#;
+
+/// Signed and redacted reasoning, text with logprobs, a tool call; usage with cache and
+/// reasoning details.
+fn reasoning_answer() -> pb::InferResponse {
+    pb::InferResponse {
+        message: Some(pb::Message {
+            role: pb::Role::Assistant as i32,
+            content: vec![
+                part(pb::content_part::Part::Thinking(pb::ThinkingPart {
+                    text: "The capital of France.".into(),
+                    signature: "sig-1".into(),
+                    ..Default::default()
+                })),
+                part(pb::content_part::Part::Thinking(pb::ThinkingPart {
+                    redacted: true,
+                    data: "b3BhcXVl".into(),
+                    ..Default::default()
+                })),
+                part(pb::content_part::Part::Text("Paris".into())),
+                part(pb::content_part::Part::ToolCall(pb::ToolCall {
+                    id: "toolu_1".into(),
+                    name: "lookup".into(),
+                    arguments_json: r#"{"q":"France"}"#.into(),
+                })),
+            ],
+        }),
+        stop_reason: pb::StopReason::EndTurn as i32,
+        logprobs_json: LOGPROBS.into(),
+        usage: Some(pb::Usage {
+            input_tokens: 100,
+            output_tokens: 20,
+            cache_read_input_tokens: 80,
+            cache_write_input_tokens: 5,
+            reasoning_tokens: 7,
+        }),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn reasoning_logprobs_and_usage_details_and_encrypted_reasoning_round_trips() {
+    let (s, hub) = setup().await;
+    s.fake.answer_with(reasoning_answer());
+    // (The scripted answer carries a call; the fake spoke declares no tools capability, so the
+    // request offers none.)
+    let (status, v) = post(
+        &hub,
+        KEY,
+        json!({"model": "demo", "input": "capital of France?",
+               "reasoning": {"effort": "low", "summary": "auto"},
+               "include": ["reasoning.encrypted_content", "message.output_text.logprobs"],
+               "top_logprobs": 2, "store": false}),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let (req, _, _) = s.fake.last_request.lock().clone().unwrap();
+    let p = req.params.unwrap();
+    assert_eq!(p.reasoning.unwrap().effort, "low");
+    assert!(p.logprobs);
+    assert_eq!(p.top_logprobs, Some(2));
+    let out = v["output"].as_array().unwrap();
+    let types: Vec<&str> = out.iter().map(|o| o["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        types,
+        ["reasoning", "reasoning", "message", "function_call"]
+    );
+    assert_eq!(out[0]["summary"][0]["type"], "summary_text");
+    assert_eq!(out[0]["summary"][0]["text"], "The capital of France.");
+    assert_eq!(out[1]["summary"], json!([]), "a redacted block has no text");
+    assert_eq!(out[2]["content"][0]["text"], "Paris");
+    assert_eq!(out[2]["content"][0]["logprobs"][0]["token"], "Paris");
+    assert_eq!(out[3]["call_id"], "toolu_1");
+    assert_eq!(v["usage"]["input_tokens"], 100);
+    assert_eq!(v["usage"]["input_tokens_details"]["cached_tokens"], 80);
+    assert_eq!(v["usage"]["input_tokens_details"]["cache_write_tokens"], 5);
+    assert_eq!(v["usage"]["output_tokens_details"]["reasoning_tokens"], 7);
+    assert_eq!(v["usage"]["total_tokens"], 120);
+
+    // Stateless continuation: the output items sent back restore the signed and redacted
+    // blocks from `encrypted_content`, in one assistant turn with the text and the call.
+    let mut input = vec![json!({"role": "user", "content": "capital of France?"})];
+    input.extend(out.iter().cloned());
+    input.push(
+        json!({"type": "function_call_output", "call_id": "toolu_1", "output": "Paris it is"}),
+    );
+    let (status, _) = post(
+        &hub,
+        KEY,
+        json!({"model": "demo", "input": input, "store": false}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (req, _, _) = s.fake.last_request.lock().clone().unwrap();
+    assert_eq!(req.messages.len(), 3);
+    let turn = &req.messages[1];
+    assert_eq!(turn.role, pb::Role::Assistant as i32);
+    assert_eq!(turn.content, reasoning_answer().message.unwrap().content);
+
+    // Without `include` and a summary, reasoning shows neither text nor encrypted content.
+    let (_, plain) = post(&hub, KEY, json!({"model": "demo", "input": "again"})).await;
+    assert_eq!(plain["output"][0]["summary"], json!([]));
+    assert!(plain["output"][0].get("encrypted_content").is_none());
+    // …but the stored conversation keeps the signed block for a continuation.
+    post(
+        &hub,
+        KEY,
+        json!({"model": "demo", "input": "more", "previous_response_id": plain["id"]}),
+    )
+    .await;
+    let (req, _, _) = s.fake.last_request.lock().clone().unwrap();
+    assert_eq!(
+        req.messages[1].content,
+        reasoning_answer().message.unwrap().content
+    );
+}
+
+#[tokio::test]
+async fn streamed_reasoning_summary_and_calls() {
+    let (s, hub) = setup().await;
+    let d = |f: &dyn Fn(&mut pb::StreamDelta)| {
+        let mut delta = pb::StreamDelta::default();
+        f(&mut delta);
+        delta_event(delta)
+    };
+    s.fake.stream_with(vec![
+        d(&|d| {
+            d.thinking = Some(pb::ThinkingPart {
+                text: "The capital".into(),
+                ..Default::default()
+            })
+        }),
+        d(&|d| {
+            d.thinking = Some(pb::ThinkingPart {
+                text: " of France.".into(),
+                ..Default::default()
+            })
+        }),
+        d(&|d| {
+            d.thinking = Some(pb::ThinkingPart {
+                signature: "sig-1".into(),
+                ..Default::default()
+            })
+        }),
+        d(&|d| d.text = "Paris".into()),
+        d(&|d| {
+            d.tool_call = Some(pb::ToolCallDelta {
+                index: 0,
+                id: "toolu_1".into(),
+                name: "lookup".into(),
+                arguments_json: r#"{"q":"#.into(),
+            })
+        }),
+        d(&|d| {
+            d.tool_call = Some(pb::ToolCallDelta {
+                index: 0,
+                arguments_json: r#""France"}"#.into(),
+                ..Default::default()
+            })
+        }),
+        end_event(pb::StreamEnd {
+            stop_reason: pb::StopReason::ToolUse as i32,
+            usage: Some(pb::Usage {
+                input_tokens: 10,
+                output_tokens: 4,
+                reasoning_tokens: 2,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    ]);
+    let body = client()
+        .post(hub.url("/v1/responses"))
+        .bearer_auth(KEY)
+        .json(&json!({"model": "demo", "input": "capital?", "stream": true,
+                      "reasoning": {"summary": "auto"}, "include": ["reasoning.encrypted_content"]}))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let events: Vec<Value> = sse_data(&body)
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        types,
+        [
+            "response.created",
+            "response.in_progress",
+            "response.output_item.added",
+            "response.reasoning_summary_part.added",
+            "response.reasoning_summary_text.delta",
+            "response.reasoning_summary_text.delta",
+            "response.reasoning_summary_text.done",
+            "response.reasoning_summary_part.done",
+            "response.output_item.done",
+            "response.output_item.added",
+            "response.content_part.added",
+            "response.output_text.delta",
+            "response.output_text.done",
+            "response.content_part.done",
+            "response.output_item.done",
+            "response.output_item.added",
+            "response.function_call_arguments.delta",
+            "response.function_call_arguments.delta",
+            "response.function_call_arguments.done",
+            "response.output_item.done",
+            "response.completed",
+        ],
+        "{body}"
+    );
+    assert_eq!(events[6]["text"], "The capital of France.");
+    let reasoning = &events[8]["item"];
+    assert_eq!(reasoning["summary"][0]["text"], "The capital of France.");
+    assert!(
+        reasoning["encrypted_content"]
+            .as_str()
+            .unwrap()
+            .starts_with("sy1.")
+    );
+    assert_eq!(events[18]["arguments"], r#"{"q":"France"}"#);
+    assert_eq!(events[18]["output_index"], 2);
+    let done = &events[20]["response"];
+    assert_eq!(done["output"][2]["call_id"], "toolu_1");
+    assert_eq!(
+        done["usage"]["output_tokens_details"]["reasoning_tokens"],
+        2
+    );
+    // The stored turn is the signed block, the text and the call.
+    post(
+        &hub,
+        KEY,
+        json!({"model": "demo", "input": [{"type": "function_call_output", "call_id": "toolu_1", "output": "ok"}],
+               "previous_response_id": done["id"]}),
+    )
+    .await;
+    let (req, _, _) = s.fake.last_request.lock().clone().unwrap();
+    let turn = &req.messages[1].content;
+    assert!(matches!(&turn[0].part,
+        Some(pb::content_part::Part::Thinking(t)) if t.signature == "sig-1" && t.text == "The capital of France."));
+    assert_eq!(turn.len(), 3);
+}

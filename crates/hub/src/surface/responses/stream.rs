@@ -84,6 +84,9 @@ pub fn sse(
         let mut ended = false;
         while let Some(item) = items.next().await {
             match item {
+                // One answer only (the Responses API has no `n`): other choices' pieces, which no
+                // request of this surface asks for, are not shown.
+                StreamItem::Delta(d) if d.choice != 0 => {}
                 StreamItem::Delta(d) => {
                     let mut evs = Vec::new();
                     if let Some(t) = &d.thinking {
