@@ -51,7 +51,7 @@ pub async fn create_handler(
         tracing::Instrument::instrument(create(&hub, &headers, body, &mut frame), span).await;
     let (result, param) = match result {
         Ok(r) => (Ok(r), None),
-        Err(Refusal { error, param }) => (Err(error), param),
+        Err(Refusal { error, param }) => (Err(*error), param),
     };
     frame.finish(result, move |e| error_response(e, param), None)
 }

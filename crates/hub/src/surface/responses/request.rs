@@ -14,25 +14,29 @@ use crate::error::HubError;
 /// path such as `input[2].content[0].type` or the name of an unknown field).
 #[derive(Debug)]
 pub struct Refusal {
-    pub error: HubError,
+    /// Boxed: a refusal travels up many frames and the error is large.
+    pub error: Box<HubError>,
     pub param: Option<String>,
 }
 
 impl From<HubError> for Refusal {
     fn from(error: HubError) -> Self {
-        Refusal { error, param: None }
+        Refusal {
+            error: Box::new(error),
+            param: None,
+        }
     }
 }
 
 /// A 400 `invalid_request_error` naming `param`, with OpenAI's `code`.
 pub fn refuse(param: impl Into<String>, code: &'static str, message: impl Into<String>) -> Refusal {
     Refusal {
-        error: HubError::InvalidParam {
+        error: Box::new(HubError::InvalidParam {
             // The surface renders `param` itself (it may be any path); see `error_response`.
             param: Default::default(),
             code,
             message: message.into(),
-        },
+        }),
         param: Some(param.into()),
     }
 }
