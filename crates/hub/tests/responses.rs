@@ -632,3 +632,54 @@ async fn streamed_reasoning_summary_and_calls() {
         Some(pb::content_part::Part::Thinking(t)) if t.signature == "sig-1" && t.text == "The capital of France."));
     assert_eq!(turn.len(), 3);
 }
+
+#[tokio::test]
+async fn the_response_cache_serves_responses_too() {
+    let s = start_spoke("acct-a", &["m1"]).await;
+    let hub = start_hub(&pool(&s).replace(
+        "candidates = [{ provider = \"p1\", model = \"m1\" }]",
+        "candidates = [{ provider = \"p1\", model = \"m1\" }]\ncache = { ttl = \"1m\" }",
+    ))
+    .await;
+    hub.wait_healthy("p1", 1).await;
+    let body = json!({"model": "demo", "input": "cache me", "temperature": 0});
+    let send = |stream: bool| {
+        let mut b = body.clone();
+        b["stream"] = json!(stream);
+        client()
+            .post(hub.url("/v1/responses"))
+            .bearer_auth(KEY)
+            .json(&b)
+            .send()
+    };
+    let first = send(false).await.unwrap();
+    assert_eq!(first.headers()["x-switchyard-cache"], "miss");
+    let first: Value = first.json().await.unwrap();
+    let hit = send(false).await.unwrap();
+    assert_eq!(hit.headers()["x-switchyard-cache"], "hit");
+    assert_eq!(hit.headers()["x-switchyard-model"], "m1");
+    let hit: Value = hit.json().await.unwrap();
+    assert_ne!(
+        hit["id"], first["id"],
+        "a new response, stored under its own id"
+    );
+    assert_eq!(hit["output"][0]["content"][0]["text"], "hello from acct-a");
+    assert_eq!(hit["usage"], first["usage"]);
+    // Streamed from the same entry, replayed as the upstream would stream it.
+    let streamed = send(true).await.unwrap();
+    assert_eq!(streamed.headers()["x-switchyard-cache"], "hit");
+    let events: Vec<Value> = sse_data(&streamed.text().await.unwrap())
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let last = events.last().unwrap();
+    assert_eq!(last["type"], "response.completed");
+    assert_eq!(
+        last["response"]["output"][0]["content"][0]["text"],
+        "hello from acct-a"
+    );
+    assert_eq!(s.fake.calls(), 1, "one upstream call for all three");
+    // The hit is stored and continuable like any response.
+    let id = last["response"]["id"].as_str().unwrap();
+    assert_eq!(call(&hub, reqwest::Method::GET, KEY, id).await.0, 200);
+}

@@ -16,10 +16,11 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
 use serde_json::{Value, json};
 
 use crate::error::HubError;
-use crate::gateway;
+use crate::gateway::{self, Cached};
 use crate::headers;
 use crate::observe::{RequestInfo, Surface};
 use crate::state::Hub;
@@ -143,8 +144,6 @@ async fn create(
     } else {
         None
     };
-    let admission = checked.admit(hub).await?;
-    let rate_state = admission.rate_state;
     let show = Show {
         summary: req.reasoning_summary,
         encrypted: req.encrypted_reasoning,
@@ -155,57 +154,147 @@ async fn create(
         model: String::new(),
         echo: req.echo.clone(),
     };
-    if req.stream {
+    // Response cache and coalescing (opt-in, deterministic requests only): the cache knows no
+    // wire format, so a stored answer is rendered here like a fresh one.
+    let mut lead = None;
+    if let Some((key, ttl)) = crate::cache::cacheable(
+        &checked.tenant,
+        &checked.alias,
+        &req.model,
+        &checked.request,
+    ) {
+        let deadline = frame.started + hub.settings.request_timeout;
+        let (answer, outcome, state, flight) =
+            match gateway::lookup(hub, &checked.tenant, key, ttl, req.stream, deadline).await? {
+                Cached::Lead(l) => {
+                    lead = Some(l);
+                    (None, "miss", None, None)
+                }
+                Cached::Answer {
+                    answer,
+                    outcome,
+                    state,
+                } => (Some(answer), outcome, Some(state), None),
+                Cached::Live { flight, state } => (None, "coalesced", Some(state), Some(flight)),
+            };
+        if let Some(state) = state {
+            let model = match (&answer, &flight) {
+                (Some(a), _) => a.model.clone(),
+                (None, Some(f)) => f.model(),
+                (None, None) => String::new(),
+            };
+            head.model.clone_from(&model);
+            let mut resp = if req.stream {
+                let items = match (&answer, flight) {
+                    (Some(a), _) => stream::replay(a),
+                    (None, Some(f)) => stream::follow(f, deadline),
+                    (None, None) => futures::stream::empty().boxed(),
+                };
+                let meta = stream::StreamMeta {
+                    head,
+                    show,
+                    keep,
+                    rec: frame.rec.share_with_stream(),
+                    lead: None,
+                };
+                stream::sse(items, meta)
+            } else {
+                let Some(a) = &answer else {
+                    return Err(
+                        HubError::Internal("a unary lookup followed a stream".into()).into(),
+                    );
+                };
+                unary(&head, show, &a.response(), keep).await
+            };
+            let h = resp.headers_mut();
+            headers::set(h, headers::CACHE, outcome);
+            if let Some(a) = &answer {
+                headers::route(h, &a.provider, &a.account, &a.region, &a.model, 0);
+            }
+            headers::ratelimit(h, &state);
+            return Ok(resp);
+        }
+    }
+    let cache_miss = lead.is_some();
+    let admission = checked.admit(hub).await?;
+    let rate_state = admission.rate_state;
+    let mut resp = if req.stream {
         let streamed = admission.stream(hub, &frame.rec).await?;
         frame
             .rec
             .set_route(&streamed.route, None, &streamed.attempts);
         head.model.clone_from(&streamed.route.model);
+        if let Some(l) = &lead {
+            l.set_model(&head.model);
+        }
         let route = streamed.route.clone();
         let meta = stream::StreamMeta {
             head,
             show,
             keep,
             rec: frame.rec.share_with_stream(),
+            lead: lead.map(|l| (l, route.clone())),
         };
         let mut resp = stream::sse(streamed.items, meta);
         frame::answered(&mut resp, &route, frame.started, &rate_state, None);
-        return Ok(resp);
+        resp
+    } else {
+        let done = admission.complete(hub).await?;
+        if let Some(l) = lead {
+            l.finish(crate::cache::Answer::from_response(
+                &done.response,
+                &done.route,
+            ))
+            .await;
+        }
+        frame.rec.set_route(
+            &done.route,
+            done.response.usage.as_ref(),
+            &done.response.attempts,
+        );
+        head.model.clone_from(&done.route.model);
+        let mut resp = unary(&head, show, &done.response, keep).await;
+        frame::answered(
+            &mut resp,
+            &done.route,
+            frame.started,
+            &rate_state,
+            frame.rec.cost(),
+        );
+        resp
+    };
+    if cache_miss {
+        headers::set(resp.headers_mut(), headers::CACHE, "miss");
     }
-    let done = admission.complete(hub).await?;
-    frame.rec.set_route(
-        &done.route,
-        done.response.usage.as_ref(),
-        &done.response.attempts,
-    );
-    head.model.clone_from(&done.route.model);
-    let (status, incomplete) = output::status(done.response.stop_reason);
+    Ok(resp)
+}
+
+/// A whole answer as the response object (JSON), stored first when `keep` says so.
+async fn unary(
+    head: &Head,
+    show: Show,
+    answer: &switchyard_proto::v1::InferResponse,
+    keep: Option<stream::Keep>,
+) -> Response {
+    let (status, incomplete) = output::status(answer.stop_reason);
     let out = Output::of_message(
         show,
-        done.response.message.as_ref(),
-        &done.response.logprobs_json,
+        answer.message.as_ref(),
+        &answer.logprobs_json,
         status == "incomplete",
     );
     let body = output::response_json(
-        &head,
+        head,
         status,
         out.items_json(),
-        output::usage_json(done.response.usage.as_ref()),
+        output::usage_json(answer.usage.as_ref()),
         incomplete,
         Value::Null,
     );
     if let Some(k) = keep {
         k.put(&body, out.message()).await;
     }
-    let mut resp = axum::Json(body).into_response();
-    frame::answered(
-        &mut resp,
-        &done.route,
-        frame.started,
-        &rate_state,
-        frame.rec.cost(),
-    );
-    Ok(resp)
+    axum::Json(body).into_response()
 }
 
 /// 404 for a response id this tenant has not stored (or that expired, or another tenant's).

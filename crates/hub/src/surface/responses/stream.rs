@@ -55,6 +55,9 @@ pub struct StreamMeta {
     pub keep: Option<Keep>,
     /// Metrics and the audit line, written when the stream ends.
     pub rec: RequestRecord,
+    /// Feeds identical requests following this one (and the response cache), with the route
+    /// that serves it.
+    pub lead: Option<(crate::cache::Leader, crate::model::RouteTaken)>,
 }
 
 fn event(seq: &mut u64, mut v: Value) -> Event {
@@ -74,6 +77,7 @@ pub fn sse(
         show,
         mut keep,
         mut rec,
+        mut lead,
     } = meta;
     let events = async_stream::stream! {
         let mut seq = 0u64;
@@ -88,6 +92,9 @@ pub fn sse(
                 // request of this surface asks for, are not shown.
                 StreamItem::Delta(d) if d.choice != 0 => {}
                 StreamItem::Delta(d) => {
+                    if let Some((l, _)) = &lead {
+                        l.delta(&d);
+                    }
                     let mut evs = Vec::new();
                     if let Some(t) = &d.thinking {
                         evs.extend(out.thinking(t));
@@ -107,6 +114,9 @@ pub fn sse(
                 }
                 StreamItem::End(end) => {
                     rec.set_usage(end.usage.as_ref());
+                    if let Some((l, route)) = lead.take() {
+                        l.finish_stream(&end, &route).await;
+                    }
                     let (status, incomplete) = output::status(end.stop_reason);
                     for e in out.finish(status == "incomplete") {
                         yield Ok(event(&mut seq, e));
@@ -138,6 +148,56 @@ pub fn sse(
         }
     };
     Sse::new(events).into_response()
+}
+
+/// A stored answer as the stream its upstream would have sent (every reasoning block, text one
+/// word a delta, tool calls, then its end).
+pub fn replay(answer: &crate::cache::Answer) -> futures::stream::BoxStream<'static, StreamItem> {
+    let mut items: Vec<StreamItem> = answer
+        .stream_deltas()
+        .into_iter()
+        .map(StreamItem::Delta)
+        .collect();
+    items.push(StreamItem::End(answer.stream_end()));
+    futures::stream::iter(items).boxed()
+}
+
+/// Follows a streaming leader (`coalesced`): every delta so far, then the rest as they arrive,
+/// then its end; a leader that fails, or a deadline that passes, ends it failed.
+pub fn follow(
+    flight: Arc<crate::cache::Flight>,
+    deadline: std::time::Instant,
+) -> futures::stream::BoxStream<'static, StreamItem> {
+    async_stream::stream! {
+        let mut rx = flight.subscribe();
+        let mut sent = 0usize;
+        loop {
+            let (deltas, done) = flight.read(sent);
+            for d in deltas {
+                sent += 1;
+                yield StreamItem::Delta(d);
+            }
+            match done {
+                Some(Ok(answer)) => {
+                    yield StreamItem::End(answer.stream_end());
+                    break;
+                }
+                Some(Err(())) => {
+                    yield StreamItem::Failed("the upstream failed while streaming");
+                    break;
+                }
+                None => {}
+            }
+            match tokio::time::timeout_at(deadline.into(), rx.changed()).await {
+                Ok(Ok(())) => {}
+                _ => {
+                    yield StreamItem::Failed("deadline exceeded");
+                    break;
+                }
+            }
+        }
+    }
+    .boxed()
 }
 
 /// `response.failed`: the response so far, status `failed`, `error.code` `server_error`.
