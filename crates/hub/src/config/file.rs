@@ -24,6 +24,11 @@ pub struct HubConfig {
     /// Deadline of a request when the client gives none (whole call, all attempts).
     #[serde(default = "default_request_timeout")]
     pub request_timeout: String,
+    /// How long a stream may wait for its first content before the hub commits the response
+    /// (status 200 and headers) and keeps the connection alive at this interval (`"0s"` = never:
+    /// wait for the first content, as before).
+    #[serde(default = "default_stream_keepalive")]
+    pub stream_keepalive: String,
     /// Upper bound of spoke calls per client request (first try included).
     #[serde(default = "default_max_attempts")]
     pub max_attempts: u32,
@@ -121,6 +126,9 @@ fn default_listen() -> String {
 }
 fn default_request_timeout() -> String {
     "60s".into()
+}
+fn default_stream_keepalive() -> String {
+    "5s".into()
 }
 fn default_max_attempts() -> u32 {
     4

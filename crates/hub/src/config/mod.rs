@@ -68,6 +68,7 @@ impl HubConfig {
             }
         };
         let request_timeout = dur("request_timeout", &self.request_timeout);
+        let stream_keepalive = dur("stream_keepalive", &self.stream_keepalive);
         let drain_timeout = dur("drain_timeout", &self.drain_timeout);
         let header_read_timeout = dur("header_read_timeout", &self.header_read_timeout);
         let window = dur("retry_budget.window", &self.retry_budget.window);
@@ -127,6 +128,9 @@ impl HubConfig {
         };
         if !(window.is_zero() || window >= Duration::from_secs(1)) {
             errs.push("retry_budget.window: must be at least 1s".into());
+        }
+        if !stream_keepalive.is_zero() && stream_keepalive < Duration::from_millis(100) {
+            errs.push("stream_keepalive: must be 0s (off) or at least 100ms".into());
         }
         if request_timeout.is_zero() {
             errs.push("request_timeout: must be greater than 0".into());
@@ -218,6 +222,7 @@ impl HubConfig {
                 tls: self.tls.clone(),
                 jwt,
                 request_timeout,
+                stream_keepalive: (!stream_keepalive.is_zero()).then_some(stream_keepalive),
                 max_attempts: self.max_attempts,
                 attempt_timeout,
                 max_body_bytes: self.max_body_bytes,

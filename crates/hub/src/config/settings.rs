@@ -15,6 +15,8 @@ pub struct Settings {
     pub tls: Option<TlsConfig>,
     pub jwt: Option<crate::jwt::JwtSettings>,
     pub request_timeout: Duration,
+    /// `stream_keepalive`: `None` = off (`Admission::open_stream`).
+    pub stream_keepalive: Option<Duration>,
     pub max_attempts: u32,
     pub attempt_timeout: Option<Duration>,
     pub max_body_bytes: usize,

@@ -12,6 +12,7 @@ mod failover;
 mod quota;
 mod serve;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::http::HeaderMap;
@@ -76,6 +77,35 @@ pub enum StreamItem {
     /// The stream failed after it had been committed; nothing follows. The message is
     /// client-safe.
     Failed(&'static str),
+    /// A stream committed before its route answered ([`Opened::Late`]) is still waiting for
+    /// its first content: the surface shows it alive (an SSE comment, Anthropic's `ping`).
+    Waiting,
+    /// A stream committed before its route answered ([`Opened::Late`]) found no route: the
+    /// error the caller would have got as a status, rendered in the stream in the surface's
+    /// shape; nothing follows.
+    Refused(Refusal),
+}
+
+/// The error of [`StreamItem::Refused`] (shared, so items stay cheap to clone).
+#[derive(Debug, Clone)]
+pub struct Refusal(pub Arc<HubError>);
+
+impl PartialEq for Refusal {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+/// How a stream opened ([`Admission::open_stream`]).
+pub enum Opened {
+    /// Its route answered within the keep-alive interval: the response status and route
+    /// headers are known before anything is sent (as without a keep-alive).
+    Now(Streamed),
+    /// It had not answered within the interval: the surface commits its response now (200 and
+    /// its headers) and renders the items, which begin with [`StreamItem::Waiting`] every
+    /// interval and end in the route's items or [`StreamItem::Refused`]. `route` is empty: the
+    /// record gets the route when it is known.
+    Late(Streamed),
 }
 
 /// A committed stream (the route delivered its first content, or its end).

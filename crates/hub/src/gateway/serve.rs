@@ -8,7 +8,7 @@ use std::sync::Arc;
 use switchyard_proto::v1 as pb;
 
 use super::quota::Admitted;
-use super::{Admission, Completed, StreamItem, Streamed};
+use super::{Admission, Completed, Opened, Refusal, StreamItem, Streamed};
 use crate::error::HubError;
 use crate::model::RouteTaken;
 use crate::observe::RequestRecord;
@@ -38,6 +38,60 @@ impl Admission {
             Err(e) => {
                 super::quota::settle(hub, admitted, None, None).await;
                 Err(e)
+            }
+        }
+    }
+
+    /// [`Admission::stream`], with the response committed early when the route is slow to
+    /// answer: when nothing has come within `keepalive` (failover still going on, or a model
+    /// that thinks long before its first token), [`Opened::Late`] lets the surface send its
+    /// status and headers at once and keep the connection alive until the first content. `None`
+    /// = wait as long as it takes ([`Opened::Now`] always). `rec` is the stream's handle on
+    /// the request record ([`RequestRecord::share_with_stream`]): a late stream records its
+    /// route, or its refusal, there.
+    pub async fn open_stream(
+        self,
+        hub: &Arc<Hub>,
+        rec: &RequestRecord,
+        keepalive: Option<std::time::Duration>,
+    ) -> Result<Opened, HubError> {
+        let (owned_hub, owned_rec) = (hub.clone(), rec.handle());
+        let mut opening = Box::pin(async move { self.stream(&owned_hub, &owned_rec).await });
+        let Some(every) = keepalive else {
+            return opening.await.map(Opened::Now);
+        };
+        tokio::select! {
+            opened = &mut opening => opened.map(Opened::Now),
+            () = tokio::time::sleep(every) => {
+                let mut rec = rec.handle();
+                let items = async_stream::stream! {
+                    let start = tokio::time::Instant::now() + every;
+                    let mut tick = tokio::time::interval_at(start, every);
+                    let opened = loop {
+                        tokio::select! {
+                            opened = &mut opening => break opened,
+                            _ = tick.tick() => yield StreamItem::Waiting,
+                        }
+                    };
+                    match opened {
+                        Ok(streamed) => {
+                            rec.set_route(&streamed.route, None, &streamed.attempts);
+                            let mut items = streamed.items;
+                            while let Some(item) = futures::StreamExt::next(&mut items).await {
+                                yield item;
+                            }
+                        }
+                        Err(e) => {
+                            rec.set_late_error(&e);
+                            yield StreamItem::Refused(Refusal(Arc::new(e)));
+                        }
+                    }
+                };
+                Ok(Opened::Late(Streamed {
+                    items: Box::pin(items),
+                    route: RouteTaken::default(),
+                    attempts: Vec::new(),
+                }))
             }
         }
     }

@@ -209,6 +209,17 @@ impl RequestRecord {
         });
     }
 
+    /// A stream committed before its route answered found no route (`e`, in the stream): the
+    /// error and its attempts are recorded; the status stays the 200 that was sent.
+    pub fn set_late_error(&mut self, e: &HubError) {
+        self.with(|i| {
+            i.error = Some(e.type_and_code().1.to_string());
+            if !e.attempts().is_empty() {
+                i.failed = e.attempts().to_vec();
+            }
+        });
+    }
+
     /// A streamed request failed after its first chunk (`why` is a label, e.g.
     /// `stream_interrupted`).
     pub fn set_stream_error(&mut self, why: &str) {

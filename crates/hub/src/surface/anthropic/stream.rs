@@ -201,6 +201,12 @@ pub(super) fn sse(
                     yield event("error", json!({"type": "error", "error": {"type": "api_error", "message": message}}));
                     break;
                 }
+                StreamItem::Waiting => yield event("ping", json!({"type": "ping"})),
+                StreamItem::Refused(e) => {
+                    yield event("error", json!({"type": "error", "error": {
+                        "type": e.0.names().anthropic, "message": e.0.client_message()}}));
+                    break;
+                }
             }
         }
     };

@@ -40,6 +40,19 @@ fn event_frame(event_type: &'static str, payload: Value) -> Result<Bytes, std::i
     ))
 }
 
+/// The ConverseStream exception member for a Bedrock error type (`ThrottlingException` →
+/// `throttlingException`); errors without a stream member are `internalServerException`.
+fn stream_exception(error_type: &str) -> &'static str {
+    match error_type {
+        "ThrottlingException" => "throttlingException",
+        "ValidationException" => "validationException",
+        "ServiceUnavailableException" => "serviceUnavailableException",
+        "ModelTimeoutException" => "modelTimeoutException",
+        "ModelNotReadyException" => "modelNotReadyException",
+        _ => "internalServerException",
+    }
+}
+
 fn exception_frame(exception_type: &'static str, message: &str) -> Result<Bytes, std::io::Error> {
     Ok(encode(
         vec![
@@ -222,6 +235,12 @@ pub(super) fn frames(
                 StreamItem::Failed(message) => {
                     rec.set_stream_error("stream_interrupted");
                     yield exception_frame("modelStreamErrorException", message);
+                    break;
+                }
+                // An event stream has no comment frames: its `messageStart` already went out.
+                StreamItem::Waiting => {}
+                StreamItem::Refused(e) => {
+                    yield exception_frame(stream_exception(e.0.names().bedrock.0), &e.0.client_message());
                     break;
                 }
             }

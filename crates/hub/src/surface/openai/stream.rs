@@ -214,6 +214,11 @@ pub fn sse(
                     yield Ok(error_event(message));
                     break;
                 }
+                StreamItem::Waiting => yield Ok(Event::default().comment("keep-alive")),
+                StreamItem::Refused(e) => {
+                    yield Ok(Event::default().data(e.0.body().to_string()));
+                    break;
+                }
             }
         }
     };
