@@ -683,3 +683,82 @@ async fn the_response_cache_serves_responses_too() {
     let id = last["response"]["id"].as_str().unwrap();
     assert_eq!(call(&hub, reqwest::Method::GET, KEY, id).await.0, 200);
 }
+
+/// Raw SSE lines of a streamed request (comments included).
+async fn stream_lines(hub: &HubHandle, timeout_ms: Option<u64>) -> Vec<String> {
+    let mut r = client()
+        .post(hub.url("/v1/responses"))
+        .bearer_auth(KEY)
+        .json(&json!({"model": "demo", "input": "slow one", "stream": true}));
+    if let Some(ms) = timeout_ms {
+        r = r.header("x-switchyard-timeout-ms", ms.to_string());
+    }
+    let resp = r.send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.text()
+        .await
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_slow_first_token_is_kept_alive_and_a_late_refusal_fails_in_the_stream() {
+    let s = start_spoke("acct-a", &["m1"]).await;
+    let hub = start_hub(&format!("stream_keepalive = \"200ms\"\n{}", pool(&s))).await;
+    hub.wait_healthy("p1", 1).await;
+    s.fake
+        .set_mode(Mode::Slow(std::time::Duration::from_millis(900)));
+    let lines = stream_lines(&hub, None).await;
+    let created = lines
+        .iter()
+        .position(|l| l == "event: response.created")
+        .unwrap();
+    let comments: Vec<usize> = lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.starts_with(':'))
+        .map(|(i, _)| i)
+        .collect();
+    assert!(comments.len() >= 2, "{lines:?}");
+    assert!(created < comments[0], "response.created goes out first");
+    let first_item = lines
+        .iter()
+        .position(|l| l == "event: response.output_item.added")
+        .unwrap();
+    assert!(comments.iter().all(|c| *c < first_item), "{lines:?}");
+    assert!(
+        lines.iter().any(|l| l == "event: response.completed"),
+        "{lines:?}"
+    );
+    let events: Vec<Value> = lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .map(|d| serde_json::from_str(d.trim()).unwrap())
+        .collect();
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(e["sequence_number"], i);
+    }
+    assert_eq!(
+        events.last().unwrap()["response"]["output"][0]["content"][0]["text"],
+        "acct-a-0 acct-a-1 acct-a-2 "
+    );
+
+    // The deadline passes before the route answers: the refusal comes in the stream.
+    s.fake
+        .set_mode(Mode::Slow(std::time::Duration::from_secs(5)));
+    let lines = stream_lines(&hub, Some(700)).await;
+    let last: Value = serde_json::from_str(
+        lines
+            .iter()
+            .rev()
+            .find_map(|l| l.strip_prefix("data:"))
+            .unwrap()
+            .trim(),
+    )
+    .unwrap();
+    assert_eq!(last["type"], "response.failed", "{lines:?}");
+    assert_eq!(last["response"]["status"], "failed");
+    assert_eq!(last["response"]["error"]["code"], "server_error");
+}

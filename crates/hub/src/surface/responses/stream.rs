@@ -135,7 +135,20 @@ pub fn sse(
                 }
                 StreamItem::Failed(message) => {
                     rec.set_stream_error("stream_interrupted");
-                    yield Ok(failed(&mut seq, &head, &out, message));
+                    yield Ok(failed(&mut seq, &head, &out, "server_error", message));
+                    ended = true;
+                    break;
+                }
+                // A stream committed before its route answered: kept alive with SSE comments.
+                StreamItem::Waiting => yield Ok(Event::default().comment("keep-alive")),
+                // …that found no route: the error it would have been, as `response.failed`.
+                StreamItem::Refused(e) => {
+                    let code = if e.0.status() == axum::http::StatusCode::TOO_MANY_REQUESTS {
+                        "rate_limit_exceeded"
+                    } else {
+                        "server_error"
+                    };
+                    yield Ok(failed(&mut seq, &head, &out, code, &e.0.client_message()));
                     ended = true;
                     break;
                 }
@@ -144,7 +157,7 @@ pub fn sse(
         if !ended {
             // The gateway always ends a stream with End or Failed; never close silently.
             rec.set_stream_error("stream_interrupted");
-            yield Ok(failed(&mut seq, &head, &out, "the upstream stream ended early"));
+            yield Ok(failed(&mut seq, &head, &out, "server_error", "the upstream stream ended early"));
         }
     };
     Sse::new(events).into_response()
@@ -200,15 +213,15 @@ pub fn follow(
     .boxed()
 }
 
-/// `response.failed`: the response so far, status `failed`, `error.code` `server_error`.
-fn failed(seq: &mut u64, head: &Head, out: &Output, message: &str) -> Event {
+/// `response.failed`: the response so far, status `failed`, `error` `{code, message}`.
+fn failed(seq: &mut u64, head: &Head, out: &Output, code: &str, message: &str) -> Event {
     let response = output::response_json(
         head,
         "failed",
         out.items_json(),
         Value::Null,
         Value::Null,
-        json!({"code": "server_error", "message": message}),
+        json!({"code": code, "message": message}),
     );
     event(
         seq,
