@@ -42,8 +42,11 @@ for _ in $(seq 1 100); do
   curl -fsS "http://$addr/readyz" >/dev/null 2>&1 && break
   sleep 0.1
 done
-"$venv/bin/python" -m pytest -q "$here" "$@"
+py=0
+"$venv/bin/python" -m pytest -q "$here" "$@" || py=$?
 
-# The OpenAI Node SDK (its version pinned by tests/node/package-lock.json).
+# The OpenAI Node SDK (its version pinned by tests/node/package-lock.json), against the same
+# demo; run whatever the Python tests gave, and fail if either failed.
 npm ci --prefix "$root/tests/node" --no-audit --no-fund --loglevel=error
 (cd "$root/tests/node" && node --test)
+exit "$py"
