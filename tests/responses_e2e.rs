@@ -314,7 +314,8 @@ async fn previous_response_id_across_two_hub_replicas_sharing_redis() {
     let (status, first) = post(
         &a,
         KEY,
-        &json!({"model": "gpt", "input": "remember the number 4242"}),
+        &json!({"model": "gpt", "input": "remember the number 4242",
+                "metadata": {"ticket": "T-1"}, "user": "end-user-7"}),
     )
     .await;
     assert_eq!(status, 200, "{first}");
@@ -379,6 +380,16 @@ async fn previous_response_id_across_two_hub_replicas_sharing_redis() {
         "{:?} {:?}",
         audit_lines(&audit_a),
         audit_lines(&audit_b)
+    );
+    // Fields that cannot change the answer are named in the audit line.
+    let first_line = audit_lines(&audit_a)
+        .into_iter()
+        .find(|l| l["surface"] == "responses")
+        .unwrap();
+    assert_eq!(
+        first_line["ignored"],
+        json!(["metadata", "user"]),
+        "{first_line}"
     );
     let refused = audit_lines(&audit_b)
         .into_iter()

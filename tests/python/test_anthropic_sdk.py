@@ -113,8 +113,17 @@ def test_unsupported_block_is_bad_request(client):
         client.messages.create(
             model="demo",
             max_tokens=8,
-            messages=[{"role": "user", "content": "hi"}],
-            thinking={"type": "enabled", "budget_tokens": 1024},
+            messages=[
+                {
+                    "role": "user",
+                    "content": [
+                        {
+                            "type": "document",
+                            "source": {"type": "text", "media_type": "text/plain", "data": "x"},
+                        }
+                    ],
+                }
+            ],
         )
     assert err.value.body["type"] == "error"
     assert err.value.body["error"]["type"] == "invalid_request_error"

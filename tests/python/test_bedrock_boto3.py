@@ -129,7 +129,13 @@ def test_unsupported_block_is_validation_exception(client):
     with pytest.raises(client.exceptions.ValidationException) as err:
         client.converse(
             modelId="demo",
-            messages=[{"role": "user", "content": [{"text": "hi"}]}],
-            guardrailConfig={"guardrailIdentifier": "g", "guardrailVersion": "1"},
+            messages=[
+                {
+                    "role": "user",
+                    "content": [
+                        {"document": {"format": "txt", "name": "doc", "source": {"bytes": b"hello"}}}
+                    ],
+                }
+            ],
         )
-    assert "guardrailConfig" in err.value.response["Error"]["Message"]
+    assert "document" in err.value.response["Error"]["Message"]

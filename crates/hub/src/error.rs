@@ -74,7 +74,7 @@ pub enum HubError {
     /// field and the bound.
     #[error("{message}")]
     InvalidParam {
-        param: &'static str,
+        param: std::borrow::Cow<'static, str>,
         code: &'static str,
         message: String,
     },
@@ -137,7 +137,7 @@ pub enum HubError {
 
 /// How one error is named in each client API's error shape, and its HTTP status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ErrorNames {
+pub struct ErrorNames<'a> {
     pub status: StatusCode,
     /// OpenAI's `error.type` and `error.code`.
     pub openai: (&'static str, &'static str),
@@ -147,13 +147,13 @@ pub struct ErrorNames {
     /// hub's where Bedrock's own does (bad credentials → 403, a model timeout → 408).
     pub bedrock: (&'static str, StatusCode),
     /// The request field the error is about (OpenAI's `error.param`), when it is about one.
-    pub param: Option<&'static str>,
+    pub param: Option<&'a str>,
 }
 
 impl HubError {
     /// The one table: status and per-API names. Exhaustive on purpose (no `_` arm): a new
     /// variant forces a decision for every surface.
-    pub fn names(&self) -> ErrorNames {
+    pub fn names(&self) -> ErrorNames<'_> {
         use StatusCode as S;
         let n = |status: S, openai, anthropic, bedrock: &'static str, bedrock_status| ErrorNames {
             status,
@@ -172,7 +172,7 @@ impl HubError {
                 S::BAD_REQUEST,
             ),
             Self::InvalidParam { param, code, .. } => ErrorNames {
-                param: Some(param),
+                param: Some(param.as_ref()),
                 ..n(
                     S::BAD_REQUEST,
                     (INVALID, code),
@@ -435,7 +435,7 @@ mod tests {
     #[test]
     fn one_table_names_every_shape() {
         let e = HubError::InvalidParam {
-            param: "max_tokens",
+            param: "max_tokens".into(),
             code: "invalid_value",
             message: "max_tokens: too large".into(),
         };

@@ -44,6 +44,10 @@ pub struct Alias {
     pub needs: crate::routing::Needs,
     /// Response-cache TTL when the alias opted in (`Some(0)` = coalescing only).
     pub cache_ttl: Option<Duration>,
+    /// Same-API passthrough (`passthrough` of the alias, default true): request fields the hub
+    /// does not know travel verbatim to upstreams that speak the caller's API
+    /// (`InferRequest.passthrough`). When false, such fields are refused with 400 naming them.
+    pub passthrough: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -130,6 +134,8 @@ pub struct RequestBounds {
     pub max_tool_bytes: usize,
     /// Largest embeddings `dimensions`.
     pub max_embedding_dimensions: u32,
+    /// Largest `n` (choices) one chat request may ask for.
+    pub max_choices: u32,
 }
 
 /// Per-connection limits against slow or oversized clients (`header_read_timeout`,

@@ -23,6 +23,154 @@ pub struct Candidate {
     pub weight: Option<u32>,
 }
 
+/// A client API whose fields may travel verbatim to an upstream that speaks it
+/// (`InferRequest.passthrough`, Converse `additionalModelRequestFields`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Api {
+    /// OpenAI chat completions (`Passthrough.api` `"openai"`); OpenAI-compatible upstreams.
+    OpenAi,
+    /// Anthropic Messages (`"anthropic"`); Anthropic upstreams.
+    Anthropic,
+    /// Bedrock Converse (`"converse"`); Bedrock upstreams.
+    Converse,
+}
+
+impl Api {
+    /// `Passthrough.api`'s value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Api::OpenAi => "openai",
+            Api::Anthropic => "anthropic",
+            Api::Converse => "converse",
+        }
+    }
+
+    /// From `Passthrough.api`; `None` for an unknown value.
+    pub fn parse(s: &str) -> Option<Api> {
+        match s {
+            "openai" => Some(Api::OpenAi),
+            "anthropic" => Some(Api::Anthropic),
+            "converse" => Some(Api::Converse),
+            _ => None,
+        }
+    }
+}
+
+/// What a spoke's upstream speaks, from `Describe.provider`: `"openai"` ↔ [`Api::OpenAi`],
+/// `"anthropic"` ↔ [`Api::Anthropic`], `"bedrock"` ↔ [`Api::Converse`]; `"simulated"` takes a
+/// passthrough of any API and ignores it; anything else (an unknown or older spoke) takes none.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Speaks {
+    #[default]
+    Nothing,
+    One(Api),
+    /// The simulated upstream: accepts every API's passthrough (and ignores it).
+    Any,
+}
+
+impl Speaks {
+    /// From `Describe.provider`.
+    pub fn of_provider(provider: &str) -> Speaks {
+        match provider {
+            "openai" => Speaks::One(Api::OpenAi),
+            "anthropic" => Speaks::One(Api::Anthropic),
+            "bedrock" => Speaks::One(Api::Converse),
+            "simulated" => Speaks::Any,
+            _ => Speaks::Nothing,
+        }
+    }
+
+    /// Whether a request that needs `api` (None: no API-specific fields) may go here.
+    pub fn takes(self, api: Option<Api>) -> bool {
+        match (api, self) {
+            (None, _) | (Some(_), Speaks::Any) => true,
+            (Some(a), Speaks::One(b)) => a == b,
+            (Some(_), Speaks::Nothing) => false,
+        }
+    }
+}
+
+/// A capability a request may need beyond streaming, tools, images and context size (the
+/// `Capabilities` fields added in contract 1.3), named so a refusal can say which request field
+/// asked for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Feature {
+    /// `ResponseFormat` JSON_OBJECT / JSON_SCHEMA → `structured_output`.
+    StructuredOutput,
+    /// `Reasoning` ENABLED / ADAPTIVE or an effort → `reasoning`.
+    Reasoning,
+    /// `n` > 1 → `max_choices` ≥ n.
+    Choices,
+    /// `logprobs` / `top_logprobs` → `logprobs`.
+    Logprobs,
+    /// `seed` → `seed`.
+    Seed,
+    /// `presence_penalty`, `frequency_penalty`, `logit_bias` → `penalties`.
+    Penalties,
+    /// `top_k` → `top_k`.
+    TopK,
+    /// `ToolChoice` ANY / NONE / TOOL or `parallel_tool_calls` → `tool_choice`.
+    ToolChoice,
+    /// Fields only one upstream API takes (a passthrough, Converse
+    /// `additionalModelRequestFields` / `additionalModelResponseFieldPaths`) → a spoke whose
+    /// provider speaks that API ([`Speaks`]).
+    Api,
+}
+
+impl Feature {
+    /// Every feature, in the order a refusal names the first missing one.
+    pub const ALL: [Feature; 9] = [
+        Feature::Api,
+        Feature::StructuredOutput,
+        Feature::Reasoning,
+        Feature::ToolChoice,
+        Feature::Choices,
+        Feature::Logprobs,
+        Feature::Seed,
+        Feature::Penalties,
+        Feature::TopK,
+    ];
+
+    /// The `Capabilities` field (or, for [`Feature::Api`], the spoke's provider) it needs.
+    pub fn capability(self) -> &'static str {
+        match self {
+            Feature::StructuredOutput => "structured_output",
+            Feature::Reasoning => "reasoning",
+            Feature::Choices => "max_choices",
+            Feature::Logprobs => "logprobs",
+            Feature::Seed => "seed",
+            Feature::Penalties => "penalties",
+            Feature::TopK => "top_k",
+            Feature::ToolChoice => "tool_choice",
+            Feature::Api => "provider",
+        }
+    }
+}
+
+/// Which request field (in the caller's API's own terms) asked for each [`Feature`], filled by
+/// the surface as it decodes the body, so a refusal names the field the caller sent (OpenAI
+/// `reasoning_effort`, Anthropic `thinking` or `output_config.effort`, Converse
+/// `additionalModelRequestFields.top_k`, …).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AskedBy(Vec<(Feature, String)>);
+
+impl AskedBy {
+    /// Records that `field` asked for `feature` (the first field recorded wins).
+    pub fn set(&mut self, feature: Feature, field: impl Into<String>) {
+        if self.get(feature).is_none() {
+            self.0.push((feature, field.into()));
+        }
+    }
+
+    /// The field that asked for `feature`, if one was recorded.
+    pub fn get(&self, feature: Feature) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(f, _)| *f == feature)
+            .map(|(_, s)| s.as_str())
+    }
+}
+
 /// Capabilities a request (or an alias) needs from a model.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Needs {
@@ -31,21 +179,86 @@ pub struct Needs {
     /// The request carries images.
     pub images: bool,
     pub min_context_window: u32,
+    /// JSON mode or a JSON schema (`ResponseFormat` JSON_OBJECT / JSON_SCHEMA).
+    pub structured_output: bool,
+    /// Reasoning asked for (ENABLED, ADAPTIVE, or an effort other than `none`).
+    pub reasoning: bool,
+    /// Choices asked for (`n`); 0 and 1 = one.
+    pub choices: u32,
+    pub logprobs: bool,
+    pub seed: bool,
+    /// `presence_penalty`, `frequency_penalty` or `logit_bias`.
+    pub penalties: bool,
+    pub top_k: bool,
+    /// `ToolChoice` other than AUTO, or `parallel_tool_calls` set.
+    pub tool_choice: bool,
+    /// Fields only spokes speaking this API take (passthrough, Converse additional fields).
+    pub api: Option<Api>,
 }
 
 impl Needs {
     /// What a request in the internal model needs: streaming when the client streams, tools when
-    /// it offers any, and a context window for its estimated input plus its `max_tokens` (the
-    /// hub's one token estimate, `switchyard_proto::estimate_input_tokens`, for every surface).
+    /// it offers any, images when a message carries one, a context window for its estimated
+    /// input plus its `max_tokens` (the hub's one token estimate,
+    /// `switchyard_proto::estimate_input_tokens`, for every surface), and the capability of
+    /// each contract-1.3 field it sets (see [`Feature`]).
     pub fn of_request(req: &switchyard_proto::v1::InferRequest, streaming: bool) -> Needs {
+        use switchyard_proto::v1 as pb;
         let estimate =
             u32::try_from(switchyard_proto::estimate_input_tokens(req)).unwrap_or(u32::MAX);
-        let out = req.params.as_ref().and_then(|p| p.max_tokens).unwrap_or(0);
+        let p = req.params.clone().unwrap_or_default();
+        let out = p.max_tokens.unwrap_or(0);
+        let images = req
+            .messages
+            .iter()
+            .flat_map(|m| &m.content)
+            .any(|p| matches!(p.part, Some(pb::content_part::Part::Image(_))));
+        let structured_output = req.response_format.as_ref().is_some_and(|f| {
+            matches!(
+                pb::response_format::Type::try_from(f.r#type),
+                Ok(pb::response_format::Type::JsonObject | pb::response_format::Type::JsonSchema)
+            )
+        });
+        let reasoning =
+            p.reasoning.as_ref().is_some_and(|r| {
+                match pb::reasoning::Mode::try_from(r.mode)
+                    .unwrap_or(pb::reasoning::Mode::Unspecified)
+                {
+                    pb::reasoning::Mode::Enabled | pb::reasoning::Mode::Adaptive => true,
+                    pb::reasoning::Mode::Disabled => false,
+                    pb::reasoning::Mode::Unspecified => !r.effort.is_empty() && r.effort != "none",
+                }
+            });
+        let tool_choice = req.parallel_tool_calls.is_some()
+            || req
+                .tool_choice
+                .as_ref()
+                .is_some_and(|c| c.mode != pb::tool_choice::Mode::Auto as i32);
+        let api = req
+            .passthrough
+            .as_ref()
+            .and_then(|p| Api::parse(&p.api))
+            .or_else(|| {
+                (!req.additional_model_request_fields_json.is_empty()
+                    || !req.additional_model_response_field_paths.is_empty())
+                .then_some(Api::Converse)
+            });
         Needs {
             streaming,
             tools: !req.tools.is_empty(),
             min_context_window: estimate.saturating_add(out),
-            images: false,
+            images,
+            structured_output,
+            reasoning,
+            choices: p.n,
+            logprobs: p.logprobs || p.top_logprobs.is_some_and(|n| n > 0),
+            seed: p.seed.is_some(),
+            penalties: p.presence_penalty.is_some()
+                || p.frequency_penalty.is_some()
+                || !p.logit_bias.is_empty(),
+            top_k: p.top_k.is_some(),
+            tool_choice,
+            api,
         }
     }
 
@@ -56,6 +269,42 @@ impl Needs {
             tools: self.tools || other.tools,
             images: self.images || other.images,
             min_context_window: self.min_context_window.max(other.min_context_window),
+            structured_output: self.structured_output || other.structured_output,
+            reasoning: self.reasoning || other.reasoning,
+            choices: self.choices.max(other.choices),
+            logprobs: self.logprobs || other.logprobs,
+            seed: self.seed || other.seed,
+            penalties: self.penalties || other.penalties,
+            top_k: self.top_k || other.top_k,
+            tool_choice: self.tool_choice || other.tool_choice,
+            api: self.api.or(other.api),
+        }
+    }
+
+    /// The same needs without the [`Feature`]s: what the request would need if it asked for
+    /// none of them.
+    pub fn basic(self) -> Needs {
+        Needs {
+            streaming: self.streaming,
+            tools: self.tools,
+            images: self.images,
+            min_context_window: self.min_context_window,
+            ..Needs::default()
+        }
+    }
+
+    /// Whether the request asks for `f`.
+    pub fn asks(&self, f: Feature) -> bool {
+        match f {
+            Feature::StructuredOutput => self.structured_output,
+            Feature::Reasoning => self.reasoning,
+            Feature::Choices => self.choices > 1,
+            Feature::Logprobs => self.logprobs,
+            Feature::Seed => self.seed,
+            Feature::Penalties => self.penalties,
+            Feature::TopK => self.top_k,
+            Feature::ToolChoice => self.tool_choice,
+            Feature::Api => self.api.is_some(),
         }
     }
 }
@@ -67,6 +316,19 @@ pub struct ModelCaps {
     pub tools: bool,
     pub images: bool,
     pub context_window: u32,
+    pub structured_output: bool,
+    pub reasoning: bool,
+    /// Largest `n`; 0 and 1 = one choice.
+    pub max_choices: u32,
+    pub logprobs: bool,
+    /// Cache points are honoured (never a routing need: without it they are left out).
+    pub prompt_caching: bool,
+    pub seed: bool,
+    pub penalties: bool,
+    pub top_k: bool,
+    pub tool_choice: bool,
+    /// What the spoke's upstream speaks (`Describe.provider`, the same for all its models).
+    pub speaks: Speaks,
 }
 
 impl ModelCaps {
@@ -77,6 +339,32 @@ impl ModelCaps {
             && (!needs.tools || self.tools)
             && (!needs.images || self.images)
             && (self.context_window == 0 || self.context_window >= needs.min_context_window)
+            && Feature::ALL.iter().all(|f| self.has(*f, needs))
+    }
+
+    /// Whether the model can honour feature `f` as `needs` asks for it (true when it does not
+    /// ask for it).
+    pub fn has(&self, f: Feature, needs: &Needs) -> bool {
+        if !needs.asks(f) {
+            return true;
+        }
+        match f {
+            Feature::StructuredOutput => self.structured_output,
+            Feature::Reasoning => self.reasoning,
+            Feature::Choices => self.max_choices >= needs.choices,
+            Feature::Logprobs => self.logprobs,
+            Feature::Seed => self.seed,
+            Feature::Penalties => self.penalties,
+            Feature::TopK => self.top_k,
+            Feature::ToolChoice => self.tool_choice,
+            Feature::Api => self.speaks.takes(needs.api),
+        }
+    }
+
+    /// The first [`Feature`] (in [`Feature::ALL`]'s order) `needs` asks for and these
+    /// capabilities lack.
+    pub fn lacks(&self, needs: &Needs) -> Option<Feature> {
+        Feature::ALL.into_iter().find(|f| !self.has(*f, needs))
     }
 }
 
@@ -262,6 +550,7 @@ mod tests {
                 tools: false,
                 images: false,
                 context_window: 1000,
+                ..ModelCaps::default()
             },
         );
         SpokeView {
@@ -339,6 +628,71 @@ mod tests {
         assert!(!candidate_servable(&spokes, "m", &big));
         assert!(candidate_servable(&spokes, "m", &Needs::default()));
         assert!(!candidate_servable(&spokes, "other", &Needs::default()));
+    }
+
+    #[test]
+    fn contract_1_3_features_filter_models() {
+        use switchyard_proto::v1 as pb;
+        let req = pb::InferRequest {
+            response_format: Some(pb::ResponseFormat {
+                r#type: pb::response_format::Type::JsonSchema as i32,
+                ..Default::default()
+            }),
+            params: Some(pb::GenerationParams {
+                n: 3,
+                seed: Some(7),
+                ..Default::default()
+            }),
+            passthrough: Some(pb::Passthrough {
+                api: "openai".into(),
+                fields_json: "{\"verbosity\":\"low\"}".into(),
+            }),
+            ..Default::default()
+        };
+        let needs = Needs::of_request(&req, false);
+        assert!(needs.structured_output && needs.seed && needs.choices == 3);
+        assert_eq!(needs.api, Some(Api::OpenAi));
+        assert!(!needs.reasoning && !needs.penalties && !needs.tool_choice);
+        let mut caps = ModelCaps {
+            streaming: true,
+            structured_output: true,
+            seed: true,
+            max_choices: 2,
+            speaks: Speaks::One(Api::OpenAi),
+            ..ModelCaps::default()
+        };
+        assert_eq!(caps.lacks(&needs), Some(Feature::Choices));
+        caps.max_choices = 4;
+        assert!(caps.satisfies(&needs));
+        caps.speaks = Speaks::One(Api::Converse);
+        assert_eq!(caps.lacks(&needs), Some(Feature::Api));
+        caps.speaks = Speaks::Any;
+        assert!(caps.satisfies(&needs));
+        assert!(caps.satisfies(&needs.basic()));
+        assert!(!ModelCaps::default().satisfies(&needs));
+        assert!(ModelCaps::default().satisfies(&needs.basic()));
+        // Disabled reasoning and effort "none" need nothing; an effort alone needs reasoning.
+        let reasoning = |mode: pb::reasoning::Mode, effort: &str| {
+            let req = pb::InferRequest {
+                params: Some(pb::GenerationParams {
+                    reasoning: Some(pb::Reasoning {
+                        mode: mode as i32,
+                        effort: effort.into(),
+                        budget_tokens: 0,
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            Needs::of_request(&req, false).reasoning
+        };
+        assert!(!reasoning(pb::reasoning::Mode::Disabled, "high"));
+        assert!(!reasoning(pb::reasoning::Mode::Unspecified, "none"));
+        assert!(reasoning(pb::reasoning::Mode::Unspecified, "low"));
+        assert!(reasoning(pb::reasoning::Mode::Adaptive, ""));
+        assert_eq!(Speaks::of_provider("bedrock"), Speaks::One(Api::Converse));
+        assert!(!Speaks::of_provider("fake").takes(Some(Api::Anthropic)));
+        assert!(Speaks::of_provider("fake").takes(None));
     }
 
     #[test]

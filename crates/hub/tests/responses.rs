@@ -27,7 +27,12 @@ health = {{ interval = "1s", unhealthy_threshold = 1 }}
 }
 
 async fn setup() -> (SpokeHandle, HubHandle) {
-    let s = start_spoke("acct-a", &["m1"]).await;
+    setup_with(default_caps()).await
+}
+
+/// A spoke whose model declares `caps`.
+async fn setup_with(caps: pb::Capabilities) -> (SpokeHandle, HubHandle) {
+    let s = start_spoke_as("acct-a", &["m1"], "fake", caps).await;
     let hub = start_hub(&pool(&s)).await;
     hub.wait_healthy("p1", 1).await;
     (s, hub)
@@ -429,14 +434,19 @@ fn reasoning_answer() -> pb::InferResponse {
 
 #[tokio::test]
 async fn reasoning_logprobs_and_usage_details_and_encrypted_reasoning_round_trips() {
-    let (s, hub) = setup().await;
+    let (s, hub) = setup_with(pb::Capabilities {
+        tools: true,
+        reasoning: true,
+        logprobs: true,
+        ..default_caps()
+    })
+    .await;
     s.fake.answer_with(reasoning_answer());
-    // (The scripted answer carries a call; the fake spoke declares no tools capability, so the
-    // request offers none.)
+    let tool = json!({"type": "function", "name": "lookup", "parameters": {"type": "object"}});
     let (status, v) = post(
         &hub,
         KEY,
-        json!({"model": "demo", "input": "capital of France?",
+        json!({"model": "demo", "input": "capital of France?", "tools": [tool],
                "reasoning": {"effort": "low", "summary": "auto"},
                "include": ["reasoning.encrypted_content", "message.output_text.logprobs"],
                "top_logprobs": 2, "store": false}),
@@ -476,7 +486,7 @@ async fn reasoning_logprobs_and_usage_details_and_encrypted_reasoning_round_trip
     let (status, _) = post(
         &hub,
         KEY,
-        json!({"model": "demo", "input": input, "store": false}),
+        json!({"model": "demo", "input": input, "tools": [tool], "store": false}),
     )
     .await;
     assert_eq!(status, 200);
@@ -761,4 +771,42 @@ async fn a_slow_first_token_is_kept_alive_and_a_late_refusal_fails_in_the_stream
     assert_eq!(last["type"], "response.failed", "{lines:?}");
     assert_eq!(last["response"]["status"], "failed");
     assert_eq!(last["response"]["error"]["code"], "server_error");
+}
+
+#[tokio::test]
+async fn fields_no_model_of_the_alias_can_honour_are_refused_by_their_responses_name() {
+    let (s, hub) = setup().await;
+    let cases = [
+        (
+            json!({"text": {"format": {"type": "json_schema", "name": "a", "schema": {"type": "object"}}}}),
+            "text.format",
+        ),
+        (
+            json!({"text": {"format": {"type": "json_object"}}}),
+            "text.format",
+        ),
+        (json!({"reasoning": {"effort": "high"}}), "reasoning.effort"),
+        (
+            json!({"include": ["message.output_text.logprobs"], "top_logprobs": 2}),
+            "include",
+        ),
+    ];
+    for (extra, param) in cases {
+        let mut body = json!({"model": "demo", "input": "x"});
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        let (status, e) = post(&hub, KEY, body.clone()).await;
+        assert_eq!(status, 400, "{body}: {e}");
+        assert_eq!(e["error"]["param"], param, "{body}: {e}");
+    }
+    assert_eq!(s.fake.calls(), 0);
+    // `reasoning.effort: none` asks for nothing a model lacks.
+    let (status, _) = post(
+        &hub,
+        KEY,
+        json!({"model": "demo", "input": "x", "reasoning": {"effort": "none"}}),
+    )
+    .await;
+    assert_eq!(status, 200);
 }

@@ -1,10 +1,13 @@
 //! Response cache and request coalescing for deterministic chat requests.
 //!
 //! Opt-in per tenant or per alias (`cache = { ttl = "5m" }`; `ttl = "0s"` = coalescing only).
-//! A request is cacheable when its tenant or alias opted in, `temperature` is 0 and it carries no
-//! tools. Its key is a SHA-256 over the tenant, the requested alias and the canonical request
-//! (system prompt, messages, parameters after content policy), so a tenant never sees another's
-//! entries. Identical requests in flight at the same time share one upstream call: the first is
+//! A request is cacheable when its tenant or alias opted in, `temperature` is 0 and its answer is
+//! one plain text: no tools, one choice (`n` ≤ 1), no logprobs, no reasoning asked for, nothing
+//! passed through to a same-API upstream and no Bedrock-only fields. Its key is a SHA-256 over
+//! the tenant, the requested alias and the canonical request (system prompt and its parts,
+//! messages, every parameter — `seed`, `top_k`, penalties, `logit_bias`, reasoning off — the
+//! response format and the tool choice, after content policy), so a tenant never sees
+//! another's entries. Identical requests in flight at the same time share one upstream call: the first is
 //! the *leader*, the others *follow* its answer through a replay buffer (deltas as they arrive,
 //! then the end), streaming included. A leader that fails or is abandoned releases its followers,
 //! which then make their own call (or, when they already streamed part of the answer, end with an
@@ -374,8 +377,7 @@ pub fn cacheable(
     base: &pb::InferRequest,
 ) -> Option<(Key, Duration)> {
     let ttl = tenant.cache_ttl.or(alias.cache_ttl)?;
-    let temperature = base.params.as_ref().and_then(|p| p.temperature);
-    if temperature != Some(0.0) || !base.tools.is_empty() {
+    if !plain_text_answer(base) {
         return None;
     }
     let mut h = sha2::Sha256::new();
@@ -388,13 +390,52 @@ pub fn cacheable(
         h.update((part.len() as u64).to_le_bytes());
         h.update(part.as_bytes());
     }
-    // Debug output of the prost messages is deterministic for equal values.
+    // Debug output of the prost messages is deterministic for equal values (`logit_bias`, the
+    // one map, is a HashMap: its entries are hashed sorted). Every field that can change the
+    // answer is in: system prompt and parts, messages, parameters, response format, tool choice.
+    let mut params = base.params.clone().unwrap_or_default();
+    let mut bias: Vec<(String, f32)> = params.logit_bias.drain().collect();
+    bias.sort_by(|a, b| a.0.cmp(&b.0));
     let canonical = format!(
-        "{:?}|{:?}|{:?}|{:?}",
-        base.system, base.messages, base.params, tenant.allowed_regions
+        "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
+        base.system,
+        base.system_parts,
+        base.messages,
+        params,
+        bias,
+        base.response_format,
+        base.tool_choice,
+        base.parallel_tool_calls,
+        tenant.allowed_regions
     );
     h.update(canonical.as_bytes());
     Some((h.finalize().into(), ttl))
+}
+
+/// Whether the request's answer is one plain text (what the cache stores and a coalesced
+/// follower replays): deterministic (`temperature` 0), no tools, one choice, no logprobs, no
+/// reasoning asked for (thinking blocks are not stored), nothing passed through or only for
+/// Bedrock (either may change the answer's form).
+fn plain_text_answer(req: &pb::InferRequest) -> bool {
+    let Some(p) = &req.params else {
+        return false;
+    };
+    let reasoning = p.reasoning.as_ref().is_some_and(|r| {
+        r.mode == pb::reasoning::Mode::Enabled as i32
+            || r.mode == pb::reasoning::Mode::Adaptive as i32
+            || (r.mode == pb::reasoning::Mode::Unspecified as i32
+                && !r.effort.is_empty()
+                && r.effort != "none")
+    });
+    p.temperature == Some(0.0)
+        && req.tools.is_empty()
+        && p.n <= 1
+        && !p.logprobs
+        && p.top_logprobs.is_none_or(|k| k == 0)
+        && !reasoning
+        && req.passthrough.is_none()
+        && req.additional_model_request_fields_json.is_empty()
+        && req.additional_model_response_field_paths.is_empty()
 }
 
 pub fn count(outcome: &'static str) {
@@ -471,5 +512,104 @@ mod tests {
             cache.begin([7; 32], Duration::from_secs(60)).await,
             Begin::Lead(_)
         ));
+    }
+
+    #[test]
+    fn only_plain_text_answers_are_cacheable_and_the_key_covers_every_field() {
+        use crate::routing::Needs;
+        let tenant = Tenant {
+            name: "t".into(),
+            key_hashes: vec![],
+            allowed: None,
+            alias_overrides: Default::default(),
+            allowed_regions: vec![],
+            limits: Default::default(),
+            policy: Default::default(),
+            cache_ttl: Some(Duration::from_secs(60)),
+        };
+        let alias = Alias {
+            name: "a".into(),
+            candidates: vec![],
+            needs: Needs::default(),
+            cache_ttl: None,
+            passthrough: true,
+        };
+        let base = pb::InferRequest {
+            messages: vec![pb::Message {
+                role: pb::Role::User as i32,
+                content: vec![pb::ContentPart {
+                    part: Some(pb::content_part::Part::Text("hi".into())),
+                }],
+            }],
+            params: Some(pb::GenerationParams {
+                temperature: Some(0.0),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let key = |r: &pb::InferRequest| cacheable(&tenant, &alias, "a", r).map(|(k, _)| k);
+        let plain = key(&base).unwrap_or_default();
+        let with = |f: &dyn Fn(&mut pb::InferRequest)| {
+            let mut r = base.clone();
+            f(&mut r);
+            r
+        };
+        let params = |f: &dyn Fn(&mut pb::GenerationParams)| {
+            with(&|r| f(r.params.get_or_insert_with(Default::default)))
+        };
+        // Not plain text: never cached.
+        for r in [
+            params(&|p| p.n = 2),
+            params(&|p| p.logprobs = true),
+            params(&|p| {
+                p.reasoning = Some(pb::Reasoning {
+                    mode: pb::reasoning::Mode::Adaptive as i32,
+                    ..Default::default()
+                })
+            }),
+            with(&|r| {
+                r.passthrough = Some(pb::Passthrough {
+                    api: "openai".into(),
+                    fields_json: "{\"audio\":{}}".into(),
+                })
+            }),
+            with(&|r| r.additional_model_response_field_paths = vec!["/x".into()]),
+            params(&|p| p.temperature = Some(0.5)),
+        ] {
+            assert_eq!(key(&r), None, "{r:?}");
+        }
+        // Every field that changes the answer changes the key.
+        for r in [
+            params(&|p| p.seed = Some(1)),
+            params(&|p| p.top_k = Some(5)),
+            params(&|p| p.presence_penalty = Some(1.0)),
+            params(&|p| p.logit_bias.insert("42".into(), 5.0).map_or((), |_| ())),
+            params(&|p| {
+                p.reasoning = Some(pb::Reasoning {
+                    mode: pb::reasoning::Mode::Disabled as i32,
+                    ..Default::default()
+                })
+            }),
+            with(&|r| {
+                r.response_format = Some(pb::ResponseFormat {
+                    r#type: pb::response_format::Type::JsonObject as i32,
+                    ..Default::default()
+                })
+            }),
+            with(&|r| {
+                r.system_parts = vec![pb::ContentPart {
+                    part: Some(pb::content_part::Part::CachePoint(Default::default())),
+                }]
+            }),
+            with(&|r| {
+                r.tool_choice = Some(pb::ToolChoice {
+                    mode: pb::tool_choice::Mode::None as i32,
+                    name: String::new(),
+                })
+            }),
+        ] {
+            let k = key(&r);
+            assert!(k.is_some() && k != Some(plain), "{r:?}");
+        }
     }
 }

@@ -74,9 +74,10 @@ pub(super) fn aliases(
                 needs: crate::routing::Needs {
                     streaming: a.needs.streaming,
                     tools: a.needs.tools,
-                    images: false,
                     min_context_window: a.needs.min_context_window,
+                    ..crate::routing::Needs::default()
                 },
+                passthrough: a.passthrough,
             },
         );
     }

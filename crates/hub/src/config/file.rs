@@ -60,6 +60,9 @@ pub struct HubConfig {
     /// `dimensions`).
     #[serde(default = "default_max_embedding_dimensions")]
     pub max_embedding_dimensions: u32,
+    /// Largest `n` (choices) one chat request may ask for (more → 400 naming `n`).
+    #[serde(default = "default_max_choices")]
+    pub max_choices: u32,
     /// On SIGTERM/Ctrl-C: how long in-flight requests and streams may take to finish.
     #[serde(default = "default_drain_timeout")]
     pub drain_timeout: String,
@@ -156,6 +159,9 @@ fn default_max_tool_bytes() -> usize {
 }
 fn default_max_embedding_dimensions() -> u32 {
     8192
+}
+fn default_max_choices() -> u32 {
+    8
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -272,6 +278,14 @@ pub struct AliasConfig {
     pub needs: NeedsConfig,
     /// Response cache for deterministic requests to this alias (`cache = { ttl = "5m" }`).
     pub cache: Option<CacheOptIn>,
+    /// Same-API passthrough of request fields the hub does not know (default true); false
+    /// refuses them with 400 naming them.
+    #[serde(default = "default_true")]
+    pub passthrough: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

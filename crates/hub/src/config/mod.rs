@@ -157,6 +157,7 @@ impl HubConfig {
                 "max_embedding_dimensions",
                 self.max_embedding_dimensions as usize,
             ),
+            ("max_choices", self.max_choices as usize),
         ] {
             if v == 0 {
                 errs.push(format!("{key}: must be at least 1"));
@@ -231,6 +232,7 @@ impl HubConfig {
                     max_tools: self.max_tools,
                     max_tool_bytes: self.max_tool_bytes,
                     max_embedding_dimensions: self.max_embedding_dimensions,
+                    max_choices: self.max_choices,
                 },
                 conn_limits: crate::model::ConnLimits {
                     header_read_timeout,

@@ -1,21 +1,186 @@
 //! Bounds on the request fields that size the work a request causes, checked once for every
 //! surface before quota admission and before anything leaves the hub: the number and size of
-//! tools (`max_tools`, `max_tool_bytes`) and `max_tokens` / the request's size against the
-//! context windows the candidates' spokes reported in `Describe`. A refusal is a 400 naming the
-//! field (OpenAI's `param`), never the 503 an unroutable request would otherwise get.
+//! tools (`max_tools`, `max_tool_bytes`), `n` (`max_choices`), `top_logprobs` (20),
+//! `logit_bias` (300 entries), the size of a response schema (`max_tool_bytes`), and
+//! `max_tokens` / the request's size against the context windows the candidates' spokes
+//! reported in `Describe`; and what the request asks for against what the candidates' models
+//! can do ([`capabilities`]). A refusal is a 400 naming the field (OpenAI's `param`), never the
+//! 503 an unroutable request would otherwise get.
+
+use std::borrow::Cow;
 
 use switchyard_proto::v1 as pb;
 
 use crate::error::HubError;
 use crate::live::Table;
 use crate::model::{Alias, RequestBounds};
-use crate::routing::Needs;
+use crate::routing::{AskedBy, Feature, Needs};
+
+/// Most `top_logprobs` a request may ask for (OpenAI's own bound).
+pub const MAX_TOP_LOGPROBS: u32 = 20;
+/// Most `logit_bias` entries a request may carry.
+pub const MAX_LOGIT_BIAS: usize = 300;
+
+fn invalid(param: impl Into<Cow<'static, str>>, message: String) -> HubError {
+    HubError::InvalidParam {
+        param: param.into(),
+        code: "invalid_value",
+        message,
+    }
+}
+
+/// `n`, `top_logprobs`, `logit_bias` and the size of the response schema. `asked` names the
+/// field that set the response format (OpenAI `response_format`, Anthropic `output_format`, …).
+pub fn params(
+    req: &pb::InferRequest,
+    bounds: &RequestBounds,
+    asked: &AskedBy,
+) -> Result<(), HubError> {
+    let p = req.params.clone().unwrap_or_default();
+    if p.n > bounds.max_choices {
+        return Err(invalid(
+            "n",
+            format!(
+                "n: {} choices were asked for; at most {} are accepted",
+                p.n, bounds.max_choices
+            ),
+        ));
+    }
+    if let Some(k) = p.top_logprobs.filter(|k| *k > MAX_TOP_LOGPROBS) {
+        return Err(invalid(
+            "top_logprobs",
+            format!("top_logprobs: {k} is more than {MAX_TOP_LOGPROBS}"),
+        ));
+    }
+    if p.logit_bias.len() > MAX_LOGIT_BIAS {
+        return Err(invalid(
+            "logit_bias",
+            format!(
+                "logit_bias: {} entries; at most {MAX_LOGIT_BIAS} are accepted",
+                p.logit_bias.len()
+            ),
+        ));
+    }
+    if let Some(f) = &req.response_format {
+        let size = f.name.len() + f.description.len() + f.schema_json.len();
+        if size > bounds.max_tool_bytes {
+            let field = asked
+                .get(Feature::StructuredOutput)
+                .unwrap_or("response_format")
+                .to_owned();
+            return Err(invalid(
+                field.clone(),
+                format!(
+                    "{field}: the schema is {size} bytes; at most {} are accepted",
+                    bounds.max_tool_bytes
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// What the request asks for (`needs`, the alias's own included) against what the alias's
+/// candidates' models can do, as their spokes last reported it in `Describe` (healthy or not:
+/// what a model can do does not change with its health). When no candidate's model can honour
+/// the request but one could without a [`Feature`] it asks for, 400 naming the request field
+/// that asked for that feature (`asked`; for a passthrough, its first field), `code`
+/// `unsupported_parameter`. Otherwise the request is left to routing: a capable candidate is
+/// tried first and the others are skipped; a request that nothing could serve anyway (no model
+/// takes its tools or images) or whose answer is not known yet (a candidate's pool is absent or
+/// none of its spokes has answered `Describe`) keeps routing's 503.
+pub fn capabilities(
+    table: &Table,
+    alias: &Alias,
+    needs: &Needs,
+    asked: &AskedBy,
+    req: &pb::InferRequest,
+) -> Result<(), HubError> {
+    let basic = needs.basic();
+    let mut lacking = None;
+    for cand in &alias.candidates {
+        let Some(pool) = table.pools.get(&cand.provider) else {
+            return Ok(());
+        };
+        let spokes = pool.spokes();
+        if !spokes.iter().any(|s| s.has_described()) {
+            // What this candidate can do is not known yet: routing decides.
+            return Ok(());
+        }
+        for spoke in spokes.iter() {
+            let Some(caps) = spoke.model_caps(&cand.model) else {
+                continue;
+            };
+            if caps.satisfies(needs) {
+                return Ok(());
+            }
+            if lacking.is_none() && caps.satisfies(&basic) {
+                lacking = caps.lacks(needs);
+            }
+        }
+    }
+    let Some(feature) = lacking else {
+        return Ok(());
+    };
+    let field = match feature {
+        Feature::Api => passthrough_field(req)
+            .or_else(|| asked.get(Feature::Api).map(str::to_owned))
+            .unwrap_or_else(|| "passthrough".to_owned()),
+        f => asked
+            .get(f)
+            .map(str::to_owned)
+            .unwrap_or_else(|| default_field(f).to_owned()),
+    };
+    let why = match feature {
+        Feature::Api => format!(
+            "only an upstream that speaks the {} API takes it, and no model of {:?} is served by one",
+            needs.api.map_or("caller's", |a| a.as_str()),
+            alias.name
+        ),
+        Feature::Choices => format!(
+            "no model of {:?} can generate {} choices",
+            alias.name, needs.choices
+        ),
+        f => format!(
+            "no model of {:?} supports it (capability `{}`)",
+            alias.name,
+            f.capability()
+        ),
+    };
+    Err(HubError::InvalidParam {
+        message: format!("{field}: {why}"),
+        param: field.into(),
+        code: "unsupported_parameter",
+    })
+}
+
+/// The first field of the request's passthrough, if it has one.
+fn passthrough_field(req: &pb::InferRequest) -> Option<String> {
+    let p = req.passthrough.as_ref()?;
+    let v: serde_json::Value = serde_json::from_str(&p.fields_json).ok()?;
+    v.as_object()?.keys().next().cloned()
+}
+
+/// A feature's field in OpenAI's terms, when the surface recorded none.
+fn default_field(f: Feature) -> &'static str {
+    match f {
+        Feature::StructuredOutput => "response_format",
+        Feature::Reasoning => "reasoning_effort",
+        Feature::Choices => "n",
+        Feature::Logprobs => "logprobs",
+        Feature::Seed => "seed",
+        Feature::Penalties => "logit_bias",
+        Feature::TopK => "top_k",
+        Feature::ToolChoice => "tool_choice",
+        Feature::Api => "passthrough",
+    }
+}
 
 /// The number and size of the request's tools.
 pub fn tools(req: &pb::InferRequest, bounds: &RequestBounds) -> Result<(), HubError> {
     if req.tools.len() > bounds.max_tools {
         return Err(HubError::InvalidParam {
-            param: "tools",
+            param: "tools".into(),
             code: "invalid_value",
             message: format!(
                 "tools: {} tools were offered; at most {} are accepted",
@@ -28,7 +193,7 @@ pub fn tools(req: &pb::InferRequest, bounds: &RequestBounds) -> Result<(), HubEr
         let size = t.name.len() + t.description.len() + t.parameters_json.len();
         if size > bounds.max_tool_bytes {
             return Err(HubError::InvalidParam {
-                param: "tools",
+                param: "tools".into(),
                 code: "invalid_value",
                 message: format!(
                     "tools.{i}: the definition is {size} bytes; at most {} are accepted",
@@ -79,7 +244,7 @@ pub fn context(
     let max_tokens = req.params.as_ref().and_then(|p| p.max_tokens).unwrap_or(0);
     if max_tokens > largest {
         return Err(HubError::InvalidParam {
-            param: "max_tokens",
+            param: "max_tokens".into(),
             code: "invalid_value",
             message: format!(
                 "max_tokens: {max_tokens} is more than the largest context window of the models \
@@ -90,7 +255,7 @@ pub fn context(
     }
     if needs.min_context_window > largest {
         return Err(HubError::InvalidParam {
-            param: "messages",
+            param: "messages".into(),
             code: "context_length_exceeded",
             message: format!(
                 "the request needs about {} tokens (its input and max_tokens); the largest \
@@ -111,6 +276,7 @@ mod tests {
             max_tools: 2,
             max_tool_bytes: 20,
             max_embedding_dimensions: 8,
+            max_choices: 4,
         }
     }
 
@@ -136,5 +302,52 @@ mod tests {
         req.tools = vec![tool("a", &format!("{{\"x\":\"{}\"}}", "y".repeat(20)))];
         let e = tools(&req, &bounds()).unwrap_err();
         assert!(e.to_string().starts_with("tools.0:"), "{e}");
+    }
+
+    #[test]
+    fn choices_logprobs_bias_and_schema_are_bounded() {
+        let with = |p: pb::GenerationParams| pb::InferRequest {
+            params: Some(p),
+            ..Default::default()
+        };
+        let asked = AskedBy::default();
+        let param = |r: &pb::InferRequest, a: &AskedBy| {
+            params(r, &bounds(), a)
+                .err()
+                .map(|e| e.names().param.unwrap_or("").to_owned())
+        };
+        let ok = with(pb::GenerationParams {
+            n: 4,
+            top_logprobs: Some(20),
+            ..Default::default()
+        });
+        assert_eq!(param(&ok, &asked), None);
+        let n = with(pb::GenerationParams {
+            n: u32::MAX,
+            ..Default::default()
+        });
+        assert_eq!(param(&n, &asked).as_deref(), Some("n"));
+        let top = with(pb::GenerationParams {
+            top_logprobs: Some(21),
+            ..Default::default()
+        });
+        assert_eq!(param(&top, &asked).as_deref(), Some("top_logprobs"));
+        let bias = with(pb::GenerationParams {
+            logit_bias: (0..301).map(|i| (i.to_string(), 1.0)).collect(),
+            ..Default::default()
+        });
+        assert_eq!(param(&bias, &asked).as_deref(), Some("logit_bias"));
+        let schema = pb::InferRequest {
+            response_format: Some(pb::ResponseFormat {
+                r#type: pb::response_format::Type::JsonSchema as i32,
+                schema_json: format!("{{\"description\":\"{}\"}}", "x".repeat(30)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(param(&schema, &asked).as_deref(), Some("response_format"));
+        let mut anthropic = AskedBy::default();
+        anthropic.set(Feature::StructuredOutput, "output_format");
+        assert_eq!(param(&schema, &anthropic).as_deref(), Some("output_format"));
     }
 }

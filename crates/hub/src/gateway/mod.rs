@@ -23,7 +23,7 @@ use crate::error::HubError;
 use crate::headers::{ROUTE_PREFERENCE, TIMEOUT_MS};
 use crate::live::Snapshot;
 use crate::model::{Alias, RouteTaken, Tenant};
-use crate::routing::{Needs, Preference};
+use crate::routing::{AskedBy, Needs, Preference};
 use crate::state::Hub;
 
 pub use cache::{Cached, lookup};
@@ -43,6 +43,8 @@ pub struct Inbound<'a> {
     pub request: pb::InferRequest,
     /// Capabilities the request needs besides the alias's own.
     pub needs: Needs,
+    /// Which request field asked for each capability (names the field in a refusal).
+    pub asked: AskedBy,
     pub started: Instant,
     pub request_id: &'a str,
 }
@@ -131,10 +133,11 @@ pub struct Checked<'a> {
     request_id: &'a str,
 }
 
-/// Message limit, the bounds on tools and on `max_tokens` against the candidates' context windows
-/// ([`bounds`]), and the content policy, for one request whose alias the surface resolved (with
-/// [`crate::live::Table::resolve_alias`], so it can record the alias even when a later check
-/// refuses).
+/// Message limit, the bounds on tools, `n`, logprobs, `logit_bias`, the response schema and on
+/// `max_tokens` against the candidates' context windows, what the request asks for against what
+/// the candidates' models can do ([`bounds`]), and the content policy, for one request whose
+/// alias the surface resolved (with [`crate::live::Table::resolve_alias`], so it can record the
+/// alias even when a later check refuses).
 pub fn check<'a>(
     hub: &Hub,
     tenant: Tenant,
@@ -147,6 +150,7 @@ pub fn check<'a>(
         model: _,
         mut request,
         needs,
+        asked,
         started,
         request_id,
     } = inbound;
@@ -158,7 +162,9 @@ pub fn check<'a>(
         )));
     }
     bounds::tools(&request, &hub.settings.bounds)?;
+    bounds::params(&request, &hub.settings.bounds, &asked)?;
     bounds::context(&table, &alias, &needs, &request)?;
+    bounds::capabilities(&table, &alias, &needs.union(alias.needs), &asked, &request)?;
     // Content controls: before quota admission and before anything leaves the hub.
     tenant.policy.apply(&mut request).map_err(|v| match v {
         crate::policy::Violation::Denied { rule } => {
@@ -219,16 +225,6 @@ impl Checked<'_> {
                 })?;
             timeout = timeout.min(Duration::from_millis(ms));
         }
-        // Images need a model that takes them, whichever surface they came through.
-        let images = request
-            .messages
-            .iter()
-            .flat_map(|m| &m.content)
-            .any(|p| matches!(p.part, Some(pb::content_part::Part::Image(_))));
-        let needs = Needs {
-            images: needs.images || images,
-            ..needs
-        };
         let candidates =
             crate::observe::route_span(&alias.name, alias.candidates.len()).in_scope(|| {
                 crate::routing::order_candidates(

@@ -88,6 +88,7 @@ pub fn infer_messages(req: &switchyard_proto::v1::InferRequest) -> Value {
         let role = match pb::Role::try_from(m.role).unwrap_or(pb::Role::Unspecified) {
             pb::Role::Assistant => "assistant",
             pb::Role::Tool => "tool",
+            pb::Role::System => "system",
             _ => "user",
         };
         let text: String = m

@@ -50,6 +50,10 @@ struct Inner {
     upstream: Vec<Value>,
     /// Time the hub itself added before the response head (total minus waiting on spokes).
     overhead: Option<Duration>,
+    /// Request fields accepted and not carried (they cannot change the answer).
+    ignored: Vec<String>,
+    /// Request fields the hub does not know, passed through to a same-API upstream.
+    passthrough: Vec<String>,
 }
 
 /// The record's state, shared by its handles; emits everything when the last handle goes.
@@ -94,6 +98,8 @@ impl RequestRecord {
             models: Vec::new(),
             upstream: Vec::new(),
             overhead: None,
+            ignored: Vec::new(),
+            passthrough: Vec::new(),
         })))))
     }
 
@@ -159,6 +165,15 @@ impl RequestRecord {
                     i.messages = Some(msgs);
                 }
             }
+        });
+    }
+
+    /// The request's fields that were accepted and not carried (`ignored` in the audit line)
+    /// and those passed through to a same-API upstream (`passthrough`).
+    pub fn set_extra_fields(&mut self, ignored: Vec<String>, passthrough: Vec<String>) {
+        self.with(|i| {
+            i.ignored = ignored;
+            i.passthrough = passthrough;
         });
     }
 
@@ -481,6 +496,8 @@ impl Drop for Shared {
                 "time_to_first_token_ms": i.first_token.map(|t| t.as_secs_f64() * 1000.0),
                 "cache": i.cache,
                 "prompt": i.prompt,
+                "ignored": i.ignored,
+                "passthrough": i.passthrough,
                 "trace_id": trace_id,
             });
             if let (Some(m), Some(o)) = (&i.messages, line.as_object_mut()) {

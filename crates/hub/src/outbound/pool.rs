@@ -209,6 +209,19 @@ impl Spoke {
         Some(caps.context_window)
     }
 
+    /// What the spoke's last `Describe` said `model` can do (with what its upstream speaks):
+    /// `None` when it did not list the model (or has not answered yet). Kept while the spoke is
+    /// unhealthy: what a model can do does not change with its health.
+    pub fn model_caps(&self, model: &str) -> Option<ModelCaps> {
+        let st = self.state.lock();
+        st.described.as_ref()?.models.get(model).copied()
+    }
+
+    /// Whether the spoke has answered `Describe` at least once.
+    pub fn has_described(&self) -> bool {
+        self.state.lock().described.is_some()
+    }
+
     /// Passive ejection: called when a call to the spoke failed at the connection level. The spoke
     /// leaves routing at once and the health loop probes it (half-open) soon after.
     pub fn eject(&self, why: &str) {

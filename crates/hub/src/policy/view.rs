@@ -2,9 +2,13 @@
 //! order, with the separators the model sees between them, and a map back to the original
 //! fields so redaction can edit them in place.
 //!
-//! Order: the system prompt; each message's parts in order (text, tool calls — name, then each
-//! key and value of the arguments decoded from JSON —, tool results); the tool definitions (name,
-//! description, each key and value of the parameter schema); the stop sequences.
+//! Order: the system prompt (and its parts, when the caller gave cache breakpoints: the same
+//! text, so a redaction reaches both); each message's parts in order (text, tool calls — name,
+//! then each key and value of the arguments decoded from JSON —, tool results, reasoning); the
+//! tool definitions (name, description, each key and value of the parameter schema); the stop
+//! sequences; the response format (name, description, schema); the named tool choice; the
+//! fields passed through verbatim and Converse `additionalModelRequestFields` (each key and
+//! value).
 //!
 //! Separators ([`Sep`]): consecutive text parts of one message are joined with nothing (the
 //! upstream concatenates content blocks). Between the prose of one message (text, tool results)
@@ -90,6 +94,11 @@ impl<'a> Fields<'a> {
             docs: Vec::new(),
         };
         f.str(Sep::Turn, &mut req.system);
+        for part in &mut req.system_parts {
+            if let Some(pb::content_part::Part::Text(t)) = &mut part.part {
+                f.str(Sep::Field, t);
+            }
+        }
         for m in &mut req.messages {
             let mut prev_text = false;
             for part in &mut m.content {
@@ -128,6 +137,18 @@ impl<'a> Fields<'a> {
                 f.str(Sep::Field, s);
             }
         }
+        if let Some(rf) = &mut req.response_format {
+            f.str(Sep::Field, &mut rf.name);
+            f.str(Sep::Field, &mut rf.description);
+            f.json(&mut rf.schema_json);
+        }
+        if let Some(tc) = &mut req.tool_choice {
+            f.str(Sep::Field, &mut tc.name);
+        }
+        if let Some(p) = &mut req.passthrough {
+            f.json(&mut p.fields_json);
+        }
+        f.json(&mut req.additional_model_request_fields_json);
         f
     }
 

@@ -61,7 +61,7 @@ impl EmbeddingsRequest {
         };
         if texts.is_empty() || texts.len() > MAX_INPUTS {
             return Err(HubError::InvalidParam {
-                param: "input",
+                param: "input".into(),
                 code: "invalid_value",
                 message: format!(
                     "input: {} texts were sent; between 1 and {MAX_INPUTS} are accepted",
@@ -112,7 +112,7 @@ async fn embeddings(
     let max_dimensions = hub.settings.bounds.max_embedding_dimensions;
     if let Some(d) = req.dimensions.filter(|d| *d == 0 || *d > max_dimensions) {
         return Err(HubError::InvalidParam {
-            param: "dimensions",
+            param: "dimensions".into(),
             code: "invalid_value",
             message: format!("dimensions: {d} is not between 1 and {max_dimensions}"),
         });
@@ -147,6 +147,7 @@ async fn embeddings(
         model: &req.model,
         request,
         needs: Needs::default(),
+        asked: Default::default(),
         started: frame.started,
         request_id: &frame.request_id,
     };

@@ -8,6 +8,7 @@ pub mod anthropic;
 pub mod converse;
 pub mod count;
 pub mod embeddings;
+pub mod extra;
 pub mod frame;
 pub mod openai;
 pub mod responses;

@@ -42,7 +42,13 @@ pub enum Mode {
 
 pub struct FakeSpoke {
     pub account: String,
+    /// `Describe.provider` and the route's provider (`"fake"` unless set with
+    /// [`start_spoke_as`]).
     pub provider: String,
+    /// The capabilities `Describe` reports for every model (see [`default_caps`]).
+    pub caps: Mutex<pb::Capabilities>,
+    /// Every request received (unary and streamed), in order.
+    pub requests: Mutex<Vec<pb::InferRequest>>,
     pub models: Vec<String>,
     pub mode: Mutex<Mode>,
     pub headroom: Mutex<f64>,
@@ -93,6 +99,10 @@ impl FakeSpoke {
     }
     pub fn calls(&self) -> u64 {
         self.calls.load(Ordering::SeqCst)
+    }
+    /// The last request received (unary or streamed).
+    pub fn last(&self) -> Option<pb::InferRequest> {
+        self.requests.lock().last().cloned()
     }
     fn route(&self, req: &pb::InferRequest) -> pb::Route {
         pb::Route {
@@ -145,6 +155,7 @@ impl Spoke for Svc {
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
         let req = request.into_inner();
+        self.0.requests.lock().push(req.clone());
         *self.0.last_request.lock() = Some((req.clone(), rid, timeout));
         let mode = self.0.mode.lock().clone();
         if let Mode::Slow(d) = mode {
@@ -191,6 +202,7 @@ impl Spoke for Svc {
     ) -> Result<Response<Self::InferStreamStream>, Status> {
         self.0.calls.fetch_add(1, Ordering::SeqCst);
         let req = request.into_inner();
+        self.0.requests.lock().push(req.clone());
         let mode = self.0.mode.lock().clone();
         if let Some(s) = self.0.error(&mode) {
             return Err(s);
@@ -256,6 +268,7 @@ impl Spoke for Svc {
         _request: Request<pb::DescribeRequest>,
     ) -> Result<Response<pb::DescribeResponse>, Status> {
         let headroom = *self.0.headroom.lock();
+        let caps = *self.0.caps.lock();
         Ok(Response::new(pb::DescribeResponse {
             provider: self.0.provider.clone(),
             account: self.0.account.clone(),
@@ -265,13 +278,7 @@ impl Spoke for Svc {
                 .iter()
                 .map(|m| pb::ModelStatus {
                     id: m.clone(),
-                    capabilities: Some(pb::Capabilities {
-                        streaming: true,
-                        tools: false,
-                        images: false,
-                        context_window: 100_000,
-                        ..Default::default()
-                    }),
+                    capabilities: Some(caps),
                     regions: vec![],
                 })
                 .collect(),
@@ -310,6 +317,38 @@ pub async fn start_spoke(account: &str, models: &[&str]) -> SpokeHandle {
     start_spoke_with(account, models, 3, Duration::ZERO, "127.0.0.1:0").await
 }
 
+/// What the fake spoke's `Describe` reports unless a test sets `caps`: streaming, no tools, no
+/// images, a 100 000-token window, none of the contract-1.3 capabilities.
+pub fn default_caps() -> pb::Capabilities {
+    pb::Capabilities {
+        streaming: true,
+        tools: false,
+        images: false,
+        context_window: 100_000,
+        ..Default::default()
+    }
+}
+
+/// A fake spoke whose `Describe` says `provider` (`"openai"`, `"anthropic"`, `"bedrock"`,
+/// `"simulated"`, …) and `caps` for every model.
+pub async fn start_spoke_as(
+    account: &str,
+    models: &[&str],
+    provider: &str,
+    caps: pb::Capabilities,
+) -> SpokeHandle {
+    start_spoke_full(
+        account,
+        models,
+        3,
+        Duration::ZERO,
+        "127.0.0.1:0",
+        provider,
+        caps,
+    )
+    .await
+}
+
 pub async fn start_spoke_with(
     account: &str,
     models: &[&str],
@@ -317,9 +356,32 @@ pub async fn start_spoke_with(
     chunk_delay: Duration,
     listen: &str,
 ) -> SpokeHandle {
+    start_spoke_full(
+        account,
+        models,
+        chunks,
+        chunk_delay,
+        listen,
+        "fake",
+        default_caps(),
+    )
+    .await
+}
+
+async fn start_spoke_full(
+    account: &str,
+    models: &[&str],
+    chunks: usize,
+    chunk_delay: Duration,
+    listen: &str,
+    provider: &str,
+    caps: pb::Capabilities,
+) -> SpokeHandle {
     let fake = Arc::new(FakeSpoke {
         account: account.into(),
-        provider: "fake".into(),
+        provider: provider.into(),
+        caps: Mutex::new(caps),
+        requests: Mutex::new(Vec::new()),
         models: models.iter().map(|m| m.to_string()).collect(),
         mode: Mutex::new(Mode::Ok),
         headroom: Mutex::new(1.0),

@@ -11,7 +11,7 @@ use tonic_health::pb::health_client::HealthClient;
 
 use super::{Described, RegionHeadroom, Spoke};
 use crate::model::Health;
-use crate::routing::ModelCaps;
+use crate::routing::{ModelCaps, Speaks};
 
 pub(super) const DRAINING: &str = "draining";
 
@@ -70,6 +70,7 @@ async fn check_one(
     if d.draining {
         return Err(DRAINING.into());
     }
+    let speaks = Speaks::of_provider(&d.provider);
     let models = d
         .models
         .iter()
@@ -82,6 +83,16 @@ async fn check_one(
                     tools: caps.tools,
                     images: caps.images,
                     context_window: caps.context_window,
+                    structured_output: caps.structured_output,
+                    reasoning: caps.reasoning,
+                    max_choices: caps.max_choices,
+                    logprobs: caps.logprobs,
+                    prompt_caching: caps.prompt_caching,
+                    seed: caps.seed,
+                    penalties: caps.penalties,
+                    top_k: caps.top_k,
+                    tool_choice: caps.tool_choice,
+                    speaks,
                 },
             )
         })

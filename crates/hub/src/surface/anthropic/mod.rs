@@ -12,255 +12,21 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
 use serde_json::{Value, json};
 use switchyard_proto::v1 as pb;
 
+mod request;
 mod stream;
+
+pub use request::*;
 
 use crate::error::HubError;
 use crate::gateway;
 use crate::headers;
 use crate::observe::{self, RequestInfo, Surface};
-use crate::routing::Needs;
+use crate::routing::{Api, Needs};
 use crate::state::Hub;
 use crate::surface::frame::{self, Frame};
-
-/// `POST /v1/messages` body. Unknown fields (`metadata`, `service_tier`, …) are ignored.
-#[derive(Debug, Deserialize)]
-pub struct MessagesRequest {
-    pub model: String,
-    pub max_tokens: u32,
-    pub messages: Vec<InMessage>,
-    #[serde(default)]
-    pub system: Option<Content>,
-    #[serde(default)]
-    pub stream: bool,
-    #[serde(default)]
-    pub stop_sequences: Vec<String>,
-    pub temperature: Option<f32>,
-    pub top_p: Option<f32>,
-    /// Accepted and not forwarded (the contract has no top-k).
-    pub top_k: Option<u32>,
-    #[serde(default)]
-    pub tools: Vec<ToolDef>,
-    pub tool_choice: Option<Value>,
-    pub thinking: Option<Value>,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct InMessage {
-    pub role: String,
-    pub content: Content,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-pub enum Content {
-    Text(String),
-    Blocks(Vec<Value>),
-}
-
-#[derive(Debug, Deserialize)]
-pub struct ToolDef {
-    pub name: String,
-    #[serde(default)]
-    pub description: String,
-    pub input_schema: Option<Value>,
-    /// Server tools (`web_search_…`, `bash_…`) have a type; custom tools do not (or `custom`).
-    #[serde(rename = "type")]
-    pub kind: Option<String>,
-}
-
-fn bad(msg: impl Into<String>) -> HubError {
-    HubError::BadRequest(msg.into())
-}
-
-fn text_part(t: String) -> pb::ContentPart {
-    pb::ContentPart {
-        part: Some(pb::content_part::Part::Text(t)),
-    }
-}
-
-/// The text of a `system` or `tool_result` content: a string or text blocks.
-fn plain_text(c: &Content, what: &str) -> Result<String, HubError> {
-    match c {
-        Content::Text(s) => Ok(s.clone()),
-        Content::Blocks(blocks) => {
-            let mut out = String::new();
-            for b in blocks {
-                match (b["type"].as_str(), b["text"].as_str()) {
-                    (Some("text"), Some(t)) => out.push_str(t),
-                    (ty, _) => {
-                        return Err(bad(format!(
-                            "{what}: block of type {:?} is not supported (only text)",
-                            ty.unwrap_or("")
-                        )));
-                    }
-                }
-            }
-            Ok(out)
-        }
-    }
-}
-
-impl MessagesRequest {
-    /// Translates to the spoke contract (routing fields are filled by the gateway).
-    pub fn to_infer(&self) -> Result<pb::InferRequest, HubError> {
-        if self.messages.is_empty() {
-            return Err(bad("messages: at least one message is required"));
-        }
-        if self.max_tokens == 0 {
-            return Err(bad("max_tokens: must be at least 1"));
-        }
-        if self.thinking.is_some() {
-            return Err(bad(
-                "thinking: extended thinking is not supported by this gateway",
-            ));
-        }
-        match self.tool_choice.as_ref().and_then(|c| c["type"].as_str()) {
-            None | Some("auto") => {}
-            Some(other) => {
-                return Err(bad(format!(
-                    "tool_choice: {other:?} is not supported (only \"auto\")"
-                )));
-            }
-        }
-        for (name, v) in [("temperature", self.temperature), ("top_p", self.top_p)] {
-            if v.is_some_and(|v| !v.is_finite() || v < 0.0) {
-                return Err(bad(format!("{name}: must be a non-negative number")));
-            }
-        }
-        let mut messages = Vec::with_capacity(self.messages.len());
-        for (i, m) in self.messages.iter().enumerate() {
-            let role = match m.role.as_str() {
-                "user" => pb::Role::User,
-                "assistant" => pb::Role::Assistant,
-                other => {
-                    return Err(bad(format!(
-                        "messages.{i}.role: {other:?} is not one of user, assistant"
-                    )));
-                }
-            };
-            let blocks = match &m.content {
-                Content::Text(t) => {
-                    messages.push(pb::Message {
-                        role: role as i32,
-                        content: vec![text_part(t.clone())],
-                    });
-                    continue;
-                }
-                Content::Blocks(b) => b,
-            };
-            let mut content = Vec::with_capacity(blocks.len());
-            let mut has_results = false;
-            for (j, b) in blocks.iter().enumerate() {
-                let at = format!("messages.{i}.content.{j}");
-                let part = match b["type"].as_str().unwrap_or("") {
-                    "text" => pb::content_part::Part::Text(
-                        b["text"]
-                            .as_str()
-                            .ok_or_else(|| bad(format!("{at}.text: required")))?
-                            .to_owned(),
-                    ),
-                    "image" if role == pb::Role::User => {
-                        let src = &b["source"];
-                        if src["type"].as_str() != Some("base64") {
-                            return Err(bad(format!(
-                                "{at}.source: only base64 image sources are supported"
-                            )));
-                        }
-                        let p = crate::media::image_part(
-                            src["media_type"].as_str().unwrap_or(""),
-                            src["data"].as_str().unwrap_or(""),
-                        )
-                        .map_err(|e| bad(format!("{at}: {e}")))?;
-                        content.push(p);
-                        continue;
-                    }
-                    "tool_use" if role == pb::Role::Assistant => {
-                        pb::content_part::Part::ToolCall(pb::ToolCall {
-                            id: b["id"].as_str().unwrap_or_default().to_owned(),
-                            name: b["name"]
-                                .as_str()
-                                .ok_or_else(|| bad(format!("{at}.name: required")))?
-                                .to_owned(),
-                            arguments_json: match &b["input"] {
-                                Value::Null => "{}".to_owned(),
-                                v => v.to_string(),
-                            },
-                        })
-                    }
-                    "tool_result" if role == pb::Role::User => {
-                        has_results = true;
-                        let text = match b.get("content") {
-                            None | Some(Value::Null) => String::new(),
-                            Some(c) => plain_text(
-                                &serde_json::from_value(c.clone())
-                                    .map_err(|_| bad(format!("{at}.content: invalid")))?,
-                                &format!("{at}.content"),
-                            )?,
-                        };
-                        pb::content_part::Part::ToolResult(pb::ToolResult {
-                            tool_call_id: b["tool_use_id"]
-                                .as_str()
-                                .ok_or_else(|| bad(format!("{at}.tool_use_id: required")))?
-                                .to_owned(),
-                            content: text,
-                            is_error: b["is_error"].as_bool().unwrap_or(false),
-                        })
-                    }
-                    other => {
-                        return Err(bad(format!(
-                            "{at}: block of type {other:?} is not supported in a {} message",
-                            m.role
-                        )));
-                    }
-                };
-                content.push(pb::ContentPart { part: Some(part) });
-            }
-            let role = if has_results { pb::Role::Tool } else { role };
-            messages.push(pb::Message {
-                role: role as i32,
-                content,
-            });
-        }
-        let mut tools = Vec::with_capacity(self.tools.len());
-        for (i, t) in self.tools.iter().enumerate() {
-            if t.kind.as_deref().is_some_and(|k| k != "custom") {
-                return Err(bad(format!(
-                    "tools.{i}.type: server tools are not supported (only custom tools)"
-                )));
-            }
-            tools.push(pb::ToolSpec {
-                name: t.name.clone(),
-                description: t.description.clone(),
-                parameters_json: t
-                    .input_schema
-                    .as_ref()
-                    .map(Value::to_string)
-                    .unwrap_or_else(|| "{\"type\":\"object\"}".into()),
-                ..Default::default()
-            });
-        }
-        Ok(pb::InferRequest {
-            system: match &self.system {
-                Some(s) => plain_text(s, "system")?,
-                None => String::new(),
-            },
-            messages,
-            params: Some(pb::GenerationParams {
-                max_tokens: Some(self.max_tokens),
-                temperature: self.temperature,
-                top_p: self.top_p,
-                stop: self.stop_sequences.clone(),
-                ..Default::default()
-            }),
-            tools,
-            ..Default::default()
-        })
-    }
-}
 
 /// Anthropic's `stop_reason`.
 pub fn stop_reason(reason: i32) -> &'static str {
@@ -369,10 +135,13 @@ async fn messages(
     let tenant = frame::authenticate_x_api_key(hub, &table, headers).await?;
     frame.rec.set_tenant(&tenant.name);
     let bytes = frame::read_body(hub, headers, body).await?;
-    let req: MessagesRequest =
-        serde_json::from_slice(&bytes).map_err(|e| bad(format!("invalid request body: {e}")))?;
+    let mut req: MessagesRequest = serde_json::from_slice(&bytes)
+        .map_err(|e| HubError::BadRequest(format!("invalid request body: {e}")))?;
     let alias = table.resolve_alias(&tenant, &req.model)?;
-    let request = req.to_infer()?;
+    let mut request = req.to_infer()?;
+    let extra = std::mem::take(&mut req.extra);
+    let sorted = crate::surface::extra::sort(Api::Anthropic, extra, IGNORED, &alias)?;
+    request.passthrough = sorted.record(&mut frame.rec);
     frame.rec.set_request(
         &alias,
         &RequestInfo::infer(&req.model, req.stream, &request),
@@ -383,6 +152,7 @@ async fn messages(
         headers,
         model: &req.model,
         needs: Needs::of_request(&request, req.stream),
+        asked: req.asked(),
         request,
         started: frame.started,
         request_id: &frame.request_id,
@@ -464,10 +234,14 @@ mod tests {
     #[test]
     fn refuses_what_it_cannot_carry() {
         for body in [
-            json!({"model": "m", "max_tokens": 5, "messages": [{"role": "system", "content": "x"}]}),
+            json!({"model": "m", "max_tokens": 5, "messages": [{"role": "wizard", "content": "x"}]}),
             json!({"model": "m", "max_tokens": 5, "messages": []}),
+            // `enabled` needs a budget.
             json!({"model": "m", "max_tokens": 5, "thinking": {"type": "enabled"}, "messages": [{"role": "user", "content": "x"}]}),
+            // A tool must be used, but there is none.
             json!({"model": "m", "max_tokens": 5, "tool_choice": {"type": "any"}, "messages": [{"role": "user", "content": "x"}]}),
+            json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": [{"type": "thinking", "thinking": "x", "signature": "s"}]}]}),
+            json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": [{"type": "text", "text": "x", "cache_control": {"type": "forever"}}]}]}),
             json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": [{"type": "image", "source": {"type": "url", "url": "https://x"}}]}]}),
             json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": [{"type": "document"}]}]}),
         ] {

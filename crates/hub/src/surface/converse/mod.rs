@@ -17,13 +17,16 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use switchyard_proto::v1 as pb;
 
+mod request;
 mod stream;
+
+pub use request::*;
 
 use crate::error::HubError;
 use crate::gateway;
 use crate::headers;
 use crate::observe::{self, RequestInfo, Surface};
-use crate::routing::Needs;
+use crate::routing::{Api, Needs};
 use crate::state::Hub;
 use crate::surface::frame::{self, Frame};
 
@@ -32,212 +35,6 @@ pub const EVENT_STREAM: &str = "application/vnd.amazon.eventstream";
 
 fn bad(msg: impl Into<String>) -> HubError {
     HubError::BadRequest(msg.into())
-}
-
-/// Top-level fields this surface refuses (it cannot honour them), with why.
-const REFUSED: [(&str, &str); 4] = [
-    (
-        "guardrailConfig",
-        "guardrails are configured on the spoke, not per request",
-    ),
-    (
-        "additionalModelRequestFields",
-        "model-specific fields are not carried",
-    ),
-    ("promptVariables", "prompt management is not supported"),
-    (
-        "performanceConfig",
-        "latency-optimised inference is not supported",
-    ),
-];
-
-/// Translates a Converse request body to the spoke contract.
-pub fn to_infer(body: &Value) -> Result<pb::InferRequest, HubError> {
-    if !body.is_object() {
-        return Err(bad("the request body must be a JSON object"));
-    }
-    for (field, why) in REFUSED {
-        if body.get(field).is_some_and(|v| !v.is_null()) {
-            return Err(bad(format!(
-                "{field}: not supported by this gateway ({why})"
-            )));
-        }
-    }
-    let mut system = Vec::new();
-    for (i, s) in body["system"].as_array().into_iter().flatten().enumerate() {
-        match s["text"].as_str() {
-            Some(t) => system.push(t.to_owned()),
-            None => {
-                return Err(bad(format!(
-                    "system.{i}: only text system blocks are supported"
-                )));
-            }
-        }
-    }
-    let Some(in_messages) = body["messages"].as_array().filter(|m| !m.is_empty()) else {
-        return Err(bad("messages: at least one message is required"));
-    };
-    let mut messages = Vec::with_capacity(in_messages.len());
-    for (i, m) in in_messages.iter().enumerate() {
-        let role = match m["role"].as_str() {
-            Some("user") => pb::Role::User,
-            Some("assistant") => pb::Role::Assistant,
-            other => {
-                return Err(bad(format!(
-                    "messages.{i}.role: {:?} is not one of user, assistant",
-                    other.unwrap_or("")
-                )));
-            }
-        };
-        let mut content = Vec::new();
-        let mut has_results = false;
-        for (j, b) in m["content"].as_array().into_iter().flatten().enumerate() {
-            let at = format!("messages.{i}.content.{j}");
-            let part = if let Some(t) = b["text"].as_str() {
-                pb::content_part::Part::Text(t.to_owned())
-            } else if let Some(img) = b.get("image").filter(|_| role == pb::Role::User) {
-                let format = img["format"].as_str().unwrap_or("");
-                let Some(data) = img["source"]["bytes"].as_str() else {
-                    return Err(bad(format!(
-                        "{at}.image.source: only inline bytes are supported"
-                    )));
-                };
-                let p = crate::media::image_part(&format!("image/{format}"), data)
-                    .map_err(|e| bad(format!("{at}: {e}")))?;
-                content.push(p);
-                continue;
-            } else if let Some(u) = b.get("toolUse").filter(|_| role == pb::Role::Assistant) {
-                pb::content_part::Part::ToolCall(pb::ToolCall {
-                    id: u["toolUseId"].as_str().unwrap_or_default().to_owned(),
-                    name: u["name"]
-                        .as_str()
-                        .ok_or_else(|| bad(format!("{at}.toolUse.name: required")))?
-                        .to_owned(),
-                    arguments_json: match &u["input"] {
-                        Value::Null => "{}".to_owned(),
-                        v => v.to_string(),
-                    },
-                })
-            } else if let Some(r) = b.get("toolResult").filter(|_| role == pb::Role::User) {
-                has_results = true;
-                let mut text = String::new();
-                for (k, c) in r["content"].as_array().into_iter().flatten().enumerate() {
-                    if let Some(t) = c["text"].as_str() {
-                        text.push_str(t);
-                    } else if let Some(j) = c.get("json") {
-                        text.push_str(&j.to_string());
-                    } else {
-                        return Err(bad(format!(
-                            "{at}.toolResult.content.{k}: only text and json are supported"
-                        )));
-                    }
-                }
-                pb::content_part::Part::ToolResult(pb::ToolResult {
-                    tool_call_id: r["toolUseId"]
-                        .as_str()
-                        .ok_or_else(|| bad(format!("{at}.toolResult.toolUseId: required")))?
-                        .to_owned(),
-                    content: text,
-                    is_error: r["status"].as_str() == Some("error"),
-                })
-            } else {
-                let kind = b
-                    .as_object()
-                    .and_then(|o| o.keys().next().cloned())
-                    .unwrap_or_default();
-                return Err(bad(format!(
-                    "{at}: content block {kind:?} is not supported in a {} message",
-                    m["role"].as_str().unwrap_or("")
-                )));
-            };
-            content.push(pb::ContentPart { part: Some(part) });
-        }
-        if content.is_empty() {
-            return Err(bad(format!("messages.{i}.content: must not be empty")));
-        }
-        let role = if has_results { pb::Role::Tool } else { role };
-        messages.push(pb::Message {
-            role: role as i32,
-            content,
-        });
-    }
-    let mut tools = Vec::new();
-    let tool_config = &body["toolConfig"];
-    if let Some(choice) = tool_config.get("toolChoice")
-        && choice.get("auto").is_none()
-    {
-        return Err(bad("toolConfig.toolChoice: only `auto` is supported"));
-    }
-    for (i, t) in tool_config["tools"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .enumerate()
-    {
-        let Some(spec) = t.get("toolSpec") else {
-            return Err(bad(format!(
-                "toolConfig.tools.{i}: only toolSpec tools are supported"
-            )));
-        };
-        tools.push(pb::ToolSpec {
-            name: spec["name"]
-                .as_str()
-                .ok_or_else(|| bad(format!("toolConfig.tools.{i}.toolSpec.name: required")))?
-                .to_owned(),
-            description: spec["description"].as_str().unwrap_or_default().to_owned(),
-            parameters_json: match &spec["inputSchema"]["json"] {
-                Value::Null => "{\"type\":\"object\"}".to_owned(),
-                v => v.to_string(),
-            },
-            ..Default::default()
-        });
-    }
-    let cfg = &body["inferenceConfig"];
-    let max_tokens = match &cfg["maxTokens"] {
-        Value::Null => None,
-        v => Some(
-            v.as_u64()
-                .filter(|n| *n >= 1)
-                .and_then(|n| u32::try_from(n).ok())
-                .ok_or_else(|| bad("inferenceConfig.maxTokens: must be a positive integer"))?,
-        ),
-    };
-    let float = |name: &str| -> Result<Option<f32>, HubError> {
-        match &cfg[name] {
-            Value::Null => Ok(None),
-            v => v
-                .as_f64()
-                .filter(|f| f.is_finite() && *f >= 0.0)
-                .map(|f| Some(f as f32))
-                .ok_or_else(|| {
-                    bad(format!(
-                        "inferenceConfig.{name}: must be a non-negative number"
-                    ))
-                }),
-        }
-    };
-    let temperature = float("temperature")?;
-    let top_p = float("topP")?;
-    let stop = cfg["stopSequences"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .map(str::to_owned)
-        .collect();
-    Ok(pb::InferRequest {
-        system: system.join("\n"),
-        messages,
-        params: Some(pb::GenerationParams {
-            max_tokens,
-            temperature,
-            top_p,
-            stop,
-            ..Default::default()
-        }),
-        tools,
-        ..Default::default()
-    })
 }
 
 /// Bedrock's `stopReason`.
@@ -396,7 +193,9 @@ async fn serve(
     let v: Value =
         serde_json::from_slice(&bytes).map_err(|e| bad(format!("invalid request body: {e}")))?;
     let alias = table.resolve_alias(&tenant, model)?;
-    let request = to_infer(&v)?;
+    let mut request = to_infer(&v)?;
+    let sorted = crate::surface::extra::sort(Api::Converse, unknown(&v), IGNORED, &alias)?;
+    request.passthrough = sorted.record(&mut frame.rec);
     frame
         .rec
         .set_request(&alias, &RequestInfo::infer(model, stream, &request), || {
@@ -407,6 +206,7 @@ async fn serve(
         headers,
         model,
         needs: Needs::of_request(&request, stream),
+        asked: asked(&v),
         request,
         started: frame.started,
         request_id: &frame.request_id,
@@ -475,10 +275,14 @@ mod tests {
     fn refuses_what_it_cannot_carry() {
         for body in [
             json!({"messages": []}),
-            json!({"messages": [{"role": "user", "content": [{"text": "x"}]}], "guardrailConfig": {}}),
             json!({"messages": [{"role": "user", "content": [{"document": {}}]}]}),
             json!({"messages": [{"role": "user", "content": [{"text": "x"}]}], "inferenceConfig": {"maxTokens": 0}}),
+            // A tool must be used, but there is none.
             json!({"messages": [{"role": "user", "content": [{"text": "x"}]}], "toolConfig": {"tools": [], "toolChoice": {"any": {}}}}),
+            json!({"messages": [{"role": "user", "content": [{"reasoningContent": {"reasoningText": {"text": "x"}}}]}]}),
+            json!({"messages": [{"role": "user", "content": [{"text": "x"}, {"cachePoint": {"type": "forever"}}]}]}),
+            json!({"messages": [{"role": "user", "content": [{"text": "x"}]}], "additionalModelRequestFields": [1]}),
+            json!({"messages": [{"role": "user", "content": [{"text": "x"}]}], "additionalModelRequestFields": {"thinking": {"type": "enabled"}}}),
         ] {
             assert!(
                 matches!(to_infer(&body), Err(HubError::BadRequest(_))),

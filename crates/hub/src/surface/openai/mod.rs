@@ -5,6 +5,7 @@
 
 pub mod cached;
 pub mod prompts;
+pub mod request;
 pub mod stream;
 pub mod wire;
 
@@ -22,6 +23,7 @@ use crate::error::HubError;
 use crate::gateway::{self, Cached};
 use crate::headers;
 use crate::observe::{RequestInfo, Surface};
+use crate::routing::Api;
 use crate::state::Hub;
 use crate::surface::frame::{self, Frame};
 use wire::ChatRequest;
@@ -175,12 +177,16 @@ async fn chat(
     frame
         .rec
         .set_request(&alias, &request_info(&req), || chat_messages(&req));
-    let request = req.to_infer()?;
+    let mut request = req.to_infer()?;
+    let extra = std::mem::take(&mut req.extra);
+    let sorted = crate::surface::extra::sort(Api::OpenAi, extra, request::IGNORED, &alias)?;
+    request.passthrough = sorted.record(&mut frame.rec);
     let inbound = gateway::Inbound {
         table,
         headers,
         model: &req.model,
         needs: crate::routing::Needs::of_request(&request, req.stream),
+        asked: req.asked(),
         request,
         started: frame.started,
         request_id: &frame.request_id,

@@ -28,18 +28,6 @@ use crate::surface::frame::{self, Frame};
 use output::{Head, Output, Show};
 use request::Refusal;
 
-/// `e` in OpenAI's error shape, `error.param` replaced by `param` when the refusal named one
-/// (a path such as `tools[0].type`, or an unknown field's name).
-pub fn error_response(e: HubError, param: Option<String>) -> Response {
-    let Some(param) = param else {
-        return e.into_response();
-    };
-    let status = e.status();
-    let mut body = e.body();
-    body["error"]["param"] = json!(param);
-    frame::error_response(e, status, body)
-}
-
 /// `POST /v1/responses`.
 pub async fn create_handler(
     State(hub): State<Arc<Hub>>,
@@ -50,11 +38,11 @@ pub async fn create_handler(
     let span = frame.span();
     let result =
         tracing::Instrument::instrument(create(&hub, &headers, body, &mut frame), span).await;
-    let (result, param) = match result {
-        Ok(r) => (Ok(r), None),
-        Err(Refusal { error, param }) => (Err(*error), param),
-    };
-    frame.finish(result, move |e| error_response(e, param), None)
+    frame.finish(
+        result.map_err(|Refusal(e)| *e),
+        IntoResponse::into_response,
+        None,
+    )
 }
 
 fn now_secs() -> u64 {
@@ -79,9 +67,8 @@ async fn create(
     frame.rec.set_tenant(&tenant.name);
     let bytes = frame::read_body(hub, headers, body).await?;
     let req = request::parse(&bytes, hub.settings.max_messages)?;
-    if !req.ignored.is_empty() {
-        tracing::debug!(ignored = ?req.ignored, "responses: fields accepted and not carried");
-    }
+    // Fields accepted and not carried: named in the audit line (`ignored`).
+    frame.rec.set_extra_fields(req.ignored.clone(), Vec::new());
     let alias = table.resolve_alias(&tenant, &req.model)?;
     // The stored conversation this request continues, if any: the tenant's own only.
     let mut conversation = Vec::new();
@@ -121,6 +108,7 @@ async fn create(
         headers,
         model: &req.model,
         needs: crate::routing::Needs::of_request(&infer, req.stream),
+        asked: req.asked(),
         request: infer,
         started: frame.started,
         request_id: &frame.request_id,

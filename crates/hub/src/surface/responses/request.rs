@@ -9,36 +9,26 @@ use serde_json::{Map, Value, json};
 use switchyard_proto::v1 as pb;
 
 use crate::error::HubError;
+use crate::routing::{AskedBy, Feature};
 
-/// A refusal of the request, with the field it is about (OpenAI's `error.param`, which may be a
-/// path such as `input[2].content[0].type` or the name of an unknown field).
+/// A refusal of the request (boxed: it travels up many frames and the error is large). Its
+/// `param` may be a path such as `input[2].content[0].type` or an unknown field's own name.
 #[derive(Debug)]
-pub struct Refusal {
-    /// Boxed: a refusal travels up many frames and the error is large.
-    pub error: Box<HubError>,
-    pub param: Option<String>,
-}
+pub struct Refusal(pub Box<HubError>);
 
 impl From<HubError> for Refusal {
     fn from(error: HubError) -> Self {
-        Refusal {
-            error: Box::new(error),
-            param: None,
-        }
+        Refusal(Box::new(error))
     }
 }
 
 /// A 400 `invalid_request_error` naming `param`, with OpenAI's `code`.
 pub fn refuse(param: impl Into<String>, code: &'static str, message: impl Into<String>) -> Refusal {
-    Refusal {
-        error: Box::new(HubError::InvalidParam {
-            // The surface renders `param` itself (it may be any path); see `error_response`.
-            param: Default::default(),
-            code,
-            message: message.into(),
-        }),
-        param: Some(param.into()),
-    }
+    Refusal(Box::new(HubError::InvalidParam {
+        param: param.into().into(),
+        code,
+        message: message.into(),
+    }))
 }
 
 fn invalid(param: impl Into<String>, message: impl Into<String>) -> Refusal {
@@ -364,8 +354,9 @@ pub fn parse(bytes: &[u8], max_items: usize) -> Result<ResponsesRequest, Refusal
                 .ok_or_else(|| bad_type("parallel_tool_calls", "a boolean"))?,
         ),
     };
-    // Without tools it cannot change anything.
-    r.base.parallel_tool_calls = parallel.filter(|_| !r.base.tools.is_empty());
+    // `true` is every upstream's default and, without tools, nothing can change: only `false`
+    // with tools is carried.
+    r.base.parallel_tool_calls = parallel.filter(|p| !p && !r.base.tools.is_empty());
 
     // `text`: the format of the answer.
     let mut text_echo = json!({"format": {"type": "text"}, "verbosity": "medium"});
@@ -505,6 +496,26 @@ pub fn parse(bytes: &[u8], max_items: usize) -> Result<ResponsesRequest, Refusal
     r.ignored.sort();
     r.ignored.dedup();
     Ok(r)
+}
+
+impl ResponsesRequest {
+    /// Which field of this request asked for each capability (named when no model of the
+    /// alias has it).
+    pub fn asked(&self) -> AskedBy {
+        let mut a = AskedBy::default();
+        a.set(Feature::StructuredOutput, "text.format");
+        a.set(Feature::Reasoning, "reasoning.effort");
+        a.set(Feature::Logprobs, "include");
+        a.set(
+            Feature::ToolChoice,
+            if self.base.tool_choice.is_some() {
+                "tool_choice"
+            } else {
+                "parallel_tool_calls"
+            },
+        );
+        a
+    }
 }
 
 /// One `tools[i]`: only function tools (flat form); built-in (hosted) tools are refused by name.
@@ -1087,7 +1098,9 @@ mod tests {
     }
 
     fn param_of(r: Result<ResponsesRequest, Refusal>) -> String {
-        r.err().and_then(|e| e.param).unwrap_or_default()
+        r.err()
+            .and_then(|e| e.0.names().param.map(str::to_owned))
+            .unwrap_or_default()
     }
 
     #[test]
