@@ -5,6 +5,7 @@
 //! response head. Also the steps every surface shares before its own decoding: authentication,
 //! reading the body within bounds, and the route headers on the answer.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::{Body, Bytes};
@@ -13,6 +14,7 @@ use axum::response::Response;
 use tracing::Span;
 
 use crate::error::HubError;
+use crate::gateway;
 use crate::headers;
 use crate::live::{Snapshot, Table};
 use crate::model::{RouteTaken, Tenant};
@@ -203,6 +205,37 @@ pub fn error_response(
     *resp.body_mut() = Body::from(body.to_string());
     resp.headers_mut().remove(http::header::CONTENT_LENGTH);
     resp
+}
+
+/// The tail of a stream committed before its route answered ([`gateway::Opened::Late`]): the
+/// tenant's `x-ratelimit-*` only (the route is not known yet: it is in the audit line).
+pub fn answered_late(resp: &mut Response, rate_state: &switchyard_quota::RateState) {
+    headers::ratelimit(resp.headers_mut(), rate_state);
+}
+
+/// Opens `admission`'s stream with the hub's `stream_keepalive` (none when `keepalive` is
+/// false: a stream whose route must be known before it is rendered, e.g. one feeding the
+/// response cache). `stream_rec` is the stream's handle on the record; on [`Opened::Now`]
+/// the handler's record gets the route here. Returns the stream and whether it is late.
+pub async fn open_stream(
+    hub: &Arc<Hub>,
+    frame: &mut Frame,
+    admission: gateway::Admission,
+    stream_rec: &RequestRecord,
+    keepalive: bool,
+) -> Result<(gateway::Streamed, bool), HubError> {
+    let every = if keepalive {
+        hub.settings.stream_keepalive
+    } else {
+        None
+    };
+    match admission.open_stream(hub, stream_rec, every).await? {
+        gateway::Opened::Now(s) => {
+            frame.rec.set_route(&s.route, None, &s.attempts);
+            Ok((s, false))
+        }
+        gateway::Opened::Late(s) => Ok((s, true)),
+    }
 }
 
 /// The tail every answered request shares: route headers and overhead, the tenant's

@@ -163,17 +163,14 @@ async fn messages(
     let rate_state = admission.rate_state;
     let id = format!("msg_{}", frame.request_id);
     if req.stream {
-        let streamed = admission.stream(hub, &frame.rec).await?;
-        frame
-            .rec
-            .set_route(&streamed.route, None, &streamed.attempts);
-        let mut resp = stream::sse(
-            streamed.items,
-            id,
-            req.model.clone(),
-            frame.rec.share_with_stream(),
-        );
-        frame::answered(&mut resp, &streamed.route, frame.started, &rate_state, None);
+        let stream_rec = frame.rec.share_with_stream();
+        let (streamed, late) = frame::open_stream(hub, frame, admission, &stream_rec, true).await?;
+        let mut resp = stream::sse(streamed.items, id, req.model.clone(), stream_rec);
+        if late {
+            frame::answered_late(&mut resp, &rate_state);
+        } else {
+            frame::answered(&mut resp, &streamed.route, frame.started, &rate_state, None);
+        }
         Ok(resp)
     } else {
         let done = admission.complete(hub).await?;

@@ -216,15 +216,17 @@ async fn serve(
         .await?;
     let rate_state = admission.rate_state;
     if stream {
-        let streamed = admission.stream(hub, &frame.rec).await?;
-        frame
-            .rec
-            .set_route(&streamed.route, None, &streamed.attempts);
-        let frames = stream::frames(streamed.items, frame.started, frame.rec.share_with_stream());
+        let stream_rec = frame.rec.share_with_stream();
+        let (streamed, late) = frame::open_stream(hub, frame, admission, &stream_rec, true).await?;
+        let frames = stream::frames(streamed.items, frame.started, stream_rec);
         let mut resp = Response::new(Body::from_stream(frames));
         resp.headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(EVENT_STREAM));
-        frame::answered(&mut resp, &streamed.route, frame.started, &rate_state, None);
+        if late {
+            frame::answered_late(&mut resp, &rate_state);
+        } else {
+            frame::answered(&mut resp, &streamed.route, frame.started, &rate_state, None);
+        }
         Ok(resp)
     } else {
         let done = admission.complete(hub).await?;

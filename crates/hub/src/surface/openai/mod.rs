@@ -235,11 +235,17 @@ async fn chat(
     let id = format!("chatcmpl-{}", frame.request_id);
     let mut resp = if req.stream {
         let include_usage = req.stream_options.as_ref().is_some_and(|o| o.include_usage);
-        let streamed = admission.stream(hub, &frame.rec).await?;
-        frame
-            .rec
-            .set_route(&streamed.route, None, &streamed.attempts);
-        let model = streamed.route.model.clone();
+        let stream_rec = frame.rec.share_with_stream();
+        // A stream that feeds the response cache waits for its route (the cache keeps it).
+        let keepalive = lead.is_none();
+        let (streamed, late) =
+            frame::open_stream(hub, frame, admission, &stream_rec, keepalive).await?;
+        // A late stream's chunks name the requested model: the route is not known yet.
+        let model = if late {
+            req.model.clone()
+        } else {
+            streamed.route.model.clone()
+        };
         if let Some(l) = &lead {
             l.set_model(&model);
         }
@@ -250,11 +256,15 @@ async fn chat(
             model,
             include_usage,
             lead,
-            rec: frame.rec.share_with_stream(),
+            rec: stream_rec,
             route: route.clone(),
         };
         let mut resp = stream::sse(streamed.items, meta);
-        frame::answered(&mut resp, &route, frame.started, &rate_state, None);
+        if late {
+            frame::answered_late(&mut resp, &rate_state);
+        } else {
+            frame::answered(&mut resp, &route, frame.started, &rate_state, None);
+        }
         resp
     } else {
         let done = admission.complete(hub).await?;
