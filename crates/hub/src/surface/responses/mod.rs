@@ -208,49 +208,36 @@ async fn create(
     let rate_state = admission.rate_state;
     let mut resp = if req.stream {
         let rec = frame.rec.share_with_stream();
-        match admission
-            .open_stream(hub, &rec, hub.settings.stream_keepalive)
-            .await?
-        {
-            gateway::Opened::Now(streamed) => {
-                frame
-                    .rec
-                    .set_route(&streamed.route, None, &streamed.attempts);
-                head.model.clone_from(&streamed.route.model);
-                if let Some(l) = &lead {
-                    l.set_model(&head.model);
-                }
-                let route = streamed.route.clone();
-                let meta = stream::StreamMeta {
-                    head,
-                    show,
-                    keep,
-                    rec,
-                    lead: lead.map(|l| (l, route.clone())),
-                };
-                let mut resp = stream::sse(streamed.items, meta);
-                frame::answered(&mut resp, &route, frame.started, &rate_state, None);
-                resp
-            }
-            // No content within `stream_keepalive`: committed now (response.created goes out at
-            // once, as OpenAI sends it), kept alive until the route answers. The served model is
-            // not known yet: the response names the requested model (the audit line has the
-            // route). A leader of the cache would have no route to store: it lets go.
-            gateway::Opened::Late(streamed) => {
-                head.model.clone_from(&req.model);
-                drop(lead.take());
-                let meta = stream::StreamMeta {
-                    head,
-                    show,
-                    keep,
-                    rec,
-                    lead: None,
-                };
-                let mut resp = stream::sse(streamed.items, meta);
-                headers::ratelimit(resp.headers_mut(), &rate_state);
-                resp
-            }
+        // A stream that feeds the response cache waits for its route (the cache keeps it).
+        let keepalive = lead.is_none();
+        let (streamed, late) = frame::open_stream(hub, frame, admission, &rec, keepalive).await?;
+        // A late stream (no content within `stream_keepalive`) is committed at once:
+        // response.created goes out, as OpenAI sends it, and SSE comments keep it alive. The
+        // serving model is not known yet: the response names the requested model (the audit
+        // line has the route).
+        head.model = if late {
+            req.model.clone()
+        } else {
+            streamed.route.model.clone()
+        };
+        if let Some(l) = &lead {
+            l.set_model(&head.model);
         }
+        let route = streamed.route.clone();
+        let meta = stream::StreamMeta {
+            head,
+            show,
+            keep,
+            rec,
+            lead: lead.map(|l| (l, route.clone())),
+        };
+        let mut resp = stream::sse(streamed.items, meta);
+        if late {
+            frame::answered_late(&mut resp, &rate_state);
+        } else {
+            frame::answered(&mut resp, &route, frame.started, &rate_state, None);
+        }
+        resp
     } else {
         let done = admission.complete(hub).await?;
         if let Some(l) = lead {
