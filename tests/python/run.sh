@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The official `openai`, `anthropic` and `boto3` Python SDKs and the OpenAI Agents SDK against the local demo
 # (deploy/local/demo.sh on a free port), then the official OpenAI Node SDK (tests/node, `node --test`).
-# Creates tests/python/.venv, installs `openai`, `openai-agents`, `anthropic`, `boto3` and `pytest` from PyPI, runs
-# test_*.py; installs tests/node's locked packages from the npm registry (`npm ci`).
+# Creates tests/python/.venv, installs `openai`, `openai-agents`, `anthropic`, `boto3`, `jsonschema` and `pytest`
+# from PyPI, runs test_*.py; installs tests/node's locked packages from the npm registry (`npm ci`).
 #   SWITCHYARD_BIN_DIR=...   prebuilt hub/spoke (else demo.sh builds them)
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -13,7 +13,7 @@ venv="${SWITCHYARD_VENV:-$here/.venv}"
 if [[ ! -x "$venv/bin/python" ]]; then
   python3 -m venv "$venv"
 fi
-"$venv/bin/pip" install --quiet --disable-pip-version-check openai openai-agents anthropic pytest boto3
+"$venv/bin/pip" install --quiet --disable-pip-version-check openai openai-agents anthropic pytest boto3 jsonschema
 
 out="$(mktemp)"
 export DEMO_API_KEY="sk-python-sdk-test"

@@ -6,12 +6,16 @@
 
 use crate::error::{account_fault_of_status, parse_retry_after};
 use crate::openai::{KeySource, transport_error};
+use crate::shape::{self, OutputTool, Think};
 use crate::{Call, Chunk, ChunkStream, Completion, DenyReason, Reason, Upstream, UpstreamError};
 use futures::StreamExt;
 use serde_json::{Value, json};
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
-use switchyard_proto::v1::{Role, StopReason, ToolCall, Usage, content_part::Part};
+use switchyard_proto::v1::{
+    CachePoint, InferRequest, Role, StopReason, ThinkingPart, ToolCall, Usage, content_part::Part,
+    tool_choice::Mode as ChoiceMode,
+};
 
 /// The API version this adapter speaks.
 pub const ANTHROPIC_VERSION: &str = "2023-06-01";
@@ -48,7 +52,7 @@ impl AnthropicUpstream {
     async fn send(
         &self,
         call: &Call<'_>,
-        stream: bool,
+        body: &Value,
     ) -> Result<reqwest::Response, UpstreamError> {
         let base = self.endpoints.get(call.region).ok_or_else(|| {
             UpstreamError::unavailable(format!("no endpoint for region {}", call.region))
@@ -59,7 +63,7 @@ impl AnthropicUpstream {
             .post(url)
             .timeout(call.timeout)
             .header("anthropic-version", ANTHROPIC_VERSION)
-            .json(&request_body(call, stream));
+            .json(body);
         match &self.api_key {
             KeySource::None => {}
             KeySource::Static(key) => rb = rb.header("x-api-key", key.expose()),
@@ -130,40 +134,74 @@ pub fn classify(status: u16, body: &Value, retry_after: Option<Duration>) -> Ups
     }
 }
 
-/// The Messages API body for a call.
-pub fn request_body(call: &Call<'_>, stream: bool) -> Value {
+/// The Messages API body for a call, and the structured-output tool it offers (when the answer
+/// must be JSON and the model's `structured_output_mode` is `tool`). A request the API cannot
+/// express is the caller's fault.
+///
+/// - `ROLE_SYSTEM` messages leave `messages`: their text is appended to `system` (as more
+///   text blocks when `system` is blocks).
+/// - `ThinkingPart`s become `thinking` (with `signature`) or `redacted_thinking` (`data`)
+///   blocks; one without a signature cannot be verified by the API and is left out.
+/// - `CachePoint`s (with `prompt_caching`) become `cache_control` on the block before them
+///   (`{"type":"ephemeral"}`, with `ttl` when given), on a tool with `ToolSpec.cache_point`.
+/// - Reasoning: `disabled` → no `thinking` (the API's default), a budget → `{"type":"enabled",
+///   "budget_tokens"}`, an effort alone → its budget from [`shape::EFFORT_BUDGETS`] (at least
+///   1024, below `max_tokens`), `adaptive` → `{"type":"adaptive"}` with `output_config.effort`.
+pub fn request_body(
+    call: &Call<'_>,
+    stream: bool,
+) -> Result<(Value, Option<OutputTool>), UpstreamError> {
     let req = call.request;
+    shape::refuse_unsupported(req, "Anthropic Messages API", true)?;
+    let caching = call.options.prompt_caching;
     // The API wants alternating roles: consecutive messages of one role are merged.
     let mut messages: Vec<Value> = Vec::new();
     for m in &req.messages {
         let role = match Role::try_from(m.role).unwrap_or(Role::User) {
+            Role::System => continue,
             Role::Assistant => "assistant",
-            Role::User | Role::Tool | Role::System | Role::Unspecified => "user",
+            Role::User | Role::Tool | Role::Unspecified => "user",
         };
-        let blocks: Vec<Value> = m
-            .content
-            .iter()
-            .filter_map(|p| match &p.part {
-                Some(Part::Text(t)) if !t.is_empty() => Some(json!({"type": "text", "text": t})),
-                Some(Part::Image(img)) => Some(json!({"type": "image", "source": {
+        let mut blocks: Vec<Value> = Vec::new();
+        for p in &m.content {
+            let block = match &p.part {
+                Some(Part::Text(t)) if !t.is_empty() => json!({"type": "text", "text": t}),
+                Some(Part::Image(img)) => json!({"type": "image", "source": {
                     "type": "base64",
                     "media_type": format!("image/{}", img.format),
                     "data": base64_encode(&img.data),
-                }})),
-                Some(Part::ToolCall(tc)) => Some(json!({
+                }}),
+                Some(Part::ToolCall(tc)) => json!({
                     "type": "tool_use", "id": tc.id, "name": tc.name,
                     "input": serde_json::from_str::<Value>(&tc.arguments_json).unwrap_or_else(|_| json!({})),
-                })),
+                }),
                 Some(Part::ToolResult(r)) => {
                     let mut b = json!({"type": "tool_result", "tool_use_id": r.tool_call_id, "content": r.content});
                     if r.is_error {
                         b["is_error"] = json!(true);
                     }
-                    Some(b)
+                    b
                 }
-                _ => None,
-            })
-            .collect();
+                Some(Part::Thinking(t)) if t.redacted && !t.data.is_empty() => {
+                    json!({"type": "redacted_thinking", "data": t.data})
+                }
+                Some(Part::Thinking(t)) if !t.redacted && !t.signature.is_empty() => {
+                    json!({"type": "thinking", "thinking": t.text, "signature": t.signature})
+                }
+                Some(Part::CachePoint(cp)) => {
+                    if caching {
+                        mark_cache(blocks.last_mut(), cp);
+                    }
+                    continue;
+                }
+                _ => continue,
+            };
+            blocks.push(block);
+        }
+        // A turn left with nothing the API takes (only unverifiable thinking) is left out.
+        if blocks.is_empty() {
+            continue;
+        }
         match messages.last_mut() {
             Some(last) if last["role"] == role => {
                 if let Some(arr) = last["content"].as_array_mut() {
@@ -174,43 +212,192 @@ pub fn request_body(call: &Call<'_>, stream: bool) -> Value {
         }
     }
     let p = req.params.clone().unwrap_or_default();
+    let think = shape::reasoning(req);
+    let budget = match &think {
+        Some(t) => shape::think_budget(t)?,
+        None => None,
+    };
+    let max_tokens = match (p.max_tokens, budget) {
+        (Some(m), _) => m,
+        // Thinking counts against max_tokens: room for the budget and an answer.
+        (None, Some(b)) => b.saturating_add(DEFAULT_MAX_TOKENS),
+        (None, None) => DEFAULT_MAX_TOKENS,
+    };
     let mut body = json!({
         "model": call.model,
-        "max_tokens": p.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS),
+        "max_tokens": max_tokens,
         "messages": messages,
     });
     if stream {
         body["stream"] = json!(true);
     }
-    if !req.system.is_empty() {
-        body["system"] = json!(req.system);
+    if let Some(system) = system(req, caching) {
+        body["system"] = system;
     }
     if let Some(v) = p.temperature {
-        body["temperature"] = json!(v);
+        body["temperature"] = shape::num(v);
     }
     if let Some(v) = p.top_p {
-        body["top_p"] = json!(v);
+        body["top_p"] = shape::num(v);
+    }
+    if let Some(v) = p.top_k {
+        body["top_k"] = json!(v);
     }
     if !p.stop.is_empty() {
         body["stop_sequences"] = json!(p.stop);
     }
-    if !req.tools.is_empty() {
-        let tools: Vec<Value> = req
-            .tools
-            .iter()
-            .map(|t| {
-                let schema: Value = serde_json::from_str(&t.parameters_json)
-                    .unwrap_or_else(|_| json!({"type": "object"}));
-                let mut v = json!({"name": t.name, "input_schema": schema});
-                if !t.description.is_empty() {
-                    v["description"] = json!(t.description);
+    match think {
+        None | Some(Think::Off) => {}
+        Some(Think::Adaptive(effort)) => {
+            body["thinking"] = json!({"type": "adaptive"});
+            if let Some(e) = effort {
+                body["output_config"] = json!({"effort": shape::anthropic_effort(&e)});
+            }
+        }
+        Some(Think::Budget(b, _)) => {
+            body["thinking"] = json!({"type": "enabled", "budget_tokens": b})
+        }
+        Some(Think::Effort(_)) => {
+            if let Some(b) = budget {
+                // The effort's budget, fitted under max_tokens (the API wants 1024 ≤ budget <
+                // max_tokens); no room for the smallest budget is the caller's to fix.
+                let b = b.min(max_tokens.saturating_sub(1));
+                if b < shape::MIN_THINKING_BUDGET {
+                    return Err(shape::invalid(format!(
+                        "max_tokens: {max_tokens} leaves no room for reasoning (Anthropic's smallest thinking budget is {} tokens)",
+                        shape::MIN_THINKING_BUDGET
+                    )));
                 }
-                v
-            })
-            .collect();
-        body["tools"] = Value::Array(tools);
+                body["thinking"] = json!({"type": "enabled", "budget_tokens": b});
+            }
+        }
     }
-    body
+    let plan = shape::tool_plan(req, call.options.structured_output)?;
+    if plan.output.is_some() && body.get("thinking").is_some() {
+        return Err(shape::invalid(
+            "response_format: with thinking, Anthropic takes no forced tool; the model needs structured_output_mode = \"native\"".into(),
+        ));
+    }
+    let mut tools: Vec<Value> = req
+        .tools
+        .iter()
+        .map(|t| {
+            let schema: Value = serde_json::from_str(&t.parameters_json)
+                .unwrap_or_else(|_| json!({"type": "object"}));
+            let mut v = json!({"name": t.name, "input_schema": schema});
+            if !t.description.is_empty() {
+                v["description"] = json!(t.description);
+            }
+            if t.strict {
+                v["strict"] = json!(true);
+            }
+            if caching && let Some(cp) = &t.cache_point {
+                mark_cache(Some(&mut v), cp);
+            }
+            v
+        })
+        .collect();
+    if let Some(out) = &plan.output {
+        tools.push(json!({"name": out.name, "description": out.description, "input_schema": out.input_schema}));
+    }
+    if !tools.is_empty() {
+        body["tools"] = Value::Array(tools);
+        let mut choice = match plan.mode {
+            ChoiceMode::Auto => json!({"type": "auto"}),
+            ChoiceMode::Any => json!({"type": "any"}),
+            ChoiceMode::None => json!({"type": "none"}),
+            ChoiceMode::Tool => json!({"type": "tool", "name": plan.name}),
+        };
+        if req.parallel_tool_calls == Some(false) && plan.mode != ChoiceMode::None {
+            choice["disable_parallel_tool_use"] = json!(true);
+        }
+        // `auto` is the API's default: sent only when it says more than that.
+        if choice != json!({"type": "auto"}) {
+            body["tool_choice"] = choice;
+        }
+    } else if matches!(plan.mode, ChoiceMode::Any | ChoiceMode::Tool) {
+        return Err(shape::invalid(
+            "tool_choice: a tool must be called but none is offered".into(),
+        ));
+    }
+    if plan.output.is_none()
+        && let Some(f) = shape::json_format(req)
+    {
+        // Native structured output (output_config.format).
+        let format = json!({"type": "json_schema", "schema": shape::format_schema(f)?});
+        match body.get_mut("output_config").and_then(Value::as_object_mut) {
+            Some(o) => {
+                o.insert("format".into(), format);
+            }
+            None => body["output_config"] = json!({"format": format}),
+        }
+    }
+    if let Some(extra) = shape::passthrough(req, "anthropic")? {
+        shape::merge_absent(&mut body, extra);
+    }
+    Ok((body, plan.output))
+}
+
+/// `system`: the plain string, or text blocks when the caller gave cache breakpoints in it;
+/// the text of mid-conversation system messages appended.
+fn system(req: &InferRequest, caching: bool) -> Option<Value> {
+    let appended = shape::system_message_texts(req);
+    let has_cache = caching
+        && req
+            .system_parts
+            .iter()
+            .any(|p| matches!(p.part, Some(Part::CachePoint(_))));
+    if !has_cache {
+        let mut text = req.system.clone();
+        if req.system.is_empty() {
+            let parts: Vec<&str> = req
+                .system_parts
+                .iter()
+                .filter_map(|p| match &p.part {
+                    Some(Part::Text(t)) => Some(t.as_str()),
+                    _ => None,
+                })
+                .collect();
+            text = parts.join("\n");
+        }
+        for a in appended {
+            if !text.is_empty() {
+                text.push_str("\n\n");
+            }
+            text.push_str(&a);
+        }
+        return (!text.is_empty()).then_some(Value::String(text));
+    }
+    let mut blocks: Vec<Value> = Vec::new();
+    for p in &req.system_parts {
+        match &p.part {
+            Some(Part::Text(t)) if !t.is_empty() => blocks.push(json!({"type": "text", "text": t})),
+            Some(Part::CachePoint(cp)) => mark_cache(blocks.last_mut(), cp),
+            _ => {}
+        }
+    }
+    blocks.extend(
+        appended
+            .into_iter()
+            .map(|t| json!({"type": "text", "text": t})),
+    );
+    Some(Value::Array(blocks))
+}
+
+/// Puts a cache breakpoint on `block` (the one before the `CachePoint`): `cache_control`
+/// `{"type":"ephemeral"}`, with `ttl` when given. Thinking blocks cannot carry one.
+fn mark_cache(block: Option<&mut Value>, cp: &CachePoint) {
+    let Some(b) = block else {
+        return;
+    };
+    if matches!(b["type"].as_str(), Some("thinking" | "redacted_thinking")) {
+        return;
+    }
+    let mut cc = json!({"type": "ephemeral"});
+    if !cp.ttl.is_empty() {
+        cc["ttl"] = json!(cp.ttl);
+    }
+    b["cache_control"] = cc;
 }
 
 fn base64_encode(data: &[u8]) -> String {
@@ -228,12 +415,55 @@ fn stop_reason(r: Option<&str>) -> StopReason {
     }
 }
 
+/// Anthropic's usage: `input_tokens` counts only the tokens after the last cache breakpoint,
+/// so the contract's `input_tokens` adds `cache_creation_input_tokens` and
+/// `cache_read_input_tokens` (given apart too). `output_tokens` includes thinking.
 fn usage(v: &Value) -> Usage {
+    let n = |v: &Value| u32::try_from(v.as_u64().unwrap_or(0)).unwrap_or(u32::MAX);
+    let (input, write, read) = (
+        n(&v["input_tokens"]),
+        n(&v["cache_creation_input_tokens"]),
+        n(&v["cache_read_input_tokens"]),
+    );
     Usage {
-        input_tokens: v["input_tokens"].as_u64().unwrap_or(0) as u32,
-        output_tokens: v["output_tokens"].as_u64().unwrap_or(0) as u32,
-        ..Default::default()
+        input_tokens: input.saturating_add(write).saturating_add(read),
+        output_tokens: n(&v["output_tokens"]),
+        cache_read_input_tokens: read,
+        cache_write_input_tokens: write,
+        reasoning_tokens: 0,
     }
+}
+
+/// A `message` as a [`Completion`] (before [`shape::settle`]).
+fn completion(v: &Value) -> Completion {
+    let mut c = Completion {
+        stop_reason: stop_reason(v["stop_reason"].as_str()),
+        usage: usage(&v["usage"]),
+        ..Default::default()
+    };
+    let s = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+    for b in v["content"].as_array().into_iter().flatten() {
+        match b["type"].as_str() {
+            Some("text") => c.text.push_str(b["text"].as_str().unwrap_or_default()),
+            Some("tool_use") => c.tool_calls.push(ToolCall {
+                id: s(&b["id"]),
+                name: s(&b["name"]),
+                arguments_json: b["input"].to_string(),
+            }),
+            Some("thinking") => c.thinking.push(ThinkingPart {
+                text: s(&b["thinking"]),
+                signature: s(&b["signature"]),
+                ..Default::default()
+            }),
+            Some("redacted_thinking") => c.thinking.push(ThinkingPart {
+                redacted: true,
+                data: s(&b["data"]),
+                ..Default::default()
+            }),
+            _ => {}
+        }
+    }
+    c
 }
 
 #[async_trait::async_trait]
@@ -247,35 +477,32 @@ impl Upstream for AnthropicUpstream {
     }
 
     async fn complete(&self, call: Call<'_>) -> Result<Completion, UpstreamError> {
-        let resp = self.send(&call, false).await?;
+        let (body, output) = request_body(&call, false)?;
+        let resp = self.send(&call, &body).await?;
         let v: Value = resp.json().await.map_err(transport_error)?;
-        let mut text = String::new();
-        let mut tool_calls = Vec::new();
-        for b in v["content"].as_array().into_iter().flatten() {
-            match b["type"].as_str() {
-                Some("text") => text.push_str(b["text"].as_str().unwrap_or_default()),
-                Some("tool_use") => tool_calls.push(ToolCall {
-                    id: b["id"].as_str().unwrap_or_default().to_owned(),
-                    name: b["name"].as_str().unwrap_or_default().to_owned(),
-                    arguments_json: b["input"].to_string(),
-                }),
-                _ => {}
-            }
-        }
-        Ok(Completion {
-            text,
-            tool_calls,
-            stop_reason: stop_reason(v["stop_reason"].as_str()),
-            usage: usage(&v["usage"]),
-        })
+        Ok(shape::settle(
+            completion(&v),
+            &shape::Finish {
+                output,
+                single_call: false,
+            },
+        ))
     }
 
     async fn stream(&self, call: Call<'_>) -> Result<ChunkStream, UpstreamError> {
-        let resp = self.send(&call, true).await?;
+        let (body, output) = request_body(&call, true)?;
+        let resp = self.send(&call, &body).await?;
         let secrets = self.api_key.secrets();
-        Ok(sse_chunks(resp.bytes_stream().boxed())
+        let chunks = sse_chunks(resp.bytes_stream().boxed())
             .map(move |item| item.map_err(|e| e.scrub(&secrets)))
-            .boxed())
+            .boxed();
+        Ok(shape::settle_stream(
+            chunks,
+            shape::Finish {
+                output,
+                single_call: false,
+            },
+        ))
     }
 }
 
@@ -349,12 +576,17 @@ impl SseState {
     fn on_event(&mut self, v: &Value) {
         match v["type"].as_str().unwrap_or("") {
             "message_start" => {
-                let u = usage(&v["message"]["usage"]);
-                self.usage.input_tokens = u.input_tokens;
-                self.usage.output_tokens = u.output_tokens;
+                self.usage = usage(&v["message"]["usage"]);
             }
             "content_block_start" => {
                 let b = &v["content_block"];
+                if b["type"] == "redacted_thinking" {
+                    self.queued.push_back(Ok(Chunk::thinking(ThinkingPart {
+                        redacted: true,
+                        data: b["data"].as_str().unwrap_or_default().to_owned(),
+                        ..Default::default()
+                    })));
+                }
                 if b["type"] == "tool_use" {
                     let index = self.tool_blocks.len() as u32;
                     self.tool_blocks
@@ -373,6 +605,22 @@ impl SseState {
                     Some("text_delta") => {
                         if let Some(t) = d["text"].as_str().filter(|t| !t.is_empty()) {
                             self.queued.push_back(Ok(Chunk::Delta(t.to_owned())));
+                        }
+                    }
+                    Some("thinking_delta") => {
+                        if let Some(t) = d["thinking"].as_str().filter(|t| !t.is_empty()) {
+                            self.queued.push_back(Ok(Chunk::thinking(ThinkingPart {
+                                text: t.to_owned(),
+                                ..Default::default()
+                            })));
+                        }
+                    }
+                    Some("signature_delta") => {
+                        if let Some(sig) = d["signature"].as_str().filter(|t| !t.is_empty()) {
+                            self.queued.push_back(Ok(Chunk::thinking(ThinkingPart {
+                                signature: sig.to_owned(),
+                                ..Default::default()
+                            })));
                         }
                     }
                     Some("input_json_delta") => {
@@ -403,20 +651,42 @@ impl SseState {
                 if let Some(r) = v["delta"]["stop_reason"].as_str() {
                     self.stop = Some(stop_reason(Some(r)));
                 }
+                // Cumulative counts; a field absent here keeps its message_start value.
                 let u = &v["usage"];
                 if let Some(o) = u["output_tokens"].as_u64() {
-                    self.usage.output_tokens = o as u32;
+                    self.usage.output_tokens = u32::try_from(o).unwrap_or(u32::MAX);
                 }
-                if let Some(i) = u["input_tokens"].as_u64() {
-                    self.usage.input_tokens = i as u32;
+                if u["input_tokens"].is_u64()
+                    || u["cache_read_input_tokens"].is_u64()
+                    || u["cache_creation_input_tokens"].is_u64()
+                {
+                    let mut merged = json!({
+                        "input_tokens": self.usage.input_tokens
+                            .saturating_sub(self.usage.cache_read_input_tokens)
+                            .saturating_sub(self.usage.cache_write_input_tokens),
+                        "cache_read_input_tokens": self.usage.cache_read_input_tokens,
+                        "cache_creation_input_tokens": self.usage.cache_write_input_tokens,
+                    });
+                    for k in [
+                        "input_tokens",
+                        "cache_read_input_tokens",
+                        "cache_creation_input_tokens",
+                    ] {
+                        if u[k].is_u64() {
+                            merged[k] = u[k].clone();
+                        }
+                    }
+                    let output = self.usage.output_tokens;
+                    self.usage = usage(&merged);
+                    self.usage.output_tokens = output;
                 }
             }
             "message_stop" => {
                 self.done = true;
-                self.queued.push_back(Ok(Chunk::End {
-                    stop_reason: self.stop.unwrap_or(StopReason::EndTurn),
-                    usage: self.usage,
-                }));
+                self.queued.push_back(Ok(Chunk::end(
+                    self.stop.unwrap_or(StopReason::EndTurn),
+                    self.usage,
+                )));
             }
             "error" => {
                 self.done = true;
@@ -488,8 +758,9 @@ mod tests {
             model: "claude",
             request: &req,
             timeout: Duration::from_secs(1),
+            options: Default::default(),
         };
-        let b = request_body(&call, true);
+        let (b, _) = request_body(&call, true).unwrap();
         assert_eq!(b["max_tokens"], DEFAULT_MAX_TOKENS);
         assert_eq!(b["system"], "sys");
         assert_eq!(b["messages"].as_array().unwrap().len(), 1);
@@ -569,5 +840,88 @@ mod tests {
         }
         let body = json!({"type": "error", "error": {"type": "timeout_error", "message": "m"}});
         assert_eq!(classify(504, &body, None), UpstreamError::Timeout);
+    }
+}
+
+#[cfg(test)]
+mod stream_tests {
+    use super::*;
+
+    fn feed(events: &[Value]) -> Vec<Chunk> {
+        let mut body = String::new();
+        for e in events {
+            body.push_str(&format!(
+                "event: {}\ndata: {e}\n\n",
+                e["type"].as_str().unwrap()
+            ));
+        }
+        let bytes = futures::stream::iter(vec![Ok(bytes::Bytes::from(body))]).boxed();
+        futures::executor::block_on(sse_chunks(bytes).collect::<Vec<_>>())
+            .into_iter()
+            .map(Result::unwrap)
+            .collect()
+    }
+
+    #[test]
+    fn thinking_signature_redacted_and_cache_usage() {
+        let out = feed(&[
+            json!({"type": "message_start", "message": {"usage": {"input_tokens": 5, "cache_creation_input_tokens": 100, "cache_read_input_tokens": 7, "output_tokens": 1}}}),
+            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": "", "signature": ""}}),
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "hmm"}}),
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta", "signature": "EqQB"}}),
+            json!({"type": "content_block_start", "index": 1, "content_block": {"type": "redacted_thinking", "data": "opaque"}}),
+            json!({"type": "content_block_start", "index": 2, "content_block": {"type": "text", "text": ""}}),
+            json!({"type": "content_block_delta", "index": 2, "delta": {"type": "text_delta", "text": "51"}}),
+            json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 9}}),
+            json!({"type": "message_stop"}),
+        ]);
+        let thinking = |c: &Chunk| match c {
+            Chunk::Part(d) => d.thinking.clone().unwrap(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(thinking(&out[0]).text, "hmm");
+        assert_eq!(thinking(&out[1]).signature, "EqQB");
+        let r = thinking(&out[2]);
+        assert!(r.redacted && r.data == "opaque");
+        assert_eq!(out[3], Chunk::Delta("51".into()));
+        match &out[4] {
+            Chunk::End { usage, .. } => {
+                assert_eq!(
+                    (
+                        usage.input_tokens,
+                        usage.cache_write_input_tokens,
+                        usage.cache_read_input_tokens,
+                        usage.output_tokens
+                    ),
+                    (112, 100, 7, 9)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_message_with_thinking_and_cache_usage() {
+        let c = completion(&json!({
+            "content": [
+                {"type": "thinking", "thinking": "t", "signature": "s"},
+                {"type": "redacted_thinking", "data": "d"},
+                {"type": "text", "text": "ok"},
+            ],
+            "stop_reason": "end_turn",
+            "usage": {"input_tokens": 1, "cache_read_input_tokens": 10, "output_tokens": 2},
+        }));
+        assert_eq!(c.thinking.len(), 2);
+        assert_eq!(
+            (
+                c.thinking[0].signature.as_str(),
+                c.thinking[1].data.as_str()
+            ),
+            ("s", "d")
+        );
+        assert_eq!(
+            (c.usage.input_tokens, c.usage.cache_read_input_tokens),
+            (11, 10)
+        );
     }
 }

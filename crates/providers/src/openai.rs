@@ -2,6 +2,7 @@
 //! and SSE streaming, over one pooled HTTP client.
 
 use crate::error::{account_fault_of_status, parse_retry_after};
+use crate::shape::{self, Think};
 use crate::{
     Call, Chunk, ChunkStream, Completion, DenyReason, EmbedCall, Embeddings, Reason, Upstream,
     UpstreamError,
@@ -12,7 +13,10 @@ use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::fmt;
 use std::time::Duration;
-use switchyard_proto::v1::{Role, StopReason, ToolCall, Usage, content_part::Part};
+use switchyard_proto::v1::{
+    Choice, ContentPart, Message, Role, StopReason, StreamDelta, ThinkingPart, ToolCall, Usage,
+    content_part::Part, response_format::Type as FormatType, tool_choice::Mode as ChoiceMode,
+};
 
 /// An API key. Never printed: `Debug` shows only that it is set.
 #[derive(Clone)]
@@ -93,11 +97,25 @@ impl OpenAiUpstream {
         })
     }
 
-    fn body(call: &Call<'_>, stream: bool) -> Value {
+    fn body(call: &Call<'_>, stream: bool) -> Result<Value, UpstreamError> {
         let req = call.request;
         let mut messages = Vec::new();
-        if !req.system.is_empty() {
-            messages.push(json!({"role": "system", "content": req.system}));
+        // `system`, or the text of `system_parts` when only those were given (cache points
+        // have no OpenAI form and are left out).
+        let system = if req.system.is_empty() {
+            req.system_parts
+                .iter()
+                .filter_map(|p| match &p.part {
+                    Some(Part::Text(t)) => Some(t.as_str()),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        } else {
+            req.system.clone()
+        };
+        if !system.is_empty() {
+            messages.push(json!({"role": "system", "content": system}));
         }
         for m in &req.messages {
             messages.extend(message_json(m));
@@ -114,29 +132,121 @@ impl OpenAiUpstream {
                     if !t.description.is_empty() {
                         f["description"] = json!(t.description);
                     }
+                    if t.strict {
+                        f["strict"] = json!(true);
+                    }
                     json!({"type": "function", "function": f})
                 })
                 .collect();
             body["tools"] = Value::Array(tools);
+            match shape::tool_choice(req) {
+                (ChoiceMode::Auto, _) => {}
+                (ChoiceMode::None, _) => body["tool_choice"] = json!("none"),
+                (ChoiceMode::Any, _) => body["tool_choice"] = json!("required"),
+                (ChoiceMode::Tool, name) => {
+                    body["tool_choice"] = json!({"type": "function", "function": {"name": name}})
+                }
+            }
+            if let Some(p) = req.parallel_tool_calls {
+                body["parallel_tool_calls"] = json!(p);
+            }
+        } else if matches!(
+            shape::tool_choice(req).0,
+            ChoiceMode::Any | ChoiceMode::Tool
+        ) {
+            return Err(shape::invalid(
+                "tool_choice: a tool must be called but none is offered".into(),
+            ));
+        }
+        if let Some(f) = shape::json_format(req) {
+            body["response_format"] = if f.r#type == FormatType::JsonObject as i32 {
+                json!({"type": "json_object"})
+            } else {
+                let mut js = json!({
+                    "name": if f.name.is_empty() { "response" } else { f.name.as_str() },
+                    "schema": shape::format_schema(f)?,
+                });
+                if !f.description.is_empty() {
+                    js["description"] = json!(f.description);
+                }
+                if f.strict {
+                    js["strict"] = json!(true);
+                }
+                json!({"type": "json_schema", "json_schema": js})
+            };
         }
         if let Some(p) = &req.params {
             if let Some(v) = p.max_tokens {
-                body["max_tokens"] = json!(v);
+                body[call.options.max_tokens_field.as_str()] = json!(v);
             }
             if let Some(v) = p.temperature {
-                body["temperature"] = json!(v);
+                body["temperature"] = shape::num(v);
             }
             if let Some(v) = p.top_p {
-                body["top_p"] = json!(v);
+                body["top_p"] = shape::num(v);
             }
             if !p.stop.is_empty() {
                 body["stop"] = json!(p.stop);
             }
+            // Not an OpenAI field: the extension vLLM, llama.cpp, TGI and Ollama's OpenAI API take.
+            if let Some(v) = p.top_k {
+                body["top_k"] = json!(v);
+            }
+            if let Some(v) = p.seed {
+                body["seed"] = json!(v);
+            }
+            if let Some(v) = p.presence_penalty {
+                body["presence_penalty"] = shape::num(v);
+            }
+            if let Some(v) = p.frequency_penalty {
+                body["frequency_penalty"] = shape::num(v);
+            }
+            if !p.logit_bias.is_empty() {
+                let bias: std::collections::BTreeMap<&String, &f32> = p.logit_bias.iter().collect();
+                body["logit_bias"] = Value::Object(
+                    bias.into_iter()
+                        .map(|(k, v)| (k.clone(), shape::num(*v)))
+                        .collect(),
+                );
+            }
+            if p.logprobs || p.top_logprobs.is_some() {
+                body["logprobs"] = json!(true);
+            }
+            if let Some(v) = p.top_logprobs {
+                body["top_logprobs"] = json!(v);
+            }
+            if p.n > 1 {
+                body["n"] = json!(p.n);
+            }
+        }
+        let said_none = req
+            .params
+            .as_ref()
+            .and_then(|p| p.reasoning.as_ref())
+            .is_some_and(|r| r.effort == "none");
+        match shape::reasoning(req) {
+            // "none" where the caller said so (models before gpt-5.1 refuse it); otherwise a
+            // model that does not reason by default is left alone.
+            Some(Think::Off) if said_none => body["reasoning_effort"] = json!("none"),
+            None | Some(Think::Off) => {}
+            Some(Think::Effort(e))
+            | Some(Think::Budget(_, Some(e)))
+            | Some(Think::Adaptive(Some(e))) => {
+                body["reasoning_effort"] = json!(e);
+            }
+            Some(Think::Budget(b, None)) => {
+                body["reasoning_effort"] = json!(shape::effort_for_budget(b))
+            }
+            // The model decides: its default.
+            Some(Think::Adaptive(None)) => {}
         }
         if stream {
             body["stream_options"] = json!({"include_usage": true});
         }
-        body
+        if let Some(extra) = shape::passthrough(req, "openai")? {
+            shape::merge_absent(&mut body, extra);
+        }
+        Ok(body)
     }
 
     async fn send(
@@ -148,7 +258,7 @@ impl OpenAiUpstream {
             call.region,
             "chat/completions",
             call.timeout,
-            &Self::body(call, stream),
+            &Self::body(call, stream)?,
         )
         .await
     }
@@ -356,12 +466,84 @@ fn stop_reason(finish: Option<&str>) -> StopReason {
     }
 }
 
+/// OpenAI's usage: `prompt_tokens` (cached ones included, `prompt_tokens_details.
+/// cached_tokens` apart), `completion_tokens` (reasoning included,
+/// `completion_tokens_details.reasoning_tokens` apart).
 fn usage(v: &Value) -> Usage {
+    let n = |v: &Value| u32::try_from(v.as_u64().unwrap_or(0)).unwrap_or(u32::MAX);
     Usage {
-        input_tokens: v["prompt_tokens"].as_u64().unwrap_or(0) as u32,
-        output_tokens: v["completion_tokens"].as_u64().unwrap_or(0) as u32,
-        ..Default::default()
+        input_tokens: n(&v["prompt_tokens"]),
+        output_tokens: n(&v["completion_tokens"]),
+        cache_read_input_tokens: n(&v["prompt_tokens_details"]["cached_tokens"]),
+        cache_write_input_tokens: 0,
+        reasoning_tokens: n(&v["completion_tokens_details"]["reasoning_tokens"]),
     }
+}
+
+/// The reasoning text of a message or delta: `reasoning_content` (DeepSeek, vLLM, llama.cpp)
+/// or `reasoning` (newer vLLM, OpenRouter).
+fn reasoning_text(m: &Value) -> Option<&str> {
+    m["reasoning_content"]
+        .as_str()
+        .or_else(|| m["reasoning"].as_str())
+        .filter(|t| !t.is_empty())
+}
+
+/// A `choices[].logprobs` object as JSON text (empty when null).
+fn logprobs_text(v: &Value) -> String {
+    if v.is_object() {
+        v.to_string()
+    } else {
+        String::new()
+    }
+}
+
+/// A `chat.completion` as a [`Completion`]: choice 0 (by `index`) first, the others as
+/// `more_choices`.
+fn completion(v: &Value) -> Completion {
+    let mut choices: Vec<&Value> = v["choices"].as_array().into_iter().flatten().collect();
+    choices.sort_by_key(|c| c["index"].as_u64().unwrap_or(0));
+    let mut c = Completion {
+        usage: usage(&v["usage"]),
+        ..Default::default()
+    };
+    for (i, choice) in choices.into_iter().enumerate() {
+        let m = &choice["message"];
+        let text = m["content"].as_str().unwrap_or_default().to_owned();
+        let calls = tool_calls(m);
+        let stop = stop_reason(choice["finish_reason"].as_str());
+        let thinking: Vec<ThinkingPart> = reasoning_text(m)
+            .map(|t| ThinkingPart {
+                text: t.to_owned(),
+                ..Default::default()
+            })
+            .into_iter()
+            .collect();
+        if i == 0 {
+            c.thinking = thinking;
+            c.text = text;
+            c.tool_calls = calls;
+            c.stop_reason = stop;
+            c.logprobs_json = logprobs_text(&choice["logprobs"]);
+            continue;
+        }
+        let content = thinking
+            .into_iter()
+            .map(Part::Thinking)
+            .chain(std::iter::once(Part::Text(text)))
+            .chain(calls.into_iter().map(Part::ToolCall))
+            .map(|p| ContentPart { part: Some(p) })
+            .collect();
+        c.more_choices.push(Choice {
+            message: Some(Message {
+                role: Role::Assistant as i32,
+                content,
+            }),
+            stop_reason: stop as i32,
+            logprobs_json: logprobs_text(&choice["logprobs"]),
+        });
+    }
+    c
 }
 
 #[async_trait::async_trait]
@@ -377,16 +559,7 @@ impl Upstream for OpenAiUpstream {
     async fn complete(&self, call: Call<'_>) -> Result<Completion, UpstreamError> {
         let resp = self.send(&call, false).await?;
         let v: Value = resp.json().await.map_err(transport_error)?;
-        let choice = &v["choices"][0];
-        Ok(Completion {
-            text: choice["message"]["content"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
-            tool_calls: tool_calls(&choice["message"]),
-            stop_reason: stop_reason(choice["finish_reason"].as_str()),
-            usage: usage(&v["usage"]),
-        })
+        Ok(shape::settle(completion(&v), &shape::Finish::default()))
     }
 
     async fn embed(&self, call: EmbedCall<'_>) -> Result<Embeddings, UpstreamError> {
@@ -430,9 +603,10 @@ impl Upstream for OpenAiUpstream {
         let resp = self.send(&call, true).await?;
         let input_estimate = crate::text::estimate_input_tokens(call.request) as u32;
         let secrets = self.api_key.secrets();
-        Ok(sse_chunks(resp.bytes_stream().boxed(), input_estimate)
+        let chunks = sse_chunks(resp.bytes_stream().boxed(), input_estimate)
             .map(move |item| item.map_err(|e| e.scrub(&secrets)))
-            .boxed())
+            .boxed();
+        Ok(shape::settle_stream(chunks, shape::Finish::default()))
     }
 }
 
@@ -445,7 +619,7 @@ pub fn sse_chunks(
     let state = SseState {
         bytes,
         buf: Vec::new(),
-        finish: None,
+        finish: Vec::new(),
         usage: None,
         output_chunks: 0,
         input_estimate,
@@ -462,7 +636,8 @@ pub fn sse_chunks(
 struct SseState {
     bytes: futures::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
     buf: Vec<u8>,
-    finish: Option<String>,
+    /// `finish_reason` of each choice seen so far, by index.
+    finish: Vec<Option<String>>,
     usage: Option<Usage>,
     output_chunks: u32,
     input_estimate: u32,
@@ -495,9 +670,13 @@ impl SseState {
                         output_tokens: self.output_chunks,
                         ..Default::default()
                     });
+                    let finish =
+                        |i: usize| stop_reason(self.finish.get(i).cloned().flatten().as_deref());
                     return Some(Ok(Chunk::End {
-                        stop_reason: stop_reason(self.finish.as_deref()),
+                        stop_reason: finish(0),
                         usage,
+                        more_stop_reasons: (1..self.finish.len()).map(finish).collect(),
+                        additional_response_fields_json: String::new(),
                     }));
                 }
                 let Ok(v) = serde_json::from_str::<Value>(data) else {
@@ -513,34 +692,8 @@ impl SseState {
                 if v["usage"].is_object() {
                     self.usage = Some(usage(&v["usage"]));
                 }
-                let choice = &v["choices"][0];
-                if let Some(f) = choice["finish_reason"].as_str() {
-                    self.finish = Some(f.to_owned());
-                }
-                if let Some(t) = choice["delta"]["content"].as_str()
-                    && !t.is_empty()
-                {
-                    self.output_chunks += 1;
-                    self.queued.push_back(Chunk::Delta(t.to_owned()));
-                }
-                for tc in choice["delta"]["tool_calls"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                {
-                    self.output_chunks += 1;
-                    self.queued.push_back(Chunk::ToolCall {
-                        index: tc["index"].as_u64().unwrap_or(0) as u32,
-                        id: tc["id"].as_str().unwrap_or_default().to_owned(),
-                        name: tc["function"]["name"]
-                            .as_str()
-                            .unwrap_or_default()
-                            .to_owned(),
-                        arguments: tc["function"]["arguments"]
-                            .as_str()
-                            .unwrap_or_default()
-                            .to_owned(),
-                    });
+                for choice in v["choices"].as_array().into_iter().flatten() {
+                    self.on_choice(choice);
                 }
                 if let Some(c) = self.queued.pop_front() {
                     return Some(Ok(c));
@@ -563,8 +716,87 @@ impl SseState {
     }
 }
 
-/// Request shape helper used by tests.
-pub fn request_body(call: &Call<'_>, stream: bool) -> Value {
+impl SseState {
+    /// The pieces of one `choices[]` entry of a chunk: choice 0's text and tool calls as plain
+    /// chunks, reasoning, logprobs and other choices' pieces in the contract's form.
+    fn on_choice(&mut self, choice: &Value) {
+        let index = u32::try_from(choice["index"].as_u64().unwrap_or(0)).unwrap_or(u32::MAX);
+        let i = index as usize;
+        // Bounded by the request's `n` upstream; a server inventing indexes gets one slot per
+        // index it sends, never more than 128.
+        if i < 128 && self.finish.len() <= i {
+            self.finish.resize(i + 1, None);
+        }
+        if let Some(f) = choice["finish_reason"].as_str()
+            && let Some(slot) = self.finish.get_mut(i)
+        {
+            *slot = Some(f.to_owned());
+        }
+        let delta = &choice["delta"];
+        let mut logprobs = logprobs_text(&choice["logprobs"]);
+        if let Some(t) = reasoning_text(delta) {
+            self.queued.push_back(Chunk::Part(StreamDelta {
+                choice: index,
+                thinking: Some(ThinkingPart {
+                    text: t.to_owned(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }));
+        }
+        if let Some(t) = delta["content"].as_str()
+            && (!t.is_empty() || !logprobs.is_empty())
+        {
+            self.output_chunks += 1;
+            if index == 0 && logprobs.is_empty() {
+                self.queued.push_back(Chunk::Delta(t.to_owned()));
+            } else {
+                self.queued.push_back(Chunk::Part(StreamDelta {
+                    text: t.to_owned(),
+                    choice: index,
+                    logprobs_json: std::mem::take(&mut logprobs),
+                    ..Default::default()
+                }));
+            }
+        }
+        for tc in delta["tool_calls"].as_array().into_iter().flatten() {
+            self.output_chunks += 1;
+            let call_index = u32::try_from(tc["index"].as_u64().unwrap_or(0)).unwrap_or(u32::MAX);
+            let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+            let (id, name, arguments) = (
+                text(&tc["id"]),
+                text(&tc["function"]["name"]),
+                text(&tc["function"]["arguments"]),
+            );
+            if index == 0 {
+                self.queued.push_back(Chunk::ToolCall {
+                    index: call_index,
+                    id,
+                    name,
+                    arguments,
+                });
+            } else {
+                self.queued.push_back(Chunk::Part(StreamDelta {
+                    choice: index,
+                    tool_call: Some(shape::tool_call_delta(call_index, id, name, arguments)),
+                    ..Default::default()
+                }));
+            }
+        }
+        // Logprobs without content (a refusal, or a role-only chunk that has them).
+        if !logprobs.is_empty() {
+            self.queued.push_back(Chunk::Part(StreamDelta {
+                choice: index,
+                logprobs_json: logprobs,
+                ..Default::default()
+            }));
+        }
+    }
+}
+
+/// The chat-completions body of a call (also for tests); a request the API cannot express is
+/// the caller's fault.
+pub fn request_body(call: &Call<'_>, stream: bool) -> Result<Value, UpstreamError> {
     OpenAiUpstream::body(call, stream)
 }
 
@@ -603,8 +835,9 @@ mod tests {
             model: "m",
             request: &req,
             timeout: Duration::from_secs(1),
+            options: Default::default(),
         };
-        let b = request_body(&call, true);
+        let b = request_body(&call, true).unwrap();
         assert_eq!(b["messages"][0]["role"], "system");
         assert_eq!(b["messages"][1]["content"], "hi");
         assert_eq!(b["max_tokens"], 7);
@@ -712,5 +945,86 @@ mod tests {
         let e = classify(400, &echo, None).scrub(&["my-configured-key-123"]);
         assert!(!e.to_string().contains("my-configured-key-123"), "{e}");
         assert!(!e.detail().contains("my-configured-key-123"));
+    }
+}
+
+#[cfg(test)]
+mod stream_tests {
+    use super::*;
+
+    fn feed(lines: &[Value]) -> Vec<Chunk> {
+        let mut body = String::new();
+        for l in lines {
+            body.push_str(&format!("data: {l}\n\n"));
+        }
+        body.push_str("data: [DONE]\n\n");
+        let bytes = futures::stream::iter(vec![Ok(bytes::Bytes::from(body))]).boxed();
+        let chunks = shape::settle_stream(sse_chunks(bytes, 1), shape::Finish::default());
+        futures::executor::block_on(chunks.collect::<Vec<_>>())
+            .into_iter()
+            .map(Result::unwrap)
+            .collect()
+    }
+
+    #[test]
+    fn choices_reasoning_logprobs_and_usage_details() {
+        let lp = json!({"content": [{"token": "Hi", "logprob": -0.1, "bytes": [72, 105], "top_logprobs": []}]});
+        let lp_text = lp.to_string();
+        let out = feed(&[
+            json!({"choices": [{"index": 0, "delta": {"reasoning_content": "think"}}]}),
+            json!({"choices": [{"index": 0, "delta": {"content": "Hi"}, "logprobs": lp}]}),
+            json!({"choices": [{"index": 1, "delta": {"content": "Yo"}}]}),
+            json!({"choices": [{"index": 1, "delta": {"tool_calls": [{"index": 0, "id": "c1", "function": {"name": "f", "arguments": "{}"}}]}}]}),
+            json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}, {"index": 1, "delta": {}, "finish_reason": "stop"}]}),
+            json!({"choices": [], "usage": {"prompt_tokens": 10, "completion_tokens": 5,
+                "prompt_tokens_details": {"cached_tokens": 4}, "completion_tokens_details": {"reasoning_tokens": 2}}}),
+        ]);
+        assert!(matches!(&out[0], Chunk::Part(d) if d.thinking.as_ref().unwrap().text == "think"));
+        assert!(matches!(&out[1], Chunk::Part(d) if d.text == "Hi" && d.logprobs_json == lp_text));
+        assert!(matches!(&out[2], Chunk::Part(d) if d.text == "Yo" && d.choice == 1));
+        assert!(
+            matches!(&out[3], Chunk::Part(d) if d.choice == 1 && d.tool_call.as_ref().unwrap().name == "f")
+        );
+        match &out[4] {
+            Chunk::End {
+                stop_reason,
+                usage,
+                more_stop_reasons,
+                ..
+            } => {
+                assert_eq!(*stop_reason, StopReason::EndTurn);
+                // Choice 1 called a tool next to `stop`: tool_use.
+                assert_eq!(more_stop_reasons, &vec![StopReason::ToolUse]);
+                assert_eq!(
+                    (
+                        usage.input_tokens,
+                        usage.cache_read_input_tokens,
+                        usage.reasoning_tokens
+                    ),
+                    (10, 4, 2)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn unary_choices_are_ordered_by_index() {
+        let c = completion(&json!({
+            "choices": [
+                {"index": 1, "message": {"content": "second", "tool_calls": [{"id": "c", "function": {"name": "f", "arguments": "{}"}}]}, "finish_reason": "stop"},
+                {"index": 0, "message": {"content": "first", "reasoning": "why"}, "finish_reason": "length", "logprobs": {"content": []}},
+            ],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 4},
+        }));
+        let c = shape::settle(c, &shape::Finish::default());
+        assert_eq!(
+            (c.text.as_str(), c.stop_reason),
+            ("first", StopReason::MaxTokens)
+        );
+        assert_eq!(c.thinking[0].text, "why");
+        assert_eq!(c.logprobs_json, r#"{"content":[]}"#);
+        assert_eq!(c.more_choices.len(), 1);
+        assert_eq!(c.more_choices[0].stop_reason, StopReason::ToolUse as i32);
     }
 }

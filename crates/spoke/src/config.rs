@@ -78,6 +78,186 @@ pub struct Model {
     pub images: bool,
     pub requests_per_minute: Option<u64>,
     pub tokens_per_minute: Option<u64>,
+    /// `response_format` JSON object / schema.
+    pub structured_output: bool,
+    /// Reasoning enabled or adaptive (and efforts).
+    pub reasoning: bool,
+    /// Largest `n` (1 = one choice only).
+    pub max_choices: u32,
+    pub logprobs: bool,
+    /// Cache points reach the upstream (else they are left out).
+    pub prompt_caching: bool,
+    pub seed: bool,
+    /// `presence_penalty`, `frequency_penalty`, `logit_bias`.
+    pub penalties: bool,
+    pub top_k: bool,
+    /// Tool choice any / none / a named tool, and `parallel_tool_calls`.
+    pub tool_choice: bool,
+    /// How the adapter speaks to this model (`max_tokens_field`, `structured_output_mode`,
+    /// `prompt_caching`).
+    pub options: switchyard_providers::ModelOptions,
+}
+
+impl Model {
+    /// What the model can honour, as `Describe` reports it.
+    pub fn capabilities(&self) -> switchyard_proto::v1::Capabilities {
+        switchyard_proto::v1::Capabilities {
+            streaming: self.streaming,
+            tools: self.tools,
+            images: self.images,
+            context_window: self.context_window,
+            structured_output: self.structured_output,
+            reasoning: self.reasoning,
+            max_choices: self.max_choices,
+            logprobs: self.logprobs,
+            prompt_caching: self.prompt_caching,
+            seed: self.seed,
+            penalties: self.penalties,
+            top_k: self.top_k,
+            tool_choice: self.tool_choice,
+        }
+    }
+}
+
+/// Most choices (`n`) a model may declare (`max_choices`).
+pub const MAX_CHOICES: u32 = 128;
+
+/// A model's capabilities and adapter options from its `[[models]]` entry, with the defaults of
+/// `provider` (docs/configuration.md): what the provider's API really does.
+fn model_capabilities(
+    p: &mut Problems,
+    i: usize,
+    provider: &str,
+    m: &ModelFile,
+    upstream_id: &str,
+) -> ([bool; 8], u32, switchyard_providers::ModelOptions) {
+    use switchyard_providers::{MaxTokensField, ModelOptions, StructuredOutputMode};
+    let tools = m.tools.unwrap_or(false);
+    let path = |k: &str| format!("models[{i}].{k}");
+    let max_tokens_field = match (m.max_tokens_field.as_deref(), provider) {
+        (None | Some("max_tokens"), _) => MaxTokensField::MaxTokens,
+        (Some("max_completion_tokens"), "openai") => MaxTokensField::MaxCompletionTokens,
+        (Some("max_completion_tokens"), _) => {
+            p.push(path("max_tokens_field"), "only for provider \"openai\"");
+            MaxTokensField::MaxTokens
+        }
+        (Some(other), _) => {
+            p.push(
+                path("max_tokens_field"),
+                format!("{other:?} is not \"max_tokens\" or \"max_completion_tokens\""),
+            );
+            MaxTokensField::MaxTokens
+        }
+    };
+    let structured_output_mode = match (m.structured_output_mode.as_deref(), provider) {
+        (None | Some("tool"), _) => StructuredOutputMode::Tool,
+        (Some("native"), "anthropic" | "bedrock") => StructuredOutputMode::Native,
+        (Some("native"), _) => {
+            p.push(
+                path("structured_output_mode"),
+                "only for providers \"anthropic\" and \"bedrock\"",
+            );
+            StructuredOutputMode::Tool
+        }
+        (Some(other), _) => {
+            p.push(
+                path("structured_output_mode"),
+                format!("{other:?} is not \"tool\" or \"native\""),
+            );
+            StructuredOutputMode::Tool
+        }
+    };
+    // Defaults: [structured_output, reasoning, logprobs, prompt_caching, seed, penalties,
+    // top_k, tool_choice], max_choices.
+    let native = structured_output_mode == StructuredOutputMode::Native;
+    let (defaults, max_choices) = match provider {
+        "openai" => ([true, false, true, false, true, true, false, tools], 1),
+        "anthropic" => (
+            [
+                tools || native,
+                true,
+                false,
+                true,
+                false,
+                false,
+                true,
+                tools,
+            ],
+            1,
+        ),
+        "bedrock" => (
+            [
+                tools || native,
+                false,
+                false,
+                true,
+                false,
+                false,
+                false,
+                tools,
+            ],
+            1,
+        ),
+        // The simulated upstream plays along with everything.
+        _ => ([true; 8], 8),
+    };
+    let keys = [
+        ("structured_output", m.structured_output),
+        ("reasoning", m.reasoning),
+        ("logprobs", m.logprobs),
+        ("prompt_caching", m.prompt_caching),
+        ("seed", m.seed),
+        ("penalties", m.penalties),
+        ("top_k", m.top_k),
+        ("tool_choice", m.tool_choice),
+    ];
+    let mut caps = [false; 8];
+    for (j, (_, v)) in keys.iter().enumerate() {
+        caps[j] = v.unwrap_or(defaults[j]);
+    }
+    let max_choices = m.max_choices.unwrap_or(max_choices).max(1);
+    if max_choices > MAX_CHOICES {
+        p.push(path("max_choices"), format!("at most {MAX_CHOICES}"));
+    }
+    // What the provider's API has no field for cannot be declared.
+    let api = match provider {
+        "anthropic" => Some("the Anthropic Messages API"),
+        "bedrock" => Some("Bedrock Converse"),
+        _ => None,
+    };
+    if let Some(api) = api {
+        for (key, on) in [
+            ("logprobs", caps[2]),
+            ("seed", caps[4]),
+            ("penalties", caps[5]),
+            ("max_choices", max_choices > 1),
+        ] {
+            if on {
+                p.push(path(key), format!("{api} has no such setting"));
+            }
+        }
+    }
+    if provider == "bedrock"
+        && caps[1]
+        && !switchyard_providers::bedrock::reasoning_known(upstream_id)
+    {
+        p.push(
+            path("reasoning"),
+            format!("no reasoning setting is known for Bedrock model {upstream_id:?} (Claude, Nova 2 and gpt-oss have one)"),
+        );
+    }
+    if caps[0] && !tools && !native && matches!(provider, "anthropic" | "bedrock") {
+        p.push(
+            path("structured_output"),
+            "needs tools = true (structured output is carried by a forced tool) or structured_output_mode = \"native\"",
+        );
+    }
+    let options = ModelOptions {
+        max_tokens_field,
+        structured_output: structured_output_mode,
+        prompt_caching: caps[3],
+    };
+    (caps, max_choices, options)
 }
 
 #[derive(Debug, Clone)]
@@ -378,9 +558,24 @@ pub fn validate(f: SpokeConfigFile) -> Result<SpokeConfig, ConfigErrors> {
                 );
             }
         }
+        let upstream_id = m.upstream_id.clone().unwrap_or_else(|| m.id.clone());
+        let (
+            [
+                structured_output,
+                reasoning,
+                logprobs,
+                prompt_caching,
+                seed,
+                penalties,
+                top_k,
+                tool_choice,
+            ],
+            max_choices,
+            options,
+        ) = model_capabilities(&mut p, i, &f.provider, m, &upstream_id);
         models.push(Model {
             id: m.id.clone(),
-            upstream_id: m.upstream_id.clone().unwrap_or_else(|| m.id.clone()),
+            upstream_id,
             regions: chain,
             context_window: m.context_window.unwrap_or(128_000),
             streaming: m.streaming.unwrap_or(true),
@@ -388,6 +583,16 @@ pub fn validate(f: SpokeConfigFile) -> Result<SpokeConfig, ConfigErrors> {
             images: m.images.unwrap_or(false),
             requests_per_minute: m.requests_per_minute,
             tokens_per_minute: m.tokens_per_minute,
+            structured_output,
+            reasoning,
+            max_choices,
+            logprobs,
+            prompt_caching,
+            seed,
+            penalties,
+            top_k,
+            tool_choice,
+            options,
         });
     }
 

@@ -105,6 +105,127 @@ pub fn typed_error(status: u16, ty: &str, message: &str) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
+/// Top-level fields of other APIs (OpenAI chat) that the Messages API does not have: refused
+/// ("Extra inputs are not permitted"), as the API does. Fields the fake does not know are
+/// accepted and recorded (a newer API version may have them).
+pub const FOREIGN_FIELDS: [&str; 12] = [
+    "n",
+    "seed",
+    "logprobs",
+    "top_logprobs",
+    "presence_penalty",
+    "frequency_penalty",
+    "logit_bias",
+    "response_format",
+    "reasoning_effort",
+    "max_completion_tokens",
+    "parallel_tool_calls",
+    "stream_options",
+];
+
+/// What Anthropic refuses before answering (400 `invalid_request_error`): other APIs' top-level
+/// fields ([`FOREIGN_FIELDS`]), a `thinking` budget below 1024 or not below `max_tokens`, thinking with a forced
+/// tool (`tool_choice` `any` / `tool`), a `tool` choice naming no offered tool, `thinking`
+/// blocks in the history without a `signature`, more than 4 `cache_control` breakpoints.
+fn refuse(req: &Value, max_tokens: u64) -> Option<Response> {
+    let bad = |m: String| Some(error_response(ErrorKind::Validation, None, &m));
+    if let Some(o) = req.as_object()
+        && let Some(k) = o.keys().find(|k| FOREIGN_FIELDS.contains(&k.as_str()))
+    {
+        return bad(format!("{k}: Extra inputs are not permitted"));
+    }
+    let thinking = req["thinking"]["type"].as_str();
+    match thinking {
+        None | Some("disabled" | "adaptive") => {}
+        Some("enabled") => {
+            let budget = req["thinking"]["budget_tokens"].as_u64().unwrap_or(0);
+            if budget < 1024 {
+                return bad(
+                    "thinking.enabled.budget_tokens: Input should be greater than or equal to 1024"
+                        .into(),
+                );
+            }
+            if budget >= max_tokens {
+                return bad("`max_tokens` must be greater than `thinking.budget_tokens`".into());
+            }
+        }
+        Some(other) => {
+            return bad(format!(
+                "thinking.type: Input tag '{other}' found using 'type' does not match any of the expected tags: 'enabled', 'disabled', 'adaptive'"
+            ));
+        }
+    }
+    let choice = req["tool_choice"]["type"].as_str();
+    if matches!(thinking, Some("enabled" | "adaptive")) && matches!(choice, Some("any" | "tool")) {
+        return bad("Thinking may not be enabled when tool_choice forces tool use.".into());
+    }
+    if choice == Some("tool") {
+        let name = req["tool_choice"]["name"].as_str().unwrap_or("");
+        let offered = req["tools"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|t| t["name"] == name);
+        if !offered {
+            return bad(format!(
+                "tool_choice: Tool '{name}' not found in provided tools"
+            ));
+        }
+    }
+    for (i, m) in req["messages"].as_array().into_iter().flatten().enumerate() {
+        for (j, b) in m["content"].as_array().into_iter().flatten().enumerate() {
+            if b["type"] == "thinking" && b["signature"].as_str().is_none_or(str::is_empty) {
+                return bad(format!(
+                    "messages.{i}.content.{j}.thinking.signature: Field required"
+                ));
+            }
+        }
+    }
+    let breakpoints = count_key(req, "cache_control");
+    if breakpoints > 4 {
+        return bad(format!(
+            "A maximum of 4 blocks with cache_control may be provided. Found {breakpoints}."
+        ));
+    }
+    None
+}
+
+/// How many objects under `v` carry `key`.
+fn count_key(v: &Value, key: &str) -> usize {
+    match v {
+        Value::Object(o) => {
+            usize::from(o.contains_key(key)) + o.values().map(|v| count_key(v, key)).sum::<usize>()
+        }
+        Value::Array(a) => a.iter().map(|v| count_key(v, key)).sum(),
+        _ => 0,
+    }
+}
+
+/// The request up to its last `cache_control` breakpoint (tools, then system, then messages),
+/// the prefix the API would cache: its JSON (the cache key) and its text; empty without a
+/// breakpoint.
+fn cached_prefix(req: &Value) -> (String, String) {
+    let mut blocks: Vec<&Value> = Vec::new();
+    blocks.extend(req["tools"].as_array().into_iter().flatten());
+    blocks.extend(req["system"].as_array().into_iter().flatten());
+    for m in req["messages"].as_array().into_iter().flatten() {
+        blocks.extend(m["content"].as_array().into_iter().flatten());
+    }
+    let Some(last) = blocks
+        .iter()
+        .rposition(|b| b.get("cache_control").is_some())
+    else {
+        return (String::new(), String::new());
+    };
+    let mut key = String::new();
+    let mut text = String::new();
+    for b in &blocks[..=last] {
+        key.push_str(&b.to_string());
+        collect_text(b, &mut text);
+    }
+    (key, text)
+}
+
 fn sse(name: &str, data: &Value) -> Bytes {
     Bytes::from(format!("event: {name}\ndata: {data}\n\n"))
 }
@@ -162,6 +283,9 @@ async fn messages(
                 ),
             );
         }
+    }
+    if let Some(resp) = refuse(&req, max_tokens) {
+        return resp;
     }
     let streaming = req["stream"].as_bool().unwrap_or(false);
     match plan.action {
@@ -235,16 +359,63 @@ async fn messages(
             }
         }
     }
-    let tool = req["tools"][0]["name"]
-        .as_str()
-        .filter(|_| !tool_results)
-        .map(|name| ToolUse::new("toolu_", &plan.request_id, name, &last_user));
-    let c = Completion::new(
+    // Which tool is called: `tool_choice` as Anthropic honours it (`none`: never; `any`: the
+    // first tool; `tool`: that one), else the fakes' rule (the first tool, unless answering
+    // tool results).
+    let tool_names: Vec<&str> = req["tools"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    let called = match req["tool_choice"]["type"].as_str() {
+        Some("none") => None,
+        Some("any") => tool_names.first().copied(),
+        Some("tool") => tool_names
+            .iter()
+            .copied()
+            .find(|n| Some(*n) == req["tool_choice"]["name"].as_str()),
+        _ => tool_names.first().copied().filter(|_| !tool_results),
+    };
+    let forced = matches!(req["tool_choice"]["type"].as_str(), Some("any" | "tool"));
+    let tool = called.map(|name| {
+        if forced {
+            let schema = req["tools"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|t| t["name"] == name)
+                .map(|t| t["input_schema"].clone())
+                .unwrap_or(Value::Null);
+            ToolUse::forced("toolu_", &plan.request_id, name, &last_user, &schema)
+        } else {
+            ToolUse::new("toolu_", &plan.request_id, name, &last_user)
+        }
+    });
+    let mut c = Completion::new(
         &plan.label,
         &model,
         &last_user,
         &input_text,
         Some(max_tokens),
+    );
+    if let Some(schema) = req["output_config"]["format"]["schema"].as_object() {
+        let json = crate::fake::schema_sample(&Value::Object(schema.clone())).to_string();
+        c.chunks = vec![json.clone()];
+        c.text = json;
+        c.truncated = false;
+    }
+    // Thinking (`enabled` or `adaptive`) comes first, signed.
+    let thinking = matches!(
+        req["thinking"]["type"].as_str(),
+        Some("enabled" | "adaptive")
+    )
+    .then(|| crate::fake::thinking_text(&last_user));
+    let thinking_tokens = thinking.as_deref().map_or(0, crate::fake::word_count);
+    let (key, prefix_text) = cached_prefix(&req);
+    let (cache_read, cache_write) = st.cache_usage(
+        &key,
+        crate::fake::word_count(&prefix_text).min(c.input_tokens),
     );
     let id = format!("msg_{}", plan.request_id);
     let stop = match (&tool, c.truncated) {
@@ -252,43 +423,79 @@ async fn messages(
         (None, true) => "max_tokens",
         (None, false) => "end_turn",
     };
+    let usage = json!({
+        "input_tokens": c.input_tokens.saturating_sub(cache_read + cache_write).max(1),
+        "cache_creation_input_tokens": cache_write,
+        "cache_read_input_tokens": cache_read,
+        "output_tokens": c.output_tokens + thinking_tokens,
+    });
 
     if !streaming {
-        let content = match &tool {
-            Some(t) => {
-                json!([{"type": "tool_use", "id": t.id, "name": t.name, "input": t.input()}])
-            }
-            None => json!([{"type": "text", "text": c.text}]),
-        };
+        let mut content: Vec<Value> = Vec::new();
+        if let Some(t) = &thinking {
+            content.push(json!({"type": "thinking", "thinking": t,
+                "signature": crate::fake::thinking_signature(t)}));
+        }
+        content.push(match &tool {
+            Some(t) => json!({"type": "tool_use", "id": t.id, "name": t.name, "input": t.input()}),
+            None => json!({"type": "text", "text": c.text}),
+        });
         return axum::Json(json!({
             "id": id, "type": "message", "role": "assistant", "model": model,
             "content": content, "stop_reason": stop, "stop_sequence": null,
-            "usage": {"input_tokens": c.input_tokens, "output_tokens": c.output_tokens},
+            "usage": usage,
         }))
         .into_response();
     }
 
+    let mut start_usage = usage.clone();
+    start_usage["output_tokens"] = json!(1);
     let mut events = vec![
         sse(
             "message_start",
             &json!({"type": "message_start", "message": {"id": id, "type": "message", "role": "assistant",
                 "model": model, "content": [], "stop_reason": null, "stop_sequence": null,
-                "usage": {"input_tokens": c.input_tokens, "output_tokens": 1}}}),
+                "usage": start_usage}}),
         ),
         sse("ping", &json!({"type": "ping"})),
     ];
+    // The thinking block is block 0 when there is one; the answer's block follows it.
+    let index = usize::from(thinking.is_some());
+    if let Some(t) = &thinking {
+        events.push(sse(
+            "content_block_start",
+            &json!({"type": "content_block_start", "index": 0,
+                "content_block": {"type": "thinking", "thinking": "", "signature": ""}}),
+        ));
+        for w in t.split_inclusive(' ') {
+            events.push(sse(
+                "content_block_delta",
+                &json!({"type": "content_block_delta", "index": 0,
+                    "delta": {"type": "thinking_delta", "thinking": w}}),
+            ));
+        }
+        events.push(sse(
+            "content_block_delta",
+            &json!({"type": "content_block_delta", "index": 0,
+                "delta": {"type": "signature_delta", "signature": crate::fake::thinking_signature(t)}}),
+        ));
+        events.push(sse(
+            "content_block_stop",
+            &json!({"type": "content_block_stop", "index": 0}),
+        ));
+    }
     let mut body_events = Vec::new();
     match &tool {
         Some(t) => {
             body_events.push(sse(
                 "content_block_start",
-                &json!({"type": "content_block_start", "index": 0,
+                &json!({"type": "content_block_start", "index": index,
                 "content_block": {"type": "tool_use", "id": t.id, "name": t.name, "input": {}}}),
             ));
             for p in t.pieces() {
                 body_events.push(sse(
                     "content_block_delta",
-                    &json!({"type": "content_block_delta", "index": 0,
+                    &json!({"type": "content_block_delta", "index": index,
                     "delta": {"type": "input_json_delta", "partial_json": p}}),
                 ));
             }
@@ -296,13 +503,13 @@ async fn messages(
         None => {
             body_events.push(sse(
                 "content_block_start",
-                &json!({"type": "content_block_start", "index": 0,
+                &json!({"type": "content_block_start", "index": index,
                 "content_block": {"type": "text", "text": ""}}),
             ));
             for chunk in &c.chunks {
                 body_events.push(sse(
                     "content_block_delta",
-                    &json!({"type": "content_block_delta", "index": 0,
+                    &json!({"type": "content_block_delta", "index": index,
                     "delta": {"type": "text_delta", "text": chunk}}),
                 ));
             }
@@ -329,13 +536,13 @@ async fn messages(
             events.extend(body_events);
             events.push(sse(
                 "content_block_stop",
-                &json!({"type": "content_block_stop", "index": 0}),
+                &json!({"type": "content_block_stop", "index": index}),
             ));
             events.push(sse(
                 "message_delta",
                 &json!({"type": "message_delta",
                 "delta": {"stop_reason": stop, "stop_sequence": null},
-                "usage": {"output_tokens": c.output_tokens}}),
+                "usage": {"output_tokens": c.output_tokens + thinking_tokens}}),
             ));
             events.push(sse("message_stop", &json!({"type": "message_stop"})));
         }

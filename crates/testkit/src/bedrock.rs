@@ -79,8 +79,22 @@ struct Request {
     max_tokens: Option<u64>,
     /// The request carried a `guardrailConfig`.
     guardrail: bool,
-    /// The first tool of `toolConfig`, when the last message is a user turn without tool results.
+    /// The tool called: `toolConfig.toolChoice` `any` → the first tool, `tool` → that one
+    /// (both forced: with its input schema); otherwise (`auto`) the first tool when the last
+    /// message is a user turn without tool results.
     call_tool: Option<String>,
+    forced_schema: Option<Value>,
+    /// A reasoning block comes first (`additionalModelRequestFields.thinking` `enabled` /
+    /// `adaptive`, `reasoningConfig.type` `enabled`, `reasoning_effort`); `redacted`: Nova's
+    /// `[REDACTED]` text without a signature.
+    reasoning: Option<bool>,
+    /// `outputConfig.textFormat` json schema: the answer is [`crate::fake::schema_sample`] of it.
+    output_schema: Option<Value>,
+    /// `additionalModelResponseFieldPaths` → `additionalModelResponseFields` (each `/x` as
+    /// `"x": null`).
+    response_fields: Option<Value>,
+    /// The request up to its last `cachePoint` (system, messages, tools): JSON key and text.
+    cached: (String, String),
 }
 
 /// The message Bedrock returns when a guardrail blocks an answer (the guardrail's configured
@@ -134,32 +148,195 @@ fn parse_request(body: &Value) -> Request {
             last_is_user = m.get("role").and_then(Value::as_str) == Some("user");
         }
     }
-    let first_tool = body
-        .pointer("/toolConfig/tools/0/toolSpec/name")
+    let tool_names: Vec<&str> = body
+        .pointer("/toolConfig/tools")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t.pointer("/toolSpec/name").and_then(Value::as_str))
+        .collect();
+    let choice = body.pointer("/toolConfig/toolChoice");
+    let call_tool = if choice.is_some_and(|c| c.get("any").is_some()) {
+        tool_names.first().map(|n| (*n).to_owned())
+    } else if let Some(name) = choice
+        .and_then(|c| c.pointer("/tool/name"))
         .and_then(Value::as_str)
-        .map(str::to_owned);
-    let call_tool = first_tool.filter(|_| last_is_user && !tool_results);
+    {
+        Some(name.to_owned())
+    } else {
+        tool_names
+            .first()
+            .filter(|_| last_is_user && !tool_results)
+            .map(|n| (*n).to_owned())
+    };
+    let forced_schema = choice
+        .filter(|c| c.get("any").is_some() || c.get("tool").is_some())
+        .and_then(|_| {
+            let name = call_tool.as_deref()?;
+            body.pointer("/toolConfig/tools")?
+                .as_array()?
+                .iter()
+                .find(|t| t.pointer("/toolSpec/name").and_then(Value::as_str) == Some(name))
+                .and_then(|t| t.pointer("/toolSpec/inputSchema/json").cloned())
+        });
     let max_tokens = body
         .get("inferenceConfig")
         .and_then(|c| c.get("maxTokens"))
         .and_then(Value::as_u64);
+    let extra = body.get("additionalModelRequestFields");
+    let reasoning = extra.and_then(|x| {
+        if matches!(
+            x.pointer("/thinking/type").and_then(Value::as_str),
+            Some("enabled" | "adaptive")
+        ) || x.get("reasoning_effort").is_some()
+        {
+            Some(false)
+        } else if x.pointer("/reasoningConfig/type").and_then(Value::as_str) == Some("enabled") {
+            Some(true)
+        } else {
+            None
+        }
+    });
+    let output_schema = body
+        .pointer("/outputConfig/textFormat/structure/jsonSchema/schema")
+        .and_then(Value::as_str)
+        .and_then(|s| serde_json::from_str(s).ok());
+    let response_fields = body
+        .get("additionalModelResponseFieldPaths")
+        .and_then(Value::as_array)
+        .map(|paths| {
+            Value::Object(
+                paths
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .map(|p| (p.trim_start_matches('/').to_owned(), Value::Null))
+                    .collect(),
+            )
+        });
     Request {
         last_user,
         input_text,
         max_tokens,
         guardrail: body.get("guardrailConfig").is_some(),
         call_tool,
+        forced_schema,
+        reasoning,
+        output_schema,
+        response_fields,
+        cached: cached_prefix(body),
     }
 }
 
-/// Records the call and parses the body (`None`: not a JSON object).
+/// The request up to its last `cachePoint` block (system, then messages, then tools): its JSON
+/// (the cache key) and its text.
+fn cached_prefix(body: &Value) -> (String, String) {
+    let mut blocks: Vec<&Value> = Vec::new();
+    blocks.extend(body["system"].as_array().into_iter().flatten());
+    for m in body["messages"].as_array().into_iter().flatten() {
+        blocks.extend(m["content"].as_array().into_iter().flatten());
+    }
+    blocks.extend(
+        body.pointer("/toolConfig/tools")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten(),
+    );
+    let Some(last) = blocks.iter().rposition(|b| b.get("cachePoint").is_some()) else {
+        return (String::new(), String::new());
+    };
+    let mut key = String::new();
+    let mut text = String::new();
+    for b in &blocks[..=last] {
+        key.push_str(&b.to_string());
+        collect_text(b, &mut text);
+    }
+    (key, text)
+}
+
+/// What Converse refuses before answering (`ValidationException`): a conversation that does not
+/// start with the user or does not alternate roles; `toolUse` / `toolResult` blocks without
+/// `toolConfig`; a `toolChoice` naming a tool not offered; a `thinking` budget below 1024 or not
+/// below `maxTokens`; thinking with a forced tool; a `reasoningText` in the history without its
+/// `signature`.
+fn refuse(body: &Value) -> Option<String> {
+    let messages = body["messages"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    for (i, m) in messages.iter().enumerate() {
+        let want = if i % 2 == 0 { "user" } else { "assistant" };
+        if m["role"].as_str() != Some(want) {
+            return Some(if i == 0 {
+                "A conversation must start with a user message. Try again with a conversation that starts with a user message.".into()
+            } else {
+                "A conversation must alternate between user and assistant roles. Make sure the conversation alternates between user and assistant roles and try again.".into()
+            });
+        }
+        for b in m["content"].as_array().into_iter().flatten() {
+            if (b.get("toolUse").is_some() || b.get("toolResult").is_some())
+                && body.get("toolConfig").is_none()
+            {
+                return Some("The toolConfig field must be defined when using toolUse and toolResult content blocks.".into());
+            }
+            if let Some(r) = b.pointer("/reasoningContent/reasoningText")
+                && r["signature"].as_str().is_none_or(str::is_empty)
+            {
+                return Some(format!(
+                    "messages.{i}: reasoningText blocks must carry the signature the model gave them"
+                ));
+            }
+        }
+    }
+    let choice = body.pointer("/toolConfig/toolChoice");
+    if let Some(name) = choice
+        .and_then(|c| c.pointer("/tool/name"))
+        .and_then(Value::as_str)
+    {
+        let offered = body
+            .pointer("/toolConfig/tools")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .any(|t| t.pointer("/toolSpec/name").and_then(Value::as_str) == Some(name));
+        if !offered {
+            return Some(format!(
+                "The tool {name} in toolChoice is not one of the tools in toolConfig."
+            ));
+        }
+    }
+    let thinking = body.pointer("/additionalModelRequestFields/thinking");
+    if let Some(t) = thinking
+        && t["type"] == "enabled"
+    {
+        let budget = t["budget_tokens"].as_u64().unwrap_or(0);
+        if budget < 1024 {
+            return Some(
+                "thinking.budget_tokens: Input should be greater than or equal to 1024".into(),
+            );
+        }
+        let max = body
+            .pointer("/inferenceConfig/maxTokens")
+            .and_then(Value::as_u64);
+        if max.is_some_and(|m| budget >= m) {
+            return Some("The maximum tokens you requested exceeds the model limit: max_tokens must be greater than thinking.budget_tokens".into());
+        }
+    }
+    let forced = choice.is_some_and(|c| c.get("any").is_some() || c.get("tool").is_some());
+    if forced && thinking.is_some_and(|t| t["type"] == "enabled" || t["type"] == "adaptive") {
+        return Some("Thinking may not be enabled when tool_choice forces tool use.".into());
+    }
+    None
+}
+
+/// Records the call and parses the body (`None`: not a JSON object; `Some(Err)`: a request
+/// Converse refuses, with its message).
 fn begin(
     st: &Shared,
     model: &str,
     uri: &Uri,
     headers: &HeaderMap,
     body: &Bytes,
-) -> (Plan, Option<Request>) {
+) -> (Plan, Option<Result<Request, String>>) {
     let parsed: Option<Value> = serde_json::from_slice(body).ok();
     let plan = st.begin_call(
         uri.path().to_string(),
@@ -167,7 +344,10 @@ fn begin(
         headers,
         parsed.clone().unwrap_or(Value::Null),
     );
-    let req = parsed.filter(Value::is_object).map(|v| parse_request(&v));
+    let req = parsed.filter(Value::is_object).map(|v| match refuse(&v) {
+        Some(message) => Err(message),
+        None => Ok(parse_request(&v)),
+    });
     (plan, req)
 }
 
@@ -291,28 +471,38 @@ async fn converse(
     if let Some(resp) = pre_answer(&plan, &model, false, &headers).await {
         return resp;
     }
-    let c = Completion::new(
-        &plan.label,
-        &model,
-        &req.last_user,
-        &req.input_text,
-        req.max_tokens,
-    );
-    let c = apply_guardrail(c, &req);
-    let tool = tool_use(&req, &plan);
-    let (content, stop) = match &tool {
-        Some(t) => (
-            json!([{"toolUse": {"toolUseId": t.id, "name": t.name, "input": t.input()}}]),
-            "tool_use",
-        ),
-        None => (json!([{"text": c.text}]), stop_reason(&c)),
+    let req = match req {
+        Ok(r) => r,
+        Err(message) => {
+            return error_response(ErrorKind::Validation, None, &message, &plan.request_id);
+        }
     };
-    let body = json!({
+    let c = completion(&plan, &model, &req);
+    let tool = tool_use(&req, &plan);
+    let mut content = Vec::new();
+    if let Some(r) = reasoning_block(&req) {
+        content.push(json!({"reasoningContent": r}));
+    }
+    let stop = match &tool {
+        Some(t) => {
+            content
+                .push(json!({"toolUse": {"toolUseId": t.id, "name": t.name, "input": t.input()}}));
+            "tool_use"
+        }
+        None => {
+            content.push(json!({"text": c.text}));
+            stop_reason(&c)
+        }
+    };
+    let mut body = json!({
         "output": {"message": {"role": "assistant", "content": content}},
         "stopReason": stop,
-        "usage": usage(&c),
+        "usage": usage_of(&st, &req, &c),
         "metrics": {"latencyMs": 1},
     });
+    if let Some(f) = &req.response_fields {
+        body["additionalModelResponseFields"] = f.clone();
+    }
     let mut resp = axum::Json(body).into_response();
     if let Ok(v) = HeaderValue::from_str(&plan.request_id) {
         resp.headers_mut().insert("x-amzn-requestid", v);
@@ -320,10 +510,72 @@ async fn converse(
     resp
 }
 
+/// The text answer of a request: the fakes' sentence, or the schema's sample for
+/// `outputConfig.textFormat`, then the guardrail.
+fn completion(plan: &Plan, model: &str, req: &Request) -> Completion {
+    let mut c = Completion::new(
+        &plan.label,
+        model,
+        &req.last_user,
+        &req.input_text,
+        req.max_tokens,
+    );
+    if let Some(schema) = &req.output_schema {
+        let json = crate::fake::schema_sample(schema).to_string();
+        c.chunks = vec![json.clone()];
+        c.text = json;
+        c.truncated = false;
+    }
+    apply_guardrail(c, req)
+}
+
+/// The `reasoningContent` of an answer that reasons: `reasoningText` with the fakes' thinking
+/// text and signature (Nova's: `[REDACTED]`, no signature).
+fn reasoning_block(req: &Request) -> Option<Value> {
+    let redacted = req.reasoning?;
+    Some(if redacted {
+        json!({"reasoningText": {"text": "[REDACTED]"}})
+    } else {
+        let t = crate::fake::thinking_text(&req.last_user);
+        json!({"reasoningText": {"text": t, "signature": crate::fake::thinking_signature(&t)}})
+    })
+}
+
+/// Converse usage with the cache's read / write tokens (`inputTokens` without them) and the
+/// reasoning words counted as output.
+fn usage_of(st: &Shared, req: &Request, c: &Completion) -> Value {
+    let (key, text) = &req.cached;
+    let (read, write) = st.cache_usage(key, word_count(text).min(c.input_tokens));
+    let reasoning = reasoning_block(req)
+        .and_then(|r| {
+            r.pointer("/reasoningText/text")
+                .and_then(Value::as_str)
+                .map(word_count)
+        })
+        .unwrap_or(0);
+    let input = c.input_tokens.saturating_sub(read + write).max(1);
+    let output = c.output_tokens + reasoning;
+    let mut u = json!({
+        "inputTokens": input,
+        "outputTokens": output,
+        "totalTokens": input + output + read + write,
+    });
+    if read + write > 0 {
+        u["cacheReadInputTokens"] = json!(read);
+        u["cacheWriteInputTokens"] = json!(write);
+    }
+    u
+}
+
 fn tool_use(req: &Request, plan: &Plan) -> Option<ToolUse> {
     req.call_tool
         .as_deref()
-        .map(|name| ToolUse::new("tooluse_", &plan.request_id, name, &req.last_user))
+        .map(|name| match &req.forced_schema {
+            Some(schema) => {
+                ToolUse::forced("tooluse_", &plan.request_id, name, &req.last_user, schema)
+            }
+            None => ToolUse::new("tooluse_", &plan.request_id, name, &req.last_user),
+        })
 }
 
 /// `InvokeModel` for the embedding models: Titan text embeddings (`amazon.titan-embed-*`,
@@ -389,14 +641,6 @@ fn stop_reason(c: &Completion) -> &'static str {
     }
 }
 
-fn usage(c: &Completion) -> Value {
-    json!({
-        "inputTokens": c.input_tokens,
-        "outputTokens": c.output_tokens,
-        "totalTokens": c.input_tokens + c.output_tokens,
-    })
-}
-
 /// One event-stream frame, encoded.
 pub fn encode_frame(headers: Vec<Header>, payload: &Value) -> anyhow::Result<Bytes> {
     let message = Message::new_from_parts(headers, Bytes::from(payload.to_string()));
@@ -452,14 +696,18 @@ async fn converse_stream(
     if let Some(resp) = pre_answer(&plan, &model, true, &headers).await {
         return resp;
     }
-    let c = Completion::new(
-        &plan.label,
-        &model,
-        &req.last_user,
-        &req.input_text,
-        req.max_tokens,
-    );
-    let c = apply_guardrail(c, &req);
+    let req = match req {
+        Ok(r) => r,
+        Err(message) => {
+            return error_response(ErrorKind::Validation, None, &message, &plan.request_id);
+        }
+    };
+    let c = completion(&plan, &model, &req);
+    let end = StreamEnd {
+        usage: usage_of(&st, &req, &c),
+        reasoning: reasoning_block(&req),
+        response_fields: req.response_fields.clone(),
+    };
     let fail_after = match plan.action {
         Action::StreamFailAfter(n) => Some(usize::try_from(n).unwrap_or(usize::MAX)),
         _ => None,
@@ -471,8 +719,8 @@ async fn converse_stream(
     tokio::spawn(async move {
         // Ends early (returns Err) when the client goes away and the channel closes.
         let _ = match tool {
-            Some(t) => write_tool_stream(&tx, &c, &t).await,
-            None => write_stream(&tx, &c, fail_after, delay, &label, &model).await,
+            Some(t) => write_tool_stream(&tx, &end, &t).await,
+            None => write_stream(&tx, &c, &end, fail_after, delay, &label, &model).await,
         };
     });
     let mut resp = Response::new(Body::from_stream(ReceiverStream::new(rx)));
@@ -491,7 +739,7 @@ async fn converse_stream(
 /// pieces, `messageStop` `tool_use`.
 async fn write_tool_stream(
     tx: &mpsc::Sender<Frame>,
-    c: &Completion,
+    end: &StreamEnd,
     t: &ToolUse,
 ) -> anyhow::Result<()> {
     let send = |frame: anyhow::Result<Bytes>| async move {
@@ -499,15 +747,79 @@ async fn write_tool_stream(
         tx.send(frame).await.map_err(|_| anyhow::anyhow!("closed"))
     };
     send(event_frame("messageStart", &json!({"role": "assistant"}))).await?;
+    let index = write_reasoning(tx, end).await?;
     send(event_frame(
         "contentBlockStart",
-        &json!({"contentBlockIndex": 0, "start": {"toolUse": {"toolUseId": t.id, "name": t.name}}}),
+        &json!({"contentBlockIndex": index, "start": {"toolUse": {"toolUseId": t.id, "name": t.name}}}),
     ))
     .await?;
     for piece in t.pieces() {
         send(event_frame(
             "contentBlockDelta",
-            &json!({"contentBlockIndex": 0, "delta": {"toolUse": {"input": piece}}}),
+            &json!({"contentBlockIndex": index, "delta": {"toolUse": {"input": piece}}}),
+        ))
+        .await?;
+    }
+    send(event_frame(
+        "contentBlockStop",
+        &json!({"contentBlockIndex": index}),
+    ))
+    .await?;
+    send(event_frame("messageStop", &end.stop("tool_use"))).await?;
+    send(event_frame(
+        "metadata",
+        &json!({"usage": end.usage, "metrics": {"latencyMs": 1}}),
+    ))
+    .await?;
+    Ok(())
+}
+
+/// What a stream ends with, and the reasoning block it starts with.
+struct StreamEnd {
+    usage: Value,
+    reasoning: Option<Value>,
+    response_fields: Option<Value>,
+}
+
+impl StreamEnd {
+    /// The `messageStop` payload.
+    fn stop(&self, reason: &str) -> Value {
+        let mut v = json!({ "stopReason": reason });
+        if let Some(f) = &self.response_fields {
+            v["additionalModelResponseFields"] = f.clone();
+        }
+        v
+    }
+}
+
+/// The reasoning block (block 0) when the answer reasons: its text in word pieces, then its
+/// signature. Returns the index of the next block.
+async fn write_reasoning(tx: &mpsc::Sender<Frame>, end: &StreamEnd) -> anyhow::Result<i32> {
+    let Some(r) = &end.reasoning else {
+        return Ok(0);
+    };
+    let send = |frame: anyhow::Result<Bytes>| async move {
+        let frame = frame.map_err(|e| std::io::Error::other(e.to_string()));
+        tx.send(frame).await.map_err(|_| anyhow::anyhow!("closed"))
+    };
+    let text = r
+        .pointer("/reasoningText/text")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    for w in text.split_inclusive(' ') {
+        send(event_frame(
+            "contentBlockDelta",
+            &json!({"contentBlockIndex": 0, "delta": {"reasoningContent": {"text": w}}}),
+        ))
+        .await?;
+    }
+    if let Some(sig) = r
+        .pointer("/reasoningText/signature")
+        .and_then(Value::as_str)
+    {
+        send(event_frame(
+            "contentBlockDelta",
+            &json!({"contentBlockIndex": 0, "delta": {"reasoningContent": {"signature": sig}}}),
         ))
         .await?;
     }
@@ -516,22 +828,13 @@ async fn write_tool_stream(
         &json!({"contentBlockIndex": 0}),
     ))
     .await?;
-    send(event_frame(
-        "messageStop",
-        &json!({"stopReason": "tool_use"}),
-    ))
-    .await?;
-    send(event_frame(
-        "metadata",
-        &json!({"usage": usage(c), "metrics": {"latencyMs": 1}}),
-    ))
-    .await?;
-    Ok(())
+    Ok(1)
 }
 
 async fn write_stream(
     tx: &mpsc::Sender<Frame>,
     c: &Completion,
+    end: &StreamEnd,
     fail_after: Option<usize>,
     delay: std::time::Duration,
     label: &str,
@@ -542,6 +845,7 @@ async fn write_stream(
         tx.send(frame).await.map_err(|_| anyhow::anyhow!("closed"))
     };
     send(event_frame("messageStart", &json!({"role": "assistant"}))).await?;
+    let index = write_reasoning(tx, end).await?;
     for (i, chunk) in c.chunks.iter().enumerate() {
         if fail_after == Some(i) {
             break;
@@ -551,7 +855,7 @@ async fn write_stream(
         }
         send(event_frame(
             "contentBlockDelta",
-            &json!({"contentBlockIndex": 0, "delta": {"text": chunk}}),
+            &json!({"contentBlockIndex": index, "delta": {"text": chunk}}),
         ))
         .await?;
     }
@@ -562,17 +866,13 @@ async fn write_stream(
     }
     send(event_frame(
         "contentBlockStop",
-        &json!({"contentBlockIndex": 0}),
+        &json!({"contentBlockIndex": index}),
     ))
     .await?;
-    send(event_frame(
-        "messageStop",
-        &json!({"stopReason": stop_reason(c)}),
-    ))
-    .await?;
+    send(event_frame("messageStop", &end.stop(stop_reason(c)))).await?;
     send(event_frame(
         "metadata",
-        &json!({"usage": usage(c), "metrics": {"latencyMs": 1}}),
+        &json!({"usage": end.usage, "metrics": {"latencyMs": 1}}),
     ))
     .await?;
     Ok(())

@@ -83,6 +83,101 @@ pub fn fake_embedding(text: &str, dims: usize) -> Vec<f32> {
         .collect()
 }
 
+/// The fakes' deterministic JSON value for a JSON Schema (what they answer to a structured-output
+/// request): `const` → itself, `enum` → its first value, `anyOf`/`oneOf` → the first, `$ref` →
+/// the local definition, object → every declared property, array → `minItems` items (at least
+/// one, at most 8), string → `"…"`, integer and number → 0 (or `minimum`), boolean → `true`,
+/// null → `null`; nesting below 16 levels is `null`.
+pub fn schema_sample(schema: &Value) -> Value {
+    fn go(root: &Value, s: &Value, depth: usize) -> Value {
+        if depth > 16 {
+            return Value::Null;
+        }
+        if let Some(r) = s.get("$ref").and_then(Value::as_str) {
+            let target = r.strip_prefix('#').and_then(|p| {
+                if p.is_empty() {
+                    Some(root)
+                } else {
+                    root.pointer(p)
+                }
+            });
+            return target.map_or(json!({}), |t| go(root, t, depth + 1));
+        }
+        if let Some(c) = s.get("const") {
+            return c.clone();
+        }
+        if let Some(e) = s
+            .get("enum")
+            .and_then(Value::as_array)
+            .and_then(|a| a.first())
+        {
+            return e.clone();
+        }
+        for k in ["anyOf", "oneOf"] {
+            if let Some(first) = s.get(k).and_then(Value::as_array).and_then(|a| a.first()) {
+                return go(root, first, depth + 1);
+            }
+        }
+        let ty = match s.get("type") {
+            Some(Value::String(t)) => t.as_str(),
+            Some(Value::Array(ts)) => ts
+                .iter()
+                .filter_map(Value::as_str)
+                .find(|t| *t != "null")
+                .unwrap_or("null"),
+            _ if s.get("properties").is_some() => "object",
+            _ => "",
+        };
+        match ty {
+            "object" => Value::Object(
+                s.get("properties")
+                    .and_then(Value::as_object)
+                    .into_iter()
+                    .flatten()
+                    .map(|(k, v)| (k.clone(), go(root, v, depth + 1)))
+                    .collect(),
+            ),
+            "array" => {
+                let n = s
+                    .get("minItems")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(1)
+                    .clamp(1, 8);
+                let item = s.get("items").cloned().unwrap_or(json!({}));
+                Value::Array((0..n).map(|_| go(root, &item, depth + 1)).collect())
+            }
+            "string" => json!("…"),
+            "integer" => json!(s.get("minimum").and_then(Value::as_i64).unwrap_or(0).max(0)),
+            "number" => json!(
+                s.get("minimum")
+                    .and_then(Value::as_f64)
+                    .unwrap_or(0.0)
+                    .max(0.0)
+            ),
+            "boolean" => json!(true),
+            "null" => Value::Null,
+            _ => json!({}),
+        }
+    }
+    go(schema, schema, 0)
+}
+
+/// The fakes' thinking text for a request whose last user message is `last_user`.
+pub fn thinking_text(last_user: &str) -> String {
+    let echo: Vec<&str> = last_user.split_whitespace().take(8).collect();
+    format!("Let me think about: {}", echo.join(" "))
+}
+
+/// The fakes' signature over a thinking text (what a real API signs; the fakes check only
+/// that history blocks carry one).
+pub fn thinking_signature(text: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("sig-{h:016x}")
+}
+
 /// Whitespace word count, the fakes' token count.
 pub fn word_count(text: &str) -> u64 {
     text.split_whitespace().count() as u64
@@ -146,7 +241,9 @@ impl Completion {
 /// The fakes' tool-use rule: when a request offers tools and its last message is a user turn
 /// (not tool results), the model calls the first tool with `{"query": <the last user text,
 /// trimmed>}`. Answering tool results gets text again: the fake echoes the last tool result as
-/// if it were the user's message ([`completion_text`]).
+/// if it were the user's message ([`completion_text`]). A call the request forces (`tool_choice`
+/// any / required / a named tool) is made whatever the last message, with arguments valid for
+/// the tool's schema ([`ToolUse::forced`]); `tool_choice` none never calls.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ToolUse {
     /// `toolu_…` / `tooluse_…` / `call_…` plus the fake's request id.
@@ -162,6 +259,31 @@ impl ToolUse {
             id: format!("{prefix}{request_id}"),
             name: name.to_string(),
             arguments: json!({ "query": last_user.trim() }).to_string(),
+        }
+    }
+
+    /// A call the request forced (`tool_choice` any / a named tool): arguments valid for the
+    /// tool's `schema` ([`schema_sample`]), with `query` set to the last user text when the schema
+    /// declares it or declares no properties.
+    pub fn forced(
+        prefix: &str,
+        request_id: &str,
+        name: &str,
+        last_user: &str,
+        schema: &Value,
+    ) -> ToolUse {
+        let mut args = match schema_sample(schema) {
+            Value::Object(m) => m,
+            _ => serde_json::Map::new(),
+        };
+        let props = schema.get("properties").and_then(Value::as_object);
+        if props.is_none_or(|p| p.is_empty() || p.contains_key("query")) {
+            args.insert("query".into(), json!(last_user.trim()));
+        }
+        ToolUse {
+            id: format!("{prefix}{request_id}"),
+            name: name.to_string(),
+            arguments: Value::Object(args).to_string(),
         }
     }
 
@@ -204,6 +326,8 @@ struct Inner {
     /// `FailFirst` progress per model.
     flaky: HashMap<String, u32>,
     requests: Vec<RecordedRequest>,
+    /// Prompt-cache prefixes seen (hashes), for cache read / write usage.
+    cached: std::collections::HashSet<u64>,
 }
 
 /// State shared by the handlers of one fake.
@@ -237,6 +361,7 @@ impl Shared {
                 total: 0,
                 flaky: HashMap::new(),
                 requests: Vec::new(),
+                cached: std::collections::HashSet::new(),
             }),
             next_id: AtomicU64::new(1),
         }
@@ -329,6 +454,7 @@ impl Shared {
         inner.total = 0;
         inner.flaky.clear();
         inner.requests.clear();
+        inner.cached.clear();
     }
 
     fn clear_behaviors(&self) {
@@ -341,6 +467,24 @@ impl Shared {
     fn calls_json(&self) -> Value {
         let inner = self.inner.lock();
         json!({ "total": inner.total, "by_model": inner.calls })
+    }
+
+    /// The prompt-cache usage of a request whose cached prefix (everything up to its last cache
+    /// breakpoint) is `key` and holds `tokens` tokens: `(read, written)` — written the first
+    /// time a prefix is seen, read after that; `(0, 0)` for an empty prefix.
+    pub fn cache_usage(&self, key: &str, tokens: u64) -> (u64, u64) {
+        if key.is_empty() || tokens == 0 {
+            return (0, 0);
+        }
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in key.bytes() {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        if self.inner.lock().cached.insert(h) {
+            (0, tokens)
+        } else {
+            (tokens, 0)
+        }
     }
 
     /// Models seen in calls or named by a rule, sorted.

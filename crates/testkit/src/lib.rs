@@ -43,6 +43,9 @@ pub mod process;
 pub use anthropic::FakeAnthropic;
 pub use bedrock::FakeBedrock;
 pub use behavior::{AccountFault, Behavior, ErrorKind};
-pub use fake::{FakeServer, RecordedRequest, ToolUse, completion_text, fake_embedding};
+pub use fake::{
+    FakeServer, RecordedRequest, ToolUse, completion_text, fake_embedding, schema_sample,
+    thinking_signature, thinking_text,
+};
 pub use openai::FakeOpenAi;
 pub use process::{Proc, binary_path, eventually, write_config};

@@ -315,6 +315,10 @@ async fn chat_completions(
         return error_response(ErrorKind::InternalServer, None, &msg);
     }
 
+    if let Some(resp) = refuse_unsupported(&model, &req) {
+        return resp;
+    }
+
     let mut input_text = String::new();
     let mut last_user = String::new();
     for m in req
@@ -338,51 +342,147 @@ async fn chat_completions(
         .and_then(|m| m.get("role"))
         .and_then(Value::as_str)
         == Some("user");
-    let tool = req
-        .pointer("/tools/0/function/name")
-        .and_then(Value::as_str)
-        .filter(|_| last_is_user)
-        .map(|name| ToolUse::new("call_", &plan.request_id, name, &last_user));
+    // Which tool is called: `tool_choice` as OpenAI honours it (`none`: never; `required`: the
+    // first tool; a named function: that one), else the fakes' rule (the first tool, when the
+    // last message is the user's).
+    let tool_names: Vec<&str> = req["tools"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t["function"]["name"].as_str())
+        .collect();
+    let called = match &req["tool_choice"] {
+        Value::String(c) if c == "none" => None,
+        Value::String(c) if c == "required" => match tool_names.first() {
+            Some(n) => Some(*n),
+            None => {
+                return invalid_param(
+                    "tool_choice",
+                    "Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' are specified.",
+                );
+            }
+        },
+        Value::Object(o) => {
+            let name = o
+                .get("function")
+                .and_then(|f| f.get("name"))
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            match tool_names.iter().find(|n| **n == name) {
+                Some(n) => Some(*n),
+                None => {
+                    return invalid_param(
+                        "tool_choice",
+                        &format!(
+                            "Invalid value for 'tool_choice': no function named '{name}' was specified in the 'tools' parameter."
+                        ),
+                    );
+                }
+            }
+        }
+        _ => tool_names.first().copied().filter(|_| last_is_user),
+    };
+    let forced =
+        matches!(&req["tool_choice"], Value::Object(_)) || req["tool_choice"] == json!("required");
+    let tool = called.map(|name| {
+        if forced {
+            let schema = req["tools"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|t| t["function"]["name"] == name)
+                .map(|t| t["function"]["parameters"].clone())
+                .unwrap_or(Value::Null);
+            ToolUse::forced("call_", &plan.request_id, name, &last_user, &schema)
+        } else {
+            ToolUse::new("call_", &plan.request_id, name, &last_user)
+        }
+    });
     let max_tokens = req
         .get("max_completion_tokens")
         .or_else(|| req.get("max_tokens"))
         .and_then(Value::as_u64);
-    let c = Completion::new(&plan.label, &model, &last_user, &input_text, max_tokens);
-    let id = format!("chatcmpl-{}", plan.request_id);
-    let created = now_secs();
-    let finish_reason = if tool.is_some() {
-        "tool_calls"
-    } else if c.truncated {
-        "length"
-    } else {
+    let n = req["n"].as_u64().unwrap_or(1).clamp(1, 128) as usize;
+    // Choice i > 0 is labelled `{label}#{i}`.
+    let choices: Vec<Completion> = (0..n)
+        .map(|i| {
+            let label = if i == 0 {
+                plan.label.clone()
+            } else {
+                format!("{}#{i}", plan.label)
+            };
+            let mut c = Completion::new(&label, &model, &last_user, &input_text, max_tokens);
+            if let Some(json) = structured_answer(&req, &c.text) {
+                c.chunks = json_pieces(&json);
+                c.text = json;
+                c.truncated = false;
+            }
+            c
+        })
+        .collect();
+    let c = &choices[0];
+    // A server quirk some OpenAI-compatible servers have: `stop` next to tool calls.
+    let finish_with_calls = if model.contains("stop-with-calls") {
         "stop"
+    } else {
+        "tool_calls"
     };
+    let finish_of = |c: &Completion| {
+        if tool.is_some() {
+            finish_with_calls
+        } else if c.truncated {
+            "length"
+        } else {
+            "stop"
+        }
+    };
+    let reasoning = req["reasoning_effort"]
+        .as_str()
+        .filter(|e| *e != "none")
+        .map(|_| crate::fake::thinking_text(&last_user));
+    let reasoning_tokens = reasoning.as_deref().map_or(0, word_count);
+    let completion_tokens: u64 =
+        choices.iter().map(|c| c.output_tokens).sum::<u64>() + reasoning_tokens * n as u64;
     let usage = json!({
         "prompt_tokens": c.input_tokens,
-        "completion_tokens": c.output_tokens,
-        "total_tokens": c.input_tokens + c.output_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": c.input_tokens + completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": reasoning_tokens * n as u64},
     });
+    let logprobs = logprobs_request(&req);
+    let id = format!("chatcmpl-{}", plan.request_id);
+    let created = now_secs();
 
     if !streaming {
-        let message = match &tool {
-            Some(t) => {
-                json!({"role": "assistant", "content": null, "refusal": null, "tool_calls": [
-                    {"id": t.id, "type": "function", "function": {"name": t.name, "arguments": t.arguments}}
-                ]})
-            }
-            None => json!({"role": "assistant", "content": c.text, "refusal": null}),
-        };
+        let choices_json: Vec<Value> = choices
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let mut message = match &tool {
+                    Some(t) => {
+                        json!({"role": "assistant", "content": null, "refusal": null, "tool_calls": [
+                            {"id": t.id, "type": "function", "function": {"name": t.name, "arguments": t.arguments}}
+                        ]})
+                    }
+                    None => json!({"role": "assistant", "content": c.text, "refusal": null}),
+                };
+                if let Some(r) = &reasoning {
+                    message["reasoning_content"] = json!(r);
+                }
+                let lp = match (logprobs, &tool) {
+                    (Some(top), None) => logprobs_json(&c.chunks, top),
+                    _ => Value::Null,
+                };
+                json!({"index": i, "message": message, "logprobs": lp, "finish_reason": finish_of(c)})
+            })
+            .collect();
         return axum::Json(json!({
             "id": id,
             "object": "chat.completion",
             "created": created,
             "model": model,
-            "choices": [{
-                "index": 0,
-                "message": message,
-                "logprobs": null,
-                "finish_reason": finish_reason,
-            }],
+            "choices": choices_json,
             "usage": usage,
             "system_fingerprint": null,
         }))
@@ -413,40 +513,59 @@ async fn chat_completions(
         Bytes::from(format!("data: {v}\n\n"))
     };
     let role = chunk(
-        json!([{"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}]),
+        Value::Array(
+            (0..n)
+                .map(|i| json!({"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}))
+                .collect(),
+        ),
         None,
     );
-    let contents: Vec<Bytes> = match &tool {
-        Some(t) => {
-            let first = json!({"tool_calls": [{"index": 0, "id": t.id, "type": "function",
-                "function": {"name": t.name, "arguments": ""}}]});
-            std::iter::once(first)
-                .chain(t.pieces().into_iter().map(|p| {
-                    json!({"tool_calls": [{"index": 0, "function": {"arguments": p}}]})
-                }))
-                .map(|delta| {
-                    chunk(
-                        json!([{"index": 0, "delta": delta, "logprobs": null, "finish_reason": null}]),
-                        None,
-                    )
-                })
-                .collect()
+    let mut contents: Vec<Bytes> = Vec::new();
+    for (i, c) in choices.iter().enumerate() {
+        let piece = |delta: Value, lp: Value| {
+            chunk(
+                json!([{"index": i, "delta": delta, "logprobs": lp, "finish_reason": null}]),
+                None,
+            )
+        };
+        if let Some(r) = &reasoning {
+            for w in r.split_inclusive(' ') {
+                contents.push(piece(json!({"reasoning_content": w}), Value::Null));
+            }
         }
-        None => c
-            .chunks
-            .iter()
-            .map(|text| {
-                chunk(
-                    json!([{"index": 0, "delta": {"content": text}, "logprobs": null, "finish_reason": null}]),
-                    None,
-                )
-            })
-            .collect(),
-    };
-    let mut tail = vec![chunk(
-        json!([{"index": 0, "delta": {}, "logprobs": null, "finish_reason": finish_reason}]),
-        None,
-    )];
+        match &tool {
+            Some(t) => {
+                let first = json!({"tool_calls": [{"index": 0, "id": t.id, "type": "function",
+                    "function": {"name": t.name, "arguments": ""}}]});
+                contents.push(piece(first, Value::Null));
+                for p in t.pieces() {
+                    contents.push(piece(
+                        json!({"tool_calls": [{"index": 0, "function": {"arguments": p}}]}),
+                        Value::Null,
+                    ));
+                }
+            }
+            None => {
+                for text in &c.chunks {
+                    let lp = match logprobs {
+                        Some(top) => logprobs_json(std::slice::from_ref(text), top),
+                        None => Value::Null,
+                    };
+                    contents.push(piece(json!({"content": text}), lp));
+                }
+            }
+        }
+    }
+    let mut tail: Vec<Bytes> = choices
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            chunk(
+                json!([{"index": i, "delta": {}, "logprobs": null, "finish_reason": finish_of(c)}]),
+                None,
+            )
+        })
+        .collect();
     if include_usage {
         tail.push(chunk(json!([]), Some(&usage)));
     }
@@ -468,6 +587,100 @@ async fn chat_completions(
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     resp
+}
+
+/// A 400 `invalid_request_error` naming `param`, as OpenAI answers a bad field.
+fn invalid_param(param: &str, message: &str) -> Response {
+    let body = json!({"error": {"message": message, "type": "invalid_request_error",
+        "param": param, "code": "invalid_value"}});
+    (StatusCode::BAD_REQUEST, axum::Json(body)).into_response()
+}
+
+/// What OpenAI refuses about a request before answering: `max_tokens` to a reasoning model
+/// (ids starting `o1`, `o3`, `o4`, `gpt-5`: "use max_completion_tokens"), `top_logprobs`
+/// without `logprobs` or above 20, `n` above 128, a `json_schema` format without a schema.
+fn refuse_unsupported(model: &str, req: &Value) -> Option<Response> {
+    let reasoning_model = ["o1", "o3", "o4", "gpt-5"]
+        .iter()
+        .any(|p| model.starts_with(p) || model.contains(&format!("/{p}")));
+    if reasoning_model && req.get("max_tokens").is_some() {
+        let body = json!({"error": {"message": "Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' instead.",
+            "type": "invalid_request_error", "param": "max_tokens", "code": "unsupported_parameter"}});
+        return Some((StatusCode::BAD_REQUEST, axum::Json(body)).into_response());
+    }
+    if req.get("top_logprobs").is_some() && req["logprobs"] != json!(true) {
+        return Some(invalid_param(
+            "top_logprobs",
+            "Invalid value for 'top_logprobs': 'logprobs' must be set to true when 'top_logprobs' is specified.",
+        ));
+    }
+    if req["top_logprobs"].as_u64().is_some_and(|k| k > 20) {
+        return Some(invalid_param(
+            "top_logprobs",
+            "Invalid 'top_logprobs': integer above maximum value. Expected a value <= 20.",
+        ));
+    }
+    if req["n"].as_u64().is_some_and(|n| n > 128) {
+        return Some(invalid_param(
+            "n",
+            "Invalid 'n': integer above maximum value. Expected a value <= 128.",
+        ));
+    }
+    if req["response_format"]["type"] == "json_schema"
+        && !req["response_format"]["json_schema"]["schema"].is_object()
+    {
+        return Some(invalid_param(
+            "response_format",
+            "Missing required parameter: 'response_format.json_schema.schema'.",
+        ));
+    }
+    None
+}
+
+/// The JSON text a structured-output request gets instead of prose: `json_schema` →
+/// [`crate::fake::schema_sample`] of the schema, `json_object` → `{"answer": <the text>}`.
+fn structured_answer(req: &Value, text: &str) -> Option<String> {
+    let f = &req["response_format"];
+    match f["type"].as_str() {
+        Some("json_schema") => {
+            Some(crate::fake::schema_sample(&f["json_schema"]["schema"]).to_string())
+        }
+        Some("json_object") => Some(json!({ "answer": text }).to_string()),
+        _ => None,
+    }
+}
+
+/// JSON text in two streamed pieces.
+fn json_pieces(json: &str) -> Vec<String> {
+    let mid = json
+        .char_indices()
+        .map(|(i, _)| i)
+        .find(|i| *i >= json.len() / 2)
+        .unwrap_or(0);
+    vec![json[..mid].to_string(), json[mid..].to_string()]
+}
+
+/// `Some(top_logprobs)` when the request asks for logprobs.
+fn logprobs_request(req: &Value) -> Option<u64> {
+    (req["logprobs"] == json!(true)).then(|| req["top_logprobs"].as_u64().unwrap_or(0))
+}
+
+/// OpenAI's `logprobs` object for the text `pieces` (one token each): logprob -0.5, and `top`
+/// alternatives at -0.5, -1.5, ….
+pub fn logprobs_json(pieces: &[String], top: u64) -> Value {
+    let content: Vec<Value> = pieces
+        .iter()
+        .map(|t| {
+            let alternatives: Vec<Value> = (0..top.min(20))
+                .map(|i| {
+                    let token = if i == 0 { t.clone() } else { format!("{t}~{i}") };
+                    json!({"token": token, "logprob": -0.5 - i as f64, "bytes": token.as_bytes()})
+                })
+                .collect();
+            json!({"token": t, "logprob": -0.5, "bytes": t.as_bytes(), "top_logprobs": alternatives})
+        })
+        .collect();
+    json!({"content": content, "refusal": null})
 }
 
 /// The SSE events of one streamed completion.

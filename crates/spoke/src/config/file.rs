@@ -104,6 +104,20 @@ pub struct ModelFile {
     pub images: Option<bool>,
     pub requests_per_minute: Option<u64>,
     pub tokens_per_minute: Option<u64>,
+    /// Capabilities reported in `Describe` (defaults per provider: docs/configuration.md).
+    pub structured_output: Option<bool>,
+    pub reasoning: Option<bool>,
+    pub max_choices: Option<u32>,
+    pub logprobs: Option<bool>,
+    pub prompt_caching: Option<bool>,
+    pub seed: Option<bool>,
+    pub penalties: Option<bool>,
+    pub top_k: Option<bool>,
+    pub tool_choice: Option<bool>,
+    /// `provider = "openai"`: `"max_tokens"` (default) or `"max_completion_tokens"`.
+    pub max_tokens_field: Option<String>,
+    /// `provider = "anthropic"` / `"bedrock"`: `"tool"` (default) or `"native"`.
+    pub structured_output_mode: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -3,7 +3,7 @@
 
 use super::Engine;
 use crate::routes::{RouteState, Status};
-use switchyard_proto::v1::{Capabilities, DescribeResponse, ModelStatus, RegionStatus};
+use switchyard_proto::v1::{DescribeResponse, ModelStatus, RegionStatus};
 use switchyard_quota::RateState;
 
 impl Engine {
@@ -48,13 +48,7 @@ impl Engine {
             }
             models.push(ModelStatus {
                 id: m.id.clone(),
-                capabilities: Some(Capabilities {
-                    streaming: m.streaming,
-                    tools: m.tools,
-                    images: m.images,
-                    context_window: m.context_window,
-                    ..Default::default()
-                }),
+                capabilities: Some(m.capabilities()),
                 regions,
             });
         }

@@ -15,6 +15,19 @@ pub const MAX_TOOLS: usize = 128;
 pub const MAX_TOOL_NAME: usize = 64;
 /// Largest tool definition (bytes of description plus JSON Schema).
 pub const MAX_TOOL_BYTES: usize = 64 * 1024;
+/// Most choices (`n`) one request may ask for.
+pub const MAX_N: u32 = 128;
+/// Most alternatives per token (`top_logprobs`; OpenAI's limit).
+pub const MAX_TOP_LOGPROBS: u32 = 20;
+/// Most `logit_bias` entries (OpenAI's limit).
+pub const MAX_LOGIT_BIAS: usize = 300;
+/// Largest response-format schema, passthrough object or additional Converse fields (bytes).
+pub const MAX_EXTRA_BYTES: usize = 64 * 1024;
+/// Most Converse `additionalModelResponseFieldPaths` (Bedrock's limit) and longest path.
+pub const MAX_RESPONSE_FIELD_PATHS: usize = 10;
+pub const MAX_RESPONSE_FIELD_PATH: usize = 256;
+/// Largest reasoning budget (tokens).
+pub const MAX_BUDGET_TOKENS: u32 = 1_000_000;
 
 impl Engine {
     /// Checks the request and computes its deadline. `grpc_timeout` is the caller's transport
@@ -71,7 +84,11 @@ impl Engine {
 
 /// Rejects requests no upstream could serve, before any quota is taken, and bounds every input
 /// that sizes work: roles and content, `temperature`, `top_p`, `max_tokens` (≥ 1; against the
-/// models' context windows in the plan), the number and size of tools.
+/// models' context windows in the plan), the number and size of tools, `n` (≤ 128),
+/// `top_logprobs` (≤ 20), `logit_bias` (≤ 300 entries of token id → -100..100), penalties
+/// (-2..2), `top_k` (≥ 1), reasoning (known effort, budget ≤ 1,000,000), the tool choice (a
+/// named tool must be offered), and 64 KiB each for the response schema, the passthrough
+/// fields and the additional Converse fields (at most 10 response field paths).
 pub fn validate_request(req: &InferRequest) -> Result<(), SpokeError> {
     if req.models.is_empty() {
         return Err(SpokeError::BadRequest(
@@ -86,7 +103,7 @@ pub fn validate_request(req: &InferRequest) -> Result<(), SpokeError> {
     for (i, m) in req.messages.iter().enumerate() {
         if Role::try_from(m.role).is_err() || m.role == Role::Unspecified as i32 {
             return Err(SpokeError::BadRequest(format!(
-                "messages[{i}].role: must be user, assistant or tool"
+                "messages[{i}].role: must be user, assistant, tool or system"
             )));
         }
         if m.content.is_empty() {
@@ -116,6 +133,8 @@ pub fn validate_request(req: &InferRequest) -> Result<(), SpokeError> {
             ));
         }
     }
+    validate_params(req)?;
+    validate_shape(req)?;
     if req.tools.len() > MAX_TOOLS {
         return Err(SpokeError::BadRequest(format!(
             "tools: at most {MAX_TOOLS} tools may be offered ({} given)",
@@ -133,6 +152,130 @@ pub fn validate_request(req: &InferRequest) -> Result<(), SpokeError> {
                 "tools[{i}]: description and parameters may hold at most {MAX_TOOL_BYTES} bytes"
             )));
         }
+    }
+    Ok(())
+}
+
+fn bad(msg: String) -> SpokeError {
+    SpokeError::BadRequest(msg)
+}
+
+/// The 1.3 sampling settings: `n`, logprobs, penalties, `logit_bias`, `top_k`, reasoning.
+fn validate_params(req: &InferRequest) -> Result<(), SpokeError> {
+    let Some(p) = &req.params else {
+        return Ok(());
+    };
+    if p.n > MAX_N {
+        return Err(bad(format!("n: at most {MAX_N} choices")));
+    }
+    if let Some(k) = p.top_logprobs
+        && k > MAX_TOP_LOGPROBS
+    {
+        return Err(bad(format!(
+            "top_logprobs: must be between 0 and {MAX_TOP_LOGPROBS}"
+        )));
+    }
+    for (field, v) in [
+        ("presence_penalty", p.presence_penalty),
+        ("frequency_penalty", p.frequency_penalty),
+    ] {
+        if let Some(v) = v
+            && !(-2.0..=2.0).contains(&v)
+        {
+            return Err(bad(format!("{field}: must be between -2 and 2")));
+        }
+    }
+    if p.logit_bias.len() > MAX_LOGIT_BIAS {
+        return Err(bad(format!("logit_bias: at most {MAX_LOGIT_BIAS} entries")));
+    }
+    for (token, bias) in &p.logit_bias {
+        if token.is_empty() || token.len() > 10 || !token.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad("logit_bias: keys must be token ids (decimal)".into()));
+        }
+        if !(-100.0..=100.0).contains(bias) {
+            return Err(bad("logit_bias: values must be between -100 and 100".into()));
+        }
+    }
+    if p.top_k == Some(0) {
+        return Err(bad("top_k: must be at least 1".into()));
+    }
+    if let Some(r) = &p.reasoning {
+        if r.budget_tokens > MAX_BUDGET_TOKENS {
+            return Err(bad(format!(
+                "reasoning.budget_tokens: at most {MAX_BUDGET_TOKENS}"
+            )));
+        }
+        if !r.effort.is_empty()
+            && switchyard_providers::shape::budget_for_effort(&r.effort).is_none()
+        {
+            return Err(bad(
+                "reasoning_effort: must be one of none, minimal, low, medium, high, xhigh".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Tool choice, response format, passthrough and the additional Converse fields.
+fn validate_shape(req: &InferRequest) -> Result<(), SpokeError> {
+    use switchyard_proto::v1::{response_format::Type as FormatType, tool_choice::Mode};
+    if let Some(c) = &req.tool_choice {
+        let mode = Mode::try_from(c.mode).unwrap_or(Mode::Auto);
+        if matches!(mode, Mode::Any | Mode::Tool) && req.tools.is_empty() {
+            return Err(bad(
+                "tool_choice: a tool must be called but no tools are offered".into(),
+            ));
+        }
+        if mode == Mode::Tool && !req.tools.iter().any(|t| t.name == c.name) {
+            return Err(bad(format!(
+                "tool_choice: no tool named {:?} is offered",
+                c.name
+            )));
+        }
+    }
+    if let Some(f) = &req.response_format {
+        if f.schema_json.len() + f.description.len() > MAX_EXTRA_BYTES {
+            return Err(bad(format!(
+                "response_format: the schema and description may hold at most {MAX_EXTRA_BYTES} bytes"
+            )));
+        }
+        if f.name.len() > MAX_TOOL_NAME {
+            return Err(bad(format!(
+                "response_format.name: at most {MAX_TOOL_NAME} bytes"
+            )));
+        }
+        if f.r#type == FormatType::JsonSchema as i32
+            && !serde_json::from_str::<serde_json::Value>(&f.schema_json)
+                .is_ok_and(|v| v.is_object())
+        {
+            return Err(bad(
+                "response_format.schema: must be a JSON Schema object".into()
+            ));
+        }
+    }
+    if req
+        .passthrough
+        .as_ref()
+        .is_some_and(|p| p.fields_json.len() > MAX_EXTRA_BYTES)
+    {
+        return Err(bad(format!(
+            "passthrough: at most {MAX_EXTRA_BYTES} bytes of fields"
+        )));
+    }
+    if req.additional_model_request_fields_json.len() > MAX_EXTRA_BYTES {
+        return Err(bad(format!(
+            "additionalModelRequestFields: at most {MAX_EXTRA_BYTES} bytes"
+        )));
+    }
+    let paths = &req.additional_model_response_field_paths;
+    if paths.len() > MAX_RESPONSE_FIELD_PATHS
+        || paths
+            .iter()
+            .any(|p| p.is_empty() || p.len() > MAX_RESPONSE_FIELD_PATH)
+    {
+        return Err(bad(format!(
+            "additionalModelResponseFieldPaths: at most {MAX_RESPONSE_FIELD_PATHS} paths of 1 to {MAX_RESPONSE_FIELD_PATH} bytes"
+        )));
     }
     Ok(())
 }

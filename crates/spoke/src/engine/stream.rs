@@ -40,6 +40,7 @@ impl Engine {
                 model: &route.upstream_model,
                 request: &req,
                 timeout: budget,
+                options: route.options,
             };
             let started = Instant::now();
             let attempt_deadline = Instant::now() + budget;
@@ -156,7 +157,15 @@ impl Engine {
                         ..Default::default()
                     })),
                 }),
-                Some(Ok(Chunk::End { stop_reason, usage })) => {
+                Some(Ok(Chunk::Part(delta))) => Ok(InferEvent {
+                    event: Some(Event::Delta(delta)),
+                }),
+                Some(Ok(Chunk::End {
+                    stop_reason,
+                    usage,
+                    more_stop_reasons,
+                    additional_response_fields_json,
+                })) => {
                     st.route.state.lock().on_success();
                     if let Some(t) = st.ticket.take() {
                         settle(&*st.store, t, &usage).await;
@@ -165,7 +174,11 @@ impl Engine {
                         event: Some(Event::End(StreamEnd {
                             stop_reason: stop_reason as i32,
                             usage: Some(usage),
-                            ..Default::default()
+                            more_stop_reasons: more_stop_reasons
+                                .into_iter()
+                                .map(|s| s as i32)
+                                .collect(),
+                            additional_model_response_fields_json: additional_response_fields_json,
                         })),
                     })
                 }

@@ -135,6 +135,7 @@ impl Upstream for Scripted {
             tool_calls: vec![],
             stop_reason: switchyard_proto::v1::StopReason::EndTurn,
             usage: switchyard_proto::v1::Usage::default(),
+            ..Default::default()
         })
     }
 

@@ -32,6 +32,7 @@ impl Engine {
                 model: &route.upstream_model,
                 request: &req,
                 timeout: budget,
+                options: route.options,
             };
             let started = Instant::now();
             let span = self.upstream_span(&route);
@@ -51,9 +52,14 @@ impl Engine {
                         .push(self.attempt(&route, Outcome::Ok, latency, String::new()));
                     return Ok(InferResponse {
                         request_id: req.request_id,
+                        // Thinking blocks, then the text, then the tool calls.
                         message: Some(Message {
                             role: Role::Assistant as i32,
-                            content: std::iter::once(Part::Text(c.text))
+                            content: c
+                                .thinking
+                                .into_iter()
+                                .map(Part::Thinking)
+                                .chain(std::iter::once(Part::Text(c.text)))
                                 .chain(c.tool_calls.into_iter().map(Part::ToolCall))
                                 .map(|p| ContentPart { part: Some(p) })
                                 .collect(),
@@ -62,7 +68,9 @@ impl Engine {
                         usage: Some(c.usage),
                         route: Some(self.wire_route(&route)),
                         attempts: tally.attempts,
-                        ..Default::default()
+                        logprobs_json: c.logprobs_json,
+                        more_choices: c.more_choices,
+                        additional_model_response_fields_json: c.additional_response_fields_json,
                     });
                 }
                 Err(e) => {
