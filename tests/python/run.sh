@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The official `openai`, `anthropic` and `boto3` Python SDKs against the local demo (deploy/local/demo.sh on a free port).
-# Creates tests/python/.venv, installs `openai`, `anthropic`, `boto3`, `jsonschema` and `pytest` from PyPI, runs test_*.py.
+# The official `openai`, `anthropic` and `boto3` Python SDKs and the OpenAI Agents SDK against the local demo
+# (deploy/local/demo.sh on a free port), then the official OpenAI Node SDK (tests/node, `node --test`).
+# Creates tests/python/.venv, installs `openai`, `openai-agents`, `anthropic`, `boto3`, `jsonschema` and `pytest`
+# from PyPI, runs test_*.py; installs tests/node's locked packages from the npm registry (`npm ci`).
 #   SWITCHYARD_BIN_DIR=...   prebuilt hub/spoke (else demo.sh builds them)
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -11,7 +13,7 @@ venv="${SWITCHYARD_VENV:-$here/.venv}"
 if [[ ! -x "$venv/bin/python" ]]; then
   python3 -m venv "$venv"
 fi
-"$venv/bin/pip" install --quiet --disable-pip-version-check openai anthropic pytest boto3 jsonschema
+"$venv/bin/pip" install --quiet --disable-pip-version-check openai openai-agents anthropic pytest boto3 jsonschema
 
 out="$(mktemp)"
 export DEMO_API_KEY="sk-python-sdk-test"
@@ -40,4 +42,11 @@ for _ in $(seq 1 100); do
   curl -fsS "http://$addr/readyz" >/dev/null 2>&1 && break
   sleep 0.1
 done
-"$venv/bin/python" -m pytest -q "$here" "$@"
+py=0
+"$venv/bin/python" -m pytest -q "$here" "$@" || py=$?
+
+# The OpenAI Node SDK (its version pinned by tests/node/package-lock.json), against the same
+# demo; run whatever the Python tests gave, and fail if either failed.
+npm ci --prefix "$root/tests/node" --no-audit --no-fund --loglevel=error
+(cd "$root/tests/node" && node --test)
+exit "$py"

@@ -30,7 +30,7 @@ use crate::config::cors::Cors;
 use crate::error::HubError;
 use crate::headers;
 use crate::state::Hub;
-use crate::surface::{anthropic, converse, count, embeddings, openai};
+use crate::surface::{anthropic, converse, count, embeddings, openai, responses};
 
 /// The hub's HTTP routes; no socket needed (tests call it with `tower::ServiceExt::oneshot`).
 pub fn router(hub: Arc<Hub>) -> Router {
@@ -44,6 +44,11 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/v1/models/{model}", get(openai::model_handler))
         .route("/v1/embeddings", post(embeddings::embeddings_handler))
         .route("/v1/prompts/{name}", post(openai::prompt_handler))
+        .route("/v1/responses", post(responses::create_handler))
+        .route(
+            "/v1/responses/{id}",
+            get(responses::get_handler).delete(responses::delete_handler),
+        )
         // Anthropic
         .route("/v1/messages", post(anthropic::messages_handler))
         .route("/v1/messages/count_tokens", post(count::anthropic_handler))

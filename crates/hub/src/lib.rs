@@ -10,7 +10,8 @@
 //!   
 //! 1. [`error`] — the one error type and its status / per-API shape tables
 //! 2. [`model`] — runtime types every layer shares (tenant, alias, provider, route taken)
-//! 3. [`outbound`] (one call to one spoke, pools, health checks, DNS) and [`cache`]
+//! 3. [`outbound`] (one call to one spoke, pools, health checks, DNS), [`cache`] and [`store`]
+//!    (the Responses API's stored responses)
 //! 4. [`config`] — file input and `validate()`
 //! 5. [`live`] — the swappable routing table (one snapshot per request) and reload
 //! 6. [`observe`] — request record, spans, metrics, audit
@@ -35,6 +36,7 @@ pub mod model;
 
 pub mod cache;
 pub mod outbound;
+pub mod store;
 
 pub mod config;
 

@@ -36,6 +36,8 @@ pub struct Hub {
     pub jwt: Option<Arc<JwtVerifier>>,
     /// Response cache and the calls in flight that identical requests follow.
     pub cache: Arc<Cache>,
+    /// Stored responses of the Responses API (`[responses]`; memory or Redis).
+    pub responses: Arc<crate::store::ResponseStore>,
     /// Live-config status (active version, last reload error).
     pub live: Live,
     /// Where audit lines go (`[audit]`); `None` when off.
@@ -67,6 +69,7 @@ impl Hub {
         };
         Arc::new(Hub {
             cache: Arc::new(Cache::new(settings.cache.clone())),
+            responses: Arc::new(crate::store::ResponseStore::new(settings.responses.clone())),
             live: Live::default(),
             jwt: settings.jwt.clone().map(JwtVerifier::new),
             audit: AuditSink::open(&settings.audit),

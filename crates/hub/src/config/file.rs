@@ -86,6 +86,9 @@ pub struct HubConfig {
     /// Response cache and request coalescing (`[cache]`; opted into per tenant or alias).
     #[serde(default)]
     pub cache: CacheFileConfig,
+    /// Stored responses of the Responses API (`[responses]`).
+    #[serde(default)]
+    pub responses: super::responses::ResponsesFileConfig,
     /// Named, versioned prompt templates (`[[prompts]]`).
     #[serde(default)]
     pub prompts: Vec<crate::templates::PromptConfig>,

@@ -9,6 +9,7 @@ pub mod cors;
 pub mod file;
 pub mod observe;
 mod providers;
+pub mod responses;
 mod settings;
 mod tenants;
 
@@ -193,6 +194,7 @@ impl HubConfig {
         let quota = self.quota.validate("quota", &mut quota_problems);
         errs.extend(quota_problems.into_iter().map(|(p, m)| format!("{p}: {m}")));
         let cache = self.cache.validate(&mut errs);
+        let responses = self.responses.validate(&mut errs);
         let prompts = crate::templates::validate(&self.prompts, &aliases, &mut errs);
         for (m, p) in &self.prices {
             for (n, v) in [("input", p.input), ("output", p.output)] {
@@ -250,6 +252,7 @@ impl HubConfig {
                 admin_key_hashes,
                 cache,
                 prompts,
+                responses,
                 telemetry: self.telemetry.clone(),
                 audit: self.audit.clone(),
                 metrics: self.metrics.clone(),

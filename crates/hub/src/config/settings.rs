@@ -36,6 +36,8 @@ pub struct Settings {
     pub admin_key_hashes: Vec<[u8; 32]>,
     /// Cache store and bounds (the per-tenant / per-alias TTLs live in `Tenant` / `Alias`).
     pub cache: crate::cache::CacheSettings,
+    /// The Responses API's store of responses (`[responses]`).
+    pub responses: crate::store::StoreSettings,
     /// Prompt templates by name.
     pub prompts: BTreeMap<String, crate::templates::Prompt>,
     pub telemetry: switchyard_core::telemetry::TelemetryConfig,

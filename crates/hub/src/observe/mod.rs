@@ -26,6 +26,8 @@ pub enum Surface {
     Converse,
     /// `POST /v1/embeddings`.
     Embeddings,
+    /// `POST /v1/responses` (the OpenAI Responses API).
+    Responses,
 }
 
 impl Surface {
@@ -35,6 +37,7 @@ impl Surface {
             Surface::Anthropic => "anthropic",
             Surface::Converse => "converse",
             Surface::Embeddings => "embeddings",
+            Surface::Responses => "responses",
         }
     }
 

@@ -1,4 +1,4 @@
-//! The client APIs, one folder each: [`openai`] (chat completions, models, prompt templates), [`anthropic`] (Messages), [`converse`] (Bedrock Converse), [`embeddings`], [`count`] (token counting). Each
+//! The client APIs, one folder each: [`openai`] (chat completions, models, prompt templates), [`anthropic`] (Messages), [`converse`] (Bedrock Converse), [`embeddings`], [`count`] (token counting), [`responses`] (the OpenAI Responses API). Each
 //! fills the same contract — decode its wire format into the internal request
 //! (`switchyard.v1.InferRequest`), encode the answer, encode a stream item, encode an error in
 //! its shape — around the shared per-request [`frame`] and the wire-free `gateway`.
@@ -11,6 +11,7 @@ pub mod embeddings;
 pub mod extra;
 pub mod frame;
 pub mod openai;
+pub mod responses;
 
 use axum::response::{IntoResponse, Response};
 
