@@ -164,7 +164,7 @@ async fn every_error_takes_the_shape_of_its_surface() {
         ("/nope", Shape::OpenAi, "not_found"),
         ("/v1/messages/batches", Shape::Anthropic, "not_found_error"),
         (
-            "/v1/messages/count_tokens",
+            "/v1/messages/batches/msgbatch_1/results",
             Shape::Anthropic,
             "not_found_error",
         ),
