@@ -263,6 +263,15 @@ impl Spoke for Svc {
         ))
     }
 
+    async fn count_tokens(
+        &self,
+        _request: Request<pb::InferRequest>,
+    ) -> Result<Response<pb::CountTokensResponse>, Status> {
+        Err(Status::unimplemented(
+            "the in-process test spoke does not count tokens",
+        ))
+    }
+
     async fn describe(
         &self,
         _request: Request<pb::DescribeRequest>,
