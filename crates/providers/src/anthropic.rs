@@ -54,10 +54,20 @@ impl AnthropicUpstream {
         call: &Call<'_>,
         body: &Value,
     ) -> Result<reqwest::Response, UpstreamError> {
+        self.send_to(call, "messages", body).await
+    }
+
+    /// POSTs `body` to `{base}/{path}` of the call's region; a non-2xx answer is classified.
+    async fn send_to(
+        &self,
+        call: &Call<'_>,
+        path: &str,
+        body: &Value,
+    ) -> Result<reqwest::Response, UpstreamError> {
         let base = self.endpoints.get(call.region).ok_or_else(|| {
             UpstreamError::unavailable(format!("no endpoint for region {}", call.region))
         })?;
-        let url = format!("{}/messages", base.trim_end_matches('/'));
+        let url = format!("{}/{path}", base.trim_end_matches('/'));
         let mut rb = self
             .http
             .post(url)
@@ -489,6 +499,17 @@ impl Upstream for AnthropicUpstream {
         ))
     }
 
+    /// `POST {base}/messages/count_tokens` → `{"input_tokens": N}`.
+    async fn count_tokens(&self, call: Call<'_>) -> Result<Option<u32>, UpstreamError> {
+        let body = count_tokens_body(&call)?;
+        let resp = self.send_to(&call, "messages/count_tokens", &body).await?;
+        let v: Value = resp.json().await.map_err(transport_error)?;
+        let n = v["input_tokens"].as_u64().ok_or_else(|| {
+            UpstreamError::unavailable("count_tokens answer without input_tokens")
+        })?;
+        Ok(Some(u32::try_from(n).unwrap_or(u32::MAX)))
+    }
+
     async fn stream(&self, call: Call<'_>) -> Result<ChunkStream, UpstreamError> {
         let (body, output) = request_body(&call, true)?;
         let resp = self.send(&call, &body).await?;
@@ -504,6 +525,32 @@ impl Upstream for AnthropicUpstream {
             },
         ))
     }
+}
+
+/// The fields of a Messages body that `POST /v1/messages/count_tokens` takes (the API refuses
+/// the others: `max_tokens`, `stream`, sampling settings, `metadata`, …).
+pub const COUNT_TOKENS_FIELDS: [&str; 7] = [
+    "model",
+    "messages",
+    "system",
+    "tools",
+    "tool_choice",
+    "thinking",
+    "output_config",
+];
+
+/// The `count_tokens` body of a call: its Messages body reduced to [`COUNT_TOKENS_FIELDS`].
+pub fn count_tokens_body(call: &Call<'_>) -> Result<Value, UpstreamError> {
+    let (body, _) = request_body(call, false)?;
+    let mut out = serde_json::Map::new();
+    if let Value::Object(fields) = body {
+        for (k, v) in fields {
+            if COUNT_TOKENS_FIELDS.contains(&k.as_str()) {
+                out.insert(k, v);
+            }
+        }
+    }
+    Ok(Value::Object(out))
 }
 
 /// Parses an Anthropic SSE body into chunks; public so tests can feed it any bytes.

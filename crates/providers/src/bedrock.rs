@@ -775,6 +775,29 @@ impl Upstream for BedrockUpstream {
         Ok(shape::settle(c, &parts.finish))
     }
 
+    /// `CountTokens` with `input.converse`: the system, messages, tool configuration and
+    /// additional model request fields of the call's Converse request → `inputTokens`.
+    async fn count_tokens(&self, call: Call<'_>) -> Result<Option<u32>, UpstreamError> {
+        let client = self.client(call.region)?;
+        let parts = parts(&call)?;
+        let input = bt::ConverseTokensRequest::builder()
+            .set_system((!parts.system.is_empty()).then_some(parts.system))
+            .set_messages(Some(parts.messages))
+            .set_tool_config(parts.tool_config)
+            .set_additional_model_request_fields(parts.additional)
+            .build();
+        let fut = client
+            .count_tokens()
+            .model_id(call.model)
+            .input(bt::CountTokensInput::Converse(input))
+            .send();
+        let out = tokio::time::timeout(call.timeout, fut)
+            .await
+            .map_err(|_| UpstreamError::Timeout)?
+            .map_err(sdk_error)?;
+        Ok(Some(u32::try_from(out.input_tokens()).unwrap_or(0)))
+    }
+
     /// `InvokeModel` with the model family's body: Cohere Embed takes the batch at once
     /// (`{"texts", "input_type"}` → `{"embeddings"}`), Titan one text per call (`{"inputText"}` →
     /// `{"embedding", "inputTextTokenCount"}`).

@@ -198,6 +198,17 @@ pub trait Upstream: Send + Sync + 'static {
         })
     }
 
+    /// The input tokens of `call.request` (system, messages, tool definitions) as the upstream
+    /// itself counts them for `call.model`, without generating anything: Anthropic `POST
+    /// /v1/messages/count_tokens`, Bedrock `CountTokens`. `Ok(None)`: this provider offers no
+    /// counting API (the default; OpenAI-compatible upstreams) — the spoke answers
+    /// UNIMPLEMENTED and the hub falls back to its estimate. Errors are classified like
+    /// [`Upstream::complete`]'s. Implementations bound the call by `call.timeout`.
+    async fn count_tokens(&self, call: Call<'_>) -> Result<Option<u32>, UpstreamError> {
+        let _ = call;
+        Ok(None)
+    }
+
     /// Whether the adapter holds what it needs to call its upstream (credentials). Called at
     /// start and then periodically; while it fails the spoke reports itself not serving
     /// (`/healthz` 503). The message must not contain secret material.

@@ -9,8 +9,8 @@ use std::time::Duration;
 use switchyard_proto::v1::infer_event::Event;
 use switchyard_proto::v1::spoke_server::Spoke;
 use switchyard_proto::v1::{
-    DescribeRequest, DescribeResponse, EmbedRequest, EmbedResponse, InferEvent, InferRequest,
-    InferResponse,
+    CountTokensResponse, DescribeRequest, DescribeResponse, EmbedRequest, EmbedResponse,
+    InferEvent, InferRequest, InferResponse,
 };
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
@@ -146,6 +146,26 @@ impl Spoke for SpokeService {
             .await
             .map(Response::new)
             .map_err(|e| e.to_status())
+    }
+
+    /// UNIMPLEMENTED when this spoke's provider has no counting API (the hub then estimates).
+    async fn count_tokens(
+        &self,
+        request: Request<InferRequest>,
+    ) -> Result<Response<CountTokensResponse>, Status> {
+        let timeout = grpc_timeout(&request);
+        match self
+            .engine
+            .count_tokens(request.into_inner(), timeout)
+            .await
+        {
+            Ok(Some(r)) => Ok(Response::new(r)),
+            Ok(None) => Err(Status::unimplemented(format!(
+                "the {} provider offers no token counting",
+                self.engine.provider()
+            ))),
+            Err(e) => Err(e.to_status()),
+        }
     }
 }
 

@@ -5,9 +5,11 @@
 //! One request, in file order: [`prepare`] (checks, id, deadline, estimate) → [`table`] (the
 //! plan over the live route table) → per route [`admit`] (cool-down, breaker, quota; the
 //! outcome's bookkeeping) → [`unary`] or [`stream`] (the upstream call) → [`tally`] (the error
-//! when no route answered). [`describe`] reports the routes' state; [`embed`] is `Embed`.
+//! when no route answered). [`describe`] reports the routes' state; [`embed`] is `Embed`;
+//! [`count`] is `CountTokens`.
 
 mod admit;
+mod count;
 mod describe;
 mod embed;
 mod prepare;
