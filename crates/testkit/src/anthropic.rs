@@ -3,6 +3,7 @@
 //! - `POST /v1/messages` → a `message` JSON, or with `"stream": true` SSE events
 //!   (`message_start`, `ping`, `content_block_start`, `content_block_delta` with `text_delta` /
 //!   `input_json_delta`, `content_block_stop`, `message_delta`, `message_stop`),
+//! - `POST /v1/messages/count_tokens` → `{"input_tokens": N}` ([`crate::fake::count_tokens`]),
 //! - errors as `{"type":"error","error":{"type","message"}}` with Anthropic's statuses:
 //!   `Throttling` 429 `rate_limit_error` (with `retry-after`), `ModelNotReady` 529
 //!   `overloaded_error`, `ServiceUnavailable` 503 / `InternalServer` 500 `api_error`,
@@ -64,7 +65,80 @@ impl Deref for FakeAnthropic {
 }
 
 fn routes() -> Router<Arc<Shared>> {
-    Router::new().route("/v1/messages", post(messages))
+    Router::new()
+        .route("/v1/messages", post(messages))
+        .route("/v1/messages/count_tokens", post(count_tokens))
+}
+
+/// The fields `count_tokens` takes; any other is refused ("Extra inputs are not permitted"),
+/// `max_tokens` and `stream` included, as the API does.
+pub const COUNT_TOKENS_FIELDS: [&str; 9] = [
+    "model",
+    "messages",
+    "system",
+    "tools",
+    "tool_choice",
+    "thinking",
+    "output_config",
+    "mcp_servers",
+    "context_management",
+];
+
+/// `POST /v1/messages/count_tokens` → `{"input_tokens": N}` with N from
+/// [`crate::fake::count_tokens`]; recorded like every call (by its path), behaviors apply.
+async fn count_tokens(
+    State(st): State<Arc<Shared>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let parsed: Option<Value> = serde_json::from_slice(&body).ok();
+    let model = parsed
+        .as_ref()
+        .and_then(|v| v["model"].as_str())
+        .unwrap_or("")
+        .to_string();
+    let plan = st.begin_call(
+        uri.path().to_string(),
+        &model,
+        &headers,
+        parsed.clone().unwrap_or(Value::Null),
+    );
+    if headers.get("x-api-key").is_none() {
+        return error_response(
+            ErrorKind::AccessDenied,
+            None,
+            "x-api-key header is required",
+        );
+    }
+    let Some(req) = parsed.filter(Value::is_object) else {
+        return error_response(ErrorKind::Validation, None, "request body is not JSON");
+    };
+    if let Some(k) = req.as_object().and_then(|o| {
+        o.keys()
+            .find(|k| !COUNT_TOKENS_FIELDS.contains(&k.as_str()))
+    }) {
+        let msg = format!("{k}: Extra inputs are not permitted");
+        return error_response(ErrorKind::Validation, None, &msg);
+    }
+    if model.is_empty() || !req["messages"].as_array().is_some_and(|m| !m.is_empty()) {
+        return error_response(ErrorKind::Validation, None, "messages: Field required");
+    }
+    match plan.action {
+        Action::Ok | Action::StreamFailAfter(_) | Action::EchoAuth => {}
+        Action::Fail { kind, retry_after } => {
+            let msg = format!("fake anthropic {}: {kind} for model {model}", plan.label);
+            return error_response(kind, retry_after, &msg);
+        }
+        Action::AccountFault(fault) => {
+            let (status, ty, message) = fault.anthropic();
+            return typed_error(status, ty, message);
+        }
+        Action::Slow(d) => tokio::time::sleep(d).await,
+        Action::Hang => std::future::pending().await,
+    }
+    let n = crate::fake::count_tokens(&req["system"], &req["messages"], &req["tools"]);
+    axum::Json(json!({ "input_tokens": n })).into_response()
 }
 
 /// Status and error type of an Anthropic error.

@@ -4,6 +4,7 @@
 //! - `POST /model/{modelId}/converse` → Converse JSON,
 //! - `POST /model/{modelId}/converse-stream` → `application/vnd.amazon.eventstream` frames
 //!   (`messageStart`, `contentBlockDelta`…, `contentBlockStop`, `messageStop`, `metadata`),
+//! - `POST /model/{modelId}/count-tokens` → `{"inputTokens": N}` ([`crate::fake::count_tokens`]),
 //! - errors with the real status codes, `x-amzn-errortype` header and `{"message": …}` body.
 //!
 //! SigV4 is not checked (headers are recorded). See [`crate::fake::FakeServer`] for the shared
@@ -70,6 +71,59 @@ fn routes() -> Router<Arc<Shared>> {
         .route("/model/{model_id}/converse", post(converse))
         .route("/model/{model_id}/converse-stream", post(converse_stream))
         .route("/model/{model_id}/invoke", post(invoke))
+        .route("/model/{model_id}/count-tokens", post(count_tokens))
+}
+
+/// `POST /model/{modelId}/count-tokens` with `{"input": {"converse": {messages, system,
+/// toolConfig, …}}}` → `{"inputTokens": N}` with N from [`crate::fake::count_tokens`]
+/// (`toolConfig.tools` are the tools); `invokeModel` input: the words of its decoded body.
+/// Recorded like every call (by its path), behaviors apply.
+async fn count_tokens(
+    State(st): State<Arc<Shared>>,
+    Path(model): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let parsed: Option<Value> = serde_json::from_slice(&body).ok();
+    let plan = st.begin_call(
+        uri.path().to_string(),
+        &model,
+        &headers,
+        parsed.clone().unwrap_or(Value::Null),
+    );
+    let Some(input) = parsed.as_ref().and_then(|v| v.get("input")) else {
+        return malformed(&plan);
+    };
+    if let Some(resp) = pre_answer(&plan, &model, false, &headers).await {
+        return resp;
+    }
+    let n = if let Some(c) = input.get("converse") {
+        if !c["messages"].as_array().is_some_and(|m| !m.is_empty()) {
+            return error_response(
+                ErrorKind::Validation,
+                None,
+                "messages: at least one message is required",
+                &plan.request_id,
+            );
+        }
+        crate::fake::count_tokens(&c["system"], &c["messages"], &c["toolConfig"]["tools"])
+    } else if let Some(b) = input.pointer("/invokeModel/body").and_then(Value::as_str) {
+        let raw = aws_smithy_types::base64::decode(b).unwrap_or_default();
+        word_count(&String::from_utf8_lossy(&raw)).max(1)
+    } else {
+        return error_response(
+            ErrorKind::Validation,
+            None,
+            "input: exactly one of converse, invokeModel is required",
+            &plan.request_id,
+        );
+    };
+    let mut resp = axum::Json(json!({ "inputTokens": n })).into_response();
+    if let Ok(v) = HeaderValue::from_str(&plan.request_id) {
+        resp.headers_mut().insert("x-amzn-requestid", v);
+    }
+    resp
 }
 
 /// A parsed Converse request.

@@ -183,6 +183,42 @@ pub fn word_count(text: &str) -> u64 {
     text.split_whitespace().count() as u64
 }
 
+/// The fakes' answer to a token count (Anthropic `count_tokens`, Bedrock `CountTokens`): the
+/// whitespace words of every text in `system` and `messages` (strings and `text` fields), plus
+/// [`TOOL_COUNT_TOKENS`] per tool definition in `tools`. Deterministic, and unlike the hub's
+/// four-characters-a-token estimate, so tests can tell who counted.
+pub fn count_tokens(system: &Value, messages: &Value, tools: &Value) -> u64 {
+    let mut text = String::new();
+    for v in [system, messages] {
+        collect_strings(v, &mut text);
+    }
+    let tools = tools.as_array().map_or(0, Vec::len) as u64;
+    (word_count(&text) + TOOL_COUNT_TOKENS * tools).max(1)
+}
+
+/// What each tool definition adds to a fake's token count.
+pub const TOOL_COUNT_TOKENS: u64 = 10;
+
+/// Every string that is a value of `text` or an item / value of a plain string content.
+fn collect_strings(value: &Value, out: &mut String) {
+    match value {
+        Value::String(s) => {
+            out.push_str(s);
+            out.push(' ');
+        }
+        Value::Array(items) => items.iter().for_each(|v| collect_strings(v, out)),
+        Value::Object(map) => {
+            for (k, v) in map {
+                match (k.as_str(), v) {
+                    ("text" | "content", _) => collect_strings(v, out),
+                    _ => {}
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
 /// The generated answer of one call.
 #[derive(Clone, Debug)]
 pub(crate) struct Completion {
