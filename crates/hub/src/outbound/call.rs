@@ -1,5 +1,5 @@
 //! One call to one spoke: the gRPC request (deadline, request id and trace context as
-//! metadata), the unary `Infer` / `Embed` calls, opening an `InferStream` up to its first
+//! metadata), the unary `Infer` / `Embed` / `CountTokens` calls, opening an `InferStream` up to its first
 //! content, and [`classify`], which decides once what a spoke's gRPC status means for failover.
 
 use std::sync::Arc;
@@ -100,6 +100,23 @@ pub async fn embed(
     let mut client = spoke.client();
     let resp = client
         .embed(grpc_request(req, remaining, request_id))
+        .await
+        .map_err(|s| classify(&s))?;
+    Ok(resp.into_inner())
+}
+
+/// `CountTokens` at one spoke: the upstream's own count of `req`'s input tokens. UNIMPLEMENTED
+/// (the spoke's provider offers no counting) classifies as `NotServed`, like every status, by
+/// [`classify`].
+pub async fn count_tokens(
+    spoke: Arc<Spoke>,
+    req: pb::InferRequest,
+    remaining: Duration,
+    request_id: &str,
+) -> Result<pb::CountTokensResponse, CallError> {
+    let mut client = spoke.client();
+    let resp = client
+        .count_tokens(grpc_request(req, remaining, request_id))
         .await
         .map_err(|s| classify(&s))?;
     Ok(resp.into_inner())

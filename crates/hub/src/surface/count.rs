@@ -1,11 +1,16 @@
 //! Token counting: Anthropic `POST /v1/messages/count_tokens` and Bedrock
-//! `POST /model/{modelId}/count-tokens`. The count is the hub's estimate of the request's input
+//! `POST /model/{modelId}/count-tokens`. The count is the upstream's own where the serving
+//! account offers one: the hub asks one healthy spoke of the alias's first candidate that has
+//! one serving its model (`CountTokens`; Anthropic and Bedrock spokes count, the others answer
+//! UNIMPLEMENTED), one attempt, no failover, within [`UPSTREAM_COUNT_TIMEOUT`]. Any failure, and
+//! Bedrock `invokeModel` input, fall back to the hub's estimate
 //! (`switchyard_proto::estimate_input_tokens`, about four characters a token: the figure the hub
-//! admits tenant token quotas with), and every answer says so in `x-switchyard-token-count:
-//! estimate`. The caller must be allowed the model; nothing is sent upstream and no quota is
-//! spent.
+//! admits tenant token quotas with). Every answer says which in `x-switchyard-token-count:
+//! upstream | estimate`; an upstream count also names who counted (`x-switchyard-provider`,
+//! `-account`, `-region`, `-model`). The caller must be allowed the model; no quota is spent.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
@@ -17,12 +22,30 @@ use serde_json::{Value, json};
 use switchyard_proto::v1 as pb;
 
 use crate::error::HubError;
+use crate::headers;
+use crate::live::Snapshot;
+use crate::model::Alias;
+use crate::outbound::call;
+use crate::routing::{self, Needs};
 use crate::state::Hub;
 use crate::surface::frame;
 use crate::surface::{anthropic, converse};
 
-/// Response header naming where a count comes from: `estimate` (the hub's).
+/// Response header naming where a count comes from: `upstream` (the serving account's model
+/// provider counted) or `estimate` (the hub's).
 pub const TOKEN_COUNT: &str = "x-switchyard-token-count";
+
+/// Longest the hub waits for an upstream count (or the request timeout, when shorter) before
+/// it answers with its estimate.
+pub const UPSTREAM_COUNT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a count request was resolved to: where an upstream count may be asked.
+struct Asked {
+    table: Snapshot,
+    alias: Alias,
+    allowed_regions: Vec<String>,
+    request_id: String,
+}
 
 /// Authenticates (`Authorization: Bearer` or `x-api-key`), reads the body within the size and
 /// time limits, checks the caller may use `model` and parses the body as JSON.
@@ -31,7 +54,7 @@ async fn prologue(
     headers: &HeaderMap,
     body: Body,
     model: Option<&str>,
-) -> Result<Value, HubError> {
+) -> Result<(Value, Asked), HubError> {
     let table = hub.snapshot();
     let tenant = frame::authenticate_x_api_key(hub, &table, headers).await?;
     let bytes = frame::read_body(hub, headers, body).await?;
@@ -45,8 +68,82 @@ async fn prologue(
             .ok_or_else(|| HubError::BadRequest("`model` is required".into()))?
             .to_string(),
     };
-    table.resolve_alias(&tenant, &model)?;
-    Ok(v)
+    let alias = table.resolve_alias(&tenant, &model)?;
+    let asked = Asked {
+        alias,
+        allowed_regions: tenant.allowed_regions.clone(),
+        request_id: frame::request_id(headers),
+        table,
+    };
+    Ok((v, asked))
+}
+
+/// The upstream's count of `req`: one healthy spoke serving the model of the alias's first
+/// candidate that has one, asked once. `None` when there is none, or it failed, timed out or
+/// answered UNIMPLEMENTED (its provider offers no counting).
+async fn upstream_count(
+    hub: &Hub,
+    asked: &Asked,
+    mut req: pb::InferRequest,
+) -> Option<pb::CountTokensResponse> {
+    let limit = hub.settings.request_timeout.min(UPSTREAM_COUNT_TIMEOUT);
+    let (cand, spoke) = asked.alias.candidates.iter().find_map(|cand| {
+        let pool = asked.table.pools.get(&cand.provider)?;
+        let views = pool.views();
+        let id = routing::pick_spoke(
+            &views,
+            &cand.model,
+            &Needs::default(),
+            &[],
+            &mut rand::rng(),
+        )?;
+        Some((cand, pool.get(id)?))
+    })?;
+    // What only generation needs does not travel: the count is of the input.
+    if let Some(p) = req.params.as_mut() {
+        p.max_tokens = None;
+    }
+    req.request_id = asked.request_id.clone();
+    req.models = vec![cand.model.clone()];
+    req.allowed_regions = asked.allowed_regions.clone();
+    req.timeout_ms = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
+    let counted = tokio::time::timeout(
+        limit,
+        call::count_tokens(spoke.clone(), req, limit, &asked.request_id),
+    )
+    .await;
+    match counted {
+        Ok(Ok(r)) => Some(r),
+        Ok(Err(e)) => {
+            tracing::debug!(request_id = %asked.request_id, spoke = %spoke.addr, provider = %cand.provider, model = %cand.model, error = ?e, "no upstream token count; estimating");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(request_id = %asked.request_id, spoke = %spoke.addr, "upstream token count timed out; estimating");
+            None
+        }
+    }
+}
+
+/// A count, and who made it (`None`: the hub's estimate).
+struct Counted {
+    tokens: u64,
+    by: Option<pb::Route>,
+}
+
+/// The upstream's count of `req` when one answers, else the estimate.
+async fn count(hub: &Hub, asked: &Asked, req: pb::InferRequest) -> Counted {
+    let estimated = estimate(&req);
+    match upstream_count(hub, asked, req).await {
+        Some(r) => Counted {
+            tokens: u64::from(r.input_tokens),
+            by: Some(r.route.unwrap_or_default()),
+        },
+        None => Counted {
+            tokens: estimated,
+            by: None,
+        },
+    }
 }
 
 /// The estimate for `req`, tools included (their definitions are part of the prompt).
@@ -59,39 +156,51 @@ fn estimate(req: &pb::InferRequest) -> u64 {
     switchyard_proto::estimate_input_tokens(req) + (tools as u64).div_ceil(4)
 }
 
-fn answer(body: Value) -> Response {
+/// The answer `body`, with `x-switchyard-token-count` and, for an upstream count, the route.
+fn answer(body: Value, by: Option<&pb::Route>) -> Response {
     let mut resp = axum::Json(body).into_response();
-    resp.headers_mut()
-        .insert(TOKEN_COUNT, HeaderValue::from_static("estimate"));
+    let h = resp.headers_mut();
+    match by {
+        Some(r) => {
+            h.insert(TOKEN_COUNT, HeaderValue::from_static("upstream"));
+            headers::route(h, &r.provider, &r.account, &r.region, &r.model, 1);
+        }
+        None => {
+            h.insert(TOKEN_COUNT, HeaderValue::from_static("estimate"));
+        }
+    }
     resp
 }
 
-/// `POST /v1/messages/count_tokens`: `{"input_tokens": N}`; errors in Anthropic's shape. The
-/// body is a Messages request without `max_tokens`.
+/// `POST /v1/messages/count_tokens`: `{"input_tokens": N}` (the upstream's count or the
+/// estimate: `x-switchyard-token-count`); errors in Anthropic's shape. The body is a Messages
+/// request without `max_tokens`.
 pub async fn anthropic_handler(
     State(hub): State<Arc<Hub>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     let counted = async {
-        let mut v = prologue(&hub, &headers, body, None).await?;
+        let (mut v, asked) = prologue(&hub, &headers, body, None).await?;
         if let Some(obj) = v.as_object_mut() {
             obj.entry("max_tokens").or_insert(json!(1));
         }
         let req: anthropic::MessagesRequest = serde_json::from_value(v)
             .map_err(|e| HubError::BadRequest(format!("invalid request body: {e}")))?;
-        Ok::<_, HubError>(estimate(&req.to_infer()?))
+        let req = req.to_infer()?;
+        Ok::<_, HubError>(count(&hub, &asked, req).await)
     }
     .await;
     match counted {
-        Ok(n) => answer(json!({ "input_tokens": n })),
+        Ok(c) => answer(json!({ "input_tokens": c.tokens }), c.by.as_ref()),
         Err(e) => anthropic::error_response(e),
     }
 }
 
 /// `POST /model/{modelId}/count-tokens`: `{"inputTokens": N}` for `{"input": {"converse":
 /// {messages, system, toolConfig, …}}}` or `{"input": {"invokeModel": {"body": <base64>}}}`
-/// (the model's native body: estimated from its length); errors in Bedrock's shape.
+/// (the model's native body: always estimated from its length); the Converse form is counted
+/// upstream where offered (`x-switchyard-token-count`); errors in Bedrock's shape.
 pub async fn bedrock_handler(
     State(hub): State<Arc<Hub>>,
     model: Result<Path<String>, PathRejection>,
@@ -103,12 +212,12 @@ pub async fn bedrock_handler(
             Ok(Path(m)) => m,
             Err(rejection) => return Err(crate::surface::bad_path(&rejection)),
         };
-        let v = prologue(&hub, &headers, body, Some(&model)).await?;
+        let (v, asked) = prologue(&hub, &headers, body, Some(&model)).await?;
         let input = v
             .get("input")
             .ok_or_else(|| HubError::BadRequest("`input` is required".into()))?;
         match (input.get("converse"), input.get("invokeModel")) {
-            (Some(c), None) => Ok(estimate(&converse::to_infer(c)?)),
+            (Some(c), None) => Ok(count(&hub, &asked, converse::to_infer(c)?).await),
             (None, Some(i)) => {
                 let b64 = i.get("body").and_then(Value::as_str).ok_or_else(|| {
                     HubError::BadRequest("`input.invokeModel.body` is required".into())
@@ -118,7 +227,11 @@ pub async fn bedrock_handler(
                     .map_err(|_| {
                         HubError::BadRequest("`input.invokeModel.body` is not base64".into())
                     })?;
-                Ok((raw.len() as u64).div_ceil(4).max(1))
+                // The model's native body: estimated (the contract carries Converse's form).
+                Ok(Counted {
+                    tokens: (raw.len() as u64).div_ceil(4).max(1),
+                    by: None,
+                })
             }
             _ => Err(HubError::BadRequest(
                 "`input` must hold exactly one of `converse`, `invokeModel`".into(),
@@ -127,7 +240,7 @@ pub async fn bedrock_handler(
     }
     .await;
     match counted {
-        Ok(n) => answer(json!({ "inputTokens": n })),
+        Ok(c) => answer(json!({ "inputTokens": c.tokens }), c.by.as_ref()),
         Err(e) => converse::error_response(e),
     }
 }
