@@ -398,3 +398,198 @@ async fn chromium_dom(url: &str) -> String {
     .unwrap();
     String::from_utf8_lossy(&out.stdout).to_string()
 }
+
+/// An Anthropic, a Bedrock and an OpenAI-compatible spoke in front of their fakes, behind one
+/// hub: aliases `direct` (Anthropic `sonnet`), `claude` (Bedrock `haiku`), `gpt` (OpenAI `m1`).
+struct CountStack {
+    anthropic: switchyard_testkit::anthropic::FakeAnthropic,
+    bedrock: switchyard_testkit::bedrock::FakeBedrock,
+    openai: switchyard_testkit::openai::FakeOpenAi,
+    _spokes: Vec<Spoke>,
+    hub: Hub,
+}
+
+const HAIKU: &str = "anthropic.claude-3-haiku-20240307-v1:0";
+
+impl CountStack {
+    async fn start() -> CountStack {
+        let caps = "streaming = true\ntools = true\ncontext_window = 100000\n";
+        let anthropic = switchyard_testkit::anthropic::FakeAnthropic::start()
+            .await
+            .unwrap();
+        let bedrock = switchyard_testkit::bedrock::FakeBedrock::start()
+            .await
+            .unwrap();
+        let openai = switchyard_testkit::openai::FakeOpenAi::start()
+            .await
+            .unwrap();
+        let s_anthropic = Spoke::start_with_env(
+            &spoke_toml(
+                "anthropic",
+                &[("direct", &anthropic.url())],
+                &format!(
+                    "[[models]]\nid = \"sonnet\"\nupstream_id = \"claude-sonnet-4-5\"\n{caps}"
+                ),
+                "[anthropic]\napi_key_env = \"TEST_ANTHROPIC_KEY\"\n",
+            ),
+            &[("TEST_ANTHROPIC_KEY", "sk-ant-test")],
+        )
+        .await
+        .unwrap();
+        let s_bedrock = Spoke::start(&spoke_toml(
+            "bedrock",
+            &[("us-east-1", &bedrock.url())],
+            &format!("[[models]]\nid = \"haiku\"\nupstream_id = \"{HAIKU}\"\n{caps}"),
+            "",
+        ))
+        .await
+        .unwrap();
+        let s_openai = Spoke::start(&spoke_toml(
+            "openai",
+            &[("us-east-1", &openai.url())],
+            &format!("[[models]]\nid = \"m1\"\n{caps}"),
+            "",
+        ))
+        .await
+        .unwrap();
+        let hub = Hub::start(&format!(
+            "listen = \"127.0.0.1:0\"\n\
+             [[providers]]\nname = \"pa\"\nspokes = [{{ addr = \"{}\" }}]\nhealth = {{ interval = \"1s\" }}\n\
+             [[providers]]\nname = \"pb\"\nspokes = [{{ addr = \"{}\" }}]\nhealth = {{ interval = \"1s\" }}\n\
+             [[providers]]\nname = \"po\"\nspokes = [{{ addr = \"{}\" }}]\nhealth = {{ interval = \"1s\" }}\n\
+             [[aliases]]\nname = \"direct\"\ncandidates = [{{ provider = \"pa\", model = \"sonnet\" }}]\n\
+             [[aliases]]\nname = \"claude\"\ncandidates = [{{ provider = \"pb\", model = \"haiku\" }}]\n\
+             [[aliases]]\nname = \"gpt\"\ncandidates = [{{ provider = \"po\", model = \"m1\" }}]\n\
+             [[tenants]]\nname = \"t\"\napi_key_sha256 = [\"{KEY_SHA256}\"]\naliases = [\"*\"]\n",
+            s_anthropic.proc.addr(),
+            s_bedrock.proc.addr(),
+            s_openai.proc.addr(),
+        ))
+        .await
+        .unwrap();
+        hub.wait_healthy(3).await.unwrap();
+        CountStack {
+            anthropic,
+            bedrock,
+            openai,
+            _spokes: vec![s_anthropic, s_bedrock, s_openai],
+            hub,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_counts_come_from_the_upstream_where_the_account_offers_counting() {
+    let s = CountStack::start().await;
+    let anth = [("x-api-key", KEY), ("anthropic-version", "2023-06-01")];
+    // 400 words and a 2-word system prompt: the fakes count 402 (words, 10 per tool), the
+    // hub's estimate of the same 2,009 characters is above 500.
+    let body = |model: &str| {
+        json!({"model": model, "system": "Be brief.",
+               "messages": [{"role": "user", "content": "word ".repeat(400)}]})
+    };
+
+    // An Anthropic account: its own count_tokens answers, without max_tokens, nothing generated.
+    let (status, h, v) = post(
+        &s.hub.url("/v1/messages/count_tokens"),
+        &anth,
+        &body("direct"),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(h["x-switchyard-token-count"], "upstream");
+    assert_eq!(h["x-switchyard-provider"], "anthropic");
+    assert_eq!(h["x-switchyard-model"], "sonnet");
+    assert_eq!(v, json!({"input_tokens": 402}));
+    let sent = s.anthropic.last_request().unwrap();
+    assert_eq!(sent.path, "/v1/messages/count_tokens");
+    assert_eq!(sent.body["model"], "claude-sonnet-4-5");
+    assert!(sent.body.get("max_tokens").is_none(), "{}", sent.body);
+    assert_eq!(s.anthropic.total_calls(), 1, "one call, no completion");
+    // Tool definitions are counted too (the fake: 10 a tool).
+    let mut with_tool = body("direct");
+    with_tool["tools"] = json!([{"name": "lookup", "description": "Looks up.",
+                                 "input_schema": {"type": "object"}}]);
+    let (_, h, v) = post(&s.hub.url("/v1/messages/count_tokens"), &anth, &with_tool).await;
+    assert_eq!(h["x-switchyard-token-count"], "upstream");
+    assert_eq!(v["input_tokens"], 412, "{v}");
+
+    // A Bedrock account: CountTokens with the Converse input, from either surface.
+    let (status, h, v) = post(
+        &s.hub.url("/model/claude/count-tokens"),
+        &[("x-api-key", KEY)],
+        &json!({"input": {"converse": {
+            "system": [{"text": "Be brief."}],
+            "messages": [{"role": "user", "content": [{"text": "word ".repeat(400)}]}]}}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(h["x-switchyard-token-count"], "upstream");
+    assert_eq!(h["x-switchyard-provider"], "bedrock");
+    assert_eq!(h["x-switchyard-model"], "haiku");
+    assert_eq!(v, json!({"inputTokens": 402}));
+    let sent = s.bedrock.last_request().unwrap();
+    assert!(sent.path.ends_with("/count-tokens"), "{}", sent.path);
+    assert_eq!(sent.model, HAIKU);
+    assert!(
+        sent.body["input"]["converse"]["messages"].is_array(),
+        "{}",
+        sent.body
+    );
+    let (_, h, v) = post(
+        &s.hub.url("/v1/messages/count_tokens"),
+        &anth,
+        &body("claude"),
+    )
+    .await;
+    assert_eq!(h["x-switchyard-token-count"], "upstream");
+    assert_eq!(v["input_tokens"], 402, "{v}");
+    // InvokeModel input (a model's native body) is always the estimate.
+    let (_, h, _) = post(
+        &s.hub.url("/model/claude/count-tokens"),
+        &[("x-api-key", KEY)],
+        &json!({"input": {"invokeModel": {"body": "eyJ4IjogMX0="}}}),
+    )
+    .await;
+    assert_eq!(h["x-switchyard-token-count"], "estimate");
+
+    // An OpenAI-compatible account offers no counting: the hub's estimate, nothing sent.
+    let (status, h, v) = post(&s.hub.url("/v1/messages/count_tokens"), &anth, &body("gpt")).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(h["x-switchyard-token-count"], "estimate");
+    assert!(h.get("x-switchyard-provider").is_none());
+    let n = v["input_tokens"].as_u64().unwrap();
+    assert!((450..=600).contains(&n), "the estimate, got {n}");
+    assert_eq!(s.openai.total_calls(), 0);
+
+    // The upstream down (503 from Anthropic, a ServiceUnavailableException from Bedrock): the
+    // estimate, still 200.
+    use switchyard_testkit::behavior::{Behavior, ErrorKind};
+    s.anthropic.set_behavior(
+        "claude-sonnet-4-5",
+        Behavior::Error {
+            error: ErrorKind::ServiceUnavailable,
+        },
+    );
+    s.bedrock.set_behavior(
+        HAIKU,
+        Behavior::Error {
+            error: ErrorKind::ServiceUnavailable,
+        },
+    );
+    for model in ["direct", "claude"] {
+        let (status, h, v) =
+            post(&s.hub.url("/v1/messages/count_tokens"), &anth, &body(model)).await;
+        assert_eq!(status, 200, "{model}: {v}");
+        assert_eq!(h["x-switchyard-token-count"], "estimate", "{model}");
+        let n = v["input_tokens"].as_u64().unwrap();
+        assert!((450..=600).contains(&n), "{model}: the estimate, got {n}");
+    }
+    // Counting spent no completion anywhere: every recorded call was a count.
+    for r in s.anthropic.requests() {
+        assert_eq!(r.path, "/v1/messages/count_tokens");
+    }
+    for r in s.bedrock.requests() {
+        assert!(r.path.ends_with("/count-tokens"), "{}", r.path);
+    }
+}
