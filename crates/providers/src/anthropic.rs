@@ -816,6 +816,38 @@ mod tests {
         assert_eq!(b["messages"][0]["content"][1]["text"], "more");
     }
 
+    #[test]
+    fn count_tokens_body_keeps_only_what_count_tokens_takes() {
+        let req = InferRequest {
+            system: "sys".into(),
+            messages: vec![Message {
+                role: Role::User as i32,
+                content: vec![ContentPart {
+                    part: Some(Part::Text("hi".into())),
+                }],
+            }],
+            params: Some(switchyard_proto::v1::GenerationParams {
+                max_tokens: Some(50),
+                temperature: Some(0.5),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let call = Call {
+            region: "r",
+            model: "claude",
+            request: &req,
+            timeout: Duration::from_secs(1),
+            options: Default::default(),
+        };
+        let b = count_tokens_body(&call).unwrap();
+        let keys: Vec<&str> = b.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(keys.len(), 3, "{b}");
+        for k in ["model", "messages", "system"] {
+            assert!(keys.contains(&k), "{b}");
+        }
+    }
+
     fn why(status: u16, ty: &str, message: &str) -> Option<DenyReason> {
         let body = json!({"type": "error", "error": {"type": ty, "message": message}});
         match classify(status, &body, None) {

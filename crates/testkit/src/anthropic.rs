@@ -121,7 +121,7 @@ async fn count_tokens(
         let msg = format!("{k}: Extra inputs are not permitted");
         return error_response(ErrorKind::Validation, None, &msg);
     }
-    if model.is_empty() || !req["messages"].as_array().is_some_and(|m| !m.is_empty()) {
+    if model.is_empty() || req["messages"].as_array().is_none_or(Vec::is_empty) {
         return error_response(ErrorKind::Validation, None, "messages: Field required");
     }
     match plan.action {

@@ -99,7 +99,7 @@ async fn count_tokens(
         return resp;
     }
     let n = if let Some(c) = input.get("converse") {
-        if !c["messages"].as_array().is_some_and(|m| !m.is_empty()) {
+        if c["messages"].as_array().is_none_or(Vec::is_empty) {
             return error_response(
                 ErrorKind::Validation,
                 None,

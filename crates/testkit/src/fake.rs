@@ -209,9 +209,8 @@ fn collect_strings(value: &Value, out: &mut String) {
         Value::Array(items) => items.iter().for_each(|v| collect_strings(v, out)),
         Value::Object(map) => {
             for (k, v) in map {
-                match (k.as_str(), v) {
-                    ("text" | "content", _) => collect_strings(v, out),
-                    _ => {}
+                if matches!(k.as_str(), "text" | "content") {
+                    collect_strings(v, out);
                 }
             }
         }
