@@ -18,6 +18,8 @@ const KEY: &str = "sk-e2e-key";
 const KEY_SHA256: &str = "efa5642593240584aa889ebfff15261eedfcf4bef5a8ec85db1be8135774d1a9";
 /// A second tenant's key, `printf %s sk-other | sha256sum`.
 const OTHER_KEY: &str = "sk-other";
+/// A tenant with a content policy (deny rule, PII blocked).
+const GUARDED_KEY: &str = "sk-guarded";
 
 struct Stack {
     hub: Hub,
@@ -460,10 +462,13 @@ impl CountStack {
              [[aliases]]\nname = \"direct\"\ncandidates = [{{ provider = \"pa\", model = \"sonnet\" }}]\n\
              [[aliases]]\nname = \"claude\"\ncandidates = [{{ provider = \"pb\", model = \"haiku\" }}]\n\
              [[aliases]]\nname = \"gpt\"\ncandidates = [{{ provider = \"po\", model = \"m1\" }}]\n\
-             [[tenants]]\nname = \"t\"\napi_key_sha256 = [\"{KEY_SHA256}\"]\naliases = [\"*\"]\n",
+             [[tenants]]\nname = \"t\"\napi_key_sha256 = [\"{KEY_SHA256}\"]\naliases = [\"*\"]\n\
+             [[tenants]]\nname = \"guarded\"\napi_key_sha256 = [\"{}\"]\naliases = [\"*\"]\n\
+             [tenants.policy]\ndeny = [\"(?i)project falcon\"]\npii = \"block\"\n",
             s_anthropic.proc.addr(),
             s_bedrock.proc.addr(),
             s_openai.proc.addr(),
+            sha256_hex(GUARDED_KEY),
         ))
         .await
         .unwrap();
@@ -585,6 +590,25 @@ async fn token_counts_come_from_the_upstream_where_the_account_offers_counting()
         let n = v["input_tokens"].as_u64().unwrap();
         assert!((450..=600).contains(&n), "{model}: the estimate, got {n}");
     }
+    // The tenant's content policy runs before anything is counted upstream: a deny rule or
+    // blocked PII refuses the count, and nothing reaches the upstream.
+    let before = s.anthropic.total_calls();
+    let guarded = [
+        ("x-api-key", GUARDED_KEY),
+        ("anthropic-version", "2023-06-01"),
+    ];
+    for (text, code) in [
+        ("status of Project Falcon?", "invalid_request_error"),
+        ("mail me at jane.doe@example.com", "invalid_request_error"),
+    ] {
+        let mut b = body("direct");
+        b["messages"][0]["content"] = json!(text);
+        let (status, _, v) = post(&s.hub.url("/v1/messages/count_tokens"), &guarded, &b).await;
+        assert_eq!(status, 400, "{text}: {v}");
+        assert_eq!(v["error"]["type"], code, "{v}");
+    }
+    assert_eq!(s.anthropic.total_calls(), before, "nothing left the hub");
+
     // Counting spent no completion anywhere: every recorded call was a count.
     for r in s.anthropic.requests() {
         assert_eq!(r.path, "/v1/messages/count_tokens");

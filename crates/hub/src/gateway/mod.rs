@@ -118,6 +118,27 @@ pub struct Streamed {
     pub attempts: Vec<pb::Attempt>,
 }
 
+/// The tenant's content policy on `request` (deny rules, PII handling), in place: what may
+/// leave the hub. Errors: 400 `content_policy_violation` (a deny rule matched) or
+/// `pii_detected`.
+pub fn apply_policy(
+    tenant: &Tenant,
+    request: &mut pb::InferRequest,
+    request_id: &str,
+) -> Result<(), HubError> {
+    tenant.policy.apply(request).map_err(|v| match v {
+        crate::policy::Violation::Denied { rule } => {
+            tracing::info!(request_id, tenant = %tenant.name, rule, "content policy: deny rule matched");
+            HubError::ContentPolicy(rule)
+        }
+        crate::policy::Violation::Pii(kinds) => {
+            let kinds: Vec<&'static str> = kinds.iter().map(|k| k.name()).collect();
+            tracing::info!(request_id, tenant = %tenant.name, ?kinds, "content policy: PII blocked");
+            HubError::PiiDetected(kinds)
+        }
+    })
+}
+
 /// A request that passed the message limit, alias resolution and the content policy, not yet
 /// admitted against the tenant's quotas (the response cache answers here, before admission).
 #[derive(Debug)]
@@ -166,17 +187,7 @@ pub fn check<'a>(
     bounds::context(&table, &alias, &needs, &request)?;
     bounds::capabilities(&table, &alias, &needs.union(alias.needs), &asked, &request)?;
     // Content controls: before quota admission and before anything leaves the hub.
-    tenant.policy.apply(&mut request).map_err(|v| match v {
-        crate::policy::Violation::Denied { rule } => {
-            tracing::info!(request_id, tenant = %tenant.name, rule, "content policy: deny rule matched");
-            HubError::ContentPolicy(rule)
-        }
-        crate::policy::Violation::Pii(kinds) => {
-            let kinds: Vec<&'static str> = kinds.iter().map(|k| k.name()).collect();
-            tracing::info!(request_id, tenant = %tenant.name, ?kinds, "content policy: PII blocked");
-            HubError::PiiDetected(kinds)
-        }
-    })?;
+    apply_policy(&tenant, &mut request, request_id)?;
     Ok(Checked {
         table,
         tenant,

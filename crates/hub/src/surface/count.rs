@@ -22,9 +22,10 @@ use serde_json::{Value, json};
 use switchyard_proto::v1 as pb;
 
 use crate::error::HubError;
+use crate::gateway;
 use crate::headers;
 use crate::live::Snapshot;
-use crate::model::Alias;
+use crate::model::{Alias, Tenant};
 use crate::outbound::call;
 use crate::routing::{self, Needs};
 use crate::state::Hub;
@@ -42,8 +43,9 @@ pub const UPSTREAM_COUNT_TIMEOUT: Duration = Duration::from_secs(10);
 /// What a count request was resolved to: where an upstream count may be asked.
 struct Asked {
     table: Snapshot,
+    /// Whose request it is: its content policy runs before anything is sent upstream.
+    tenant: Tenant,
     alias: Alias,
-    allowed_regions: Vec<String>,
     request_id: String,
 }
 
@@ -70,8 +72,8 @@ async fn prologue(
     };
     let alias = table.resolve_alias(&tenant, &model)?;
     let asked = Asked {
+        tenant,
         alias,
-        allowed_regions: tenant.allowed_regions.clone(),
         request_id: frame::request_id(headers),
         table,
     };
@@ -105,7 +107,7 @@ async fn upstream_count(
     }
     req.request_id = asked.request_id.clone();
     req.models = vec![cand.model.clone()];
-    req.allowed_regions = asked.allowed_regions.clone();
+    req.allowed_regions = asked.tenant.allowed_regions.clone();
     req.timeout_ms = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
     let counted = tokio::time::timeout(
         limit,
@@ -131,10 +133,13 @@ struct Counted {
     by: Option<pb::Route>,
 }
 
-/// The upstream's count of `req` when one answers, else the estimate.
-async fn count(hub: &Hub, asked: &Asked, req: pb::InferRequest) -> Counted {
+/// The upstream's count of `req` when one answers, else the estimate. The tenant's content
+/// policy runs first, as for inference (a deny rule or blocked PII refuses the count; redacted
+/// text is what is counted and what leaves the hub).
+async fn count(hub: &Hub, asked: &Asked, mut req: pb::InferRequest) -> Result<Counted, HubError> {
+    gateway::apply_policy(&asked.tenant, &mut req, &asked.request_id)?;
     let estimated = estimate(&req);
-    match upstream_count(hub, asked, req).await {
+    Ok(match upstream_count(hub, asked, req).await {
         Some(r) => Counted {
             tokens: u64::from(r.input_tokens),
             by: Some(r.route.unwrap_or_default()),
@@ -143,7 +148,7 @@ async fn count(hub: &Hub, asked: &Asked, req: pb::InferRequest) -> Counted {
             tokens: estimated,
             by: None,
         },
-    }
+    })
 }
 
 /// The estimate for `req`, tools included (their definitions are part of the prompt).
@@ -188,7 +193,7 @@ pub async fn anthropic_handler(
         let req: anthropic::MessagesRequest = serde_json::from_value(v)
             .map_err(|e| HubError::BadRequest(format!("invalid request body: {e}")))?;
         let req = req.to_infer()?;
-        Ok::<_, HubError>(count(&hub, &asked, req).await)
+        count(&hub, &asked, req).await
     }
     .await;
     match counted {
@@ -217,7 +222,7 @@ pub async fn bedrock_handler(
             .get("input")
             .ok_or_else(|| HubError::BadRequest("`input` is required".into()))?;
         match (input.get("converse"), input.get("invokeModel")) {
-            (Some(c), None) => Ok(count(&hub, &asked, converse::to_infer(c)?).await),
+            (Some(c), None) => count(&hub, &asked, converse::to_infer(c)?).await,
             (None, Some(i)) => {
                 let b64 = i.get("body").and_then(Value::as_str).ok_or_else(|| {
                     HubError::BadRequest("`input.invokeModel.body` is required".into())
