@@ -259,7 +259,48 @@ fn rows() -> Vec<Row> {
                 vec![Missing("/user")],
             ],
         },
+        // Out of the caller's API's range: refused by name at the hub, before any upstream.
+        Row {
+            name: "chat temperature out of range",
+            api: Api::Chat,
+            body: json!({"temperature": 5}),
+            expect: [
+                vec![Refused("temperature")],
+                vec![Refused("temperature")],
+                vec![Refused("temperature")],
+            ],
+        },
+        Row {
+            name: "chat max_tokens 0",
+            api: Api::Chat,
+            body: json!({"max_tokens": 0}),
+            expect: [
+                vec![Refused("max_tokens")],
+                vec![Refused("max_tokens")],
+                vec![Refused("max_tokens")],
+            ],
+        },
+        Row {
+            name: "chat tool without a name",
+            api: Api::Chat,
+            body: json!({"tools": [{"type": "function", "function": {"name": "", "parameters": {"type": "object"}}}]}),
+            expect: [
+                vec![Refused("tools")],
+                vec![Refused("tools")],
+                vec![Refused("tools")],
+            ],
+        },
         // ---- Anthropic Messages
+        Row {
+            name: "messages temperature out of Anthropic's range",
+            api: Api::Messages,
+            body: json!({"temperature": 1.5}),
+            expect: [
+                vec![Refused("temperature")],
+                vec![Refused("temperature")],
+                vec![Refused("temperature")],
+            ],
+        },
         Row {
             name: "messages tool_choice none",
             api: Api::Messages,
@@ -411,6 +452,16 @@ fn rows() -> Vec<Row> {
             ],
         },
         // ---- Bedrock Converse
+        Row {
+            name: "converse temperature out of range",
+            api: Api::Converse,
+            body: json!({"inferenceConfig": {"maxTokens": 32, "temperature": 5}}),
+            expect: [
+                vec![Refused("inferenceConfig.temperature")],
+                vec![Refused("inferenceConfig.temperature")],
+                vec![Refused("inferenceConfig.temperature")],
+            ],
+        },
         Row {
             name: "converse toolChoice tool",
             api: Api::Converse,

@@ -162,6 +162,7 @@ async fn token_counts_grow_with_the_input_and_say_they_are_estimates() {
     .await;
     assert_eq!(status, 200, "{small}");
     assert_eq!(h["x-switchyard-token-count"], "estimate");
+    assert_eq!(h["x-request-id"], h["request-id"]);
     let small = small["input_tokens"].as_u64().unwrap();
     assert!(small >= 1);
     let (_, _, big) = post(

@@ -190,6 +190,22 @@ pub fn tools(req: &pb::InferRequest, bounds: &RequestBounds) -> Result<(), HubEr
         });
     }
     for (i, t) in req.tools.iter().enumerate() {
+        // Every upstream API names tools with 1 to 64 (OpenAI, Bedrock) or 128 (Anthropic) of
+        // `[a-zA-Z0-9_-]`; the hub takes the widest form and refuses the rest here, by name,
+        // rather than as an upstream's rejection after a call.
+        let valid_name = (1..=128).contains(&t.name.len())
+            && t.name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+        if !valid_name {
+            return Err(HubError::InvalidParam {
+                param: "tools".into(),
+                code: "invalid_value",
+                message: format!(
+                    "tools.{i}: a tool name is 1 to 128 characters of letters, digits, '_', '-' and '.'"
+                ),
+            });
+        }
         let size = t.name.len() + t.description.len() + t.parameters_json.len();
         if size > bounds.max_tool_bytes {
             return Err(HubError::InvalidParam {

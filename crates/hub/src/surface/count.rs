@@ -56,6 +56,7 @@ async fn prologue(
     headers: &HeaderMap,
     body: Body,
     model: Option<&str>,
+    request_id: &str,
 ) -> Result<(Value, Asked), HubError> {
     let table = hub.snapshot();
     let tenant = frame::authenticate_x_api_key(hub, &table, headers).await?;
@@ -74,7 +75,7 @@ async fn prologue(
     let asked = Asked {
         tenant,
         alias,
-        request_id: frame::request_id(headers),
+        request_id: request_id.to_string(),
         table,
     };
     Ok((v, asked))
@@ -177,6 +178,16 @@ fn answer(body: Value, by: Option<&pb::Route>) -> Response {
     resp
 }
 
+/// `resp` with the request id in `x-request-id` and in the surface's own header (`request-id`
+/// for Anthropic, `x-amzn-RequestId` for Bedrock), answers and errors alike.
+fn with_request_id(mut resp: Response, request_id: &str, surface_header: &'static str) -> Response {
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        resp.headers_mut().insert(headers::REQUEST_ID, v.clone());
+        resp.headers_mut().insert(surface_header, v);
+    }
+    resp
+}
+
 /// `POST /v1/messages/count_tokens`: `{"input_tokens": N}` (the upstream's count or the
 /// estimate: `x-switchyard-token-count`); errors in Anthropic's shape. The body is a Messages
 /// request without `max_tokens`.
@@ -185,8 +196,9 @@ pub async fn anthropic_handler(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let request_id = frame::request_id(&headers);
     let counted = async {
-        let (mut v, asked) = prologue(&hub, &headers, body, None).await?;
+        let (mut v, asked) = prologue(&hub, &headers, body, None, &request_id).await?;
         if let Some(obj) = v.as_object_mut() {
             obj.entry("max_tokens").or_insert(json!(1));
         }
@@ -196,10 +208,11 @@ pub async fn anthropic_handler(
         count(&hub, &asked, req).await
     }
     .await;
-    match counted {
+    let resp = match counted {
         Ok(c) => answer(json!({ "input_tokens": c.tokens }), c.by.as_ref()),
         Err(e) => anthropic::error_response(e),
-    }
+    };
+    with_request_id(resp, &request_id, headers::ANTHROPIC_REQUEST_ID)
 }
 
 /// `POST /model/{modelId}/count-tokens`: `{"inputTokens": N}` for `{"input": {"converse":
@@ -212,12 +225,13 @@ pub async fn bedrock_handler(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let request_id = frame::request_id(&headers);
     let counted = async {
         let model = match model {
             Ok(Path(m)) => m,
             Err(rejection) => return Err(crate::surface::bad_path(&rejection)),
         };
-        let (v, asked) = prologue(&hub, &headers, body, Some(&model)).await?;
+        let (v, asked) = prologue(&hub, &headers, body, Some(&model), &request_id).await?;
         let input = v
             .get("input")
             .ok_or_else(|| HubError::BadRequest("`input` is required".into()))?;
@@ -244,8 +258,9 @@ pub async fn bedrock_handler(
         }
     }
     .await;
-    match counted {
+    let resp = match counted {
         Ok(c) => answer(json!({ "inputTokens": c.tokens }), c.by.as_ref()),
         Err(e) => converse::error_response(e),
-    }
+    };
+    with_request_id(resp, &request_id, headers::AMZN_REQUEST_ID)
 }

@@ -30,6 +30,19 @@ pub fn error_for_path(path: &str, e: HubError) -> Response {
     }
 }
 
+/// `value` (a sampling parameter of the caller's body, named `param` in the caller's own terms)
+/// within `0..=max`, the range the caller's API documents; else 400 `invalid_value` naming it.
+pub fn in_range(param: &str, value: Option<f32>, max: f32) -> Result<(), HubError> {
+    match value {
+        Some(v) if !(v.is_finite() && (0.0..=max).contains(&v)) => Err(HubError::InvalidParam {
+            param: param.to_string().into(),
+            code: "invalid_value",
+            message: format!("{param}: {v} is not a number from 0 to {max}"),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// The error for a path parameter that does not decode (percent-encoded bytes that are not
 /// UTF-8); never echoes the path.
 pub fn bad_path(rejection: &axum::extract::rejection::PathRejection) -> HubError {

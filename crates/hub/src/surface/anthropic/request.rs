@@ -232,11 +232,9 @@ impl MessagesRequest {
         if self.max_tokens == 0 {
             return Err(bad("max_tokens: must be at least 1"));
         }
-        for (name, v) in [("temperature", self.temperature), ("top_p", self.top_p)] {
-            if v.is_some_and(|v| !v.is_finite() || v < 0.0) {
-                return Err(bad(format!("{name}: must be a non-negative number")));
-            }
-        }
+        // Anthropic's ranges: temperature and top_p 0 to 1.
+        crate::surface::in_range("temperature", self.temperature, 1.0)?;
+        crate::surface::in_range("top_p", self.top_p, 1.0)?;
         let mut messages = Vec::with_capacity(self.messages.len());
         for (i, m) in self.messages.iter().enumerate() {
             messages.push(self.message(i, m)?);

@@ -160,6 +160,9 @@ pub fn to_infer(body: &Value) -> Result<pb::InferRequest, HubError> {
     };
     let temperature = float("temperature")?;
     let top_p = float("topP")?;
+    // Bedrock's ranges: temperature and topP 0 to 1.
+    crate::surface::in_range("inferenceConfig.temperature", temperature, 1.0)?;
+    crate::surface::in_range("inferenceConfig.topP", top_p, 1.0)?;
     let stop = cfg["stopSequences"]
         .as_array()
         .into_iter()

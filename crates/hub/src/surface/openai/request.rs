@@ -314,11 +314,15 @@ impl ChatRequest {
         };
         // `true` is every upstream's default: only `false` (one call at most) is carried.
         let parallel_tool_calls = self.parallel_tool_calls.filter(|p| !p && !tools.is_empty());
-        for (name, v) in [("temperature", self.temperature), ("top_p", self.top_p)] {
-            if v.is_some_and(|v| !v.is_finite() || v < 0.0) {
-                return Err(HubError::BadRequest(format!(
-                    "`{name}` must be a non-negative number"
-                )));
+        // OpenAI's ranges: temperature 0 to 2, top_p 0 to 1, at least one output token.
+        crate::surface::in_range("temperature", self.temperature, 2.0)?;
+        crate::surface::in_range("top_p", self.top_p, 1.0)?;
+        for (name, v) in [
+            ("max_tokens", self.max_tokens),
+            ("max_completion_tokens", self.max_completion_tokens),
+        ] {
+            if v == Some(0) {
+                return Err(invalid(name, format!("{name}: must be at least 1")));
             }
         }
         let stop = match &self.stop {

@@ -75,7 +75,9 @@ impl Output {
         let mut logprobs = logprobs_content(logprobs_json);
         for p in m.iter().flat_map(|m| &m.content) {
             match &p.part {
-                Some(pb::content_part::Part::Text(t)) => {
+                // An empty text part (an answer that only calls tools) makes no message item,
+                // as a stream of the same answer makes none.
+                Some(pb::content_part::Part::Text(t)) if !t.is_empty() => {
                     out.text(t, std::mem::take(&mut logprobs));
                 }
                 Some(pb::content_part::Part::ToolCall(tc)) => {
