@@ -618,3 +618,68 @@ async fn token_counts_come_from_the_upstream_where_the_account_offers_counting()
         assert!(r.path.ends_with("/count-tokens"), "{}", r.path);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_field_of_the_wrong_type_is_named_in_json_terms() {
+    let s = Stack::start("").await;
+    let bearer = format!("Bearer {KEY}");
+    let auth = [("authorization", bearer.as_str())];
+    let chat = |extra: Value| {
+        let mut b = json!({"model": "chat", "messages": [{"role": "user", "content": "hi"}]});
+        for (k, v) in extra.as_object().unwrap() {
+            b[k] = v.clone();
+        }
+        b
+    };
+    for (extra, param) in [
+        (json!({"n": -1}), "n"),
+        (json!({"max_tokens": 1_000_000_000_000u64}), "max_tokens"),
+        (json!({"top_logprobs": "two"}), "top_logprobs"),
+        (
+            json!({"messages": [{"role": "user", "content": 7}]}),
+            "messages[0].content",
+        ),
+        (json!({"stop": {"a": 1}}), "stop"),
+    ] {
+        let (status, _, body) = post(
+            &s.hub.url("/v1/chat/completions"),
+            &auth,
+            &chat(extra.clone()),
+        )
+        .await;
+        assert_eq!(status, 400, "{extra}: {body}");
+        assert_eq!(body["error"]["param"], param, "{extra}: {body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        for rust in ["u32", "u64", "struct ", "enum ", "ChatRequest"] {
+            assert!(!message.contains(rust), "{extra}: {message}");
+        }
+    }
+    // Anthropic too, in its shape.
+    let (status, _, body) = post(
+        &s.hub.url("/v1/messages"),
+        &[("x-api-key", KEY)],
+        &json!({"model": "chat", "max_tokens": -5, "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["type"], "error");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("max_tokens:"),
+        "{body}"
+    );
+    // A body that is not JSON at all stays a plain invalid request.
+    let r = reqwest::Client::new()
+        .post(s.hub.url("/v1/chat/completions"))
+        .header("authorization", &bearer)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["param"], Value::Null, "{body}");
+}

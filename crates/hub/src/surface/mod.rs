@@ -30,6 +30,66 @@ pub fn error_for_path(path: &str, e: HubError) -> Response {
     }
 }
 
+/// A request body as the surface's typed request `T`. A body that is not JSON is 400
+/// `invalid_request`; one whose field has the wrong type or value is 400 `invalid_value` with
+/// `param` = the field's path (`messages.0.content`, `n`) and a message in JSON's terms (never
+/// the hub's own type names).
+pub fn parse_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, HubError> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    match serde_path_to_error::deserialize::<_, T>(de) {
+        Ok(v) => Ok(v),
+        Err(e) => {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            let why = json_terms(&inner.to_string());
+            if inner.is_syntax() || inner.is_eof() || path == "." {
+                return Err(HubError::BadRequest(format!("invalid request body: {why}")));
+            }
+            Err(HubError::InvalidParam {
+                message: format!("{path}: {why}"),
+                param: path.into(),
+                code: "invalid_value",
+            })
+        }
+    }
+}
+
+/// A serde message with Rust's type names put in JSON's terms.
+fn json_terms(message: &str) -> String {
+    // serde says "expected u32", "expected struct ChatRequest", "untagged enum Content"…
+    let mut out = message.to_string();
+    for (rust, json) in [
+        ("expected u8", "expected a whole number from 0 to 255"),
+        ("expected u16", "expected a whole number from 0 to 65535"),
+        (
+            "expected u32",
+            "expected a whole number from 0 to 4294967295",
+        ),
+        ("expected u64", "expected a whole number from 0"),
+        ("expected i32", "expected a whole number"),
+        ("expected i64", "expected a whole number"),
+        ("expected f32", "expected a number"),
+        ("expected f64", "expected a number"),
+        ("expected a boolean", "expected true or false"),
+    ] {
+        out = out.replace(rust, json);
+    }
+    if let Some(i) = out.find("expected struct ") {
+        let end = out[i + 16..]
+            .find(|c: char| !c.is_alphanumeric() && c != '_')
+            .map_or(out.len(), |e| i + 16 + e);
+        out.replace_range(i..end, "expected an object");
+    }
+    if let Some(i) = out.find("data did not match any variant of untagged enum ") {
+        let start = i + "data did not match any variant of untagged enum ".len();
+        let end = out[start..]
+            .find(|c: char| !c.is_alphanumeric() && c != '_')
+            .map_or(out.len(), |e| start + e);
+        out.replace_range(i..end, "not one of the accepted forms");
+    }
+    out
+}
+
 /// `value` (a sampling parameter of the caller's body, named `param` in the caller's own terms)
 /// within `0..=max`, the range the caller's API documents; else 400 `invalid_value` naming it.
 pub fn in_range(param: &str, value: Option<f32>, max: f32) -> Result<(), HubError> {

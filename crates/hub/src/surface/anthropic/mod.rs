@@ -135,8 +135,7 @@ async fn messages(
     let tenant = frame::authenticate_x_api_key(hub, &table, headers).await?;
     frame.rec.set_tenant(&tenant.name);
     let bytes = frame::read_body(hub, headers, body).await?;
-    let mut req: MessagesRequest = serde_json::from_slice(&bytes)
-        .map_err(|e| HubError::BadRequest(format!("invalid request body: {e}")))?;
+    let mut req: MessagesRequest = crate::surface::parse_body(&bytes)?;
     let alias = table.resolve_alias(&tenant, &req.model)?;
     let mut request = req.to_infer()?;
     let extra = std::mem::take(&mut req.extra);

@@ -163,8 +163,7 @@ async fn chat(
     let tenant = frame::authenticate(hub, &table, headers).await?;
     frame.rec.set_tenant(&tenant.name);
     let bytes = frame::read_body(hub, headers, body).await?;
-    let mut req: ChatRequest = serde_json::from_slice(&bytes)
-        .map_err(|e| HubError::BadRequest(format!("invalid request body: {e}")))?;
+    let mut req: ChatRequest = crate::surface::parse_body(&bytes)?;
     let prompt_used = prompts::expand(&table, &mut req)?;
     if req.messages.len() > hub.settings.max_messages {
         return Err(HubError::BadRequest(format!(
