@@ -95,6 +95,7 @@ Switchyard is up: hub on http://$hub_addr, spokes on $spoke_a and $spoke_b (simu
     -H "Authorization: Bearer $DEMO_API_KEY" -H "Content-Type: application/json" \\
     -d '{"model": "demo", "messages": [{"role": "user", "content": "Hello!"}]}'
 
+  # with the official SDK (pip install openai), or any OpenAI, Anthropic or Bedrock client:
   python3 -c 'from openai import OpenAI
 c = OpenAI(base_url="http://$hub_addr/v1", api_key="$DEMO_API_KEY")
 print(c.chat.completions.create(model="demo", messages=[{"role": "user", "content": "Hello!"}]).choices[0].message.content)'
