@@ -30,6 +30,39 @@ pub fn error_for_path(path: &str, e: HubError) -> Response {
     }
 }
 
+/// Why a tool choice a caller asked for cannot stand against the tools it offered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ToolChoiceProblem {
+    /// A tool must be called (`any` / a named tool) but none is offered.
+    NoTools,
+    /// The named tool is not among the offered tools.
+    UnknownTool,
+}
+
+/// The contract's tool choice for a surface's `mode` and tool `name` (empty unless `mode` is
+/// `Tool`) against the offered `tools`: `None` for `auto` (every upstream's default) and for
+/// `none` with no tools offered; the surface words a [`ToolChoiceProblem`] in its own terms.
+pub fn checked_tool_choice(
+    mode: switchyard_proto::v1::tool_choice::Mode,
+    name: &str,
+    tools: &[switchyard_proto::v1::ToolSpec],
+) -> Result<Option<switchyard_proto::v1::ToolChoice>, ToolChoiceProblem> {
+    use switchyard_proto::v1::tool_choice::Mode;
+    match mode {
+        Mode::Auto => return Ok(None),
+        Mode::None if tools.is_empty() => return Ok(None),
+        Mode::Any | Mode::Tool if tools.is_empty() => return Err(ToolChoiceProblem::NoTools),
+        Mode::Tool if !tools.iter().any(|t| t.name == name) => {
+            return Err(ToolChoiceProblem::UnknownTool);
+        }
+        _ => {}
+    }
+    Ok(Some(switchyard_proto::v1::ToolChoice {
+        mode: mode as i32,
+        name: name.to_owned(),
+    }))
+}
+
 /// A request body as the surface's typed request `T`. A body that is not JSON is 400
 /// `invalid_request`; one whose field has the wrong type or value is 400 `invalid_value` with
 /// `param` = the field's path (`messages.0.content`, `n`) and a message in JSON's terms (never

@@ -1,6 +1,7 @@
 //! The Anthropic Messages request body and its translation to `switchyard.v1`
 //! ([`MessagesRequest::to_infer`]); every field's state is in docs/api.md.
 
+use crate::surface::ToolChoiceProblem;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use switchyard_proto::v1 as pb;
@@ -548,23 +549,15 @@ fn tool_choice(
             )));
         }
     };
+    let choice = crate::surface::checked_tool_choice(mode, name, tools).map_err(|p| match p {
+        ToolChoiceProblem::NoTools => bad("tool_choice: a tool must be used, but `tools` is empty"),
+        ToolChoiceProblem::UnknownTool => {
+            bad(format!("tool_choice.name: {name:?} is not one of `tools`"))
+        }
+    })?;
     if tools.is_empty() {
-        return match mode {
-            Mode::Auto | Mode::None => Ok((None, None)),
-            Mode::Any | Mode::Tool => Err(bad(
-                "tool_choice: a tool must be used, but `tools` is empty",
-            )),
-        };
-    }
-    if mode == Mode::Tool && !tools.iter().any(|t| t.name == name) {
-        return Err(bad(format!(
-            "tool_choice.name: {name:?} is not one of `tools`"
-        )));
+        return Ok((None, None));
     }
     let parallel = (v["disable_parallel_tool_use"].as_bool() == Some(true)).then_some(false);
-    let choice = (mode != Mode::Auto).then(|| pb::ToolChoice {
-        mode: mode as i32,
-        name: name.to_owned(),
-    });
     Ok((choice, parallel))
 }

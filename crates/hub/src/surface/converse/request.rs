@@ -1,6 +1,7 @@
 //! The Bedrock Converse request body and its translation to `switchyard.v1` ([`to_infer`]);
 //! every field's state is in docs/api.md.
 
+use crate::surface::ToolChoiceProblem;
 use serde_json::{Map, Value};
 use switchyard_proto::v1 as pb;
 
@@ -365,23 +366,14 @@ fn tool_choice(c: &Value, tools: &[pb::ToolSpec]) -> Result<Option<pb::ToolChoic
     } else {
         return Err(bad("toolConfig.toolChoice: must be one of auto, any, tool"));
     };
-    if mode == Mode::Auto {
-        return Ok(None);
-    }
-    if tools.is_empty() {
-        return Err(bad(
-            "toolConfig.toolChoice: a tool must be used, but toolConfig.tools is empty",
-        ));
-    }
-    if mode == Mode::Tool && !tools.iter().any(|t| t.name == name) {
-        return Err(bad(format!(
+    crate::surface::checked_tool_choice(mode, name, tools).map_err(|p| match p {
+        ToolChoiceProblem::NoTools => {
+            bad("toolConfig.toolChoice: a tool must be used, but toolConfig.tools is empty")
+        }
+        ToolChoiceProblem::UnknownTool => bad(format!(
             "toolConfig.toolChoice.tool.name: {name:?} is not one of toolConfig.tools"
-        )));
-    }
-    Ok(Some(pb::ToolChoice {
-        mode: mode as i32,
-        name: name.to_owned(),
-    }))
+        )),
+    })
 }
 
 /// `additionalModelRequestFields` with its known keys translated.

@@ -1,6 +1,7 @@
 //! The OpenAI chat-completions request body and its translation to `switchyard.v1`
 //! ([`ChatRequest::to_infer`]); every field's state is in docs/api.md.
 
+use crate::surface::ToolChoiceProblem;
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
@@ -540,24 +541,10 @@ fn tool_choice(
         },
         _ => return Err(bad("must be a string or an object".into())),
     };
-    if tools.is_empty() {
-        return match mode {
-            Mode::Auto | Mode::None => Ok(None),
-            Mode::Any | Mode::Tool => {
-                Err(bad("a tool must be called, but `tools` is empty".into()))
-            }
-        };
-    }
-    if mode == Mode::Tool && !tools.iter().any(|t| t.name == name) {
-        return Err(bad(format!("{name:?} is not one of `tools`")));
-    }
-    if mode == Mode::Auto {
-        return Ok(None);
-    }
-    Ok(Some(pb::ToolChoice {
-        mode: mode as i32,
-        name,
-    }))
+    crate::surface::checked_tool_choice(mode, &name, tools).map_err(|p| match p {
+        ToolChoiceProblem::NoTools => bad("a tool must be called, but `tools` is empty".into()),
+        ToolChoiceProblem::UnknownTool => bad(format!("{name:?} is not one of `tools`")),
+    })
 }
 
 /// OpenAI `response_format` → the contract's; `text` is the default (`None`).

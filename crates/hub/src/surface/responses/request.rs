@@ -3,6 +3,7 @@
 //! needs from the internal request), refused by name, or — only when it cannot change the answer
 //! — accepted and recorded as ignored; docs/api.md has the table.
 
+use crate::surface::ToolChoiceProblem;
 use base64::Engine as _;
 use prost::Message as _;
 use serde_json::{Map, Value, json};
@@ -665,24 +666,10 @@ fn tool_choice(
         },
         _ => return Err(bad_type("tool_choice", "a string or an object")),
     };
-    if tools.is_empty() {
-        return match mode {
-            Mode::Auto | Mode::None => Ok(None),
-            Mode::Any | Mode::Tool => {
-                Err(bad("a tool must be called, but `tools` is empty.".into()))
-            }
-        };
-    }
-    if mode == Mode::Tool && !tools.iter().any(|t| t.name == name) {
-        return Err(bad(format!("{name:?} is not one of `tools`.")));
-    }
-    if mode == Mode::Auto {
-        return Ok(None);
-    }
-    Ok(Some(pb::ToolChoice {
-        mode: mode as i32,
-        name,
-    }))
+    crate::surface::checked_tool_choice(mode, &name, tools).map_err(|p| match p {
+        ToolChoiceProblem::NoTools => bad("a tool must be called, but `tools` is empty.".into()),
+        ToolChoiceProblem::UnknownTool => bad(format!("{name:?} is not one of `tools`.")),
+    })
 }
 
 /// `text.format` → the contract's response format; `text` is the default (`None`).
