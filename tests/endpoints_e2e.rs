@@ -125,6 +125,15 @@ async fn model_lookup_answers_the_aliases_a_key_may_use_in_the_callers_shape() {
     // No key: 401.
     let (status, _, body) = get(&s.hub.url("/v1/models/chat"), &[]).await;
     assert_eq!(status, 401, "{body}");
+    // Lookups carry the request id, as every answer does.
+    let r = reqwest::Client::new()
+        .get(s.hub.url("/v1/models/chat"))
+        .header("authorization", &bearer)
+        .header("x-request-id", "lookup-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-request-id"], "lookup-1");
     // Readiness answers JSON too.
     let (status, _, body) = get(&s.hub.url("/readyz"), &[]).await;
     assert_eq!((status, body), (200, json!({"status": "ready"})));

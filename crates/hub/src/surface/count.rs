@@ -178,16 +178,6 @@ fn answer(body: Value, by: Option<&pb::Route>) -> Response {
     resp
 }
 
-/// `resp` with the request id in `x-request-id` and in the surface's own header (`request-id`
-/// for Anthropic, `x-amzn-RequestId` for Bedrock), answers and errors alike.
-fn with_request_id(mut resp: Response, request_id: &str, surface_header: &'static str) -> Response {
-    if let Ok(v) = HeaderValue::from_str(request_id) {
-        resp.headers_mut().insert(headers::REQUEST_ID, v.clone());
-        resp.headers_mut().insert(surface_header, v);
-    }
-    resp
-}
-
 /// `POST /v1/messages/count_tokens`: `{"input_tokens": N}` (the upstream's count or the
 /// estimate: `x-switchyard-token-count`); errors in Anthropic's shape. The body is a Messages
 /// request without `max_tokens`.
@@ -212,7 +202,7 @@ pub async fn anthropic_handler(
         Ok(c) => answer(json!({ "input_tokens": c.tokens }), c.by.as_ref()),
         Err(e) => anthropic::error_response(e),
     };
-    with_request_id(resp, &request_id, headers::ANTHROPIC_REQUEST_ID)
+    frame::with_request_id(resp, &request_id, Some(headers::ANTHROPIC_REQUEST_ID))
 }
 
 /// `POST /model/{modelId}/count-tokens`: `{"inputTokens": N}` for `{"input": {"converse":
@@ -262,5 +252,5 @@ pub async fn bedrock_handler(
         Ok(c) => answer(json!({ "inputTokens": c.tokens }), c.by.as_ref()),
         Err(e) => converse::error_response(e),
     };
-    with_request_id(resp, &request_id, headers::AMZN_REQUEST_ID)
+    frame::with_request_id(resp, &request_id, Some(headers::AMZN_REQUEST_ID))
 }

@@ -207,6 +207,22 @@ pub fn error_response(
     resp
 }
 
+/// `resp` with `request_id` in `x-request-id` and, when given, in the surface's own id header
+/// (`request-id` for Anthropic, `x-amzn-RequestId` for Bedrock): for the lookups that run
+/// without a [`Frame`] (models, stored responses, token counts), answers and errors alike.
+pub fn with_request_id(
+    mut resp: Response,
+    request_id: &str,
+    surface_header: Option<&'static str>,
+) -> Response {
+    let h = resp.headers_mut();
+    headers::set(h, headers::REQUEST_ID, request_id);
+    if let Some(name) = surface_header {
+        headers::set(h, name, request_id);
+    }
+    resp
+}
+
 /// The tail of a stream committed before its route answered ([`gateway::Opened::Late`]): the
 /// tenant's `x-ratelimit-*` only (the route is not known yet: it is in the audit line).
 pub fn answered_late(resp: &mut Response, rate_state: &switchyard_quota::RateState) {

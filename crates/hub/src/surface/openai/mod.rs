@@ -57,9 +57,15 @@ fn models_error(e: HubError, anthropic: bool) -> Response {
 /// `x-api-key`), as OpenAI's list (`{"object":"list","data":[…]}`) or, for an Anthropic client,
 /// Anthropic's (`{"data":[…],"has_more":false,"first_id","last_id"}`), sorted by id.
 pub async fn models_handler(State(hub): State<Arc<Hub>>, headers: HeaderMap) -> Response {
-    let anthropic = anthropic_client(&headers);
+    let request_id = frame::request_id(&headers);
+    let resp = list_models(&hub, &headers).await;
+    frame::with_request_id(resp, &request_id, None)
+}
+
+async fn list_models(hub: &Hub, headers: &HeaderMap) -> Response {
+    let anthropic = anthropic_client(headers);
     let table = hub.snapshot();
-    let tenant = match frame::authenticate_x_api_key(&hub, &table, &headers).await {
+    let tenant = match frame::authenticate_x_api_key(hub, &table, headers).await {
         Ok(t) => t,
         Err(e) => return models_error(e, anthropic),
     };
@@ -82,9 +88,19 @@ pub async fn model_handler(
     id: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
 ) -> Response {
-    let anthropic = anthropic_client(&headers);
+    let request_id = frame::request_id(&headers);
+    let resp = retrieve_model(&hub, id, &headers).await;
+    frame::with_request_id(resp, &request_id, None)
+}
+
+async fn retrieve_model(
+    hub: &Hub,
+    id: Result<Path<String>, PathRejection>,
+    headers: &HeaderMap,
+) -> Response {
+    let anthropic = anthropic_client(headers);
     let table = hub.snapshot();
-    let tenant = match frame::authenticate_x_api_key(&hub, &table, &headers).await {
+    let tenant = match frame::authenticate_x_api_key(hub, &table, headers).await {
         Ok(t) => t,
         Err(e) => return models_error(e, anthropic),
     };

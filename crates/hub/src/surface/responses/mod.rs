@@ -328,15 +328,6 @@ async fn lookup(
     }
 }
 
-fn with_request_id(mut resp: Response, headers: &HeaderMap) -> Response {
-    headers::set(
-        resp.headers_mut(),
-        headers::REQUEST_ID,
-        &frame::request_id(headers),
-    );
-    resp
-}
-
 /// `GET /v1/responses/{id}`: the stored response object, as it was returned; 404 when this
 /// tenant has none by that id.
 pub async fn get_handler(
@@ -352,7 +343,7 @@ pub async fn get_handler(
             Err(e) => store_failed(e).into_response(),
         },
     };
-    with_request_id(resp, &headers)
+    frame::with_request_id(resp, &frame::request_id(&headers), None)
 }
 
 /// `DELETE /v1/responses/{id}`: `{"id","object":"response","deleted":true}`; 404 when this
@@ -372,5 +363,5 @@ pub async fn delete_handler(
             Err(e) => store_failed(e).into_response(),
         },
     };
-    with_request_id(resp, &headers)
+    frame::with_request_id(resp, &frame::request_id(&headers), None)
 }
