@@ -54,53 +54,20 @@ impl CacheFileConfig {
                 Duration::from_millis(250)
             }
         };
-        let store = match self.store.as_deref().unwrap_or("memory") {
-            "memory" => {
-                if self.redis_url.is_some() || self.redis_url_env.is_some() {
-                    errs.push("cache.redis_url: given but store is \"memory\"".into());
-                }
-                CacheStore::Memory
-            }
-            "redis" => {
-                let url = match (&self.redis_url, &self.redis_url_env) {
-                    (Some(u), None) => Some(u.clone()),
-                    (None, Some(var)) => match std::env::var(var) {
-                        Ok(u) => Some(u),
-                        Err(_) => {
-                            errs.push(format!(
-                                "cache.redis_url_env: environment variable {var} is not set"
-                            ));
-                            None
-                        }
-                    },
-                    _ => {
-                        errs.push(
-                            "cache: store = \"redis\" needs exactly one of redis_url, redis_url_env"
-                                .into(),
-                        );
-                        None
-                    }
-                };
-                if let Some(u) = &url
-                    && switchyard_quota::redis_conn::seeds(u).is_err()
-                {
-                    errs.push("cache.redis_url: not a redis:// or rediss:// URL (or comma-separated cluster seed nodes)".into());
-                }
-                CacheStore::Redis {
-                    url: url.unwrap_or_default(),
-                    prefix: self
-                        .key_prefix
-                        .clone()
-                        .unwrap_or_else(|| "switchyard".into()),
-                    timeout,
-                }
-            }
-            other => {
-                errs.push(format!(
-                    "cache.store: {other:?} is not \"memory\" or \"redis\""
-                ));
-                CacheStore::Memory
-            }
+        let store = match super::shared_store(
+            "cache",
+            self.store.as_deref(),
+            self.redis_url.as_ref(),
+            self.redis_url_env.as_ref(),
+            self.key_prefix.as_ref(),
+            errs,
+        ) {
+            None => CacheStore::Memory,
+            Some((url, prefix)) => CacheStore::Redis {
+                url,
+                prefix,
+                timeout,
+            },
         };
         CacheSettings {
             max_entries,

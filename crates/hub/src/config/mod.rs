@@ -263,6 +263,65 @@ impl HubConfig {
     }
 }
 
+/// Where a section's shared store lives (`[cache]`, `[responses]`): `store = "memory"` (the
+/// default) → `None`; `store = "redis"` → `Some((url, key_prefix))`, the URL from exactly one of
+/// `redis_url` / `redis_url_env` (a single node or comma-separated cluster seeds), the prefix
+/// `"switchyard"` unless given. Problems go to `errs`, each prefixed with `section`.
+fn shared_store(
+    section: &str,
+    store: Option<&str>,
+    redis_url: Option<&String>,
+    redis_url_env: Option<&String>,
+    key_prefix: Option<&String>,
+    errs: &mut Vec<String>,
+) -> Option<(String, String)> {
+    match store.unwrap_or("memory") {
+        "memory" => {
+            if redis_url.is_some() || redis_url_env.is_some() {
+                errs.push(format!(
+                    "{section}.redis_url: given but store is \"memory\""
+                ));
+            }
+            None
+        }
+        "redis" => {
+            let url = match (redis_url, redis_url_env) {
+                (Some(u), None) => Some(u.clone()),
+                (None, Some(var)) => match std::env::var(var) {
+                    Ok(u) => Some(u),
+                    Err(_) => {
+                        errs.push(format!(
+                            "{section}.redis_url_env: environment variable {var} is not set"
+                        ));
+                        None
+                    }
+                },
+                _ => {
+                    errs.push(format!(
+                        "{section}: store = \"redis\" needs exactly one of redis_url, redis_url_env"
+                    ));
+                    None
+                }
+            };
+            if let Some(u) = &url
+                && switchyard_quota::redis_conn::seeds(u).is_err()
+            {
+                errs.push(format!(
+                    "{section}.redis_url: not a redis:// or rediss:// URL (or comma-separated cluster seed nodes)"
+                ));
+            }
+            let prefix = key_prefix.cloned().unwrap_or_else(|| "switchyard".into());
+            Some((url.unwrap_or_default(), prefix))
+        }
+        other => {
+            errs.push(format!(
+                "{section}.store: {other:?} is not \"memory\" or \"redis\""
+            ));
+            None
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

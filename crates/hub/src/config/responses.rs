@@ -62,53 +62,20 @@ impl ResponsesFileConfig {
             Duration::from_secs(1),
             errs,
         );
-        let backend = match self.store.as_deref().unwrap_or("memory") {
-            "memory" => {
-                if self.redis_url.is_some() || self.redis_url_env.is_some() {
-                    errs.push("responses.redis_url: given but store is \"memory\"".into());
-                }
-                Backend::Memory
-            }
-            "redis" => {
-                let url = match (&self.redis_url, &self.redis_url_env) {
-                    (Some(u), None) => Some(u.clone()),
-                    (None, Some(var)) => match std::env::var(var) {
-                        Ok(u) => Some(u),
-                        Err(_) => {
-                            errs.push(format!(
-                                "responses.redis_url_env: environment variable {var} is not set"
-                            ));
-                            None
-                        }
-                    },
-                    _ => {
-                        errs.push(
-                            "responses: store = \"redis\" needs exactly one of redis_url, redis_url_env"
-                                .into(),
-                        );
-                        None
-                    }
-                };
-                if let Some(u) = &url
-                    && switchyard_quota::redis_conn::seeds(u).is_err()
-                {
-                    errs.push("responses.redis_url: not a redis:// or rediss:// URL (or comma-separated cluster seed nodes)".into());
-                }
-                Backend::Redis {
-                    url: url.unwrap_or_default(),
-                    prefix: self
-                        .key_prefix
-                        .clone()
-                        .unwrap_or_else(|| "switchyard".into()),
-                    timeout,
-                }
-            }
-            other => {
-                errs.push(format!(
-                    "responses.store: {other:?} is not \"memory\" or \"redis\""
-                ));
-                Backend::Memory
-            }
+        let backend = match super::shared_store(
+            "responses",
+            self.store.as_deref(),
+            self.redis_url.as_ref(),
+            self.redis_url_env.as_ref(),
+            self.key_prefix.as_ref(),
+            errs,
+        ) {
+            None => Backend::Memory,
+            Some((url, prefix)) => Backend::Redis {
+                url,
+                prefix,
+                timeout,
+            },
         };
         StoreSettings {
             backend,
