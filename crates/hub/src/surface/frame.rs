@@ -223,10 +223,45 @@ pub fn with_request_id(
     resp
 }
 
-/// The tail of a stream committed before its route answered ([`gateway::Opened::Late`]): the
-/// tenant's `x-ratelimit-*` only (the route is not known yet: it is in the audit line).
-pub fn answered_late(resp: &mut Response, rate_state: &switchyard_quota::RateState) {
-    headers::ratelimit(resp.headers_mut(), rate_state);
+/// The tail of a streamed answer: as [`answered`] (no cost: a stream's is in the audit line),
+/// or — a stream committed before its route answered (`late`, [`gateway::Opened::Late`]) — the
+/// tenant's `x-ratelimit-*` only (the route is not known yet: the audit line has it).
+pub fn answered_stream(
+    resp: &mut Response,
+    route: &RouteTaken,
+    late: bool,
+    started: Instant,
+    rate_state: &switchyard_quota::RateState,
+) {
+    if late {
+        headers::ratelimit(resp.headers_mut(), rate_state);
+    } else {
+        answered(resp, route, started, rate_state, None);
+    }
+}
+
+/// Serves `admission` unary: the answer, stored and handed to the followers when this request
+/// leads a response-cache call (`lead`), and its route and usage on the handler's record.
+pub async fn complete(
+    hub: &Hub,
+    frame: &mut Frame,
+    admission: gateway::Admission,
+    lead: Option<crate::cache::Leader>,
+) -> Result<gateway::Completed, HubError> {
+    let done = admission.complete(hub).await?;
+    if let Some(l) = lead {
+        l.finish(crate::cache::Answer::from_response(
+            &done.response,
+            &done.route,
+        ))
+        .await;
+    }
+    frame.rec.set_route(
+        &done.route,
+        done.response.usage.as_ref(),
+        &done.response.attempts,
+    );
+    Ok(done)
 }
 
 /// Opens `admission`'s stream with the hub's `stream_keepalive` (none when `keepalive` is

@@ -165,19 +165,10 @@ async fn messages(
         let stream_rec = frame.rec.share_with_stream();
         let (streamed, late) = frame::open_stream(hub, frame, admission, &stream_rec, true).await?;
         let mut resp = stream::sse(streamed.items, id, req.model.clone(), stream_rec);
-        if late {
-            frame::answered_late(&mut resp, &rate_state);
-        } else {
-            frame::answered(&mut resp, &streamed.route, frame.started, &rate_state, None);
-        }
+        frame::answered_stream(&mut resp, &streamed.route, late, frame.started, &rate_state);
         Ok(resp)
     } else {
-        let done = admission.complete(hub).await?;
-        frame.rec.set_route(
-            &done.route,
-            done.response.usage.as_ref(),
-            &done.response.attempts,
-        );
+        let done = frame::complete(hub, frame, admission, None).await?;
         let mut out = axum::Json(message_json(&id, &req.model, &done.response)).into_response();
         frame::answered(
             &mut out,

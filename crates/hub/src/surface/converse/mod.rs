@@ -222,20 +222,11 @@ async fn serve(
         let mut resp = Response::new(Body::from_stream(frames));
         resp.headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(EVENT_STREAM));
-        if late {
-            frame::answered_late(&mut resp, &rate_state);
-        } else {
-            frame::answered(&mut resp, &streamed.route, frame.started, &rate_state, None);
-        }
+        frame::answered_stream(&mut resp, &streamed.route, late, frame.started, &rate_state);
         Ok(resp)
     } else {
-        let done = admission.complete(hub).await?;
+        let done = frame::complete(hub, frame, admission, None).await?;
         let latency = frame.started.elapsed().as_millis() as u64;
-        frame.rec.set_route(
-            &done.route,
-            done.response.usage.as_ref(),
-            &done.response.attempts,
-        );
         let mut out = axum::Json(response_json(&done.response, latency)).into_response();
         frame::answered(
             &mut out,

@@ -275,26 +275,10 @@ async fn chat(
             route: route.clone(),
         };
         let mut resp = stream::sse(streamed.items, meta);
-        if late {
-            frame::answered_late(&mut resp, &rate_state);
-        } else {
-            frame::answered(&mut resp, &route, frame.started, &rate_state, None);
-        }
+        frame::answered_stream(&mut resp, &route, late, frame.started, &rate_state);
         resp
     } else {
-        let done = admission.complete(hub).await?;
-        if let Some(l) = lead {
-            l.finish(crate::cache::Answer::from_response(
-                &done.response,
-                &done.route,
-            ))
-            .await;
-        }
-        frame.rec.set_route(
-            &done.route,
-            done.response.usage.as_ref(),
-            &done.response.attempts,
-        );
+        let done = frame::complete(hub, frame, admission, lead).await?;
         let mut out =
             axum::Json(wire::completion_json(&id, created, &done.response)).into_response();
         frame::answered(
