@@ -192,8 +192,7 @@ pub async fn anthropic_handler(
         if let Some(obj) = v.as_object_mut() {
             obj.entry("max_tokens").or_insert(json!(1));
         }
-        let req: anthropic::MessagesRequest = serde_json::from_value(v)
-            .map_err(|e| HubError::BadRequest(format!("invalid request body: {e}")))?;
+        let req: anthropic::MessagesRequest = crate::surface::parse_value(v)?;
         let req = req.to_infer()?;
         count(&hub, &asked, req).await
     }

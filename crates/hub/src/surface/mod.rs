@@ -69,7 +69,17 @@ pub fn checked_tool_choice(
 /// the hub's own type names).
 pub fn parse_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, HubError> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);
-    match serde_path_to_error::deserialize::<_, T>(de) {
+    named(serde_path_to_error::deserialize::<_, T>(de))
+}
+
+/// [`parse_body`] for a body already read as JSON.
+pub fn parse_value<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> Result<T, HubError> {
+    named(serde_path_to_error::deserialize::<_, T>(v))
+}
+
+/// A typed read's failure as [`parse_body`] words it.
+fn named<T>(read: Result<T, serde_path_to_error::Error<serde_json::Error>>) -> Result<T, HubError> {
+    match read {
         Ok(v) => Ok(v),
         Err(e) => {
             let path = e.path().to_string();
