@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use switchyard_e2e::{Spoke, spoke_toml};
-use switchyard_testkit::process::{Proc, eventually, write_config};
+use switchyard_testkit::process::eventually;
 
 /// One node of the test cluster.
 struct Node {
@@ -242,36 +242,19 @@ fn sha(key: &str) -> String {
     hex::encode(sha2::Sha256::digest(key.as_bytes()))
 }
 
-struct Hub {
-    proc: Proc,
-    _config: tempfile::TempPath,
+/// A hub process (the shared test support), with this file's helpers.
+struct Hub(switchyard_e2e::Hub);
+
+impl std::ops::Deref for Hub {
+    type Target = switchyard_e2e::Hub;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }
 
 impl Hub {
     async fn start(toml: &str) -> Hub {
-        let path = write_config(toml, "toml").unwrap();
-        let proc = Proc::spawn(
-            "hub",
-            &["--config".to_string(), path.to_string_lossy().into_owned()],
-            &[],
-        )
-        .await
-        .unwrap();
-        let hub = Hub {
-            proc,
-            _config: path,
-        };
-        let ready = hub.proc.url() + "/readyz";
-        assert!(
-            eventually(Duration::from_secs(15), || {
-                let r = ready.clone();
-                async move { reqwest::get(&r).await.is_ok_and(|r| r.status() == 200) }
-            })
-            .await,
-            "hub never ready: {}",
-            hub.proc.logs()
-        );
-        hub
+        Hub(switchyard_e2e::Hub::start_ready(toml).await.unwrap())
     }
 
     fn chat_url(&self) -> String {

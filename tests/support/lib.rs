@@ -72,6 +72,20 @@ impl Hub {
         })
     }
 
+    /// [`Hub::start`], then waits (15 s at most) until `/readyz` answers 200: a spoke of some
+    /// pool is healthy.
+    pub async fn start_ready(toml: &str) -> anyhow::Result<Hub> {
+        let hub = Self::start(toml).await?;
+        let ready = hub.url("/readyz");
+        let seen = switchyard_testkit::process::eventually(Duration::from_secs(15), || {
+            let r = ready.clone();
+            async move { reqwest::get(&r).await.is_ok_and(|r| r.status() == 200) }
+        })
+        .await;
+        anyhow::ensure!(seen, "hub never ready: {}", hub.proc.logs());
+        Ok(hub)
+    }
+
     /// `http://ADDR{path}`.
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.proc.url())
