@@ -80,3 +80,120 @@ pub fn render_with_help(families: &[Family]) -> String {
     DESCRIBED.call_once(|| describe(families));
     render()
 }
+
+/// Metric handles kept per label set, so a request path that records the same few label sets
+/// over and over does not register them again each time.
+///
+/// `counter!(name, &labels)` copies and hashes the labels and looks the series up in the
+/// recorder's registry on every call; a handle from this cache is the same series, found by one
+/// hash of the borrowed label values. `H` is whatever bundle of handles the caller records
+/// together (built once per label set by the caller's closure). At most `max` label sets are
+/// kept; past that, handles are built per call (the labels are bounded by configuration, so this
+/// is a guard, not a working limit). Handles belong to the recorder installed when they were
+/// built: build them after [`start`] (the hub and the spoke start it before serving).
+pub struct HandleCache<const N: usize, H> {
+    sets: std::sync::RwLock<std::collections::HashMap<u64, Vec<([String; N], std::sync::Arc<H>)>>>,
+    hasher: std::collections::hash_map::RandomState,
+    max: usize,
+}
+
+impl<const N: usize, H> HandleCache<N, H> {
+    /// An empty cache keeping at most `max` label sets.
+    pub fn new(max: usize) -> Self {
+        Self {
+            sets: std::sync::RwLock::new(std::collections::HashMap::new()),
+            hasher: std::collections::hash_map::RandomState::new(),
+            max,
+        }
+    }
+
+    /// The handles of the label set `values` (in the caller's fixed order of label names),
+    /// built by `build` the first time.
+    pub fn get(&self, values: [&str; N], build: impl FnOnce() -> H) -> std::sync::Arc<H> {
+        use std::hash::BuildHasher as _;
+        let hash = self.hasher.hash_one(values);
+        let same = |k: &[String; N]| k.iter().zip(values).all(|(a, b)| a == b);
+        if let Ok(sets) = self.sets.read()
+            && let Some(h) = sets
+                .get(&hash)
+                .and_then(|v| v.iter().find(|(k, _)| same(k)))
+        {
+            return h.1.clone();
+        }
+        // Handles bind to the recorder installed when they are built.
+        let _ = handle();
+        let handles = std::sync::Arc::new(build());
+        if let Ok(mut sets) = self.sets.write()
+            && sets.len() < self.max
+        {
+            let bucket = sets.entry(hash).or_default();
+            if !bucket.iter().any(|(k, _)| same(k)) {
+                bucket.push((values.map(str::to_string), handles.clone()));
+            }
+        }
+        handles
+    }
+}
+
+#[cfg(test)]
+mod cache_tests {
+    use super::HandleCache;
+
+    #[test]
+    fn builds_once_per_label_set() {
+        let cache: HandleCache<2, String> = HandleCache::new(10);
+        let mut built = 0;
+        for _ in 0..3 {
+            let h = cache.get(["a", "b"], || {
+                built += 1;
+                "ab".to_string()
+            });
+            assert_eq!(*h, "ab");
+        }
+        let h = cache.get(["a", "c"], || {
+            built += 1;
+            "ac".to_string()
+        });
+        assert_eq!((h.as_str(), built), ("ac", 2));
+    }
+
+    #[test]
+    fn past_the_bound_builds_per_call() {
+        let cache: HandleCache<1, usize> = HandleCache::new(1);
+        let mut built = 0;
+        for v in ["x", "y", "y"] {
+            cache.get([v], || {
+                built += 1;
+                built
+            });
+        }
+        assert_eq!(built, 3, "x is kept, y is not");
+    }
+}
+
+/// A metric handle without labels, registered once on first use (after installing the
+/// recorder): `static IN_FLIGHT: Unlabelled<Gauge> = Unlabelled::new(|| gauge!("name"));`.
+pub struct Unlabelled<H> {
+    cell: OnceLock<H>,
+    build: fn() -> H,
+}
+
+impl<H> Unlabelled<H> {
+    /// Registers with `build` on first use.
+    pub const fn new(build: fn() -> H) -> Self {
+        Self {
+            cell: OnceLock::new(),
+            build,
+        }
+    }
+}
+
+impl<H> std::ops::Deref for Unlabelled<H> {
+    type Target = H;
+    fn deref(&self) -> &H {
+        self.cell.get_or_init(|| {
+            let _ = handle();
+            (self.build)()
+        })
+    }
+}

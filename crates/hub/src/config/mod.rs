@@ -204,6 +204,7 @@ impl HubConfig {
             }
         }
         errs.extend(self.telemetry.problems());
+        errs.extend(self.audit.problems());
         if self
             .audit
             .path

@@ -1,6 +1,7 @@
 //! `[audit]` and `[metrics]`: where audit lines go and who may read `/metrics`.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -17,6 +18,53 @@ pub struct AuditConfig {
     /// Include the request's messages in the audit line (default false: no prompt content).
     #[serde(default)]
     pub capture_content: bool,
+    /// How long a batch of lines gathers before the writer writes and flushes it (default
+    /// `"100ms"`; 1ms to 10s): the most a line waits in memory. A batch past 64 KiB is written
+    /// sooner; every line left is written on shutdown.
+    #[serde(default = "default_flush_interval")]
+    pub flush_interval: String,
+    /// The most bytes of lines held in memory waiting for the writer (default 8 MiB, at least
+    /// 64 KiB). A line that would go past it is dropped and counted in
+    /// `switchyard_audit_lines_dropped_total`.
+    #[serde(default = "default_max_buffer_bytes")]
+    pub max_buffer_bytes: usize,
+}
+
+impl AuditConfig {
+    /// `flush_interval` as a duration (the default when it does not parse: `validate` refuses
+    /// such a config first).
+    pub fn flush_interval(&self) -> Duration {
+        humantime::parse_duration(&self.flush_interval).unwrap_or(DEFAULT_FLUSH_INTERVAL)
+    }
+
+    /// Problems with the batching settings, as `audit.<key>: …` lines.
+    pub fn problems(&self) -> Vec<String> {
+        let mut errs = Vec::new();
+        match humantime::parse_duration(&self.flush_interval) {
+            Err(e) => errs.push(format!(
+                "audit.flush_interval: invalid duration {:?}: {e}",
+                self.flush_interval
+            )),
+            Ok(d) if d < Duration::from_millis(1) || d > Duration::from_secs(10) => {
+                errs.push("audit.flush_interval: must be between 1ms and 10s".into());
+            }
+            Ok(_) => {}
+        }
+        if self.max_buffer_bytes < 64 * 1024 {
+            errs.push("audit.max_buffer_bytes: must be at least 65536".into());
+        }
+        errs
+    }
+}
+
+const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_millis(100);
+
+fn default_flush_interval() -> String {
+    "100ms".into()
+}
+
+fn default_max_buffer_bytes() -> usize {
+    8 * 1024 * 1024
 }
 
 impl Default for AuditConfig {
@@ -25,6 +73,8 @@ impl Default for AuditConfig {
             enabled: true,
             path: None,
             capture_content: false,
+            flush_interval: default_flush_interval(),
+            max_buffer_bytes: default_max_buffer_bytes(),
         }
     }
 }

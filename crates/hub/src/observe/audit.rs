@@ -1,24 +1,66 @@
-//! The audit log (`[audit]`): one JSON line per client request (every surface), written by a
-//! dedicated thread so the request path never waits on the file. The line itself is assembled by
+//! The audit log (`[audit]`): one JSON line per client request (every surface), written in
+//! batches by a dedicated thread so the request path never waits on the file. The line itself is assembled by
 //! [`crate::observe::RequestRecord`] when the request ends; its fields are listed in
 //! docs/observability.md.
 
 use crate::config::AuditConfig;
 use std::io::Write;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
+
+use parking_lot::{Condvar, Mutex};
 
 use serde::Serialize;
-use serde_json::{Value, json};
 
 use crate::error::FailedAttempt;
 
-/// Where audit lines go: a writer thread fed by a channel (the request path never blocks on
-/// the file).
+/// Where audit lines go: a batch buffer in memory that a dedicated writer thread empties into
+/// the file (or stdout) once per batch.
+///
+/// A request appends its line to the buffer under a short lock and never waits on the file and
+/// never wakes the writer except for the first line of a batch. The writer then lets the batch
+/// gather for `flush_interval` (default 100 ms), takes the whole buffer, writes it with one
+/// `write` and flushes: one wake-up, one write and one flush per batch rather than per line. A
+/// batch that grows past 64 KiB wakes the writer early. When the writer cannot keep up and the
+/// buffer holds `max_buffer_bytes` (default 8 MiB), a new line is dropped and counted in
+/// `switchyard_audit_lines_dropped_total` (and a warning is logged once per second), never
+/// silently. [`AuditSink::close`] (on shutdown, after the drain) writes what is left and stops
+/// the writer.
 #[derive(Debug)]
 pub struct AuditSink {
-    tx: std::sync::mpsc::Sender<String>,
+    shared: Arc<Shared>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     pub capture_content: bool,
+}
+
+/// A batch that grows past this many bytes wakes the writer before its interval is up.
+const EARLY_WAKE_BYTES: usize = 64 * 1024;
+
+#[derive(Debug)]
+struct Shared {
+    state: Mutex<Pending>,
+    /// Lines dropped so far (also counted in `switchyard_audit_lines_dropped_total`).
+    dropped: std::sync::atomic::AtomicU64,
+    wake: Condvar,
+    max_bytes: usize,
+    interval: Duration,
+}
+
+#[derive(Debug, Default)]
+struct Pending {
+    buf: Vec<u8>,
+    /// The writer is waiting for a first line (an empty buffer).
+    idle: bool,
+    /// Woken early for a large batch already.
+    woken: bool,
+    closing: bool,
+    dropped_since_warning: u64,
+    last_warning: Option<Instant>,
+}
+
+thread_local! {
+    /// Each thread's scratch buffer for serialising a line outside the lock.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 impl AuditSink {
@@ -42,74 +84,201 @@ impl AuditSink {
                 }
             },
         };
-        let (tx, rx) = std::sync::mpsc::channel::<String>();
-        let spawned = std::thread::Builder::new()
-            .name("audit".into())
-            .spawn(move || {
-                let mut out = std::io::BufWriter::new(out);
-                while let Ok(line) = rx.recv() {
-                    let _ = writeln!(out, "{line}");
-                    // Drain what is queued, then flush: a line is on disk before the writer idles.
-                    while let Ok(line) = rx.try_recv() {
-                        let _ = writeln!(out, "{line}");
-                    }
-                    let _ = out.flush();
-                }
-            });
-        if let Err(e) = spawned {
-            tracing::error!("audit log: cannot start writer ({e}); audit off");
-            return None;
-        }
+        let shared = Arc::new(Shared {
+            state: Mutex::new(Pending::default()),
+            dropped: std::sync::atomic::AtomicU64::new(0),
+            wake: Condvar::new(),
+            max_bytes: cfg.max_buffer_bytes.max(EARLY_WAKE_BYTES),
+            interval: cfg.flush_interval(),
+        });
+        let spawned = std::thread::Builder::new().name("audit".into()).spawn({
+            let shared = shared.clone();
+            move || shared.write_batches(out)
+        });
+        let writer = match spawned {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::error!("audit log: cannot start writer ({e}); audit off");
+                return None;
+            }
+        };
         Some(Arc::new(AuditSink {
-            tx,
+            shared,
+            writer: Mutex::new(Some(writer)),
             capture_content: cfg.capture_content,
         }))
     }
 
-    /// Queues one line (never blocks; dropped if the writer is gone).
-    pub fn write(&self, line: String) {
-        let _ = self.tx.send(line);
+    /// Appends one line: `line` serialised as JSON plus a newline. Never blocks on the file;
+    /// a full buffer drops the line and counts it (`switchyard_audit_lines_dropped_total`).
+    pub fn write<T: Serialize + ?Sized>(&self, line: &T) {
+        SCRATCH.with_borrow_mut(|scratch| {
+            scratch.clear();
+            if serde_json::to_writer(&mut *scratch, line).is_err() {
+                return;
+            }
+            scratch.push(b'\n');
+            self.shared.append(scratch);
+            if scratch.capacity() > EARLY_WAKE_BYTES {
+                *scratch = Vec::new();
+            }
+        });
+    }
+
+    /// Lines dropped since the sink opened (buffer full, or written after [`AuditSink::close`]).
+    pub fn dropped(&self) -> u64 {
+        self.shared
+            .dropped
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Writes what is buffered and stops the writer (shutdown, after the drain). Lines written
+    /// afterwards are dropped and counted.
+    pub fn close(&self) {
+        {
+            let mut st = self.shared.state.lock();
+            st.closing = true;
+        }
+        self.shared.wake.notify_one();
+        if let Some(h) = self.writer.lock().take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Shared {
+    fn append(&self, line: &[u8]) {
+        let mut st = self.state.lock();
+        if st.closing || st.buf.len() + line.len() > self.max_bytes {
+            metrics::counter!("switchyard_audit_lines_dropped_total").increment(1);
+            self.dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            st.dropped_since_warning += 1;
+            let due = st
+                .last_warning
+                .is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
+            if due {
+                let dropped = std::mem::take(&mut st.dropped_since_warning);
+                st.last_warning = Some(Instant::now());
+                drop(st);
+                tracing::warn!(
+                    dropped,
+                    "audit log: buffer full or closed; lines dropped (switchyard_audit_lines_dropped_total)"
+                );
+            }
+            return;
+        }
+        st.buf.extend_from_slice(line);
+        let wake = if st.idle {
+            st.idle = false;
+            true
+        } else if !st.woken && st.buf.len() >= EARLY_WAKE_BYTES {
+            st.woken = true;
+            true
+        } else {
+            false
+        };
+        drop(st);
+        if wake {
+            self.wake.notify_one();
+        }
+    }
+
+    /// The writer thread: waits for a first line, lets the batch gather for the interval (or
+    /// until it is large), then writes and flushes it in one go.
+    fn write_batches(&self, out: Box<dyn Write + Send>) {
+        let mut out = out;
+        let mut batch = Vec::new();
+        loop {
+            {
+                let mut st = self.state.lock();
+                while st.buf.is_empty() && !st.closing {
+                    st.idle = true;
+                    self.wake.wait(&mut st);
+                }
+                st.idle = false;
+                if !st.closing && st.buf.len() < EARLY_WAKE_BYTES {
+                    let deadline = Instant::now() + self.interval;
+                    while !st.closing && st.buf.len() < EARLY_WAKE_BYTES {
+                        if self.wake.wait_until(&mut st, deadline).timed_out() {
+                            break;
+                        }
+                    }
+                }
+                std::mem::swap(&mut st.buf, &mut batch);
+                st.woken = false;
+                if batch.is_empty() && st.closing {
+                    break;
+                }
+            }
+            if let Err(e) = out.write_all(&batch).and_then(|()| out.flush()) {
+                tracing::warn!(error = %e, bytes = batch.len(), "audit log: write failed");
+            }
+            batch.clear();
+            // Keep a big batch's buffer from pinning memory after a burst.
+            if batch.capacity() > 4 * EARLY_WAKE_BYTES {
+                batch.shrink_to(EARLY_WAKE_BYTES);
+            }
+        }
     }
 }
 
 /// One attempt as it appears in the audit line.
 #[derive(Debug, Clone, Serialize)]
-pub struct AuditAttempt {
-    pub pool: String,
-    pub model: String,
-    pub spoke: String,
-    pub outcome: String,
+pub struct AuditAttempt<'a> {
+    pub pool: &'a str,
+    pub model: &'a str,
+    pub spoke: &'a str,
+    pub outcome: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub account: Option<String>,
+    pub account: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub region: Option<String>,
-    /// The serving spoke's own attempts (region, model, outcome, latency), when it reported them.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub upstream: Vec<Value>,
+    pub region: Option<&'a str>,
+    /// The serving spoke's own attempts, when it reported them: `[{region, model, outcome,
+    /// latency_ms}]`.
+    #[serde(
+        skip_serializing_if = "<[_]>::is_empty",
+        serialize_with = "upstream_attempts"
+    )]
+    pub upstream: &'a [switchyard_proto::v1::Attempt],
 }
 
-/// The spoke's `Attempt` list as audit JSON: `{region, model, outcome, latency_ms}`.
-pub fn upstream_attempts(attempts: &[switchyard_proto::v1::Attempt]) -> Vec<Value> {
-    attempts
-        .iter()
-        .map(|a| {
-            let t = a.target.clone().unwrap_or_default();
-            let outcome = switchyard_core::labels::Outcome::from_wire(a.outcome).as_str();
-            json!({"region": t.region, "model": t.model, "outcome": outcome, "latency_ms": a.latency_ms})
-        })
-        .collect()
+/// The spoke's `Attempt` list as audit JSON: `[{region, model, outcome, latency_ms}]`.
+fn upstream_attempts<S: serde::Serializer>(
+    attempts: &&[switchyard_proto::v1::Attempt],
+    ser: S,
+) -> Result<S::Ok, S::Error> {
+    #[derive(Serialize)]
+    struct Upstream<'a> {
+        region: &'a str,
+        model: &'a str,
+        outcome: &'static str,
+        latency_ms: u32,
+    }
+    ser.collect_seq(attempts.iter().map(|a| {
+        let (region, model) = a
+            .target
+            .as_ref()
+            .map_or(("", ""), |t| (t.region.as_str(), t.model.as_str()));
+        Upstream {
+            region,
+            model,
+            outcome: switchyard_core::labels::Outcome::from_wire(a.outcome).as_str(),
+            latency_ms: a.latency_ms,
+        }
+    }))
 }
 
-impl AuditAttempt {
-    pub fn failed(a: &FailedAttempt) -> Self {
+impl<'a> AuditAttempt<'a> {
+    pub fn failed(a: &'a FailedAttempt) -> Self {
         Self {
-            pool: a.provider.clone(),
-            model: a.model.clone(),
-            spoke: a.spoke.clone(),
-            outcome: crate::observe::spans::failure_reason(&a.kind).to_string(),
-            account: a.account.clone(),
+            pool: &a.provider,
+            model: &a.model,
+            spoke: &a.spoke,
+            outcome: crate::observe::spans::failure_reason(&a.kind),
+            account: a.account.as_deref(),
             region: None,
-            upstream: Vec::new(),
+            upstream: &[],
         }
     }
 }
@@ -122,8 +291,99 @@ pub fn rfc3339(t: SystemTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
     use std::time::UNIX_EPOCH;
+
+    fn sink(path: &std::path::Path, flush_interval: &str) -> Arc<AuditSink> {
+        AuditSink::open(&AuditConfig {
+            path: Some(path.to_path_buf()),
+            flush_interval: flush_interval.into(),
+            max_buffer_bytes: 64 * 1024,
+            ..AuditConfig::default()
+        })
+        .unwrap()
+    }
+
+    fn lines(path: &std::path::Path) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// Lines from many threads gather in one batch (a 10 s interval: nothing is written yet)
+    /// and every one of them, whole, is on disk once the sink closes.
+    #[test]
+    fn close_writes_every_buffered_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let audit = sink(&path, "10s");
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                let audit = &audit;
+                s.spawn(move || {
+                    for i in 0..100 {
+                        audit.write(&serde_json::json!({"thread": t, "i": i}));
+                    }
+                });
+            }
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(lines(&path).is_empty(), "the batch is still gathering");
+        audit.close();
+        let got = lines(&path);
+        assert_eq!(got.len(), 400);
+        for t in 0..4 {
+            let of_t: Vec<u64> = got
+                .iter()
+                .filter(|v| v["thread"] == t)
+                .map(|v| v["i"].as_u64().unwrap())
+                .collect();
+            assert_eq!(
+                of_t,
+                (0..100).collect::<Vec<_>>(),
+                "thread {t}: in order, none lost"
+            );
+        }
+        assert_eq!(audit.dropped(), 0);
+    }
+
+    /// With a short interval a line reaches the file without any shutdown.
+    #[test]
+    fn a_batch_is_written_after_its_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let audit = sink(&path, "20ms");
+        audit.write(&serde_json::json!({"n": 1}));
+        let mut got = Vec::new();
+        for _ in 0..200 {
+            got = lines(&path);
+            if !got.is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(got, vec![serde_json::json!({"n": 1})]);
+        audit.write(&serde_json::json!({"n": 2}));
+        audit.close();
+        assert_eq!(lines(&path).len(), 2);
+    }
+
+    /// A line that does not fit in the buffer is dropped and counted, never half-written; so is
+    /// a line after close.
+    #[test]
+    fn a_full_buffer_drops_and_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let audit = sink(&path, "10s");
+        audit.write(&serde_json::json!({"big": "x".repeat(70 * 1024)}));
+        audit.write(&serde_json::json!({"small": 1}));
+        assert_eq!(audit.dropped(), 1);
+        audit.close();
+        audit.write(&serde_json::json!({"late": 1}));
+        assert_eq!(audit.dropped(), 2);
+        assert_eq!(lines(&path), vec![serde_json::json!({"small": 1})]);
+    }
 
     #[test]
     fn rfc3339_known_instants() {

@@ -90,6 +90,11 @@ pub const METRIC_FAMILIES: &[switchyard_core::prom::Family] = {
             "streams in progress (OpenAI and Anthropic SSE, Converse event streams)",
         ),
         (
+            "switchyard_audit_lines_dropped_total",
+            Kind::Counter,
+            "audit lines dropped because the audit buffer was full (the writer could not keep up) or the audit log was closing",
+        ),
+        (
             "switchyard_overhead_seconds",
             Kind::Histogram,
             "the gateway's own added latency: time from request received to response ready (streams: to the stream committing, i.e. its head) minus time spent waiting on spokes",

@@ -8,17 +8,27 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use axum::http::{HeaderMap, HeaderValue};
 use metrics::{counter, gauge, histogram};
 use parking_lot::Mutex;
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 use switchyard_core::labels::RequestOutcome;
 use switchyard_core::telemetry::{self, OpenTelemetrySpanExt};
 use tracing::Span;
 
-use super::audit::{AuditAttempt, AuditSink, upstream_attempts};
+use super::audit::{AuditAttempt, AuditSink};
 use super::spans::set_span_name;
 use super::{RequestInfo, Surface};
 use crate::error::{AttemptFailure, FailedAttempt, HubError};
 use crate::headers;
 use crate::model::RouteTaken;
+
+use switchyard_core::prom::Unlabelled;
+
+static IN_FLIGHT_REQUESTS: Unlabelled<metrics::Gauge> =
+    Unlabelled::new(|| gauge!("switchyard_in_flight_requests"));
+static IN_FLIGHT_STREAMS: Unlabelled<metrics::Gauge> =
+    Unlabelled::new(|| gauge!("switchyard_in_flight_streams"));
+static OVERHEAD: Unlabelled<metrics::Histogram> =
+    Unlabelled::new(|| histogram!("switchyard_overhead_seconds"));
 
 #[derive(Debug)]
 struct Inner {
@@ -46,8 +56,8 @@ struct Inner {
     cancelled: bool,
     /// The alias's candidate models: the only values the `model` label takes (else "other").
     models: Vec<String>,
-    /// The serving spoke's attempts (audit).
-    upstream: Vec<Value>,
+    /// The serving spoke's attempts (audit; kept only when the audit log is on).
+    upstream: Vec<switchyard_proto::v1::Attempt>,
     /// Time the hub itself added before the response head (total minus waiting on spokes).
     overhead: Option<Duration>,
     /// Request fields accepted and not carried (they cannot change the answer).
@@ -73,7 +83,7 @@ impl RequestRecord {
         span: Span,
         surface: Surface,
     ) -> Self {
-        gauge!("switchyard_in_flight_requests").increment(1.0);
+        IN_FLIGHT_REQUESTS.increment(1.0);
         Self(Some(Arc::new(Shared(Mutex::new(Inner {
             sink,
             span,
@@ -186,7 +196,9 @@ impl RequestRecord {
     ) {
         self.with(|i| {
             i.overhead = Some(i.started.elapsed().saturating_sub(route.spoke_time));
-            i.upstream = upstream_attempts(upstream);
+            if i.sink.is_some() {
+                i.upstream = upstream.to_vec();
+            }
             i.route = Some(route.clone());
             i.failed = route.failed.clone();
             if let Some(u) = usage {
@@ -267,7 +279,7 @@ impl RequestRecord {
             i.status = 200;
             if !i.in_flight_stream {
                 i.in_flight_stream = true;
-                gauge!("switchyard_in_flight_streams").increment(1.0);
+                IN_FLIGHT_STREAMS.increment(1.0);
             }
         });
         r
@@ -326,9 +338,9 @@ pub fn hold_until_body_ends(
 impl Drop for Shared {
     fn drop(&mut self) {
         let i = self.0.get_mut();
-        gauge!("switchyard_in_flight_requests").decrement(1.0);
+        IN_FLIGHT_REQUESTS.decrement(1.0);
         if i.in_flight_stream {
-            gauge!("switchyard_in_flight_streams").decrement(1.0);
+            IN_FLIGHT_STREAMS.decrement(1.0);
         }
         let elapsed = i.started.elapsed();
         let outcome = match (&i.error, i.status) {
@@ -353,34 +365,30 @@ impl Drop for Shared {
         };
         let route = i.route.clone().or(refused.clone()).unwrap_or_default();
         let model = if route.model.is_empty() || i.models.contains(&route.model) {
-            super::label(&route.model)
+            label_str(&route.model)
         } else {
-            "other".to_string()
+            "other"
         };
         let (provider, account, region) = (
-            super::label(&route.provider),
-            super::label(&route.account),
-            super::label(&route.region),
+            label_str(&route.provider),
+            label_str(&route.account),
+            label_str(&route.region),
         );
-        let (tenant, alias) = (super::label(&i.tenant), super::label(&i.alias));
+        let (tenant, alias) = (label_str(&i.tenant), label_str(&i.alias));
         let surface = i.surface.as_str();
-        let labels = [
-            ("tenant", tenant.clone()),
-            ("alias", alias.clone()),
-            ("provider", provider.clone()),
-            ("account", account.clone()),
-            ("region", region.clone()),
-            ("model", model.clone()),
+        let values = [
+            tenant, alias, provider, account, region, model, surface, outcome,
         ];
-        let mut with_outcome = labels.to_vec();
-        with_outcome.push(("surface", surface.to_string()));
-        with_outcome.push(("outcome", outcome.to_string()));
-        counter!("switchyard_requests_total", &with_outcome).increment(1);
-        histogram!("switchyard_request_duration_seconds", &with_outcome)
-            .record(elapsed.as_secs_f64());
+        let m = REQUEST_METRICS.get(values, || RequestMetrics::new(values));
+        m.requests.increment(1);
+        m.duration.record(elapsed.as_secs_f64());
         if outcome != "ok" {
-            let mut l = labels.to_vec();
-            l.push(("surface", surface.to_string()));
+            let mut l: Vec<(&'static str, String)> = LABELS
+                .iter()
+                .zip(values)
+                .take(7)
+                .map(|(k, v)| (*k, v.to_string()))
+                .collect();
             l.push((
                 "error",
                 i.error.clone().unwrap_or_else(|| outcome.to_string()),
@@ -389,32 +397,19 @@ impl Drop for Shared {
         }
         let cost = self_cost(i);
         if let Some(u) = i.usage {
-            let (input, output) = (u.input_tokens, u.output_tokens);
-            let mut l = labels.to_vec();
-            l.push(("direction", "input".to_string()));
-            counter!("switchyard_tokens_total", &l).increment(u64::from(input));
-            l.pop();
-            l.push(("direction", "output".to_string()));
-            counter!("switchyard_tokens_total", &l).increment(u64::from(output));
+            m.input_tokens.increment(u64::from(u.input_tokens));
+            m.output_tokens.increment(u64::from(u.output_tokens));
         }
         if let Some(c) = cost {
             // Micro-dollars as an integer counter would lose nothing at these magnitudes, but
             // Prometheus users expect dollars: an f64 counter via absolute increments.
-            counter!("switchyard_cost_usd_micros_total", &labels)
-                .increment((c * 1e6).round() as u64);
+            m.cost_micros.increment((c * 1e6).round() as u64);
         }
         if let Some(o) = i.overhead {
-            histogram!("switchyard_overhead_seconds").record(o.as_secs_f64());
+            OVERHEAD.record(o.as_secs_f64());
         }
         if let Some(t) = i.first_token {
-            histogram!(
-                "switchyard_time_to_first_token_seconds",
-                "tenant" => tenant.clone(),
-                "alias" => alias.clone(),
-                "provider" => provider.clone(),
-                "model" => model.clone()
-            )
-            .record(t.as_secs_f64());
+            m.time_to_first_token.record(t.as_secs_f64());
         }
         // Span attributes.
         let s = &i.span;
@@ -452,13 +447,13 @@ impl Drop for Shared {
                 i.failed.iter().map(AuditAttempt::failed).collect();
             if i.route.is_some() {
                 attempts.push(AuditAttempt {
-                    pool: route.pool.clone(),
-                    model: route.model.clone(),
-                    spoke: route.spoke.clone(),
-                    outcome: "ok".into(),
-                    account: Some(route.account.clone()),
-                    region: Some(route.region.clone()),
-                    upstream: i.upstream.clone(),
+                    pool: &route.pool,
+                    model: &route.model,
+                    spoke: &route.spoke,
+                    outcome: "ok",
+                    account: Some(&route.account),
+                    region: Some(&route.region),
+                    upstream: &i.upstream,
                 });
             }
             let time = i
@@ -473,56 +468,165 @@ impl Drop for Shared {
                     .clone();
                 sc.is_valid().then(|| sc.trace_id().to_string())
             };
-            let mut line = json!({
-                "type": "audit",
-                "request_id": i.request_id,
-                "surface": surface,
-                "time": super::audit::rfc3339(i.time),
-                "unix_time": time,
-                "tenant": i.tenant,
-                "alias": i.alias,
-                "stream": i.stream,
-                "route": (i.route.is_some() || refused.is_some()).then(|| json!({
-                    "provider": route.provider, "account": route.account,
-                    "region": route.region, "model": route.model, "spoke": route.spoke,
-                })),
-                "attempts": attempts,
-                "usage": i.usage.as_ref().map(audit_usage),
-                "cost_usd": cost,
-                "status": i.status,
-                "outcome": outcome,
-                "error": i.error,
-                "latency_ms": elapsed.as_secs_f64() * 1000.0,
-                "time_to_first_token_ms": i.first_token.map(|t| t.as_secs_f64() * 1000.0),
-                "cache": i.cache,
-                "prompt": i.prompt,
-                "ignored": i.ignored,
-                "passthrough": i.passthrough,
-                "trace_id": trace_id,
-            });
-            if let (Some(m), Some(o)) = (&i.messages, line.as_object_mut()) {
-                o.insert("messages".into(), m.clone());
-            }
-            sink.write(line.to_string());
+            let line = AuditLine {
+                kind: "audit",
+                request_id: &i.request_id,
+                surface,
+                time: super::audit::rfc3339(i.time),
+                unix_time: time,
+                tenant: &i.tenant,
+                alias: &i.alias,
+                stream: i.stream,
+                route: (i.route.is_some() || refused.is_some()).then_some(AuditRoute {
+                    provider: &route.provider,
+                    account: &route.account,
+                    region: &route.region,
+                    model: &route.model,
+                    spoke: &route.spoke,
+                }),
+                attempts: &attempts,
+                usage: i.usage.as_ref().map(AuditUsage::from),
+                cost_usd: cost,
+                status: i.status,
+                outcome,
+                error: i.error.as_deref(),
+                latency_ms: elapsed.as_secs_f64() * 1000.0,
+                time_to_first_token_ms: i.first_token.map(|t| t.as_secs_f64() * 1000.0),
+                cache: i.cache.as_deref(),
+                prompt: i.prompt.as_deref(),
+                ignored: &i.ignored,
+                passthrough: &i.passthrough,
+                trace_id,
+                messages: i.messages.as_ref(),
+            };
+            sink.write(&line);
         }
     }
+}
+
+/// The label names of the request metrics, in the order of their values in [`REQUEST_METRICS`].
+const LABELS: [&str; 8] = [
+    "tenant", "alias", "provider", "account", "region", "model", "surface", "outcome",
+];
+
+/// The handles one request records into, per label set (tenant, alias, route, surface,
+/// outcome).
+struct RequestMetrics {
+    requests: metrics::Counter,
+    duration: metrics::Histogram,
+    input_tokens: metrics::Counter,
+    output_tokens: metrics::Counter,
+    cost_micros: metrics::Counter,
+    time_to_first_token: metrics::Histogram,
+}
+
+impl RequestMetrics {
+    fn new(values: [&str; 8]) -> Self {
+        let all: Vec<(&'static str, String)> = LABELS
+            .iter()
+            .zip(values)
+            .map(|(k, v)| (*k, v.to_string()))
+            .collect();
+        // Tokens and cost: the route's labels without surface and outcome.
+        let route = &all[..6];
+        let with = |direction: &str| {
+            let mut l = route.to_vec();
+            l.push(("direction", direction.to_string()));
+            l
+        };
+        let ttft: Vec<(&'static str, String)> =
+            [0, 1, 2, 5].iter().map(|&i| all[i].clone()).collect();
+        RequestMetrics {
+            requests: counter!("switchyard_requests_total", &all),
+            duration: histogram!("switchyard_request_duration_seconds", &all),
+            input_tokens: counter!("switchyard_tokens_total", &with("input")),
+            output_tokens: counter!("switchyard_tokens_total", &with("output")),
+            cost_micros: counter!("switchyard_cost_usd_micros_total", route),
+            time_to_first_token: histogram!("switchyard_time_to_first_token_seconds", &ttft),
+        }
+    }
+}
+
+/// The request metrics' handles by label set (bounded by the configured tenants, aliases and
+/// routes; see [`switchyard_core::prom::HandleCache`]).
+static REQUEST_METRICS: std::sync::LazyLock<switchyard_core::prom::HandleCache<8, RequestMetrics>> =
+    std::sync::LazyLock::new(|| switchyard_core::prom::HandleCache::new(10_000));
+
+/// A metric label value: `none` for an empty one.
+fn label_str(s: &str) -> &str {
+    if s.is_empty() { "none" } else { s }
+}
+
+/// One audit line (docs/observability.md lists its fields), serialised straight into the
+/// audit buffer: borrowed fields, no intermediate JSON value.
+#[derive(Serialize)]
+struct AuditLine<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    request_id: &'a str,
+    surface: &'a str,
+    time: String,
+    unix_time: f64,
+    tenant: &'a str,
+    alias: &'a str,
+    stream: bool,
+    route: Option<AuditRoute<'a>>,
+    attempts: &'a [AuditAttempt<'a>],
+    usage: Option<AuditUsage>,
+    cost_usd: Option<f64>,
+    status: u16,
+    outcome: &'a str,
+    error: Option<&'a str>,
+    latency_ms: f64,
+    time_to_first_token_ms: Option<f64>,
+    cache: Option<&'a str>,
+    prompt: Option<&'a str>,
+    ignored: &'a [String],
+    passthrough: &'a [String],
+    trace_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    messages: Option<&'a Value>,
+}
+
+/// The audit line's `route`.
+#[derive(Serialize)]
+struct AuditRoute<'a> {
+    provider: &'a str,
+    account: &'a str,
+    region: &'a str,
+    model: &'a str,
+    spoke: &'a str,
 }
 
 /// The audit line's `usage`: `input_tokens` (every input token, cached ones included),
 /// `output_tokens` (reasoning included), and — when non-zero — `cache_read_input_tokens`,
 /// `cache_write_input_tokens`, `reasoning_tokens`.
-fn audit_usage(u: &switchyard_proto::v1::Usage) -> Value {
-    let mut v = json!({"input_tokens": u.input_tokens, "output_tokens": u.output_tokens});
-    for (key, n) in [
-        ("cache_read_input_tokens", u.cache_read_input_tokens),
-        ("cache_write_input_tokens", u.cache_write_input_tokens),
-        ("reasoning_tokens", u.reasoning_tokens),
-    ] {
-        if n > 0 {
-            v[key] = json!(n);
+#[derive(Serialize)]
+struct AuditUsage {
+    input_tokens: u32,
+    output_tokens: u32,
+    #[serde(skip_serializing_if = "is_zero")]
+    cache_read_input_tokens: u32,
+    #[serde(skip_serializing_if = "is_zero")]
+    cache_write_input_tokens: u32,
+    #[serde(skip_serializing_if = "is_zero")]
+    reasoning_tokens: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+impl From<&switchyard_proto::v1::Usage> for AuditUsage {
+    fn from(u: &switchyard_proto::v1::Usage) -> Self {
+        AuditUsage {
+            input_tokens: u.input_tokens,
+            output_tokens: u.output_tokens,
+            cache_read_input_tokens: u.cache_read_input_tokens,
+            cache_write_input_tokens: u.cache_write_input_tokens,
+            reasoning_tokens: u.reasoning_tokens,
         }
     }
-    v
 }
 
 fn self_cost(i: &Inner) -> Option<f64> {

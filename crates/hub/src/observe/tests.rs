@@ -63,6 +63,18 @@ fn observability_sections_parse_and_validate() {
     let e = settings("[telemetry]\notlp_endpoint = \"collector:4317\"\n").unwrap_err();
     assert!(e.contains("telemetry.otlp_endpoint"), "{e}");
     assert!(settings("[audit]\nbogus = 1\n").is_err());
+    for bad in [
+        "flush_interval = \"0s\"",
+        "flush_interval = \"11s\"",
+        "flush_interval = \"soon\"",
+        "max_buffer_bytes = 1024",
+    ] {
+        let e = settings(&format!("[audit]\n{bad}\n")).unwrap_err();
+        assert!(e.contains("audit."), "{bad}: {e}");
+    }
+    let tuned =
+        settings("[audit]\nflush_interval = \"250ms\"\nmax_buffer_bytes = 65536\n").unwrap();
+    assert_eq!(tuned.audit.flush_interval(), Duration::from_millis(250));
 }
 
 async fn get(app: &axum::Router, path: &str, key: Option<&str>) -> u16 {
@@ -185,6 +197,7 @@ fn stream_audit_line_has_the_head_and_the_end() {
         enabled: true,
         path: Some(path.clone()),
         capture_content: false,
+        ..Default::default()
     });
     let read = || std::fs::read_to_string(&path).unwrap_or_default();
     let mut handler = RequestRecord::start(sink, "rid-1", Span::none(), Surface::Anthropic);
@@ -240,6 +253,7 @@ async fn a_held_record_ends_with_the_body() {
         enabled: true,
         path: Some(path.clone()),
         capture_content: false,
+        ..Default::default()
     });
     let read = || std::fs::read_to_string(&path).unwrap_or_default();
     let mut handler = RequestRecord::start(sink, "rid-2", Span::none(), Surface::OpenAi);
