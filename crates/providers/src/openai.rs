@@ -43,7 +43,18 @@ pub struct OpenAiUpstream {
     http: reqwest::Client,
     /// Region name → base URL including `/v1`.
     endpoints: HashMap<String, String>,
+    /// Region name → `{base}/chat/completions` and `{base}/embeddings`, parsed once rather than
+    /// on every call (`None` when the URL does not parse: the call reports it).
+    parsed: HashMap<String, [Option<reqwest::Url>; 2]>,
     api_key: KeySource,
+}
+
+/// The paths [`OpenAiUpstream`] posts to, in the order of its parsed URLs.
+const PATHS: [&str; 2] = ["chat/completions", "embeddings"];
+
+/// `{base}/{path}`, whether `base` ends with a slash or not.
+fn endpoint_url(base: &str, path: &str) -> String {
+    format!("{}/{path}", base.trim_end_matches('/'))
 }
 
 /// Where the API key comes from.
@@ -90,9 +101,17 @@ impl OpenAiUpstream {
             .connect_timeout(Duration::from_secs(5))
             .build()
             .map_err(|e| UpstreamError::unavailable(format!("http client: {e}")))?;
+        let parsed = endpoints
+            .iter()
+            .map(|(region, base)| {
+                let url = |path| reqwest::Url::parse(&endpoint_url(base, path)).ok();
+                (region.clone(), PATHS.map(url))
+            })
+            .collect();
         Ok(Self {
             http,
             endpoints,
+            parsed,
             api_key,
         })
     }
@@ -276,8 +295,16 @@ impl OpenAiUpstream {
         let base = self.endpoints.get(region).ok_or_else(|| {
             UpstreamError::unavailable(format!("no endpoint for region {region}"))
         })?;
-        let url = format!("{}/{path}", base.trim_end_matches('/'));
-        let mut rb = self.http.post(url).timeout(timeout).json(body);
+        let parsed = PATHS
+            .iter()
+            .position(|p| *p == path)
+            .and_then(|i| self.parsed.get(region)?.get(i)?.clone());
+        let mut rb = match parsed {
+            Some(url) => self.http.post(url),
+            None => self.http.post(endpoint_url(base, path)),
+        }
+        .timeout(timeout)
+        .json(body);
         match &self.api_key {
             KeySource::None => {}
             KeySource::Static(key) => rb = rb.bearer_auth(&key.0),

@@ -18,6 +18,13 @@ use tracing::field::Empty;
 
 use crate::error::SpokeError;
 
+use switchyard_core::prom::Unlabelled;
+
+static IN_FLIGHT_REQUESTS: Unlabelled<metrics::Gauge> =
+    Unlabelled::new(|| gauge!("switchyard_spoke_in_flight_requests"));
+static IN_FLIGHT_STREAMS: Unlabelled<metrics::Gauge> =
+    Unlabelled::new(|| gauge!("switchyard_spoke_in_flight_streams"));
+
 /// gRPC request metadata as a trace-context carrier.
 pub struct MetadataExtractor<'a>(pub &'a tonic::metadata::MetadataMap);
 
@@ -203,6 +210,57 @@ pub fn route_readmitted(
     .increment(1);
 }
 
+/// The label names of the request metrics, in the order of their values in the caches below.
+const LABELS: [&str; 5] = ["provider", "account", "region", "model", "outcome"];
+
+/// `LABELS` with their values, as the `metrics` macros take them.
+fn labelled(values: &[&str]) -> Vec<(&'static str, String)> {
+    LABELS
+        .iter()
+        .zip(values)
+        .map(|(k, v)| (*k, (*v).to_string()))
+        .collect()
+}
+
+/// The handles one request records into, per label set (provider, account, the serving
+/// region and model, outcome).
+struct SpokeMetrics {
+    requests: metrics::Counter,
+    duration: metrics::Histogram,
+    input_tokens: metrics::Counter,
+    output_tokens: metrics::Counter,
+    time_to_first_token: metrics::Histogram,
+}
+
+impl SpokeMetrics {
+    fn new(values: [&str; 5]) -> Self {
+        let all = labelled(&values);
+        let base = &all[..4];
+        let with = |direction: &str| {
+            let mut l = base.to_vec();
+            l.push(("direction", direction.to_string()));
+            l
+        };
+        SpokeMetrics {
+            requests: counter!("switchyard_spoke_requests_total", &all),
+            duration: histogram!("switchyard_spoke_request_duration_seconds", &all),
+            input_tokens: counter!("switchyard_spoke_tokens_total", &with("input")),
+            output_tokens: counter!("switchyard_spoke_tokens_total", &with("output")),
+            time_to_first_token: histogram!("switchyard_spoke_time_to_first_token_seconds", base),
+        }
+    }
+}
+
+/// Request metric handles by label set (bounded by the configured regions and models; see
+/// [`switchyard_core::prom::HandleCache`]).
+static REQUEST_METRICS: std::sync::LazyLock<switchyard_core::prom::HandleCache<5, SpokeMetrics>> =
+    std::sync::LazyLock::new(|| switchyard_core::prom::HandleCache::new(10_000));
+
+/// `switchyard_upstream_attempts_total` handles by label set.
+static ATTEMPT_METRICS: std::sync::LazyLock<
+    switchyard_core::prom::HandleCache<5, metrics::Counter>,
+> = std::sync::LazyLock::new(|| switchyard_core::prom::HandleCache::new(10_000));
+
 /// Follows one request through the spoke; emits metrics and span attributes on drop.
 pub struct SpokeRecord {
     span: Span,
@@ -222,9 +280,9 @@ impl SpokeRecord {
     /// Starts the record of one request to `account`'s `provider` (the engine's
     /// `provider()` / `account()`); counts it in flight until it drops.
     pub fn start(provider: &'static str, account: &str, span: Span, stream: bool) -> Self {
-        gauge!("switchyard_spoke_in_flight_requests").increment(1.0);
+        IN_FLIGHT_REQUESTS.increment(1.0);
         if stream {
-            gauge!("switchyard_spoke_in_flight_streams").increment(1.0);
+            IN_FLIGHT_STREAMS.increment(1.0);
         }
         Self {
             span,
@@ -275,9 +333,9 @@ impl SpokeRecord {
 
 impl Drop for SpokeRecord {
     fn drop(&mut self) {
-        gauge!("switchyard_spoke_in_flight_requests").decrement(1.0);
+        IN_FLIGHT_REQUESTS.decrement(1.0);
         if self.stream {
-            gauge!("switchyard_spoke_in_flight_streams").decrement(1.0);
+            IN_FLIGHT_STREAMS.decrement(1.0);
         }
         let elapsed = self.started.elapsed();
         let outcome = match (self.error, &self.route) {
@@ -289,18 +347,12 @@ impl Drop for SpokeRecord {
         .as_str();
         let (region, model) = self
             .route
-            .clone()
-            .unwrap_or_else(|| ("none".into(), "none".into()));
-        let base = [
-            ("provider", self.provider.to_string()),
-            ("account", self.account.clone()),
-            ("region", region.clone()),
-            ("model", model.clone()),
-        ];
-        let mut l = base.to_vec();
-        l.push(("outcome", outcome.to_string()));
-        counter!("switchyard_spoke_requests_total", &l).increment(1);
-        histogram!("switchyard_spoke_request_duration_seconds", &l).record(elapsed.as_secs_f64());
+            .as_ref()
+            .map_or(("none", "none"), |(r, m)| (r.as_str(), m.as_str()));
+        let values = [self.provider, self.account.as_str(), region, model, outcome];
+        let m = REQUEST_METRICS.get(values, || SpokeMetrics::new(values));
+        m.requests.increment(1);
+        m.duration.record(elapsed.as_secs_f64());
         if let Some(e) = self.error {
             counter!(
                 "switchyard_spoke_request_errors_total",
@@ -314,17 +366,23 @@ impl Drop for SpokeRecord {
         let mut calls = 0u32;
         let mut previous: Option<&'static str> = None;
         for a in &self.attempts {
-            let t = a.target.clone().unwrap_or_default();
+            let (t_region, t_model) = a
+                .target
+                .as_ref()
+                .map_or(("", ""), |t| (t.region.as_str(), t.model.as_str()));
             let name = labels::Outcome::from_wire(a.outcome).as_str();
-            counter!(
-                "switchyard_upstream_attempts_total",
-                "provider" => self.provider,
-                "account" => self.account.clone(),
-                "region" => t.region,
-                "model" => t.model,
-                "outcome" => name
-            )
-            .increment(1);
+            let attempt = [
+                self.provider,
+                self.account.as_str(),
+                t_region,
+                t_model,
+                name,
+            ];
+            ATTEMPT_METRICS
+                .get(attempt, || {
+                    counter!("switchyard_upstream_attempts_total", &labelled(&attempt))
+                })
+                .increment(1);
             upstream_time += Duration::from_millis(u64::from(a.latency_ms));
             let skipped = labels::Outcome::from_wire(a.outcome).is_skip();
             if !skipped {
@@ -351,25 +409,20 @@ impl Drop for SpokeRecord {
             }
         }
         if let Some((input, output)) = self.usage {
-            let mut l = base.to_vec();
-            l.push(("direction", "input".to_string()));
-            counter!("switchyard_spoke_tokens_total", &l).increment(u64::from(input));
-            l.pop();
-            l.push(("direction", "output".to_string()));
-            counter!("switchyard_spoke_tokens_total", &l).increment(u64::from(output));
+            m.input_tokens.increment(u64::from(input));
+            m.output_tokens.increment(u64::from(output));
         }
         if !self.stream && self.route.is_some() {
             histogram!("switchyard_spoke_overhead_seconds")
                 .record(elapsed.saturating_sub(upstream_time).as_secs_f64());
         }
         if let Some(t) = self.first_token {
-            histogram!("switchyard_spoke_time_to_first_token_seconds", &base)
-                .record(t.as_secs_f64());
+            m.time_to_first_token.record(t.as_secs_f64());
         }
         let s = &self.span;
         if self.route.is_some() {
-            s.record("switchyard.route.region", region.as_str());
-            s.record("gen_ai.response.model", model.as_str());
+            s.record("switchyard.route.region", region);
+            s.record("gen_ai.response.model", model);
         }
         s.record("switchyard.attempts", telemetry::int(self.attempts.len()));
         if let Some((input, output)) = self.usage {
