@@ -6,6 +6,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let file = root.join("switchyard/v1/spoke.proto");
     println!("cargo:rerun-if-changed={}", file.display());
     let fds = protox::compile([&file], [&root])?;
-    tonic_prost_build::configure().compile_fds(fds)?;
+    // Smaller per-call buffers than tonic's 8 KiB (src/codec.rs).
+    tonic_prost_build::configure()
+        .codec_path("crate::codec::ContractCodec")
+        .compile_fds(fds)?;
     Ok(())
 }

@@ -1,5 +1,7 @@
 //! The `switchyard.v1` hub<->spoke contract, generated from `proto/switchyard/v1/spoke.proto`.
 
+pub mod codec;
+
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
 pub mod v1 {
     tonic::include_proto!("switchyard.v1");
