@@ -6,6 +6,14 @@ use std::process::ExitCode;
 use clap::Parser;
 use switchyard_hub::HubConfig;
 
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+#[cfg(all(feature = "mimalloc", not(feature = "jemalloc")))]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Switchyard hub: OpenAI-compatible gateway routing to spoke pools over gRPC.
 #[derive(Debug, Parser)]
 #[command(name = "hub", version)]

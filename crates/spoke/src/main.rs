@@ -4,6 +4,14 @@ use clap::Parser;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+#[cfg(all(feature = "mimalloc", not(feature = "jemalloc")))]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Switchyard spoke: serves one account's models to hubs over gRPC, with regional and model
 /// failover. Config reference: docs/configuration.md.
 #[derive(Parser)]
