@@ -1,7 +1,8 @@
 //! The hub's HTTP application: the one route table and the middleware order.
 //!
 //! Middleware, outermost first (each request passes them in this order):
-//! 1. `TraceLayer` — an HTTP span per request (`tower_http::trace`);
+//! 1. `TraceLayer` — an HTTP span per request (`tower_http::trace`), only when spans or its
+//!    debug lines go somewhere (OTLP tracing on, or `RUST_LOG=tower_http=debug`);
 //! 2. `CorsLayer` when `[cors]` is set — preflights answered, CORS headers on every answer to an
 //!    allowed origin (`tower_http::cors`);
 //! 3. `CatchPanicLayer` — a panicking handler becomes a 500 in OpenAI's error shape;
@@ -34,7 +35,7 @@ use crate::surface::{anthropic, converse, count, embeddings, openai, responses};
 
 /// The hub's HTTP routes; no socket needed (tests call it with `tower::ServiceExt::oneshot`).
 pub fn router(hub: Arc<Hub>) -> Router {
-    Router::new()
+    let app = Router::new()
         // OpenAI
         .route(
             "/v1/chat/completions",
@@ -81,8 +82,22 @@ pub fn router(hub: Arc<Hub>) -> Router {
         ))
         .layer(tower::util::option_layer(
             hub.settings.cors.as_ref().map(cors_layer),
-        ))
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        ));
+    if http_trace_wanted() {
+        app.layer(tower_http::trace::TraceLayer::new_for_http())
+    } else {
+        app
+    }
+}
+
+/// Whether the per-request HTTP span and its debug log lines (`tower_http::trace`) would go
+/// anywhere: when OTLP tracing is on, or the log filter lets `tower_http` debug lines through
+/// (`RUST_LOG=tower_http=debug`). Otherwise the layer is left out, so a request does no span
+/// work at all when nobody reads spans (decided when the router is built; the log filter is
+/// fixed at start).
+fn http_trace_wanted() -> bool {
+    switchyard_core::telemetry::tracing_enabled()
+        || tracing::enabled!(target: "tower_http::trace::on_request", tracing::Level::DEBUG)
 }
 
 /// Response headers a browser script may read (`Access-Control-Expose-Headers`): request ids,
