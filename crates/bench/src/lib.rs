@@ -5,6 +5,8 @@
 //!   and SSE streams (time to first token, gaps between chunks), over a pooled keep-alive client.
 //! - [`stack`]: the system under test as real processes — `fake-upstream` (OpenAI-compatible, no
 //!   artificial delay), one `spoke` and one `hub`.
+//! - [`floor`]: the floor relay (`floor-relay` binary): the gateway's two hops with the same
+//!   libraries and none of its logic.
 //! - [`scenarios`]: each scenario run directly against the fake and through hub → spoke in the
 //!   same run: added latency at fixed rates, throughput at saturation, added TTFT and chunk gap,
 //!   RSS at idle and with many concurrent streams.
@@ -12,6 +14,7 @@
 //!
 //! `scripts/bench` is the one command that builds the release binaries and runs it all.
 
+pub mod floor;
 pub mod load;
 pub mod report;
 pub mod scenarios;
