@@ -9,14 +9,15 @@ use anyhow::Context as _;
 use clap::Parser;
 use switchyard_bench::report::{Report, utc_date};
 use switchyard_bench::scenarios::{self, Plan, progress};
-use switchyard_bench::stack::Stack;
+use switchyard_bench::stack::{Stack, floor_binary};
 
 /// Gateway benchmark: direct vs hub → spoke, same run, same request.
 #[derive(Debug, Parser)]
 #[command(name = "switchyard-bench")]
 struct Args {
     /// Directory holding the `hub`, `spoke` and `fake-upstream` binaries (default: this binary's
-    /// directory, i.e. target/release).
+    /// directory, i.e. target/release). `floor-relay` is taken from this binary's directory
+    /// first, then from here.
     #[arg(long)]
     bin_dir: Option<PathBuf>,
     /// Seconds per measured phase (each rate point, each path).
@@ -68,6 +69,7 @@ async fn main() -> anyhow::Result<()> {
         Some(d) => d,
         None => switchyard_testkit::process::bin_dir()?,
     };
+    let floor_bin = floor_binary(&bin_dir)?;
     let plan = Plan {
         rates: args.rates.clone(),
         phase_secs: args.phase_secs,
@@ -79,10 +81,11 @@ async fn main() -> anyhow::Result<()> {
         policy_rate: args.policy_rate,
     };
     progress(&format!(
-        "starting fake → spoke → hub from {}",
-        bin_dir.display()
+        "starting fake → spoke → hub from {}, floor relay {}",
+        bin_dir.display(),
+        floor_bin.display()
     ));
-    let stack = Stack::start(&bin_dir).await?;
+    let stack = Stack::start(&bin_dir, &floor_bin).await?;
     if args.policy_only {
         let client = switchyard_bench::load::client(256)?;
         let phase = std::time::Duration::from_secs_f64(args.phase_secs);

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::load::{self, OpenStreams, PhaseResult, Target};
-use crate::stack::{API_KEY, POLICY_API_KEY, Stack, policy_request_body, request_body};
+use crate::stack::{
+    API_KEY, POLICY_API_KEY, RESET_EVERY, Stack, policy_request_body, request_body,
+};
 use crate::stats::Added;
 use crate::sys::{self, Load};
 
@@ -156,9 +158,12 @@ pub async fn run(stack: &Stack, plan: &Plan) -> anyhow::Result<Results> {
     }
 
     let c = plan.saturation_concurrency;
-    let d = measured(stack, || load::closed_loop(&client, &direct, c, phase)).await?;
-    let h = measured(stack, || load::closed_loop(&client, &hub, c, phase)).await?;
-    let saturation = Pair::new(d, h);
+    let saturation = {
+        let _trim = stack.reset_loop(RESET_EVERY);
+        let d = measured(stack, || load::closed_loop(&client, &direct, c, phase)).await?;
+        let h = measured(stack, || load::closed_loop(&client, &hub, c, phase)).await?;
+        Pair::new(d, h)
+    };
     progress(&format!(
         "saturation (closed loop ×{c}): direct {:.0}/s, hub {:.0}/s",
         saturation.direct.throughput_rps, saturation.hub.throughput_rps
