@@ -4,12 +4,14 @@
 //!   send time, so back-pressure cannot hide queueing) and closed loop (fixed concurrency), unary
 //!   and SSE streams (time to first token, gaps between chunks), over a pooled keep-alive client.
 //! - [`stack`]: the system under test as real processes — `fake-upstream` (OpenAI-compatible, no
-//!   artificial delay), one `spoke` and one `hub`.
+//!   artificial delay), one `spoke` and one `hub`, and the floor relay's two processes.
 //! - [`floor`]: the floor relay (`floor-relay` binary): the gateway's two hops with the same
 //!   libraries and none of its logic.
+//! - [`wrk`]: drives Debian's `wrk` (throughput, latency and CPU per request at fixed
+//!   concurrency: direct, hub → spoke, floor).
 //! - [`scenarios`]: each scenario run directly against the fake and through hub → spoke in the
 //!   same run: added latency at fixed rates, throughput at saturation, added TTFT and chunk gap,
-//!   RSS at idle and with many concurrent streams.
+//!   RSS at idle and with many concurrent streams, the wrk phase.
 //! - [`report`]: JSON and the Markdown tables of `docs/benchmarks.md`.
 //!
 //! `scripts/bench` is the one command that builds the release binaries and runs it all.
@@ -21,3 +23,4 @@ pub mod scenarios;
 pub mod stack;
 pub mod stats;
 pub mod sys;
+pub mod wrk;

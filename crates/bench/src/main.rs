@@ -1,6 +1,7 @@
-//! `switchyard-bench`: starts fake → spoke → hub from the release binaries, runs every scenario
-//! directly and through the gateway, and writes `docs/benchmarks.json` and the tables of
-//! `docs/benchmarks.md`. Run it through `scripts/bench`.
+//! `switchyard-bench`: starts fake → spoke → hub from the release binaries (and the floor relay
+//! beside them), runs every scenario directly, through the gateway and (wrk phase) through the
+//! floor, and writes `docs/benchmarks.json` and the tables of `docs/benchmarks.md`. Run it
+//! through `scripts/bench`.
 
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -11,7 +12,7 @@ use switchyard_bench::report::{Report, utc_date};
 use switchyard_bench::scenarios::{self, Plan, progress};
 use switchyard_bench::stack::{Stack, floor_binary};
 
-/// Gateway benchmark: direct vs hub → spoke, same run, same request.
+/// Gateway benchmark: direct vs hub → spoke (vs the floor relay), same run, same request.
 #[derive(Debug, Parser)]
 #[command(name = "switchyard-bench")]
 struct Args {
@@ -20,7 +21,8 @@ struct Args {
     /// first, then from here.
     #[arg(long)]
     bin_dir: Option<PathBuf>,
-    /// Seconds per measured phase (each rate point, each path).
+    /// Seconds per measured phase (each rate point, each path; wrk runs are rounded to whole
+    /// seconds).
     #[arg(long, default_value_t = 10.0)]
     phase_secs: f64,
     /// Open-loop rates (requests per second) for the added-latency scenario.
@@ -29,6 +31,12 @@ struct Args {
     /// Closed-loop concurrency for throughput at saturation.
     #[arg(long, default_value_t = 32)]
     saturation_concurrency: usize,
+    /// Concurrencies of the wrk phase (wrk -c; direct, hub and floor at each).
+    #[arg(long, value_delimiter = ',', default_value = "1,32")]
+    wrk_concurrency: Vec<usize>,
+    /// Skip the wrk phase (it needs `wrk`: `apt-get install wrk`).
+    #[arg(long)]
+    no_wrk: bool,
     /// Open-loop rate of the streaming scenario.
     #[arg(long, default_value_t = 100.0)]
     stream_rate: f64,
@@ -70,6 +78,14 @@ async fn main() -> anyhow::Result<()> {
         None => switchyard_testkit::process::bin_dir()?,
     };
     let floor_bin = floor_binary(&bin_dir)?;
+    let wrk_concurrency = if args.no_wrk {
+        Vec::new()
+    } else {
+        args.wrk_concurrency.clone()
+    };
+    if !wrk_concurrency.is_empty() {
+        switchyard_bench::wrk::check_installed().await?;
+    }
     let plan = Plan {
         rates: args.rates.clone(),
         phase_secs: args.phase_secs,
@@ -79,6 +95,7 @@ async fn main() -> anyhow::Result<()> {
         concurrent_streams: args.concurrent_streams,
         hold_chunk_delay_ms: args.hold_chunk_delay_ms,
         policy_rate: args.policy_rate,
+        wrk_concurrency,
     };
     progress(&format!(
         "starting fake → spoke → hub from {}, floor relay {}",
