@@ -9,6 +9,8 @@
 //!   libraries and none of its logic.
 //! - [`wrk`]: drives Debian's `wrk` (throughput, latency and CPU per request at fixed
 //!   concurrency: direct, hub → spoke, floor).
+//! - [`instructions`]: callgrind instructions per request per tier, and the record
+//!   (`docs/instructions.json`) the CI check compares them with.
 //! - [`scenarios`]: each scenario run directly against the fake and through hub → spoke in the
 //!   same run: added latency at fixed rates, throughput at saturation, added TTFT and chunk gap,
 //!   RSS at idle and with many concurrent streams, the wrk phase.
@@ -17,6 +19,7 @@
 //! `scripts/bench` is the one command that builds the release binaries and runs it all.
 
 pub mod floor;
+pub mod instructions;
 pub mod load;
 pub mod report;
 pub mod scenarios;

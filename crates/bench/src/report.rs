@@ -339,6 +339,7 @@ impl Report {
             mb(m.spoke_streams_peak_kib),
             mb(m.spoke_after_kib),
         );
+        instructions_section(&mut o, r);
         o
     }
 }
@@ -484,7 +485,7 @@ fn wrk_section(o: &mut String, r: &Results) {
     // The gateway next to the floor: how much of its cost is the libraries' and hops'.
     o.push_str(
         "\nThe gateway next to the floor relay (the last column is the gateway's figure divided by \
-         the floor's: for CPU and latency, how many times the floor's cost the \
+         the floor's: for CPU, latency and instructions, how many times the floor's cost the \
          gateway pays; for req/s, the share of the floor's throughput it reaches):\n\n\
          | figure | hub → spoke | floor relay | gateway ÷ floor |\n| --- | --- | --- | --- |\n",
     );
@@ -524,6 +525,55 @@ fn wrk_section(o: &mut String, r: &Results) {
             ratio(p.added_hub.p50_ms, p.added_floor.p50_ms),
             ratio(p.added_hub.p99_ms, p.added_floor.p99_ms),
         );
+    }
+    if let Some(i) = &r.instructions {
+        let sum = |a: &str, b: &str| -> Option<f64> { Some(i.per_request(a)? + i.per_request(b)?) };
+        if let (Some(g), Some(f)) = (sum("hub", "spoke"), sum("floor-front", "floor-back")) {
+            let _ = writeln!(
+                o,
+                "| instructions/request, both tiers (callgrind) | {g:.0} | {f:.0} | {} |",
+                ratio(g, f)
+            );
+        }
+    }
+}
+
+fn instructions_section(o: &mut String, r: &Results) {
+    let Some(i) = &r.instructions else {
+        return;
+    };
+    let _ = writeln!(
+        o,
+        "\n### Instructions per request (callgrind)\n\n\
+         Each tier under `valgrind --tool=callgrind` (the fake native), {} warm-up requests, then \
+         {} sequential requests with the same body; user-space instructions (`Ir`) per request, \
+         minus an idle baseline (the same processes for {:.1} s with no requests, scaled to the \
+         measured window's length). Independent of the machine's load; \
+         `scripts/check-instructions` compares the hub and spoke figures with \
+         `docs/instructions.json` in CI. The mode took {:.0} s.\n\n\
+         | tier | instructions/request | measured window (Ir in s) | idle window (Ir in s) |\n\
+         | --- | --- | --- | --- |",
+        i.warmup,
+        i.requests,
+        i.tiers.values().next().map_or(0.0, |t| t.idle_secs),
+        i.wall_secs,
+    );
+    for name in ["hub", "spoke", "floor-front", "floor-back"] {
+        if let Some(t) = i.tiers.get(name) {
+            let _ = writeln!(
+                o,
+                "| {name} | {:.0} | {} in {:.1} | {} in {:.1} |",
+                t.per_request, t.measured_ir, t.measured_secs, t.idle_ir, t.idle_secs
+            );
+        }
+    }
+    for (label, a, b) in [
+        ("**hub + spoke**", "hub", "spoke"),
+        ("**floor front + back**", "floor-front", "floor-back"),
+    ] {
+        if let (Some(x), Some(y)) = (i.per_request(a), i.per_request(b)) {
+            let _ = writeln!(o, "| {label} | **{:.0}** | | |", x + y);
+        }
     }
 }
 

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::instructions::Instructions;
 use crate::load::{self, OpenStreams, PhaseResult, Target};
 use crate::stack::{
     API_KEY, POLICY_API_KEY, RESET_EVERY, Stack, policy_request_body, request_body,
@@ -152,6 +153,9 @@ pub struct Results {
     pub streaming: Pair,
     pub memory: Memory,
     pub policy: PolicyCost,
+    /// Callgrind instructions per request of each tier (`None` when not measured in this run;
+    /// it runs after every other scenario, with its own processes).
+    pub instructions: Option<Instructions>,
     pub load_before: Load,
     pub load_after: Load,
 }
@@ -262,6 +266,7 @@ pub async fn run(stack: &Stack, plan: &Plan) -> anyhow::Result<Results> {
         streaming,
         memory,
         policy,
+        instructions: None,
         load_before,
         load_after: Load::now(),
     })
