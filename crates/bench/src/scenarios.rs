@@ -1,5 +1,6 @@
 //! The benchmark scenarios, each run directly against the fake and through hub → spoke in the
-//! same run, back to back, with the same request body.
+//! same run, back to back, with the same request body; the `wrk` phase also runs it through the
+//! floor relay.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -7,10 +8,14 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::instructions::Instructions;
 use crate::load::{self, OpenStreams, PhaseResult, Target};
-use crate::stack::{API_KEY, POLICY_API_KEY, Stack, policy_request_body, request_body};
+use crate::stack::{
+    API_KEY, POLICY_API_KEY, RESET_EVERY, Stack, policy_request_body, request_body,
+};
 use crate::stats::Added;
 use crate::sys::{self, Load};
+use crate::wrk::{self, WrkPhase, WrkTarget};
 
 /// What to run (all durations and sizes configurable from the command line).
 #[derive(Clone, Debug, Serialize)]
@@ -31,6 +36,8 @@ pub struct Plan {
     pub hold_chunk_delay_ms: u64,
     /// Open-loop rate of the content-policy scenario.
     pub policy_rate: f64,
+    /// Concurrencies (wrk `-c`) of the wrk phase; empty = no wrk phase.
+    pub wrk_concurrency: Vec<usize>,
 }
 
 /// Direct and gateway results of one scenario point.
@@ -94,15 +101,61 @@ pub struct PolicyCost {
     pub body_bytes: usize,
 }
 
+/// One concurrency of the wrk phase: wrk against the fake directly, through hub → spoke and
+/// through the floor relay, back to back (in that order), the fake reset before each.
+#[derive(Clone, Debug, Serialize)]
+pub struct WrkPoint {
+    /// wrk `-c`: connections, each with one request in flight.
+    pub concurrency: usize,
+    pub direct: WrkPhase,
+    pub hub: WrkPhase,
+    pub floor: WrkPhase,
+    /// hub − direct, latency percentiles (ms).
+    pub added_hub: Added,
+    /// floor − direct, latency percentiles (ms).
+    pub added_floor: Added,
+    /// direct req/s ÷ hub req/s (0 when the hub served nothing).
+    pub direct_over_hub: f64,
+    /// direct req/s ÷ floor req/s (0 when the floor served nothing).
+    pub direct_over_floor: f64,
+    /// CPU µs per request of hub + spoke together, in the hub run.
+    pub hub_spoke_cpu_us: f64,
+    /// CPU µs per request of the floor's front + back together, in the floor run.
+    pub floor_cpu_us: f64,
+}
+
+impl WrkPoint {
+    fn new(concurrency: usize, direct: WrkPhase, hub: WrkPhase, floor: WrkPhase) -> WrkPoint {
+        let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
+        WrkPoint {
+            concurrency,
+            added_hub: hub.latency.minus(&direct.latency),
+            added_floor: floor.latency.minus(&direct.latency),
+            direct_over_hub: ratio(direct.throughput_rps, hub.throughput_rps),
+            direct_over_floor: ratio(direct.throughput_rps, floor.throughput_rps),
+            hub_spoke_cpu_us: hub.cpu_us(&["hub", "spoke"]),
+            floor_cpu_us: floor.cpu_us(&["floor-front", "floor-back"]),
+            direct,
+            hub,
+            floor,
+        }
+    }
+}
+
 /// Everything one run measured.
 #[derive(Clone, Debug, Serialize)]
 pub struct Results {
     pub plan: Plan,
     pub added_latency: Vec<Pair>,
     pub saturation: Pair,
+    /// The wrk phase, one point per concurrency of [`Plan::wrk_concurrency`].
+    pub wrk: Vec<WrkPoint>,
     pub streaming: Pair,
     pub memory: Memory,
     pub policy: PolicyCost,
+    /// Callgrind instructions per request of each tier (`None` when not measured in this run;
+    /// it runs after every other scenario, with its own processes).
+    pub instructions: Option<Instructions>,
     pub load_before: Load,
     pub load_after: Load,
 }
@@ -156,13 +209,18 @@ pub async fn run(stack: &Stack, plan: &Plan) -> anyhow::Result<Results> {
     }
 
     let c = plan.saturation_concurrency;
-    let d = measured(stack, || load::closed_loop(&client, &direct, c, phase)).await?;
-    let h = measured(stack, || load::closed_loop(&client, &hub, c, phase)).await?;
-    let saturation = Pair::new(d, h);
+    let saturation = {
+        let _trim = stack.reset_loop(RESET_EVERY);
+        let d = measured(stack, || load::closed_loop(&client, &direct, c, phase)).await?;
+        let h = measured(stack, || load::closed_loop(&client, &hub, c, phase)).await?;
+        Pair::new(d, h)
+    };
     progress(&format!(
         "saturation (closed loop ×{c}): direct {:.0}/s, hub {:.0}/s",
         saturation.direct.throughput_rps, saturation.hub.throughput_rps
     ));
+
+    let wrk = wrk_phase(stack, &plan.wrk_concurrency, phase).await?;
 
     stack.set_chunk_delay(plan.stream_chunk_delay_ms).await?;
     let (sd, sh) = (target("direct", true), target("hub", true));
@@ -204,9 +262,11 @@ pub async fn run(stack: &Stack, plan: &Plan) -> anyhow::Result<Results> {
         plan: plan.clone(),
         added_latency,
         saturation,
+        wrk,
         streaming,
         memory,
         policy,
+        instructions: None,
         load_before,
         load_after: Load::now(),
     })
@@ -257,6 +317,106 @@ pub async fn policy_cost(
         cost.on.error_count()
     ));
     Ok(cost)
+}
+
+/// The wrk phase: for each concurrency, wrk against direct, hub and floor back to back (after a
+/// 1-s unmeasured wrk run against each, ×8, so every path has warm connections).
+pub async fn wrk_phase(
+    stack: &Stack,
+    concurrency: &[usize],
+    phase: Duration,
+) -> anyhow::Result<Vec<WrkPoint>> {
+    if concurrency.is_empty() {
+        return Ok(Vec::new());
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("switchyard-bench-wrk")
+        .tempdir()?;
+    let targets = [
+        ("direct", stack.direct_url(), None),
+        ("hub", stack.hub_url(), Some(API_KEY.to_string())),
+        // The same bytes the hub gets (the floor does not check the key).
+        ("floor", stack.floor_url(), Some(API_KEY.to_string())),
+    ]
+    .map(|(name, url, bearer)| WrkTarget {
+        name: name.to_string(),
+        url,
+        bearer,
+        body: request_body(false),
+    });
+    progress("wrk warm-up (1 s each, ×8)");
+    for t in &targets {
+        let _trim = stack.reset_loop(RESET_EVERY);
+        wrk::run(t, 8, 1, dir.path()).await?;
+    }
+    let secs = phase.as_secs_f64().round().max(1.0) as u64;
+    let mut points = Vec::new();
+    for &c in concurrency {
+        let [d, h, f] = &targets;
+        let direct = wrk_measured(stack, d, c, secs, dir.path()).await?;
+        let hub = wrk_measured(stack, h, c, secs, dir.path()).await?;
+        let floor = wrk_measured(stack, f, c, secs, dir.path()).await?;
+        let p = WrkPoint::new(c, direct, hub, floor);
+        progress(&format!(
+            "wrk ×{c}: direct {:.0}/s, hub {:.0}/s (÷{:.2}), floor {:.0}/s (÷{:.2}) | added p50 / p99 hub {:.3} / {:.3}, floor {:.3} / {:.3} ms | CPU µs/request hub+spoke {:.1}, floor {:.1} | errors {} / {} / {}",
+            p.direct.throughput_rps,
+            p.hub.throughput_rps,
+            p.direct_over_hub,
+            p.floor.throughput_rps,
+            p.direct_over_floor,
+            p.added_hub.p50_ms,
+            p.added_hub.p99_ms,
+            p.added_floor.p50_ms,
+            p.added_floor.p99_ms,
+            p.hub_spoke_cpu_us,
+            p.floor_cpu_us,
+            p.direct.errors_text(),
+            p.hub.errors_text(),
+            p.floor.errors_text(),
+        ));
+        points.push(p);
+    }
+    Ok(points)
+}
+
+/// Resets the fake, then runs wrk once, with the CPU time each process used over the run:
+/// `/proc/PID/stat` of the servers before and after, and wrk's own from this process's
+/// waited-for children (`cutime` + `cstime`), all divided by the successful requests.
+async fn wrk_measured(
+    stack: &Stack,
+    target: &WrkTarget,
+    concurrency: usize,
+    secs: u64,
+    dir: &std::path::Path,
+) -> anyhow::Result<WrkPhase> {
+    stack.reset_fake().await?;
+    let pids = [
+        ("hub", stack.hub.pid()),
+        ("spoke", stack.spoke.pid()),
+        ("fake", stack.fake.pid()),
+        ("floor-front", stack.floor_front.pid()),
+        ("floor-back", stack.floor_back.pid()),
+    ];
+    let before: Vec<u64> = pids
+        .iter()
+        .map(|(_, p)| sys::cpu_micros(*p).unwrap_or(0))
+        .collect();
+    let children_before = sys::children_cpu_micros().unwrap_or(0);
+    let trim = stack.reset_loop(RESET_EVERY);
+    let mut r = wrk::run(target, concurrency, secs, dir).await?;
+    drop(trim);
+    let ok = r.ok.max(1) as f64;
+    for ((name, pid), b) in pids.iter().zip(before) {
+        let used = sys::cpu_micros(*pid).unwrap_or(0).saturating_sub(b);
+        r.cpu_us_per_request
+            .insert((*name).to_string(), used as f64 / ok);
+    }
+    let wrk_used = sys::children_cpu_micros()
+        .unwrap_or(0)
+        .saturating_sub(children_before);
+    r.cpu_us_per_request
+        .insert("wrk".to_string(), wrk_used as f64 / ok);
+    Ok(r)
 }
 
 /// Resets the fake, then runs one phase.

@@ -1,7 +1,10 @@
 //! The system under test, as real processes: a `fake-upstream` (OpenAI-compatible, no artificial
 //! delay), one `spoke` (provider `openai`, its one region pointing at the fake) and one `hub` in
-//! front of it. All three are started from one binary directory (release builds for benchmarks).
+//! front of it, all three started from one binary directory (release builds for benchmarks) —
+//! and the floor relay's two processes (`floor-relay back` → the same fake, `floor-relay front`
+//! → back), the gateway's hops with none of its logic (see [`crate::floor`]).
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -26,11 +29,15 @@ pii = "redact"
 /// and the gateway request bodies are byte-for-byte the same.
 pub const MODEL: &str = "bench-model";
 
-/// The running fake, spoke and hub.
+/// The running fake, spoke and hub, and the floor relay's two processes beside them.
 pub struct Stack {
     pub fake: Proc,
     pub spoke: Proc,
     pub hub: Proc,
+    /// `floor-relay back` (gRPC `Infer` → the same fake).
+    pub floor_back: Proc,
+    /// `floor-relay front` (HTTP/1.1 → `floor_back`).
+    pub floor_front: Proc,
     http: reqwest::Client,
     _configs: Vec<tempfile::TempPath>,
     /// The hub's audit log: written to a file, as in production, not to the stdout pipe this
@@ -38,79 +45,117 @@ pub struct Stack {
     _audit: tempfile::TempPath,
 }
 
+/// `bin_dir/name`, or an error saying how to build it.
+pub fn binary(bin_dir: &Path, name: &str) -> anyhow::Result<PathBuf> {
+    let p = bin_dir.join(name);
+    if !p.is_file() {
+        bail!(
+            "{} not found — build with `cargo build --release --workspace --bins` first",
+            p.display()
+        );
+    }
+    Ok(p)
+}
+
+/// The `floor-relay` binary: the one next to the running `switchyard-bench` (both are built from
+/// this crate, so they come from the same build even when `--bin-dir` points at another one),
+/// else the one in `bin_dir`.
+pub fn floor_binary(bin_dir: &Path) -> anyhow::Result<PathBuf> {
+    let name = format!("floor-relay{}", std::env::consts::EXE_SUFFIX);
+    if let Ok(exe) = std::env::current_exe()
+        && let Some(dir) = exe.parent()
+        && dir.join(&name).is_file()
+    {
+        return Ok(dir.join(&name));
+    }
+    binary(bin_dir, &name)
+        .context("floor-relay (build it with `cargo build --release -p switchyard-bench --bins`)")
+}
+
+/// The readiness timeout of a natively started process.
+pub const READY: Duration = Duration::from_secs(30);
+
+/// Starts `fake-upstream --kind openai` from `bin_dir` (no artificial delay).
+pub async fn start_fake(bin_dir: &Path) -> anyhow::Result<Proc> {
+    Proc::spawn_path(
+        &binary(bin_dir, "fake-upstream")?,
+        "fake-upstream",
+        &args(&[
+            "--kind",
+            "openai",
+            "--listen",
+            "127.0.0.1:0",
+            "--label",
+            "bench",
+        ]),
+        &[],
+        READY,
+    )
+    .await
+}
+
+/// The spoke's config: provider `openai`, one region whose endpoint is the fake at `fake_url`
+/// (`http://ADDR`), one model [`MODEL`].
+pub fn spoke_config(fake_url: &str) -> String {
+    format!(
+        "listen = \"127.0.0.1:0\"\naccount = \"bench\"\nprovider = \"openai\"\n\
+         default_timeout = \"30s\"\ndrain_timeout = \"5s\"\n\
+         [[regions]]\nname = \"local\"\nendpoint = \"{fake_url}/v1\"\n\
+         [[models]]\nid = \"{MODEL}\"\nstreaming = true\ntools = true\n"
+    )
+}
+
+/// The hub's config: the two tenants (without and with a content policy), the alias [`MODEL`]
+/// and one provider with the static spoke `spoke_addr`; the audit log goes to `audit`. `health`
+/// is the provider's `health` inline table (e.g. `{ interval = "2s" }`).
+pub fn hub_config(spoke_addr: SocketAddr, audit: &Path, health: &str) -> String {
+    format!(
+        "listen = \"127.0.0.1:0\"\ndrain_timeout = \"5s\"\n[audit]\npath = \"{}\"\n\
+         [[tenants]]\nname = \"bench\"\napi_key_sha256 = [\"{API_KEY_SHA256}\"]\naliases = [\"*\"]\n\
+         [[tenants]]\nname = \"bench-policy\"\napi_key_sha256 = [\"{POLICY_API_KEY_SHA256}\"]\naliases = [\"*\"]\n{POLICY_TOML}\
+         [[aliases]]\nname = \"{MODEL}\"\ncandidates = [{{ provider = \"openai\", model = \"{MODEL}\" }}]\n\
+         [[providers]]\nname = \"openai\"\nspokes = [{{ addr = \"{spoke_addr}\" }}]\nhealth = {health}\n",
+        audit.display(),
+    )
+}
+
+/// A fresh file for the hub's audit log (deleted when dropped).
+pub fn audit_file() -> anyhow::Result<tempfile::TempPath> {
+    Ok(tempfile::Builder::new()
+        .prefix("switchyard-bench-audit")
+        .suffix(".jsonl")
+        .tempfile()?
+        .into_temp_path())
+}
+
 impl Stack {
-    /// Starts fake → spoke → hub from `bin_dir` and waits until the hub has checked the spoke
-    /// healthy.
-    pub async fn start(bin_dir: &Path) -> anyhow::Result<Stack> {
-        let bin = |name: &str| -> anyhow::Result<PathBuf> {
-            let p = bin_dir.join(name);
-            if !p.is_file() {
-                bail!(
-                    "{} not found — build with `cargo build --release --workspace --bins` first",
-                    p.display()
-                );
-            }
-            Ok(p)
-        };
-        let ready = Duration::from_secs(30);
-        let fake = Proc::spawn_path(
-            &bin("fake-upstream")?,
-            "fake-upstream",
-            &args(&[
-                "--kind",
-                "openai",
-                "--listen",
-                "127.0.0.1:0",
-                "--label",
-                "bench",
-            ]),
-            &[],
-            ready,
-        )
-        .await?;
-        let spoke_cfg = write_config(
-            &format!(
-                "listen = \"127.0.0.1:0\"\naccount = \"bench\"\nprovider = \"openai\"\n\
-                 default_timeout = \"30s\"\ndrain_timeout = \"5s\"\n\
-                 [[regions]]\nname = \"local\"\nendpoint = \"{}/v1\"\n\
-                 [[models]]\nid = \"{MODEL}\"\nstreaming = true\ntools = true\n",
-                fake.url()
-            ),
-            "toml",
-        )?;
+    /// Starts fake → spoke → hub from `bin_dir`, then the floor relay (`floor_bin` back → the
+    /// same fake, front → back), and waits until the hub has checked the spoke healthy.
+    pub async fn start(bin_dir: &Path, floor_bin: &Path) -> anyhow::Result<Stack> {
+        let fake = start_fake(bin_dir).await?;
+        let spoke_cfg = write_config(&spoke_config(&fake.url()), "toml")?;
         let spoke = Proc::spawn_path(
-            &bin("spoke")?,
+            &binary(bin_dir, "spoke")?,
             "spoke",
             &args(&["--config", &spoke_cfg.to_string_lossy()]),
             &[],
-            ready,
+            READY,
         )
         .await?;
-        let audit = tempfile::Builder::new()
-            .prefix("switchyard-bench-audit")
-            .suffix(".jsonl")
-            .tempfile()?
-            .into_temp_path();
+        let audit = audit_file()?;
         let hub_cfg = write_config(
-            &format!(
-                "listen = \"127.0.0.1:0\"\ndrain_timeout = \"5s\"\n[audit]\npath = \"{}\"\n\
-                 [[tenants]]\nname = \"bench\"\napi_key_sha256 = [\"{API_KEY_SHA256}\"]\naliases = [\"*\"]\n\
-                 [[tenants]]\nname = \"bench-policy\"\napi_key_sha256 = [\"{POLICY_API_KEY_SHA256}\"]\naliases = [\"*\"]\n{POLICY_TOML}\
-                 [[aliases]]\nname = \"{MODEL}\"\ncandidates = [{{ provider = \"openai\", model = \"{MODEL}\" }}]\n\
-                 [[providers]]\nname = \"openai\"\nspokes = [{{ addr = \"{}\" }}]\nhealth = {{ interval = \"2s\" }}\n",
-                audit.display(),
-                spoke.addr()
-            ),
+            &hub_config(spoke.addr(), &audit, "{ interval = \"2s\" }"),
             "toml",
         )?;
         let hub = Proc::spawn_path(
-            &bin("hub")?,
+            &binary(bin_dir, "hub")?,
             "hub",
             &args(&["--config", &hub_cfg.to_string_lossy()]),
             &[],
-            ready,
+            READY,
         )
         .await?;
+        let (floor_back, floor_front) = start_floor(floor_bin, &fake.url(), None).await?;
         hub.wait_for_log("spoke healthy", Duration::from_secs(20))
             .await
             .context("the hub never saw its spoke healthy")?;
@@ -118,10 +163,17 @@ impl Stack {
             fake,
             spoke,
             hub,
+            floor_back,
+            floor_front,
             http: reqwest::Client::new(),
             _configs: vec![spoke_cfg, hub_cfg],
             _audit: audit,
         })
+    }
+
+    /// `POST /v1/chat/completions` on the floor relay's front.
+    pub fn floor_url(&self) -> String {
+        format!("{}/v1/chat/completions", self.floor_front.url())
     }
 
     /// `POST /v1/chat/completions` on the fake.
@@ -146,6 +198,26 @@ impl Stack {
         self.control("reset", serde_json::json!({})).await
     }
 
+    /// Resets the fake every `every` until the returned guard is dropped. The fake keeps its
+    /// last 10,000 requests in a `Vec` and, once full, drops the oldest with `remove(0)` — a
+    /// ~1 MB move per request under its lock — which capped it at 12–16k req/s under wrk ×32
+    /// on this machine against ~35k req/s with this loop resetting it every 100 ms. Closed-loop
+    /// and wrk phases (tens of thousands of requests) run with it.
+    pub fn reset_loop(&self, every: Duration) -> ResetLoop {
+        let (http, url) = (
+            self.http.clone(),
+            format!("{}/_control/reset", self.fake.url()),
+        );
+        ResetLoop(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let _ = http.post(&url).json(&serde_json::json!({})).send().await;
+            }
+        }))
+    }
+
     async fn control(&self, what: &str, body: serde_json::Value) -> anyhow::Result<()> {
         let r = self
             .http
@@ -160,7 +232,69 @@ impl Stack {
     }
 }
 
-fn args(a: &[&str]) -> Vec<String> {
+/// A running [`Stack::reset_loop`]; dropping it stops the loop.
+#[derive(Debug)]
+pub struct ResetLoop(tokio::task::JoinHandle<()>);
+
+impl Drop for ResetLoop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// How often [`Stack::reset_loop`] resets the fake in closed-loop and wrk phases: 100 ms is
+/// under 10,000 requests up to 100k req/s.
+pub const RESET_EVERY: Duration = Duration::from_millis(100);
+
+/// How [`start_floor`] runs each process under another program (valgrind): the program, its
+/// arguments before the floor binary, extra environment variables and the readiness timeout.
+#[derive(Clone, Copy, Debug)]
+pub struct Wrap<'a> {
+    pub program: &'a Path,
+    pub lead: &'a [String],
+    pub envs: &'a [(String, String)],
+    pub ready: Duration,
+}
+
+/// Starts `floor-relay back --upstream {fake_url}`, then `floor-relay front --back BACK`,
+/// natively or, with `wrap`, each under [`Wrap::program`].
+pub async fn start_floor(
+    floor_bin: &Path,
+    fake_url: &str,
+    wrap: Option<Wrap<'_>>,
+) -> anyhow::Result<(Proc, Proc)> {
+    let spawn = |name: &'static str, mode_args: Vec<String>| async move {
+        match wrap {
+            None => Proc::spawn_path(floor_bin, name, &mode_args, &[], READY).await,
+            Some(w) => {
+                let mut all = w.lead.to_vec();
+                all.push(floor_bin.to_string_lossy().into_owned());
+                all.extend(mode_args);
+                Proc::spawn_path(w.program, name, &all, w.envs, w.ready).await
+            }
+        }
+    };
+    let back = spawn(
+        "floor-back",
+        args(&["back", "--listen", "127.0.0.1:0", "--upstream", fake_url]),
+    )
+    .await?;
+    let front = spawn(
+        "floor-front",
+        args(&[
+            "front",
+            "--listen",
+            "127.0.0.1:0",
+            "--back",
+            &back.addr().to_string(),
+        ]),
+    )
+    .await?;
+    Ok((back, front))
+}
+
+/// Owned copies of `a`.
+pub fn args(a: &[&str]) -> Vec<String> {
     a.iter().map(|s| (*s).to_string()).collect()
 }
 

@@ -24,6 +24,24 @@ pub fn cpu_micros(pid: u32) -> Option<u64> {
     parse_cpu_ticks(&stat).map(|ticks| ticks * 10_000)
 }
 
+/// CPU time (user + system) used so far by this process's children that have exited and been
+/// waited for (`cutime` + `cstime` of `/proc/self/stat`), in microseconds (10 ms ticks). The
+/// difference across a child's whole life (spawn → reaped) is that child's CPU time: how the
+/// `wrk` phase measures wrk itself, whose `/proc/PID` is gone once it has exited.
+pub fn children_cpu_micros() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    parse_children_ticks(&stat).map(|ticks| ticks * 10_000)
+}
+
+fn parse_children_ticks(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // cutime (16) and cstime (17) are at 13 and 14 after ')'.
+    let cutime: u64 = fields.get(13)?.parse().ok()?;
+    let cstime: u64 = fields.get(14)?.parse().ok()?;
+    Some(cutime + cstime)
+}
+
 fn parse_cpu_ticks(stat: &str) -> Option<u64> {
     // The command name (field 2) may contain spaces; fields after its closing ')' are plain.
     let rest = &stat[stat.rfind(')')? + 1..];
@@ -89,8 +107,10 @@ mod tests {
         assert_eq!(parse_vmrss(s), Some(12345));
         assert_eq!(parse_vmrss("Name: x\n"), None);
         assert!(rss_kib(std::process::id()).is_some_and(|k| k > 0));
-        let stat = "42 (my proc) S 1 42 42 0 -1 4194304 100 0 0 0 7 3 0 0 20 0 1 0 1 1 1";
+        let stat = "42 (my proc) S 1 42 42 0 -1 4194304 100 0 0 0 7 3 15 5 20 0 1 0 1 1 1";
         assert_eq!(parse_cpu_ticks(stat), Some(10));
         assert!(cpu_micros(std::process::id()).is_some());
+        assert_eq!(parse_children_ticks(stat), Some(20));
+        assert!(children_cpu_micros().is_some());
     }
 }
