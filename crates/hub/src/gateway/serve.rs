@@ -49,49 +49,52 @@ impl Admission {
     /// = wait as long as it takes ([`Opened::Now`] always). `rec` is the stream's handle on
     /// the request record ([`RequestRecord::share_with_stream`]): a late stream records its
     /// route, or its refusal, there.
-    pub async fn open_stream(
+    pub fn open_stream(
         self,
         hub: &Arc<Hub>,
         rec: &RequestRecord,
         keepalive: Option<std::time::Duration>,
-    ) -> Result<Opened, HubError> {
-        let (owned_hub, owned_rec) = (hub.clone(), rec.handle());
-        let mut opening = Box::pin(async move { self.stream(&owned_hub, &owned_rec).await });
-        let Some(every) = keepalive else {
-            return opening.await.map(Opened::Now);
-        };
-        tokio::select! {
-            opened = &mut opening => opened.map(Opened::Now),
-            () = tokio::time::sleep(every) => {
-                let mut rec = rec.handle();
-                let items = async_stream::stream! {
-                    let start = tokio::time::Instant::now() + every;
-                    let mut tick = tokio::time::interval_at(start, every);
-                    let opened = loop {
-                        tokio::select! {
-                            opened = &mut opening => break opened,
-                            _ = tick.tick() => yield StreamItem::Waiting,
-                        }
-                    };
-                    match opened {
-                        Ok(streamed) => {
-                            rec.set_route(&streamed.route, None, &streamed.attempts);
-                            let mut items = streamed.items;
-                            while let Some(item) = futures::StreamExt::next(&mut items).await {
-                                yield item;
+    ) -> impl std::future::Future<Output = Result<Opened, HubError>> + Send + 'static {
+        // Built now, boxed: the returned future holds a pointer to it, not the admission.
+        let mut opening = Box::pin(self.stream(hub, rec));
+        let rec = rec.handle();
+        async move {
+            let Some(every) = keepalive else {
+                return opening.await.map(Opened::Now);
+            };
+            tokio::select! {
+                opened = &mut opening => opened.map(Opened::Now),
+                () = tokio::time::sleep(every) => {
+                    let mut rec = rec.handle();
+                    let items = async_stream::stream! {
+                        let start = tokio::time::Instant::now() + every;
+                        let mut tick = tokio::time::interval_at(start, every);
+                        let opened = loop {
+                            tokio::select! {
+                                opened = &mut opening => break opened,
+                                _ = tick.tick() => yield StreamItem::Waiting,
+                            }
+                        };
+                        match opened {
+                            Ok(streamed) => {
+                                rec.set_route(&streamed.route, None, &streamed.attempts);
+                                let mut items = streamed.items;
+                                while let Some(item) = futures::StreamExt::next(&mut items).await {
+                                    yield item;
+                                }
+                            }
+                            Err(e) => {
+                                rec.set_late_error(&e);
+                                yield StreamItem::Refused(Refusal(Arc::new(e)));
                             }
                         }
-                        Err(e) => {
-                            rec.set_late_error(&e);
-                            yield StreamItem::Refused(Refusal(Arc::new(e)));
-                        }
-                    }
-                };
-                Ok(Opened::Late(Streamed {
-                    items: Box::pin(items),
-                    route: RouteTaken::default(),
-                    attempts: Vec::new(),
-                }))
+                    };
+                    Ok(Opened::Late(Streamed {
+                        items: Box::pin(items),
+                        route: RouteTaken::default(),
+                        attempts: Vec::new(),
+                    }))
+                }
             }
         }
     }
@@ -102,89 +105,103 @@ impl Admission {
     /// — when the client goes away first and the stream is dropped — with the usage so far,
     /// estimated from what was streamed; `rec` (the request's record) then gets that usage and
     /// the outcome `cancelled`.
-    pub async fn stream(self, hub: &Arc<Hub>, rec: &RequestRecord) -> Result<Streamed, HubError> {
+    ///
+    /// Not an `async fn`: the admission is taken apart before the future is built, so the
+    /// future (held, boxed, by [`Admission::open_stream`] while the stream opens) keeps only the
+    /// plan, the request and the quota reservation, once, rather than the whole admission as
+    /// its argument as well as its parts.
+    pub fn stream(
+        self,
+        hub: &Arc<Hub>,
+        rec: &RequestRecord,
+    ) -> impl std::future::Future<Output = Result<Streamed, HubError>> + Send + 'static {
         let Admission {
             plan,
             request: base,
             admitted,
             ..
         } = self;
-        let dispatched = super::dispatch(hub, &plan, |spoke, routing, remaining| {
-            call::open_stream(
-                spoke,
-                call::with_routing(&base, routing),
-                remaining,
-                plan.request_id.clone(),
-            )
-        })
-        .await;
-        let (committed, route, guard) = match dispatched {
-            Ok(d) => d,
-            Err(e) => {
-                super::quota::settle(hub, admitted, None, None).await;
-                return Err(e);
-            }
-        };
-        let deadline = plan.deadline;
-        let request_id = plan.request_id.clone();
-        let mut settlement = Settlement {
-            hub: hub.clone(),
-            admitted: Some(admitted),
-            route: route.clone(),
-            rec: rec.handle(),
-            request_id: request_id.clone(),
-            input_tokens: u32::try_from(switchyard_proto::estimate_input_tokens(&base))
-                .unwrap_or(u32::MAX),
-            output_chars: 0,
-        };
-        let Committed {
-            start,
-            buffered,
-            mut rest,
-        } = committed;
-        let attempts = start.map(|s| s.attempts).unwrap_or_default();
-        let items = async_stream::stream! {
-            let _guard = guard;
-            let mut pending: std::collections::VecDeque<pb::InferEvent> = buffered.into();
-            loop {
-                let next = match pending.pop_front() {
-                    Some(ev) => Ok(Some(ev)),
-                    None => match tokio::time::timeout_at(deadline.into(), rest.message()).await {
-                        Ok(r) => r.map_err(|s| format!("{:?}: {}", s.code(), s.message())),
-                        Err(_) => Err("deadline exceeded".to_string()),
-                    },
-                };
-                match next {
-                    Ok(Some(pb::InferEvent { event: Some(pb::infer_event::Event::Delta(d)) })) => {
-                        settlement.streamed(&d);
-                        yield StreamItem::Delta(d);
-                    }
-                    Ok(Some(pb::InferEvent { event: Some(pb::infer_event::Event::End(end)) })) => {
-                        settlement.settle(end.usage.as_ref(), true).await;
-                        yield StreamItem::End(end);
-                        break;
-                    }
-                    Ok(Some(_)) => {}
-                    Ok(None) => {
-                        tracing::warn!(request_id = %request_id, "spoke stream closed without an end event");
-                        settlement.settle(None, false).await;
-                        yield StreamItem::Failed("the stream ended unexpectedly");
-                        break;
-                    }
-                    Err(why) => {
-                        tracing::warn!(request_id = %request_id, reason = %why, "stream failed after first chunk");
-                        settlement.settle(None, false).await;
-                        yield StreamItem::Failed("the upstream failed while streaming");
-                        break;
+        let (hub, rec) = (hub.clone(), rec.handle());
+        async move {
+            let hub = &hub;
+            let rec = &rec;
+            let dispatched = super::dispatch(hub, &plan, |spoke, routing, remaining| {
+                call::open_stream(
+                    spoke,
+                    call::with_routing(&base, routing),
+                    remaining,
+                    plan.request_id.clone(),
+                )
+            })
+            .await;
+            let (committed, route, guard) = match dispatched {
+                Ok(d) => d,
+                Err(e) => {
+                    super::quota::settle(hub, admitted, None, None).await;
+                    return Err(e);
+                }
+            };
+            let deadline = plan.deadline;
+            let request_id = plan.request_id.clone();
+            let mut settlement = Settlement {
+                hub: hub.clone(),
+                admitted: Some(admitted),
+                route: route.clone(),
+                rec: rec.handle(),
+                request_id: request_id.clone(),
+                input_tokens: u32::try_from(switchyard_proto::estimate_input_tokens(&base))
+                    .unwrap_or(u32::MAX),
+                output_chars: 0,
+            };
+            let Committed {
+                start,
+                buffered,
+                mut rest,
+            } = committed;
+            let attempts = start.map(|s| s.attempts).unwrap_or_default();
+            let items = async_stream::stream! {
+                let _guard = guard;
+                let mut pending: std::collections::VecDeque<pb::InferEvent> = buffered.into();
+                loop {
+                    let next = match pending.pop_front() {
+                        Some(ev) => Ok(Some(ev)),
+                        None => match tokio::time::timeout_at(deadline.into(), rest.message()).await {
+                            Ok(r) => r.map_err(|s| format!("{:?}: {}", s.code(), s.message())),
+                            Err(_) => Err("deadline exceeded".to_string()),
+                        },
+                    };
+                    match next {
+                        Ok(Some(pb::InferEvent { event: Some(pb::infer_event::Event::Delta(d)) })) => {
+                            settlement.streamed(&d);
+                            yield StreamItem::Delta(d);
+                        }
+                        Ok(Some(pb::InferEvent { event: Some(pb::infer_event::Event::End(end)) })) => {
+                            settlement.settle(end.usage.as_ref(), true).await;
+                            yield StreamItem::End(end);
+                            break;
+                        }
+                        Ok(Some(_)) => {}
+                        Ok(None) => {
+                            tracing::warn!(request_id = %request_id, "spoke stream closed without an end event");
+                            settlement.settle(None, false).await;
+                            yield StreamItem::Failed("the stream ended unexpectedly");
+                            break;
+                        }
+                        Err(why) => {
+                            tracing::warn!(request_id = %request_id, reason = %why, "stream failed after first chunk");
+                            settlement.settle(None, false).await;
+                            yield StreamItem::Failed("the upstream failed while streaming");
+                            break;
+                        }
                     }
                 }
-            }
-        };
-        Ok(Streamed {
-            items: Box::pin(items),
-            route,
-            attempts,
-        })
+            };
+            Ok(Streamed {
+                items: Box::pin(items),
+                route,
+                attempts,
+            })
+        }
     }
 }
 

@@ -242,6 +242,11 @@ pub fn answered_stream(
 
 /// Serves `admission` unary: the answer, stored and handed to the followers when this request
 /// leads a response-cache call (`lead`), and its route and usage on the handler's record.
+///
+/// Handlers `Box::pin` this future (and the response-cache lookup): it holds the whole unary
+/// call to a spoke, about 10 KB, and inline it would size the handler's future for every
+/// request, streams included — an open stream's handler held 14.6 KB, 1,000 open streams
+/// 14.6 MB (docs/benchmarks.md, "Memory").
 pub async fn complete(
     hub: &Hub,
     frame: &mut Frame,
@@ -268,24 +273,29 @@ pub async fn complete(
 /// false: a stream whose route must be known before it is rendered, e.g. one feeding the
 /// response cache). `stream_rec` is the stream's handle on the record; on [`Opened::Now`]
 /// the handler's record gets the route here. Returns the stream and whether it is late.
-pub async fn open_stream(
+pub fn open_stream<'a>(
     hub: &Arc<Hub>,
-    frame: &mut Frame,
+    frame: &'a mut Frame,
     admission: gateway::Admission,
     stream_rec: &RequestRecord,
     keepalive: bool,
-) -> Result<(gateway::Streamed, bool), HubError> {
+) -> impl std::future::Future<Output = Result<(gateway::Streamed, bool), HubError>> + 'a {
     let every = if keepalive {
         hub.settings.stream_keepalive
     } else {
         None
     };
-    match admission.open_stream(hub, stream_rec, every).await? {
-        gateway::Opened::Now(s) => {
-            frame.rec.set_route(&s.route, None, &s.attempts);
-            Ok((s, false))
+    // Not an `async fn`, so the admission is not kept in this future (it moves into the
+    // opening future now).
+    let opening = admission.open_stream(hub, stream_rec, every);
+    async move {
+        match opening.await? {
+            gateway::Opened::Now(s) => {
+                frame.rec.set_route(&s.route, None, &s.attempts);
+                Ok((s, false))
+            }
+            gateway::Opened::Late(s) => Ok((s, true)),
         }
-        gateway::Opened::Late(s) => Ok((s, true)),
     }
 }
 

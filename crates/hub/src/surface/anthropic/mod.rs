@@ -134,8 +134,11 @@ async fn messages(
     let table = frame.table.clone();
     let tenant = frame::authenticate_x_api_key(hub, &table, headers).await?;
     frame.rec.set_tenant(&tenant.name);
-    let bytes = frame::read_body(hub, headers, body).await?;
-    let mut req: MessagesRequest = crate::surface::parse_body(&bytes)?;
+    // Parsed, the body's bytes go (they share hyper's read buffer).
+    let mut req: MessagesRequest = {
+        let bytes = frame::read_body(hub, headers, body).await?;
+        crate::surface::parse_body(&bytes)?
+    };
     let alias = table.resolve_alias(&tenant, &req.model)?;
     let mut request = req.to_infer()?;
     let extra = std::mem::take(&mut req.extra);
@@ -168,7 +171,7 @@ async fn messages(
         frame::answered_stream(&mut resp, &streamed.route, late, frame.started, &rate_state);
         Ok(resp)
     } else {
-        let done = frame::complete(hub, frame, admission, None).await?;
+        let done = Box::pin(frame::complete(hub, frame, admission, None)).await?;
         let mut out = axum::Json(message_json(&id, &req.model, &done.response)).into_response();
         frame::answered(
             &mut out,

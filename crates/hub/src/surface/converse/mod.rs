@@ -225,7 +225,7 @@ async fn serve(
         frame::answered_stream(&mut resp, &streamed.route, late, frame.started, &rate_state);
         Ok(resp)
     } else {
-        let done = frame::complete(hub, frame, admission, None).await?;
+        let done = Box::pin(frame::complete(hub, frame, admission, None)).await?;
         let latency = frame.started.elapsed().as_millis() as u64;
         let mut out = axum::Json(response_json(&done.response, latency)).into_response();
         frame::answered(

@@ -178,8 +178,12 @@ async fn chat(
     let table = frame.table.clone();
     let tenant = frame::authenticate(hub, &table, headers).await?;
     frame.rec.set_tenant(&tenant.name);
-    let bytes = frame::read_body(hub, headers, body).await?;
-    let mut req: ChatRequest = crate::surface::parse_body(&bytes)?;
+    // The body's bytes go as soon as they are parsed: they share hyper's read buffer, which
+    // cannot be reused while they live (an open stream would hold both).
+    let mut req: ChatRequest = {
+        let bytes = frame::read_body(hub, headers, body).await?;
+        crate::surface::parse_body(&bytes)?
+    };
     let prompt_used = prompts::expand(&table, &mut req)?;
     if req.messages.len() > hub.settings.max_messages {
         return Err(HubError::BadRequest(format!(
@@ -218,19 +222,27 @@ async fn chat(
     ) {
         let deadline = frame.started + hub.settings.request_timeout;
         let reply = cached::Reply::for_request(&req, &frame.request_id, deadline);
-        let done =
-            match gateway::lookup(hub, &checked.tenant, key, ttl, req.stream, deadline).await? {
-                Cached::Lead(l) => {
-                    lead = Some(l);
-                    None
-                }
-                Cached::Answer {
-                    answer,
-                    outcome,
-                    state,
-                } => Some(cached::answer(&reply, &answer, outcome, &state)),
-                Cached::Live { flight, state } => Some(cached::live(reply, flight, &state)),
-            };
+        let done = match Box::pin(gateway::lookup(
+            hub,
+            &checked.tenant,
+            key,
+            ttl,
+            req.stream,
+            deadline,
+        ))
+        .await?
+        {
+            Cached::Lead(l) => {
+                lead = Some(l);
+                None
+            }
+            Cached::Answer {
+                answer,
+                outcome,
+                state,
+            } => Some(cached::answer(&reply, &answer, outcome, &state)),
+            Cached::Live { flight, state } => Some(cached::live(reply, flight, &state)),
+        };
         if let Some(mut resp) = done {
             prompts::mark(&mut resp, prompt_used.as_ref());
             if req.stream {
@@ -278,7 +290,7 @@ async fn chat(
         frame::answered_stream(&mut resp, &route, late, frame.started, &rate_state);
         resp
     } else {
-        let done = frame::complete(hub, frame, admission, lead).await?;
+        let done = Box::pin(frame::complete(hub, frame, admission, lead)).await?;
         let mut out =
             axum::Json(wire::completion_json(&id, created, &done.response)).into_response();
         frame::answered(

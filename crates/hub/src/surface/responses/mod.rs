@@ -152,19 +152,27 @@ async fn create(
         &checked.request,
     ) {
         let deadline = frame.started + hub.settings.request_timeout;
-        let (answer, outcome, state, flight) =
-            match gateway::lookup(hub, &checked.tenant, key, ttl, req.stream, deadline).await? {
-                Cached::Lead(l) => {
-                    lead = Some(l);
-                    (None, "miss", None, None)
-                }
-                Cached::Answer {
-                    answer,
-                    outcome,
-                    state,
-                } => (Some(answer), outcome, Some(state), None),
-                Cached::Live { flight, state } => (None, "coalesced", Some(state), Some(flight)),
-            };
+        let (answer, outcome, state, flight) = match Box::pin(gateway::lookup(
+            hub,
+            &checked.tenant,
+            key,
+            ttl,
+            req.stream,
+            deadline,
+        ))
+        .await?
+        {
+            Cached::Lead(l) => {
+                lead = Some(l);
+                (None, "miss", None, None)
+            }
+            Cached::Answer {
+                answer,
+                outcome,
+                state,
+            } => (Some(answer), outcome, Some(state), None),
+            Cached::Live { flight, state } => (None, "coalesced", Some(state), Some(flight)),
+        };
         if let Some(state) = state {
             let model = match (&answer, &flight) {
                 (Some(a), _) => a.model.clone(),
@@ -235,7 +243,7 @@ async fn create(
         frame::answered_stream(&mut resp, &route, late, frame.started, &rate_state);
         resp
     } else {
-        let done = frame::complete(hub, frame, admission, lead).await?;
+        let done = Box::pin(frame::complete(hub, frame, admission, lead)).await?;
         head.model.clone_from(&done.route.model);
         let mut resp = unary(&head, show, &done.response, keep).await;
         frame::answered(
