@@ -360,7 +360,8 @@ struct Inner {
     total: u64,
     /// `FailFirst` progress per model.
     flaky: HashMap<String, u32>,
-    requests: Vec<RecordedRequest>,
+    /// The last [`MAX_RECORDED`] requests, oldest first (a ring: dropping the oldest is O(1)).
+    requests: std::collections::VecDeque<RecordedRequest>,
     /// Prompt-cache prefixes seen (hashes), for cache read / write usage.
     cached: std::collections::HashSet<u64>,
 }
@@ -395,7 +396,7 @@ impl Shared {
                 calls: BTreeMap::new(),
                 total: 0,
                 flaky: HashMap::new(),
-                requests: Vec::new(),
+                requests: std::collections::VecDeque::new(),
                 cached: std::collections::HashSet::new(),
             }),
             next_id: AtomicU64::new(1),
@@ -418,9 +419,9 @@ impl Shared {
         inner.total += 1;
         *inner.calls.entry(model.to_string()).or_insert(0) += 1;
         if inner.requests.len() >= MAX_RECORDED {
-            inner.requests.remove(0);
+            inner.requests.pop_front();
         }
-        inner.requests.push(RecordedRequest {
+        inner.requests.push_back(RecordedRequest {
             path,
             model: model.to_string(),
             headers,
@@ -738,12 +739,12 @@ impl FakeServer {
 
     /// Every call received since the start or the last reset, oldest first.
     pub fn requests(&self) -> Vec<RecordedRequest> {
-        self.shared.inner.lock().requests.clone()
+        self.shared.inner.lock().requests.iter().cloned().collect()
     }
 
     /// The most recent call.
     pub fn last_request(&self) -> Option<RecordedRequest> {
-        self.shared.inner.lock().requests.last().cloned()
+        self.shared.inner.lock().requests.back().cloned()
     }
 
     /// Stops the server like a crashed upstream: new connections are refused and open ones
