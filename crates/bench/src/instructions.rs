@@ -173,7 +173,7 @@ pub async fn measure(
             envs: &envs,
             ready: READY_UNDER_VALGRIND,
         };
-        let (back, front) = start_floor(floor_bin, &fake.url(), Some(wrap)).await?;
+        let (back, front) = start_floor(floor_bin, &fake.url(), Some(wrap), &[]).await?;
         let url = format!("{}/v1/chat/completions", front.url());
         tiers.extend(measure_chain(&client, &url, &[&front, &back], &out_dir, plan).await?);
     }

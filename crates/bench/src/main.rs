@@ -30,6 +30,10 @@ struct Args {
     /// seconds).
     #[arg(long, default_value_t = 10.0)]
     phase_secs: f64,
+    /// Tokio worker threads of the hub, the spoke and the floor relay (their
+    /// `TOKIO_WORKER_THREADS`; default: Tokio's, one per core). Recorded in the report.
+    #[arg(long)]
+    gateway_worker_threads: Option<usize>,
     /// Open-loop rates (requests per second) for the added-latency scenario.
     #[arg(long, value_delimiter = ',', default_value = "100,500,1000")]
     rates: Vec<f64>,
@@ -154,7 +158,12 @@ async fn main() -> anyhow::Result<ExitCode> {
         bin_dir.display(),
         floor_bin.display()
     ));
-    let stack = Stack::start(&bin_dir, &floor_bin).await?;
+    let gateway_envs: Vec<(String, String)> = args
+        .gateway_worker_threads
+        .map(|n| ("TOKIO_WORKER_THREADS".to_string(), n.to_string()))
+        .into_iter()
+        .collect();
+    let stack = Stack::start(&bin_dir, &floor_bin, &gateway_envs).await?;
     if args.policy_only {
         let client = switchyard_bench::load::client(256)?;
         let phase = std::time::Duration::from_secs_f64(args.phase_secs);

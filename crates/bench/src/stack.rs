@@ -131,14 +131,20 @@ pub fn audit_file() -> anyhow::Result<tempfile::TempPath> {
 impl Stack {
     /// Starts fake → spoke → hub from `bin_dir`, then the floor relay (`floor_bin` back → the
     /// same fake, front → back), and waits until the hub has checked the spoke healthy.
-    pub async fn start(bin_dir: &Path, floor_bin: &Path) -> anyhow::Result<Stack> {
+    /// `gateway_envs` go to the spoke, the hub and both floor processes (e.g.
+    /// `TOKIO_WORKER_THREADS`), not to the fake.
+    pub async fn start(
+        bin_dir: &Path,
+        floor_bin: &Path,
+        gateway_envs: &[(String, String)],
+    ) -> anyhow::Result<Stack> {
         let fake = start_fake(bin_dir).await?;
         let spoke_cfg = write_config(&spoke_config(&fake.url()), "toml")?;
         let spoke = Proc::spawn_path(
             &binary(bin_dir, "spoke")?,
             "spoke",
             &args(&["--config", &spoke_cfg.to_string_lossy()]),
-            &[],
+            gateway_envs,
             READY,
         )
         .await?;
@@ -151,11 +157,12 @@ impl Stack {
             &binary(bin_dir, "hub")?,
             "hub",
             &args(&["--config", &hub_cfg.to_string_lossy()]),
-            &[],
+            gateway_envs,
             READY,
         )
         .await?;
-        let (floor_back, floor_front) = start_floor(floor_bin, &fake.url(), None).await?;
+        let (floor_back, floor_front) =
+            start_floor(floor_bin, &fake.url(), None, gateway_envs).await?;
         hub.wait_for_log("spoke healthy", Duration::from_secs(20))
             .await
             .context("the hub never saw its spoke healthy")?;
@@ -257,15 +264,16 @@ pub struct Wrap<'a> {
 }
 
 /// Starts `floor-relay back --upstream {fake_url}`, then `floor-relay front --back BACK`,
-/// natively or, with `wrap`, each under [`Wrap::program`].
+/// natively (with `envs`) or, with `wrap`, each under [`Wrap::program`] (with its envs).
 pub async fn start_floor(
     floor_bin: &Path,
     fake_url: &str,
     wrap: Option<Wrap<'_>>,
+    envs: &[(String, String)],
 ) -> anyhow::Result<(Proc, Proc)> {
     let spawn = |name: &'static str, mode_args: Vec<String>| async move {
         match wrap {
-            None => Proc::spawn_path(floor_bin, name, &mode_args, &[], READY).await,
+            None => Proc::spawn_path(floor_bin, name, &mode_args, envs, READY).await,
             Some(w) => {
                 let mut all = w.lead.to_vec();
                 all.push(floor_bin.to_string_lossy().into_owned());
