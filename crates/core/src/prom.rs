@@ -92,10 +92,13 @@ pub fn render_with_help(families: &[Family]) -> String {
 /// is a guard, not a working limit). Handles belong to the recorder installed when they were
 /// built: build them after [`start`] (the hub and the spoke start it before serving).
 pub struct HandleCache<const N: usize, H> {
-    sets: std::sync::RwLock<std::collections::HashMap<u64, Vec<([String; N], std::sync::Arc<H>)>>>,
+    sets: std::sync::RwLock<std::collections::HashMap<u64, Bucket<N, H>>>,
     hasher: std::collections::hash_map::RandomState,
     max: usize,
 }
+
+/// The label sets (and their handles) whose values hash alike.
+type Bucket<const N: usize, H> = Vec<([String; N], std::sync::Arc<H>)>;
 
 impl<const N: usize, H> HandleCache<N, H> {
     /// An empty cache keeping at most `max` label sets.
@@ -135,6 +138,33 @@ impl<const N: usize, H> HandleCache<N, H> {
     }
 }
 
+/// A metric handle without labels, registered once on first use (after installing the
+/// recorder): `static IN_FLIGHT: Unlabelled<Gauge> = Unlabelled::new(|| gauge!("name"));`.
+pub struct Unlabelled<H> {
+    cell: OnceLock<H>,
+    build: fn() -> H,
+}
+
+impl<H> Unlabelled<H> {
+    /// Registers with `build` on first use.
+    pub const fn new(build: fn() -> H) -> Self {
+        Self {
+            cell: OnceLock::new(),
+            build,
+        }
+    }
+}
+
+impl<H> std::ops::Deref for Unlabelled<H> {
+    type Target = H;
+    fn deref(&self) -> &H {
+        self.cell.get_or_init(|| {
+            let _ = handle();
+            (self.build)()
+        })
+    }
+}
+
 #[cfg(test)]
 mod cache_tests {
     use super::HandleCache;
@@ -168,32 +198,5 @@ mod cache_tests {
             });
         }
         assert_eq!(built, 3, "x is kept, y is not");
-    }
-}
-
-/// A metric handle without labels, registered once on first use (after installing the
-/// recorder): `static IN_FLIGHT: Unlabelled<Gauge> = Unlabelled::new(|| gauge!("name"));`.
-pub struct Unlabelled<H> {
-    cell: OnceLock<H>,
-    build: fn() -> H,
-}
-
-impl<H> Unlabelled<H> {
-    /// Registers with `build` on first use.
-    pub const fn new(build: fn() -> H) -> Self {
-        Self {
-            cell: OnceLock::new(),
-            build,
-        }
-    }
-}
-
-impl<H> std::ops::Deref for Unlabelled<H> {
-    type Target = H;
-    fn deref(&self) -> &H {
-        self.cell.get_or_init(|| {
-            let _ = handle();
-            (self.build)()
-        })
     }
 }
