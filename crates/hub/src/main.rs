@@ -49,11 +49,16 @@ fn main() -> ExitCode {
         }
     };
     // Reloads on SIGHUP and when the file changes.
-    match rt.block_on(switchyard_hub::serve::run(
+    let served = rt.block_on(switchyard_hub::serve::run(
         settings,
         Some(args.config),
         switchyard_hub::serve::shutdown_signal(),
-    )) {
+    ));
+    // Requests the drain cut off end here (their records write their audit lines); then every
+    // buffered audit line is written, waiting at most 5 s on a blocked output.
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    switchyard_hub::observe::audit::close_all(std::time::Duration::from_secs(5));
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "hub failed");

@@ -80,10 +80,8 @@ pub async fn run(
     );
     let result = serve_with(listener, router(hub.clone()), tls, shutdown, drain, limits).await;
     hub.stop.cancel();
-    // Every request has ended (or the drain timed out): write the audit lines still buffered.
-    if let Some(audit) = hub.audit.clone() {
-        let _ = tokio::task::spawn_blocking(move || audit.close()).await;
-    }
+    // The audit lines still buffered are written by the binary once its runtime has shut
+    // down (`observe::audit::close_all`), so requests the drain cut off are audited too.
     result
 }
 

@@ -29,8 +29,23 @@ use crate::error::FailedAttempt;
 #[derive(Debug)]
 pub struct AuditSink {
     shared: Arc<Shared>,
-    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     pub capture_content: bool,
+}
+
+/// The buffers of every sink opened in this process, for [`close_all`] at exit (held here,
+/// not through the sinks: a hub's sink is gone with its runtime before the process exits, but
+/// its buffered lines must still be written).
+static OPEN: Mutex<Vec<Arc<Shared>>> = Mutex::new(Vec::new());
+
+/// Writes what every open audit sink holds and stops their writers, waiting at most `within`
+/// for each (a writer blocked on its output — a pipe nobody reads — is left behind, its lines
+/// counted as dropped, rather than holding the process). The hub binary calls it last, after
+/// its runtime has shut down, so the lines of requests cut off by the drain timeout are in.
+pub fn close_all(within: Duration) {
+    let open: Vec<Arc<Shared>> = OPEN.lock().drain(..).collect();
+    for shared in open {
+        shared.close(within);
+    }
 }
 
 /// A batch that grows past this many bytes wakes the writer before its interval is up.
@@ -42,6 +57,8 @@ struct Shared {
     /// Lines dropped so far (also counted in `switchyard_audit_lines_dropped_total`).
     dropped: std::sync::atomic::AtomicU64,
     wake: Condvar,
+    /// Signalled when the writer stops ([`Pending::finished`]).
+    stopped: Condvar,
     max_bytes: usize,
     interval: Duration,
 }
@@ -49,6 +66,8 @@ struct Shared {
 #[derive(Debug, Default)]
 struct Pending {
     buf: Vec<u8>,
+    /// The writer has written its last batch and stopped.
+    finished: bool,
     /// The writer is waiting for a first line (an empty buffer).
     idle: bool,
     /// Woken early for a large batch already.
@@ -84,10 +103,16 @@ impl AuditSink {
                 }
             },
         };
+        Self::start(out, cfg)
+    }
+
+    /// A sink writing to `out` with `cfg`'s batching settings.
+    fn start(out: Box<dyn Write + Send>, cfg: &AuditConfig) -> Option<Arc<AuditSink>> {
         let shared = Arc::new(Shared {
             state: Mutex::new(Pending::default()),
             dropped: std::sync::atomic::AtomicU64::new(0),
             wake: Condvar::new(),
+            stopped: Condvar::new(),
             max_bytes: cfg.max_buffer_bytes.max(EARLY_WAKE_BYTES),
             interval: cfg.flush_interval(),
         });
@@ -95,16 +120,20 @@ impl AuditSink {
             let shared = shared.clone();
             move || shared.write_batches(out)
         });
-        let writer = match spawned {
-            Ok(h) => h,
-            Err(e) => {
-                tracing::error!("audit log: cannot start writer ({e}); audit off");
-                return None;
-            }
-        };
+        if let Err(e) = spawned {
+            tracing::error!("audit log: cannot start writer ({e}); audit off");
+            return None;
+        }
+        // Registered at 0, so the series exists (and can be alerted on) before a first drop.
+        metrics::counter!("switchyard_audit_lines_dropped_total").increment(0);
+        {
+            let mut open = OPEN.lock();
+            // Sinks already closed (their writer stopped) need no closing at exit.
+            open.retain(|s| !s.state.lock().finished);
+            open.push(shared.clone());
+        }
         Some(Arc::new(AuditSink {
             shared,
-            writer: Mutex::new(Some(writer)),
             capture_content: cfg.capture_content,
         }))
     }
@@ -132,40 +161,64 @@ impl AuditSink {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Writes what is buffered and stops the writer (shutdown, after the drain). Lines written
-    /// afterwards are dropped and counted.
-    pub fn close(&self) {
-        {
-            let mut st = self.shared.state.lock();
-            st.closing = true;
-        }
-        self.shared.wake.notify_one();
-        if let Some(h) = self.writer.lock().take() {
-            let _ = h.join();
-        }
+    /// Writes what is buffered and stops the writer, waiting at most `within` for it; lines
+    /// written afterwards are dropped and counted. A writer still blocked on its output after
+    /// `within` is left behind (logged): shutting down must not wait on a stuck log reader.
+    pub fn close(&self, within: Duration) {
+        self.shared.close(within);
     }
 }
 
 impl Shared {
+    /// [`AuditSink::close`].
+    fn close(&self, within: Duration) {
+        let deadline = Instant::now() + within;
+        let mut st = self.state.lock();
+        st.closing = true;
+        self.wake.notify_one();
+        while !st.finished {
+            if self.stopped.wait_until(&mut st, deadline).timed_out() {
+                let pending = st.buf.len();
+                drop(st);
+                tracing::warn!(
+                    pending_bytes = pending,
+                    "audit log: the writer did not finish within {within:?} (its output is blocked); exiting without it"
+                );
+                return;
+            }
+        }
+    }
+
+    /// Counts `n` lost lines (metric, total, and the next warning).
+    fn count_dropped(&self, st: &mut Pending, n: u64) {
+        metrics::counter!("switchyard_audit_lines_dropped_total").increment(n);
+        self.dropped
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        st.dropped_since_warning += n;
+    }
+
+    /// Logs the lines dropped since the last warning, at most once a second (the writer also
+    /// calls it after each batch, so a burst of drops is reported even if none follow).
+    fn warn_dropped(&self, mut st: parking_lot::MutexGuard<'_, Pending>) {
+        let due = st
+            .last_warning
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
+        if st.dropped_since_warning > 0 && due {
+            let dropped = std::mem::take(&mut st.dropped_since_warning);
+            st.last_warning = Some(Instant::now());
+            drop(st);
+            tracing::warn!(
+                dropped,
+                "audit log: lines dropped (buffer full, a line larger than max_buffer_bytes, a failed write, or the log closing; switchyard_audit_lines_dropped_total)"
+            );
+        }
+    }
+
     fn append(&self, line: &[u8]) {
         let mut st = self.state.lock();
         if st.closing || st.buf.len() + line.len() > self.max_bytes {
-            metrics::counter!("switchyard_audit_lines_dropped_total").increment(1);
-            self.dropped
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            st.dropped_since_warning += 1;
-            let due = st
-                .last_warning
-                .is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
-            if due {
-                let dropped = std::mem::take(&mut st.dropped_since_warning);
-                st.last_warning = Some(Instant::now());
-                drop(st);
-                tracing::warn!(
-                    dropped,
-                    "audit log: buffer full or closed; lines dropped (switchyard_audit_lines_dropped_total)"
-                );
-            }
+            self.count_dropped(&mut st, 1);
+            self.warn_dropped(st);
             return;
         }
         st.buf.extend_from_slice(line);
@@ -208,12 +261,20 @@ impl Shared {
                 std::mem::swap(&mut st.buf, &mut batch);
                 st.woken = false;
                 if batch.is_empty() && st.closing {
+                    st.finished = true;
+                    self.stopped.notify_all();
                     break;
                 }
             }
             if let Err(e) = out.write_all(&batch).and_then(|()| out.flush()) {
-                tracing::warn!(error = %e, bytes = batch.len(), "audit log: write failed");
+                // The batch's lines are lost (a write that failed part-way may have left some
+                // of them, and a partial line, in the output): all of them count as dropped.
+                let lines = batch.iter().filter(|b| **b == b'\n').count() as u64;
+                tracing::warn!(error = %e, bytes = batch.len(), lines, "audit log: write failed");
+                let mut st = self.state.lock();
+                self.count_dropped(&mut st, lines);
             }
+            self.warn_dropped(self.state.lock());
             batch.clear();
             // Keep a big batch's buffer from pinning memory after a burst.
             if batch.capacity() > 4 * EARLY_WAKE_BYTES {
@@ -330,7 +391,7 @@ mod tests {
         });
         std::thread::sleep(Duration::from_millis(50));
         assert!(lines(&path).is_empty(), "the batch is still gathering");
-        audit.close();
+        audit.close(Duration::from_secs(5));
         let got = lines(&path);
         assert_eq!(got.len(), 400);
         for t in 0..4 {
@@ -365,8 +426,60 @@ mod tests {
         }
         assert_eq!(got, vec![serde_json::json!({"n": 1})]);
         audit.write(&serde_json::json!({"n": 2}));
-        audit.close();
+        audit.close(Duration::from_secs(5));
         assert_eq!(lines(&path).len(), 2);
+    }
+
+    /// An output that never returns (a pipe nobody reads) does not hold `close` past its
+    /// deadline; an output that fails has its lines counted as dropped.
+    #[test]
+    fn a_stuck_or_failing_output_is_not_waited_for_and_is_counted() {
+        struct Stuck(std::sync::mpsc::Receiver<()>);
+        impl Write for Stuck {
+            fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+                let _ = self.0.recv();
+                Err(std::io::Error::other("closed"))
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let cfg = AuditConfig {
+            flush_interval: "1ms".into(),
+            ..AuditConfig::default()
+        };
+        let (hold, rx) = std::sync::mpsc::channel();
+        let stuck = AuditSink::start(Box::new(Stuck(rx)), &cfg).unwrap();
+        stuck.write(&serde_json::json!({"n": 1}));
+        std::thread::sleep(Duration::from_millis(50));
+        let started = Instant::now();
+        stuck.close(Duration::from_millis(200));
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "close waited {:?}",
+            started.elapsed()
+        );
+        drop(hold);
+
+        struct Failing;
+        impl Write for Failing {
+            fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+                Err(std::io::Error::other("no space left"))
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let failing = AuditSink::start(Box::new(Failing), &cfg).unwrap();
+        for n in 0..3 {
+            failing.write(&serde_json::json!({"n": n}));
+        }
+        failing.close(Duration::from_secs(5));
+        assert_eq!(
+            failing.dropped(),
+            3,
+            "every line of the failed batches is counted"
+        );
     }
 
     /// A line that does not fit in the buffer is dropped and counted, never half-written; so is
@@ -379,7 +492,7 @@ mod tests {
         audit.write(&serde_json::json!({"big": "x".repeat(70 * 1024)}));
         audit.write(&serde_json::json!({"small": 1}));
         assert_eq!(audit.dropped(), 1);
-        audit.close();
+        audit.close(Duration::from_secs(5));
         audit.write(&serde_json::json!({"late": 1}));
         assert_eq!(audit.dropped(), 2);
         assert_eq!(lines(&path), vec![serde_json::json!({"small": 1})]);

@@ -92,7 +92,7 @@ pub const METRIC_FAMILIES: &[switchyard_core::prom::Family] = {
         (
             "switchyard_audit_lines_dropped_total",
             Kind::Counter,
-            "audit lines dropped because the audit buffer was full (the writer could not keep up) or the audit log was closing",
+            "audit lines lost: the audit buffer was full (the writer could not keep up), a line was larger than [audit] max_buffer_bytes, a write failed (every line of the batch), or the line came after the audit log closed at exit; 0 from start when the audit log is on",
         ),
         (
             "switchyard_overhead_seconds",
