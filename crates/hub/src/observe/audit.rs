@@ -24,8 +24,8 @@ use crate::error::FailedAttempt;
 /// batch that grows past 64 KiB wakes the writer early. When the writer cannot keep up and the
 /// buffer holds `max_buffer_bytes` (default 8 MiB), a new line is dropped and counted in
 /// `switchyard_audit_lines_dropped_total` (and a warning is logged once per second), never
-/// silently. [`AuditSink::close`] (on shutdown, after the drain) writes what is left and stops
-/// the writer.
+/// silently. At exit the hub binary calls [`close_all`] (after its runtime has shut down), which
+/// writes what is left and stops the writers.
 #[derive(Debug)]
 pub struct AuditSink {
     shared: Arc<Shared>,
@@ -154,7 +154,8 @@ impl AuditSink {
         });
     }
 
-    /// Lines dropped since the sink opened (buffer full, or written after [`AuditSink::close`]).
+    /// Lines dropped since the sink opened (every cause `switchyard_audit_lines_dropped_total`
+    /// counts).
     pub fn dropped(&self) -> u64 {
         self.shared
             .dropped

@@ -12,7 +12,7 @@ pub fn render(table: &Table) -> String {
         for s in pool.spokes().iter() {
             let snap = s.snapshot();
             let d = snap.described.clone().unwrap_or_default();
-            let account = super::label(&d.account);
+            let account = super::label(&d.account).to_string();
             let spoke = snap.addr.to_string();
             let l = [
                 ("pool", name.clone()),

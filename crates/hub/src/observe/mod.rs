@@ -106,12 +106,8 @@ pub fn infer_messages(req: &switchyard_proto::v1::InferRequest) -> Value {
 }
 
 /// A metric label value: `none` for an empty one.
-pub(crate) fn label(s: &str) -> String {
-    if s.is_empty() {
-        "none".to_string()
-    } else {
-        s.to_string()
-    }
+pub(crate) fn label(s: &str) -> &str {
+    if s.is_empty() { "none" } else { s }
 }
 
 #[cfg(test)]

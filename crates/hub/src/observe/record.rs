@@ -365,16 +365,16 @@ impl Drop for Shared {
         };
         let route = i.route.clone().or(refused.clone()).unwrap_or_default();
         let model = if route.model.is_empty() || i.models.contains(&route.model) {
-            label_str(&route.model)
+            super::label(&route.model)
         } else {
             "other"
         };
         let (provider, account, region) = (
-            label_str(&route.provider),
-            label_str(&route.account),
-            label_str(&route.region),
+            super::label(&route.provider),
+            super::label(&route.account),
+            super::label(&route.region),
         );
-        let (tenant, alias) = (label_str(&i.tenant), label_str(&i.alias));
+        let (tenant, alias) = (super::label(&i.tenant), super::label(&i.alias));
         let surface = i.surface.as_str();
         let values = [
             tenant, alias, provider, account, region, model, surface, outcome,
@@ -551,11 +551,6 @@ impl RequestMetrics {
 /// routes; see [`switchyard_core::prom::HandleCache`]).
 static REQUEST_METRICS: std::sync::LazyLock<switchyard_core::prom::HandleCache<8, RequestMetrics>> =
     std::sync::LazyLock::new(|| switchyard_core::prom::HandleCache::new(10_000));
-
-/// A metric label value: `none` for an empty one.
-fn label_str(s: &str) -> &str {
-    if s.is_empty() { "none" } else { s }
-}
 
 /// One audit line (docs/observability.md lists its fields), serialised straight into the
 /// audit buffer: borrowed fields, no intermediate JSON value.
