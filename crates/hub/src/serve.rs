@@ -129,10 +129,9 @@ pub async fn serve_with(
         match acceptor.as_ref().map(|t| TlsAcceptor::from(t.current())) {
             None => {
                 tokio::spawn(async move {
-                    if first_bytes(&stream, limits.header_read_timeout).await {
-                        serve_conn(stream, app, watcher, peer, limits, None).await;
-                    } else {
-                        tracing::debug!(%peer, "client sent no request in time; closing");
+                    match first_bytes(&stream, limits.header_read_timeout).await {
+                        Some(h2) => serve_conn(stream, app, watcher, peer, limits, h2).await,
+                        None => tracing::debug!(%peer, "client sent no request in time; closing"),
                     }
                 });
             }
@@ -143,7 +142,7 @@ pub async fn serve_with(
                         Ok(Ok(tls)) => {
                             // ALPN decides the protocol, so no open-ended sniffing of the preface.
                             let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
-                            serve_conn(tls, app, watcher, peer, limits, Some(h2)).await;
+                            serve_conn(tls, app, watcher, peer, limits, h2).await;
                         }
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
@@ -165,23 +164,27 @@ pub async fn serve_with(
 }
 
 /// Waits (at most `limit`) until a new plain-text connection has sent enough to tell an HTTP/1
-/// request from the HTTP/2 preface; `false` = silent, closed, or a stalled preface.
-async fn first_bytes(stream: &TcpStream, limit: Duration) -> bool {
+/// request from the HTTP/2 preface: `Some(true)` for the HTTP/2 preface, `Some(false)` for
+/// anything else (HTTP/1), `None` when it stayed silent, closed, or stalled in the preface.
+async fn first_bytes(stream: &TcpStream, limit: Duration) -> Option<bool> {
     let deadline = tokio::time::Instant::now() + limit;
     let mut buf = [0u8; 24];
     loop {
         match tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await {
             Ok(Ok(n)) if n > 0 => {
-                if n == H2_PREFACE.len() || buf[..n] != H2_PREFACE[..n] {
-                    return true;
+                if buf[..n] != H2_PREFACE[..n] {
+                    return Some(false);
+                }
+                if n == H2_PREFACE.len() {
+                    return Some(true);
                 }
                 // A partial HTTP/2 preface: wait for the rest (peek does not consume).
                 tokio::time::sleep(Duration::from_millis(10)).await;
                 if tokio::time::Instant::now() >= deadline {
-                    return false;
+                    return None;
                 }
             }
-            Ok(_) | Err(_) => return false,
+            Ok(_) | Err(_) => return None,
         }
     }
 }
@@ -192,7 +195,7 @@ async fn serve_conn<I>(
     watcher: hyper_util::server::graceful::Watcher,
     peer: SocketAddr,
     limits: ConnLimits,
-    h2: Option<bool>,
+    h2: bool,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -210,12 +213,16 @@ async fn serve_conn<I>(
         // Pings find dead peers that would otherwise hold an HTTP/2 connection forever.
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(Duration::from_secs(20));
-    let builder = match h2 {
-        Some(true) => builder.http2_only(),
-        Some(false) => builder.http1_only(),
-        None => builder,
+    // The protocol is known (the peeked preface, or ALPN), so hyper-util serves it without
+    // reading the first bytes again to sniff it (`serve_connection` with one protocol; no route
+    // upgrades the connection). Sniffing put those bytes at the front of hyper's HTTP/1.1 read
+    // buffer, which then grew from 8 to 16 KiB on every connection.
+    let builder = if h2 {
+        builder.http2_only()
+    } else {
+        builder.http1_only()
     };
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
+    let conn = builder.serve_connection(TokioIo::new(io), svc);
     if let Err(e) = watcher.watch(conn.into_owned()).await {
         tracing::debug!(%peer, error = %e, "connection ended with an error");
     }

@@ -121,16 +121,17 @@ pub async fn messages_handler(
     let mut frame = Frame::begin(&hub, &headers, Surface::Anthropic);
     let span = frame.span();
     let result =
-        tracing::Instrument::instrument(messages(&hub, &headers, body, &mut frame), span).await;
+        tracing::Instrument::instrument(messages(&hub, headers, body, &mut frame), span).await;
     frame.finish(result, error_response, Some(headers::ANTHROPIC_REQUEST_ID))
 }
 
 async fn messages(
     hub: &Arc<Hub>,
-    headers: &HeaderMap,
+    client_headers: HeaderMap,
     body: Body,
     frame: &mut Frame,
 ) -> Result<Response, HubError> {
+    let headers = &client_headers;
     let table = frame.table.clone();
     let tenant = frame::authenticate_x_api_key(hub, &table, headers).await?;
     frame.rec.set_tenant(&tenant.name);
@@ -162,6 +163,10 @@ async fn messages(
     let admission = gateway::check(hub, tenant, alias, inbound)?
         .admit(hub)
         .await?;
+    // The client's headers go once the request is admitted: their values share hyper's read
+    // buffer, which hyper cannot reuse while they live, so a handler that waits on the spoke
+    // holding them makes every open connection hold a second buffer.
+    drop(client_headers);
     let rate_state = admission.rate_state;
     let id = format!("msg_{}", frame.request_id);
     if req.stream {

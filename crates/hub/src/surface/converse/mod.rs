@@ -170,7 +170,7 @@ async fn handle(
     let result = match model {
         Ok(Path(model)) => {
             let span = frame.span();
-            let serving = serve(&hub, &model, &headers, body, stream, &mut frame);
+            let serving = serve(&hub, &model, headers, body, stream, &mut frame);
             tracing::Instrument::instrument(serving, span).await
         }
         Err(rejection) => Err(crate::surface::bad_path(&rejection)),
@@ -181,17 +181,20 @@ async fn handle(
 async fn serve(
     hub: &Arc<Hub>,
     model: &str,
-    headers: &HeaderMap,
+    client_headers: HeaderMap,
     body: Body,
     stream: bool,
     frame: &mut Frame,
 ) -> Result<Response, HubError> {
+    let headers = &client_headers;
     let table = frame.table.clone();
     let tenant = frame::authenticate_x_api_key(hub, &table, headers).await?;
     frame.rec.set_tenant(&tenant.name);
-    let bytes = frame::read_body(hub, headers, body).await?;
-    let v: Value =
-        serde_json::from_slice(&bytes).map_err(|e| bad(format!("invalid request body: {e}")))?;
+    // Parsed, the body's bytes go (they share hyper's read buffer).
+    let v: Value = {
+        let bytes = frame::read_body(hub, headers, body).await?;
+        serde_json::from_slice(&bytes).map_err(|e| bad(format!("invalid request body: {e}")))?
+    };
     let alias = table.resolve_alias(&tenant, model)?;
     let mut request = to_infer(&v)?;
     let sorted = crate::surface::extra::sort(Api::Converse, unknown(&v), IGNORED, &alias)?;
@@ -214,6 +217,10 @@ async fn serve(
     let admission = gateway::check(hub, tenant, alias, inbound)?
         .admit(hub)
         .await?;
+    // The client's headers go once the request is admitted: their values share hyper's read
+    // buffer, which hyper cannot reuse while they live, so a handler that waits on the spoke
+    // holding them makes every open connection hold a second buffer.
+    drop(client_headers);
     let rate_state = admission.rate_state;
     if stream {
         let stream_rec = frame.rec.share_with_stream();

@@ -164,17 +164,17 @@ pub async fn chat_in_frame(
     mut frame: Frame,
 ) -> Response {
     let span = frame.span();
-    let result =
-        tracing::Instrument::instrument(chat(&hub, &headers, body, &mut frame), span).await;
+    let result = tracing::Instrument::instrument(chat(&hub, headers, body, &mut frame), span).await;
     frame.finish(result, IntoResponse::into_response, None)
 }
 
 async fn chat(
     hub: &Arc<Hub>,
-    headers: &HeaderMap,
+    client_headers: HeaderMap,
     body: Body,
     frame: &mut Frame,
 ) -> Result<Response, HubError> {
+    let headers = &client_headers;
     let table = frame.table.clone();
     let tenant = frame::authenticate(hub, &table, headers).await?;
     frame.rec.set_tenant(&tenant.name);
@@ -254,6 +254,10 @@ async fn chat(
     }
     let cache_miss = lead.is_some();
     let admission = checked.admit(hub).await?;
+    // The client's headers go once the request is admitted: their values share hyper's read
+    // buffer, which hyper cannot reuse while they live, so a handler that waits on the spoke
+    // holding them makes every open connection hold a second buffer.
+    drop(client_headers);
     let rate_state = admission.rate_state;
     let created = SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -37,7 +37,7 @@ pub async fn create_handler(
     let mut frame = Frame::begin(&hub, &headers, Surface::Responses);
     let span = frame.span();
     let result =
-        tracing::Instrument::instrument(create(&hub, &headers, body, &mut frame), span).await;
+        tracing::Instrument::instrument(create(&hub, headers, body, &mut frame), span).await;
     frame.finish(
         result.map_err(|Refusal(e)| *e),
         IntoResponse::into_response,
@@ -58,15 +58,19 @@ fn store_failed(e: crate::store::StoreError) -> HubError {
 
 async fn create(
     hub: &Arc<Hub>,
-    headers: &HeaderMap,
+    client_headers: HeaderMap,
     body: Body,
     frame: &mut Frame,
 ) -> Result<Response, Refusal> {
+    let headers = &client_headers;
     let table = frame.table.clone();
     let tenant = frame::authenticate(hub, &table, headers).await?;
     frame.rec.set_tenant(&tenant.name);
-    let bytes = frame::read_body(hub, headers, body).await?;
-    let req = request::parse(&bytes, hub.settings.max_messages)?;
+    // Parsed, the body's bytes go (they share hyper's read buffer).
+    let req = {
+        let bytes = frame::read_body(hub, headers, body).await?;
+        request::parse(&bytes, hub.settings.max_messages)?
+    };
     // Fields accepted and not carried: named in the audit line (`ignored`).
     frame.rec.set_extra_fields(req.ignored.clone(), Vec::new());
     let alias = table.resolve_alias(&tenant, &req.model)?;
@@ -213,6 +217,10 @@ async fn create(
     }
     let cache_miss = lead.is_some();
     let admission = checked.admit(hub).await?;
+    // The client's headers go once the request is admitted: their values share hyper's read
+    // buffer, which hyper cannot reuse while they live, so a handler that waits on the spoke
+    // holding them makes every open connection hold a second buffer.
+    drop(client_headers);
     let rate_state = admission.rate_state;
     let mut resp = if req.stream {
         let rec = frame.rec.share_with_stream();
