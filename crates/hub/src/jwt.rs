@@ -17,7 +17,6 @@ use serde::Deserialize;
 
 /// `[jwt]` in the hub config.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct JwtConfig {
     /// Required `iss`.
     pub issuer: String,

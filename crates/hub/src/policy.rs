@@ -31,7 +31,6 @@ use view::Fields;
 
 /// `[tenants.policy]` in the hub config.
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct PolicyConfig {
     /// Regular expressions (`regex` crate syntax); a request whose text matches any → 400
     /// `content_policy_violation`. Use `(?i)` for case-insensitive rules. Matched against the

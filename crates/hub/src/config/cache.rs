@@ -8,7 +8,6 @@ use crate::cache::{CacheSettings, CacheStore};
 
 /// `[cache]`: store and bounds. Which requests are cached is opted into per tenant / alias.
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct CacheFileConfig {
     /// Most entries kept in memory (default 10000).
     pub max_entries: Option<usize>,
@@ -27,7 +26,6 @@ pub struct CacheFileConfig {
 
 /// `cache = { ttl = "5m" }` on a tenant or alias.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct CacheOptIn {
     pub ttl: String,
 }

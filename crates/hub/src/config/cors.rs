@@ -7,7 +7,6 @@ use serde::Deserialize;
 
 /// `[cors]` as written in the file.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
 pub struct CorsConfig {
     /// Origins allowed to call the hub from a browser (`"https://app.example.com"`: scheme,
     /// host and port exactly as the browser sends `Origin`), or `["*"]` for any origin. Empty

@@ -12,7 +12,6 @@ use super::observe::{AuditConfig, MetricsConfig, Price};
 
 /// The whole `hub --config FILE` document.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct HubConfig {
     /// Address to listen on; port 0 picks a free port (logged as `listening on ADDR`).
     #[serde(default = "default_listen")]
@@ -112,7 +111,6 @@ pub struct HubConfig {
 
 /// `[admin]`: who may call `/admin/*`.
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     /// SHA-256 of each admin key (64 hex digits), like tenant keys. Empty = admin endpoints off
     /// (every `/admin/*` call gets 404).
@@ -165,7 +163,6 @@ fn default_max_choices() -> u32 {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     /// PEM certificate chain.
     pub cert: PathBuf,
@@ -190,7 +187,6 @@ impl TlsConfig {
 /// `providers[].tls`: call this pool's spokes over TLS, trusting `ca`; with `cert` and `key`,
 /// present a client certificate (for spokes that require mutual TLS).
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct SpokeTlsConfig {
     /// PEM CA certificate(s) the spokes' certificates must chain to.
     pub ca: PathBuf,
@@ -207,7 +203,6 @@ pub struct SpokeTlsConfig {
 
 /// Retries allowed = `min_per_second × window + ratio × requests in the window`.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RetryBudgetConfig {
     #[serde(default = "default_ratio")]
     pub ratio: f64,
@@ -237,7 +232,6 @@ fn default_window() -> String {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct TenantConfig {
     pub name: String,
     /// SHA-256 of each API key, lowercase or uppercase hex (64 digits). Keys never appear in clear.
@@ -269,7 +263,6 @@ pub struct TenantConfig {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct AliasConfig {
     pub name: String,
     pub candidates: Vec<CandidateConfig>,
@@ -289,7 +282,6 @@ fn default_true() -> bool {
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct NeedsConfig {
     #[serde(default)]
     pub streaming: bool,
@@ -300,7 +292,6 @@ pub struct NeedsConfig {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct CandidateConfig {
     pub provider: String,
     pub model: String,
@@ -315,7 +306,6 @@ pub struct CandidateConfig {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ProviderConfig {
     pub name: String,
     /// Static spoke list.
@@ -354,7 +344,6 @@ pub struct ProviderConfig {
 
 /// `providers[].outlier_detection` (Envoy's names and defaults).
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct OutlierDetectionConfig {
     /// Consecutive failed calls (UNAVAILABLE from the spoke, or `attempt_timeout`) that eject a
     /// spoke; 0 turns the detector off.
@@ -407,7 +396,6 @@ fn default_connect_timeout() -> String {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct StaticSpokeConfig {
     pub addr: String,
     #[serde(default = "default_weight")]
@@ -418,7 +406,6 @@ fn default_weight() -> u32 {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct HealthConfig {
     /// Active check period (grpc.health.v1 + Describe); minimum 1s.
     #[serde(default = "default_interval")]

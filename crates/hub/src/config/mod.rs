@@ -50,9 +50,10 @@ impl HubConfig {
         })
     }
 
-    /// Parses TOML text (no validation).
+    /// Parses TOML text (no validation). Every unknown key is an error, and all of them are
+    /// listed with their paths (`tenants.0.typo: unknown key`), one per line.
     pub fn parse(text: &str) -> Result<Self, String> {
-        toml::from_str(text).map_err(|e| e.to_string())
+        switchyard_core::config::parse_toml(text).map_err(|e| e.0.join("\n  "))
     }
 
     /// Checks everything and builds the runtime settings; lists every problem with its path.
@@ -383,6 +384,20 @@ health = { interval = "1s" }
     fn unknown_fields_are_rejected() {
         let err = HubConfig::parse("listen = \"127.0.0.1:0\"\nbogus = 1\n").unwrap_err();
         assert!(err.contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn every_unknown_key_is_listed_with_its_path() {
+        let text = "listen = \"127.0.0.1:0\"\ntypo = 1\n[audit]\nbogus = 2\n\
+                    [[tenants]]\nname = \"t\"\napi_key_sha256 = []\naliases = []\nextra = true\n";
+        let err = HubConfig::parse(text).unwrap_err();
+        for want in [
+            "typo: unknown key",
+            "audit.bogus: unknown key",
+            "tenants.0.extra: unknown key",
+        ] {
+            assert!(err.contains(want), "{want:?} not in {err}");
+        }
     }
 
     #[test]

@@ -7,7 +7,6 @@ use serde::Deserialize;
 
 /// `[audit]`: one JSON line per request.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
 pub struct AuditConfig {
     /// Write audit lines at all (default true).
     #[serde(default = "yes")]
@@ -85,7 +84,6 @@ fn yes() -> bool {
 
 /// `[metrics]`: who may read `GET /metrics`.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
 pub struct MetricsConfig {
     /// Require the admin key (`[admin]`) on `/metrics` (default false: open, like most
     /// Prometheus targets; put the hub's listener on a private network instead).
@@ -95,7 +93,6 @@ pub struct MetricsConfig {
 
 /// One model's price, USD per million tokens.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
 pub struct Price {
     pub input: f64,
     pub output: f64,

@@ -9,7 +9,6 @@ use crate::store::{Backend, StoreSettings};
 
 /// `[responses]` as written in the file.
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ResponsesFileConfig {
     /// `"memory"` (default: this hub only) or `"redis"` (every hub replica can read and continue
     /// every stored response).
