@@ -8,13 +8,16 @@
 //! Two processes, like hub and spoke:
 //!
 //! - [`run_back`] (`floor-relay back`): a tonic server implementing `switchyard.v1.Spoke/Infer`
-//!   (every other RPC answers `UNIMPLEMENTED`). It turns the [`InferRequest`] into an OpenAI chat
-//!   body, POSTs it with one pooled reqwest client to `{upstream}/v1/chat/completions`, parses the
-//!   JSON answer and returns the text and usage as an [`InferResponse`].
+//!   and `InferStream` (every other RPC answers `UNIMPLEMENTED`). It turns the [`InferRequest`]
+//!   into an OpenAI chat body, POSTs it with one pooled reqwest client to
+//!   `{upstream}/v1/chat/completions`, parses the JSON answer and returns the text and usage as
+//!   an [`InferResponse`] — or, for `InferStream`, asks for a stream and relays the SSE body as it
+//!   arrives, one [`InferEvent`] per content chunk ([`stream`]).
 //! - [`run_front`] (`floor-relay front`): an axum HTTP/1.1 server on
 //!   `POST /v1/chat/completions` that parses the JSON body, builds an [`InferRequest`] (model,
 //!   messages as text parts, `max_tokens`), calls the back over one tonic `Channel` (h2c) and
-//!   renders an OpenAI `chat.completion`.
+//!   renders an OpenAI `chat.completion` — or, with `"stream": true`, calls `InferStream` and
+//!   answers `text/event-stream`, one `chat.completion.chunk` per event, then `data: [DONE]`.
 //!
 //! Both log `… listening on ADDR` on stderr once bound, which is what
 //! `switchyard_testkit::process::Proc` waits for. Accepted and outgoing sockets set
@@ -26,11 +29,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use bytes::Bytes;
+use futures::StreamExt as _;
 use serde::{Deserialize, Serialize};
 use switchyard_proto::v1::content_part::Part;
 use switchyard_proto::v1::spoke_client::SpokeClient;
@@ -42,6 +47,8 @@ use switchyard_proto::v1::{
 };
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Status};
+
+mod stream;
 
 /// One chat message as the OpenAI API carries it (text content only).
 #[derive(Debug, Deserialize, Serialize)]
@@ -60,6 +67,8 @@ struct ChatRequest<'a> {
     messages: Vec<ChatMessage<'a>>,
     #[serde(default)]
     max_tokens: Option<u32>,
+    #[serde(default)]
+    stream: bool,
 }
 
 /// The body the back sends upstream.
@@ -69,6 +78,16 @@ struct UpstreamRequest<'a> {
     messages: Vec<UpstreamMessage<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     max_tokens: Option<u32>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    stream: bool,
+    /// With `stream`: `{"include_usage": true}`, as the spoke asks, so the end carries usage.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream_options: Option<StreamOptions>,
+}
+
+#[derive(Debug, Serialize)]
+struct StreamOptions {
+    include_usage: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -179,8 +198,8 @@ fn finish_reason(stop: i32) -> &'static str {
 }
 
 /// The upstream body for `req`: its first model, its system prompt and messages as text, its
-/// `max_tokens`.
-fn upstream_body(req: &InferRequest) -> Result<Vec<u8>, Status> {
+/// `max_tokens`; with `stream`, `"stream": true` and usage in the stream.
+fn upstream_body(req: &InferRequest, stream: bool) -> Result<Vec<u8>, Status> {
     let model = req
         .models
         .first()
@@ -200,6 +219,10 @@ fn upstream_body(req: &InferRequest) -> Result<Vec<u8>, Status> {
         model,
         messages,
         max_tokens: req.params.as_ref().and_then(|p| p.max_tokens),
+        stream,
+        stream_options: stream.then_some(StreamOptions {
+            include_usage: true,
+        }),
     })
     .map_err(|e| Status::internal(e.to_string()))
 }
@@ -233,6 +256,19 @@ fn infer_response(request_id: String, body: &[u8]) -> Result<InferResponse, Stat
     })
 }
 
+impl Back {
+    /// POSTs `body` upstream.
+    async fn post(&self, body: Vec<u8>) -> Result<reqwest::Response, Status> {
+        self.http
+            .post(self.url.clone())
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| Status::unavailable(format!("upstream: {e}")))
+    }
+}
+
 #[tonic::async_trait]
 impl Spoke for Back {
     async fn infer(
@@ -240,15 +276,7 @@ impl Spoke for Back {
         request: Request<InferRequest>,
     ) -> Result<tonic::Response<InferResponse>, Status> {
         let req = request.into_inner();
-        let body = upstream_body(&req)?;
-        let resp = self
-            .http
-            .post(self.url.clone())
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| Status::unavailable(format!("upstream: {e}")))?;
+        let resp = self.post(upstream_body(&req, false)?).await?;
         let status = resp.status();
         let bytes = resp
             .bytes()
@@ -262,11 +290,18 @@ impl Spoke for Back {
 
     type InferStreamStream = tonic::codegen::BoxStream<InferEvent>;
 
+    /// Answers once the upstream's headers are in; the events follow as its body arrives.
     async fn infer_stream(
         &self,
-        _request: Request<InferRequest>,
+        request: Request<InferRequest>,
     ) -> Result<tonic::Response<Self::InferStreamStream>, Status> {
-        Err(Status::unimplemented("the floor relay is unary only"))
+        let resp = self.post(upstream_body(request.get_ref(), true)?).await?;
+        let status = resp.status();
+        if !status.is_success() {
+            return Err(Status::unavailable(format!("upstream status {status}")));
+        }
+        let events = stream::infer_events(resp.bytes_stream().boxed());
+        Ok(tonic::Response::new(Box::pin(events)))
     }
 
     async fn describe(
@@ -324,6 +359,23 @@ struct Front {
     next_id: AtomicU64,
 }
 
+impl Front {
+    /// A fresh `chatcmpl-floor-N` id.
+    fn completion_id(&self) -> String {
+        format!(
+            "chatcmpl-floor-{}",
+            self.next_id.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
 /// The [`InferRequest`] for an OpenAI chat body: the first `system` message becomes the system
 /// prompt, every other message a text part.
 fn infer_request(chat: ChatRequest<'_>) -> InferRequest {
@@ -370,8 +422,24 @@ async fn chat_completions(State(front): State<Arc<Front>>, body: Bytes) -> Respo
         Err(e) => return json_error(StatusCode::BAD_REQUEST, &e.to_string()),
     };
     let model = chat.model;
+    let stream = chat.stream;
     let req = infer_request(chat);
     let mut client = front.back.clone();
+    if stream {
+        let events = match client.infer_stream(req).await {
+            Ok(r) => r.into_inner(),
+            Err(s) => return json_error(StatusCode::BAD_GATEWAY, s.message()),
+        };
+        let body = stream::sse_body(events, front.completion_id(), unix_now(), model.to_string());
+        return (
+            [
+                (header::CONTENT_TYPE, "text/event-stream"),
+                (header::CACHE_CONTROL, "no-cache"),
+            ],
+            Body::from_stream(body),
+        )
+            .into_response();
+    }
     let answer = match client.infer(req).await {
         Ok(r) => r.into_inner(),
         Err(s) => return json_error(StatusCode::BAD_GATEWAY, s.message()),
@@ -379,15 +447,9 @@ async fn chat_completions(State(front): State<Arc<Front>>, body: Bytes) -> Respo
     let text = answer.message.as_ref().map(text_of).unwrap_or("");
     let usage = answer.usage.unwrap_or_default();
     let out = CompletionOut {
-        id: format!(
-            "chatcmpl-floor-{}",
-            front.next_id.fetch_add(1, Ordering::Relaxed)
-        ),
+        id: front.completion_id(),
         object: "chat.completion",
-        created: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
+        created: unix_now(),
         model,
         choices: [ChoiceOut {
             index: 0,
@@ -449,10 +511,24 @@ mod tests {
         assert_eq!(req.system, "be brief");
         assert_eq!(req.messages.len(), 1);
         assert_eq!(text_of(&req.messages[0]), "hi");
-        let up: serde_json::Value = serde_json::from_slice(&upstream_body(&req)?)?;
+        let up: serde_json::Value = serde_json::from_slice(&upstream_body(&req, false)?)?;
         assert_eq!(
             up,
             serde_json::json!({"model":"m","messages":[{"role":"system","content":"be brief"},{"role":"user","content":"hi"}],"max_tokens":7})
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn streamed_chat_asks_for_a_stream_with_usage() -> anyhow::Result<()> {
+        let body = br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true}"#;
+        let chat: ChatRequest<'_> = serde_json::from_slice(body)?;
+        assert!(chat.stream);
+        let up: serde_json::Value =
+            serde_json::from_slice(&upstream_body(&infer_request(chat), true)?)?;
+        assert_eq!(
+            up,
+            serde_json::json!({"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true,"stream_options":{"include_usage":true}})
         );
         Ok(())
     }

@@ -64,6 +64,7 @@ impl Report {
         }
         wrk_targets(&results, &mut targets);
         let s = &results.streaming;
+        let sf = &results.streaming_floor;
         targets.push(TargetCheck {
             what: format!(
                 "added time to first token p99 at {} streams/s",
@@ -71,8 +72,11 @@ impl Report {
             ),
             goal: "≤ 0.5 ms".into(),
             measured: format!(
-                "{:.3} ms (p50 {:.3} ms)",
-                s.added_ttft.p99_ms, s.added_ttft.p50_ms
+                "{:.3} ms (p50 {:.3} ms) (floor relay p99 {:.3} ms, p50 {:.3} ms)",
+                s.added_ttft.p99_ms,
+                s.added_ttft.p50_ms,
+                sf.added_ttft.p99_ms,
+                sf.added_ttft.p50_ms
             ),
             met: s.added_ttft.p99_ms <= 0.5
                 && s.hub.error_count() == 0
@@ -238,43 +242,7 @@ impl Report {
 
         wrk_section(&mut o, r);
 
-        let st = &r.streaming;
-        let _ = writeln!(
-            o,
-            "\n### Streams (open loop {}/s, fake pauses {} ms before each of 12 content chunks)\n\n\
-             Gaps are measured between content chunks as the client reads them; chunks that arrive \
-             together count a gap of ~0, so a path that coalesces chunks shows a higher p50 gap \
-             with the same mean.\n\n\
-             | path | TTFT p50 / p90 / p99 / max (ms) | inter-chunk gap mean; p50 / p90 / p99 / max (ms) | whole stream p50 / p99 (ms) | errors |\n\
-             | --- | --- | --- | --- | --- |\n\
-             | direct | {} | {:.3}; {} | {:.3} / {:.3} | {} |\n| hub → spoke | {} | {:.3}; {} | {:.3} / {:.3} | {} |\n\
-             | **added** | {:.3} / {:.3} / {:.3} / {:.3} | {:.3}; {:.3} / {:.3} / {:.3} / {:.3} | {:.3} / {:.3} | |",
-            r.plan.stream_rate,
-            r.plan.stream_chunk_delay_ms,
-            p4(&st.direct.ttft),
-            st.direct.inter_chunk_gap.mean_ms,
-            p4(&st.direct.inter_chunk_gap),
-            st.direct.latency.p50_ms,
-            st.direct.latency.p99_ms,
-            errs(&st.direct),
-            p4(&st.hub.ttft),
-            st.hub.inter_chunk_gap.mean_ms,
-            p4(&st.hub.inter_chunk_gap),
-            st.hub.latency.p50_ms,
-            st.hub.latency.p99_ms,
-            errs(&st.hub),
-            st.added_ttft.p50_ms,
-            st.added_ttft.p90_ms,
-            st.added_ttft.p99_ms,
-            st.added_ttft.max_ms,
-            st.added_gap.mean_ms,
-            st.added_gap.p50_ms,
-            st.added_gap.p90_ms,
-            st.added_gap.p99_ms,
-            st.added_gap.max_ms,
-            st.added_latency.p50_ms,
-            st.added_latency.p99_ms,
-        );
+        streams_section(&mut o, r);
 
         let pc = &r.policy;
         let cpu_hub = |p: &PhaseResult| p.cpu_us_per_request.get("hub").copied().unwrap_or(0.0);
@@ -341,6 +309,70 @@ impl Report {
         );
         instructions_section(&mut o, r);
         o
+    }
+}
+
+/// The Streams table: direct, hub → spoke and the floor relay, each path's row, then each
+/// relay's added row (path − direct).
+fn streams_section(o: &mut String, r: &Results) {
+    let st = &r.streaming;
+    let _ = writeln!(
+        o,
+        "\n### Streams (open loop {}/s, fake pauses {} ms before each of 12 content chunks)\n\n\
+         Direct, through hub → spoke and through the floor relay (the same hops and libraries \
+         with no gateway logic), back to back, the fake reset before each. Gaps are measured \
+         between content chunks as the client reads them; chunks that arrive together count a \
+         gap of ~0, so a path that coalesces chunks shows a higher p50 gap with the same mean.\n\n\
+         | path | TTFT p50 / p90 / p99 / max (ms) | inter-chunk gap mean; p50 / p90 / p99 / max (ms) | whole stream p50 / p99 (ms) | errors |\n\
+         | --- | --- | --- | --- | --- |",
+        r.plan.stream_rate, r.plan.stream_chunk_delay_ms,
+    );
+    let fl = &r.streaming_floor;
+    for (name, p) in [
+        ("direct", &st.direct),
+        ("hub → spoke", &st.hub),
+        ("floor relay", &fl.floor),
+    ] {
+        let _ = writeln!(
+            o,
+            "| {name} | {} | {:.3}; {} | {:.3} / {:.3} | {} |",
+            p4(&p.ttft),
+            p.inter_chunk_gap.mean_ms,
+            p4(&p.inter_chunk_gap),
+            p.latency.p50_ms,
+            p.latency.p99_ms,
+            errs(p),
+        );
+    }
+    for (name, ttft, gap, latency) in [
+        (
+            "**added**",
+            &st.added_ttft,
+            &st.added_gap,
+            &st.added_latency,
+        ),
+        (
+            "**added (floor)**",
+            &fl.added_ttft,
+            &fl.added_gap,
+            &fl.added_latency,
+        ),
+    ] {
+        let _ = writeln!(
+            o,
+            "| {name} | {:.3} / {:.3} / {:.3} / {:.3} | {:.3}; {:.3} / {:.3} / {:.3} / {:.3} | {:.3} / {:.3} | |",
+            ttft.p50_ms,
+            ttft.p90_ms,
+            ttft.p99_ms,
+            ttft.max_ms,
+            gap.mean_ms,
+            gap.p50_ms,
+            gap.p90_ms,
+            gap.p99_ms,
+            gap.max_ms,
+            latency.p50_ms,
+            latency.p99_ms,
+        );
     }
 }
 

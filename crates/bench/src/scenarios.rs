@@ -1,6 +1,6 @@
 //! The benchmark scenarios, each run directly against the fake and through hub → spoke in the
-//! same run, back to back, with the same request body; the `wrk` phase also runs it through the
-//! floor relay.
+//! same run, back to back, with the same request body; the `wrk` phase and the streaming
+//! scenario also run it through the floor relay.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -61,6 +61,30 @@ impl Pair {
             added_gap: hub.inter_chunk_gap.minus(&direct.inter_chunk_gap),
             direct,
             hub,
+        }
+    }
+}
+
+/// The streaming scenario through the floor relay, read against the same run's direct phase
+/// ([`Results::streaming`]`.direct`).
+#[derive(Clone, Debug, Serialize)]
+pub struct FloorStreams {
+    pub floor: PhaseResult,
+    /// floor − direct, whole-stream latency percentiles.
+    pub added_latency: Added,
+    /// floor − direct, time to first token.
+    pub added_ttft: Added,
+    /// floor − direct, gaps between chunks.
+    pub added_gap: Added,
+}
+
+impl FloorStreams {
+    fn new(direct: &PhaseResult, floor: PhaseResult) -> FloorStreams {
+        FloorStreams {
+            added_latency: floor.latency.minus(&direct.latency),
+            added_ttft: floor.ttft.minus(&direct.ttft),
+            added_gap: floor.inter_chunk_gap.minus(&direct.inter_chunk_gap),
+            floor,
         }
     }
 }
@@ -151,6 +175,8 @@ pub struct Results {
     /// The wrk phase, one point per concurrency of [`Plan::wrk_concurrency`].
     pub wrk: Vec<WrkPoint>,
     pub streaming: Pair,
+    /// The streaming scenario through the floor relay (after direct and hub, same settings).
+    pub streaming_floor: FloorStreams,
     pub memory: Memory,
     pub policy: PolicyCost,
     /// Callgrind instructions per request of each tier (`None` when not measured in this run;
@@ -167,12 +193,13 @@ pub async fn run(stack: &Stack, plan: &Plan) -> anyhow::Result<Results> {
     let client = load::client(plan.concurrent_streams.max(256) + 64)?;
     let target = |name: &str, stream: bool| Target {
         name: name.to_string(),
-        url: if name == "hub" {
-            stack.hub_url()
-        } else {
-            stack.direct_url()
+        url: match name {
+            "hub" => stack.hub_url(),
+            "floor" => stack.floor_url(),
+            _ => stack.direct_url(),
         },
-        bearer: (name == "hub").then(|| API_KEY.to_string()),
+        // The floor gets the same bytes as the hub (it does not check the key).
+        bearer: (name != "direct").then(|| API_KEY.to_string()),
         body: request_body(stream),
         stream,
     };
@@ -223,19 +250,35 @@ pub async fn run(stack: &Stack, plan: &Plan) -> anyhow::Result<Results> {
     let wrk = wrk_phase(stack, &plan.wrk_concurrency, phase).await?;
 
     stack.set_chunk_delay(plan.stream_chunk_delay_ms).await?;
-    let (sd, sh) = (target("direct", true), target("hub", true));
+    let (sd, sh, sf) = (
+        target("direct", true),
+        target("hub", true),
+        target("floor", true),
+    );
+    // The floor has been idle since the wrk phase (or since start, without it): one unmeasured
+    // 1-s run ×8 against each path, so every one has warm connections, as in the wrk phase.
+    for t in [&sd, &sh, &sf] {
+        load::closed_loop(&client, t, 8, Duration::from_secs(1)).await?;
+    }
     let rate = plan.stream_rate;
     let d = measured(stack, || load::open_loop(&client, &sd, rate, phase)).await?;
     let h = measured(stack, || load::open_loop(&client, &sh, rate, phase)).await?;
+    let f = measured_floor(stack, || load::open_loop(&client, &sf, rate, phase)).await?;
     let streaming = Pair::new(d, h);
+    let streaming_floor = FloorStreams::new(&streaming.direct, f);
     progress(&format!(
-        "streams {rate}/s: added TTFT p50 {:.3} p99 {:.3} ms, added gap p50 {:.3} p99 {:.3} ms, errors {}/{}",
+        "streams {rate}/s: added TTFT p50 {:.3} p99 {:.3} ms (floor {:.3} / {:.3}), added gap p50 {:.3} p99 {:.3} ms (floor {:.3} / {:.3}), errors {}/{}/{}",
         streaming.added_ttft.p50_ms,
         streaming.added_ttft.p99_ms,
+        streaming_floor.added_ttft.p50_ms,
+        streaming_floor.added_ttft.p99_ms,
         streaming.added_gap.p50_ms,
         streaming.added_gap.p99_ms,
+        streaming_floor.added_gap.p50_ms,
+        streaming_floor.added_gap.p99_ms,
         streaming.direct.error_count(),
-        streaming.hub.error_count()
+        streaming.hub.error_count(),
+        streaming_floor.floor.error_count()
     ));
 
     let policy = policy_cost(stack, &client, plan.policy_rate, phase).await?;
@@ -264,6 +307,7 @@ pub async fn run(stack: &Stack, plan: &Plan) -> anyhow::Result<Results> {
         saturation,
         wrk,
         streaming,
+        streaming_floor,
         memory,
         policy,
         instructions: None,
@@ -419,19 +463,48 @@ async fn wrk_measured(
     Ok(r)
 }
 
-/// Resets the fake, then runs one phase.
+/// Resets the fake, then runs one phase, with the CPU per request of hub, spoke, fake and the
+/// load generator.
 async fn measured<F, Fut>(stack: &Stack, f: F) -> anyhow::Result<PhaseResult>
 where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<PhaseResult>>,
 {
-    stack.reset_fake().await?;
     let pids = [
         ("hub", stack.hub.pid()),
         ("spoke", stack.spoke.pid()),
         ("fake", stack.fake.pid()),
         ("loadgen", std::process::id()),
     ];
+    measured_pids(stack, &pids, f).await
+}
+
+/// [`measured`] for a phase through the floor relay: the CPU per request of its front and back
+/// in place of hub and spoke.
+async fn measured_floor<F, Fut>(stack: &Stack, f: F) -> anyhow::Result<PhaseResult>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<PhaseResult>>,
+{
+    let pids = [
+        ("floor-front", stack.floor_front.pid()),
+        ("floor-back", stack.floor_back.pid()),
+        ("fake", stack.fake.pid()),
+        ("loadgen", std::process::id()),
+    ];
+    measured_pids(stack, &pids, f).await
+}
+
+async fn measured_pids<F, Fut>(
+    stack: &Stack,
+    pids: &[(&str, u32)],
+    f: F,
+) -> anyhow::Result<PhaseResult>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<PhaseResult>>,
+{
+    stack.reset_fake().await?;
     let before: Vec<u64> = pids
         .iter()
         .map(|(_, p)| sys::cpu_micros(*p).unwrap_or(0))

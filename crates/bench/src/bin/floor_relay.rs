@@ -2,7 +2,7 @@
 //! `switchyard_bench::floor`):
 //!
 //! ```text
-//! floor-relay back  --listen 127.0.0.1:0 --upstream http://127.0.0.1:PORT   # gRPC Infer → upstream
+//! floor-relay back  --listen 127.0.0.1:0 --upstream http://127.0.0.1:PORT   # Infer, InferStream → upstream
 //! floor-relay front --listen 127.0.0.1:0 --back 127.0.0.1:PORT              # HTTP/1.1 → back
 //! ```
 //!
@@ -13,8 +13,8 @@ use std::net::SocketAddr;
 
 use clap::{Parser, Subcommand};
 
-/// Minimal two-hop relay (HTTP/1.1 JSON → gRPC → HTTP/1.1 JSON) with the gateway's libraries
-/// and none of its logic.
+/// Minimal two-hop relay (HTTP/1.1 JSON or SSE → gRPC → HTTP/1.1 JSON or SSE) with the gateway's
+/// libraries and none of its logic.
 #[derive(Debug, Parser)]
 #[command(name = "floor-relay")]
 struct Args {
@@ -24,7 +24,8 @@ struct Args {
 
 #[derive(Debug, Subcommand)]
 enum Mode {
-    /// The spoke's hop: a tonic server for `switchyard.v1.Spoke/Infer` that calls the upstream.
+    /// The spoke's hop: a tonic server for `switchyard.v1.Spoke/Infer` and `InferStream` that
+    /// calls the upstream.
     Back {
         /// Address to listen on (port 0 picks a free one).
         #[arg(long, default_value = "127.0.0.1:0")]
@@ -33,7 +34,8 @@ enum Mode {
         #[arg(long)]
         upstream: String,
     },
-    /// The hub's hop: `POST /v1/chat/completions` (axum) relayed to the back over gRPC.
+    /// The hub's hop: `POST /v1/chat/completions` (axum; `"stream": true` answers SSE) relayed to
+    /// the back over gRPC.
     Front {
         /// Address to listen on (port 0 picks a free one).
         #[arg(long, default_value = "127.0.0.1:0")]
