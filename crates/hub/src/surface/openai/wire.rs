@@ -1,5 +1,6 @@
 //! OpenAI chat-completions wire types and their translation to and from `switchyard.v1`.
 
+use serde::Serialize;
 use serde_json::{Value, json};
 use switchyard_proto::v1 as pb;
 
@@ -29,32 +30,120 @@ pub fn finish_reason_for(reason: i32, calls: bool) -> &'static str {
 /// `completion_tokens` (reasoning tokens included), `total_tokens`, and their details:
 /// `prompt_tokens_details.cached_tokens` (read from the prompt cache) and
 /// `completion_tokens_details.reasoning_tokens`.
-pub fn usage_json(u: Option<&pb::Usage>) -> Value {
-    let u = u.copied().unwrap_or_default();
-    let (i, o) = (u.input_tokens, u.output_tokens);
-    json!({
-        "prompt_tokens": i,
-        "completion_tokens": o,
-        "total_tokens": u64::from(i) + u64::from(o),
-        "prompt_tokens_details": {"cached_tokens": u.cache_read_input_tokens},
-        "completion_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
-    })
+#[derive(Debug, Serialize)]
+pub struct Usage {
+    prompt_tokens: u32,
+    completion_tokens: u32,
+    total_tokens: u64,
+    prompt_tokens_details: CachedTokens,
+    completion_tokens_details: ReasoningTokens,
 }
 
-/// One entry of `choices`: the message (`content` from the text parts, `tool_calls` from the
-/// `ToolCall` parts, `reasoning_content` from the thinking parts' text, as OpenAI-compatible
-/// reasoning servers — vLLM, llama.cpp, DeepSeek — name it), its `finish_reason` (derived from
-/// the content) and `logprobs` (the spoke's `logprobs_json`, else `null`).
-fn choice_json(index: usize, message: Option<&pb::Message>, stop: i32, logprobs: &str) -> Value {
-    let mut text = String::new();
+#[derive(Debug, Serialize)]
+struct CachedTokens {
+    cached_tokens: u32,
+}
+
+#[derive(Debug, Serialize)]
+struct ReasoningTokens {
+    reasoning_tokens: u32,
+}
+
+impl Usage {
+    /// From the spoke's usage (all zeros when it reported none).
+    pub fn of(u: Option<&pb::Usage>) -> Usage {
+        let u = u.copied().unwrap_or_default();
+        Usage {
+            prompt_tokens: u.input_tokens,
+            completion_tokens: u.output_tokens,
+            total_tokens: u64::from(u.input_tokens) + u64::from(u.output_tokens),
+            prompt_tokens_details: CachedTokens {
+                cached_tokens: u.cache_read_input_tokens,
+            },
+            completion_tokens_details: ReasoningTokens {
+                reasoning_tokens: u.reasoning_tokens,
+            },
+        }
+    }
+}
+
+/// [`Usage`] as a JSON value (the streamed usage chunk).
+pub fn usage_json(u: Option<&pb::Usage>) -> Value {
+    serde_json::to_value(Usage::of(u)).unwrap_or(Value::Null)
+}
+
+/// A `chat.completion` body, serialised as it is (no intermediate `serde_json::Value`: building
+/// and dropping that tree was about a sixth of the hub's instructions per request). Keys come in
+/// OpenAI's order: `id`, `object`, `created`, `model`, `choices`, `usage`.
+#[derive(Debug, Serialize)]
+pub struct Completion<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    choices: Vec<Choice<'a>>,
+    usage: Usage,
+}
+
+/// One entry of `choices`: the message, its `finish_reason` (derived from the content) and
+/// `logprobs` (the spoke's `logprobs_json`, else `null`).
+#[derive(Debug, Serialize)]
+struct Choice<'a> {
+    index: usize,
+    message: AssistantMessage<'a>,
+    finish_reason: &'static str,
+    logprobs: Value,
+}
+
+/// The assistant message of a choice: `content` from the text parts (`""` when none),
+/// `refusal: null`, `tool_calls` from the `ToolCall` parts (absent when none) and
+/// `reasoning_content` from the thinking parts' text (absent when none), as OpenAI-compatible
+/// reasoning servers — vLLM, llama.cpp, DeepSeek — name it.
+#[derive(Debug, Serialize)]
+struct AssistantMessage<'a> {
+    role: &'static str,
+    content: String,
+    refusal: Option<&'static str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tool_calls: Vec<ToolCallOut<'a>>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    reasoning_content: String,
+}
+
+/// `{"id", "type": "function", "function": {"name", "arguments"}}`.
+#[derive(Debug, Serialize)]
+struct ToolCallOut<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: FunctionOut<'a>,
+}
+
+#[derive(Debug, Serialize)]
+struct FunctionOut<'a> {
+    name: &'a str,
+    arguments: &'a str,
+}
+
+fn choice<'a>(
+    index: usize,
+    message: Option<&'a pb::Message>,
+    stop: i32,
+    logprobs: &str,
+) -> Choice<'a> {
+    let mut content = String::new();
     let mut tool_calls = Vec::new();
     for part in message.iter().flat_map(|m| &m.content) {
         match &part.part {
-            Some(pb::content_part::Part::Text(t)) => text.push_str(t),
-            Some(pb::content_part::Part::ToolCall(tc)) => tool_calls.push(json!({
-                "id": tc.id, "type": "function",
-                "function": { "name": tc.name, "arguments": tc.arguments_json },
-            })),
+            Some(pb::content_part::Part::Text(t)) => content.push_str(t),
+            Some(pb::content_part::Part::ToolCall(tc)) => tool_calls.push(ToolCallOut {
+                id: &tc.id,
+                kind: "function",
+                function: FunctionOut {
+                    name: &tc.name,
+                    arguments: &tc.arguments_json,
+                },
+            }),
             Some(
                 pb::content_part::Part::Image(_)
                 | pb::content_part::Part::ToolResult(_)
@@ -65,48 +154,50 @@ fn choice_json(index: usize, message: Option<&pb::Message>, stop: i32, logprobs:
         }
     }
     let calls = !tool_calls.is_empty();
-    let mut msg = json!({ "role": "assistant", "content": text, "refusal": null });
-    if calls {
-        msg["tool_calls"] = Value::Array(tool_calls);
+    Choice {
+        index,
+        message: AssistantMessage {
+            role: "assistant",
+            content,
+            refusal: None,
+            tool_calls,
+            reasoning_content: crate::surface::answer::thinking_text(message),
+        },
+        finish_reason: finish_reason_for(stop, calls),
+        logprobs: crate::surface::answer::json_or_null(logprobs),
     }
-    let reasoning = crate::surface::answer::thinking_text(message);
-    if !reasoning.is_empty() {
-        msg["reasoning_content"] = json!(reasoning);
-    }
-    json!({
-        "index": index,
-        "message": msg,
-        "finish_reason": finish_reason_for(stop, calls),
-        "logprobs": crate::surface::answer::json_or_null(logprobs),
-    })
 }
 
 /// The `chat.completion` body for a spoke's answer: `choices[0]` from `message`, `choices[1..]`
 /// from `more_choices` (`n` > 1), `usage` with its details.
-pub fn completion_json(id: &str, created: u64, resp: &pb::InferResponse) -> Value {
-    let mut choices = vec![choice_json(
+pub fn completion_json<'a>(
+    id: &'a str,
+    created: u64,
+    resp: &'a pb::InferResponse,
+) -> Completion<'a> {
+    let mut choices = Vec::with_capacity(1 + resp.more_choices.len());
+    choices.push(choice(
         0,
         resp.message.as_ref(),
         resp.stop_reason,
         &resp.logprobs_json,
-    )];
+    ));
     for (i, c) in resp.more_choices.iter().enumerate() {
-        choices.push(choice_json(
+        choices.push(choice(
             i + 1,
             c.message.as_ref(),
             c.stop_reason,
             &c.logprobs_json,
         ));
     }
-    let model = resp.route.as_ref().map(|r| r.model.as_str()).unwrap_or("");
-    json!({
-        "id": id,
-        "object": "chat.completion",
-        "created": created,
-        "model": model,
-        "choices": choices,
-        "usage": usage_json(resp.usage.as_ref()),
-    })
+    Completion {
+        id,
+        object: "chat.completion",
+        created,
+        model: resp.route.as_ref().map(|r| r.model.as_str()).unwrap_or(""),
+        choices,
+        usage: Usage::of(resp.usage.as_ref()),
+    }
 }
 
 /// What labels every `chat.completion.chunk` of one answer.
