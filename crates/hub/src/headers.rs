@@ -54,11 +54,30 @@ pub fn credentials<'a>(value: &'a str, scheme: &str) -> Option<&'a str> {
     Some(rest.trim()).filter(|t| !t.is_empty())
 }
 
-/// Sets `name` to `value`; a value that is not a valid header value is left out.
-pub fn set(h: &mut HeaderMap, name: &'static str, value: &str) {
+/// Sets `name` to `value`; a value that is not a valid header value is left out. `name` is a
+/// `&'static str` (parsed on every call) or, on the per-request path, a prebuilt [`HeaderName`].
+pub fn set(h: &mut HeaderMap, name: impl axum::http::header::IntoHeaderName, value: &str) {
     if let Ok(v) = HeaderValue::from_str(value) {
         h.insert(name, v);
     }
+}
+
+/// The route headers' names, built once ([`HeaderName::from_static`] checks the name and looks
+/// it up among the standard ones on each call).
+const PROVIDER_NAME: HeaderName = HeaderName::from_static(PROVIDER);
+const ACCOUNT_NAME: HeaderName = HeaderName::from_static(ACCOUNT);
+const REGION_NAME: HeaderName = HeaderName::from_static(REGION);
+const MODEL_NAME: HeaderName = HeaderName::from_static(MODEL);
+const ATTEMPTS_NAME: HeaderName = HeaderName::from_static(ATTEMPTS);
+const OVERHEAD_MS_NAME: HeaderName = HeaderName::from_static(OVERHEAD_MS);
+
+/// Sets `x-switchyard-overhead-ms` (milliseconds, three decimals).
+pub fn overhead(h: &mut HeaderMap, overhead: Duration) {
+    set(
+        h,
+        OVERHEAD_MS_NAME,
+        &format!("{:.3}", overhead.as_secs_f64() * 1000.0),
+    );
 }
 
 /// The route headers (provider, account, region, model, attempts).
@@ -70,11 +89,11 @@ pub fn route(
     model: &str,
     attempts: u32,
 ) {
-    set(h, PROVIDER, provider);
-    set(h, ACCOUNT, account);
-    set(h, REGION, region);
-    set(h, MODEL, model);
-    set(h, ATTEMPTS, &attempts.to_string());
+    set(h, PROVIDER_NAME, provider);
+    set(h, ACCOUNT_NAME, account);
+    set(h, REGION_NAME, region);
+    set(h, MODEL_NAME, model);
+    h.insert(ATTEMPTS_NAME, HeaderValue::from(attempts));
 }
 
 /// Sets `x-switchyard-cost-usd` (six decimals) when the cost is known.

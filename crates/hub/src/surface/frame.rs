@@ -184,11 +184,7 @@ pub fn route_headers(h: &mut HeaderMap, route: &RouteTaken, started: Instant) {
         &route.model,
         route.attempts,
     );
-    headers::set(
-        h,
-        headers::OVERHEAD_MS,
-        &format!("{:.3}", overhead.as_secs_f64() * 1000.0),
-    );
+    headers::overhead(h, overhead);
 }
 
 /// A [`HubError`] as a response in a surface's own error shape: the hub's status, `Retry-After`,
