@@ -68,6 +68,11 @@ pub fn checked_tool_choice(
 /// `param` = the field's path (`messages.0.content`, `n`) and a message in JSON's terms (never
 /// the hub's own type names).
 pub fn parse_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, HubError> {
+    // Most bodies are good: read them without tracking the path (which wraps every value), and
+    // read a refused one again with it, for the error's `param`.
+    if let Ok(v) = T::deserialize(&mut serde_json::Deserializer::from_slice(bytes)) {
+        return Ok(v);
+    }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     named(serde_path_to_error::deserialize::<_, T>(de))
 }
