@@ -83,8 +83,7 @@ pub async fn infer(
     request_id: &str,
 ) -> Result<pb::InferResponse, CallError> {
     let mut client = spoke.client();
-    let resp = client
-        .infer(grpc_request(req, remaining, request_id))
+    let resp = Box::pin(client.infer(grpc_request(req, remaining, request_id)))
         .await
         .map_err(|s| classify(&s))?;
     Ok(resp.into_inner())
@@ -98,8 +97,7 @@ pub async fn embed(
     request_id: &str,
 ) -> Result<pb::EmbedResponse, CallError> {
     let mut client = spoke.client();
-    let resp = client
-        .embed(grpc_request(req, remaining, request_id))
+    let resp = Box::pin(client.embed(grpc_request(req, remaining, request_id)))
         .await
         .map_err(|s| classify(&s))?;
     Ok(resp.into_inner())
@@ -115,8 +113,7 @@ pub async fn count_tokens(
     request_id: &str,
 ) -> Result<pb::CountTokensResponse, CallError> {
     let mut client = spoke.client();
-    let resp = client
-        .count_tokens(grpc_request(req, remaining, request_id))
+    let resp = Box::pin(client.count_tokens(grpc_request(req, remaining, request_id)))
         .await
         .map_err(|s| classify(&s))?;
     Ok(resp.into_inner())
@@ -146,8 +143,7 @@ pub async fn open_stream(
     request_id: String,
 ) -> Result<Committed, CallError> {
     let mut client = spoke.client();
-    let mut rest = client
-        .infer_stream(grpc_request(req, remaining, &request_id))
+    let mut rest = Box::pin(client.infer_stream(grpc_request(req, remaining, &request_id)))
         .await
         .map_err(|s| classify(&s))?
         .into_inner();
