@@ -466,46 +466,12 @@ fn message_json(m: &switchyard_proto::v1::Message) -> Vec<Value> {
     out
 }
 
-/// Tool calls of a `chat.completion` message.
-fn tool_calls(message: &Value) -> Vec<ToolCall> {
-    message["tool_calls"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|tc| ToolCall {
-            id: tc["id"].as_str().unwrap_or_default().to_owned(),
-            name: tc["function"]["name"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
-            arguments_json: tc["function"]["arguments"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
-        })
-        .collect()
-}
-
 fn stop_reason(finish: Option<&str>) -> StopReason {
     match finish {
         Some("length") => StopReason::MaxTokens,
         Some("tool_calls") | Some("function_call") => StopReason::ToolUse,
         Some("content_filter") => StopReason::ContentFiltered,
         _ => StopReason::EndTurn,
-    }
-}
-
-/// OpenAI's usage: `prompt_tokens` (cached ones included, `prompt_tokens_details.
-/// cached_tokens` apart), `completion_tokens` (reasoning included,
-/// `completion_tokens_details.reasoning_tokens` apart).
-fn usage(v: &Value) -> Usage {
-    let n = |v: &Value| u32::try_from(v.as_u64().unwrap_or(0)).unwrap_or(u32::MAX);
-    Usage {
-        input_tokens: n(&v["prompt_tokens"]),
-        output_tokens: n(&v["completion_tokens"]),
-        cache_read_input_tokens: n(&v["prompt_tokens_details"]["cached_tokens"]),
-        cache_write_input_tokens: 0,
-        reasoning_tokens: n(&v["completion_tokens_details"]["reasoning_tokens"]),
     }
 }
 
@@ -527,33 +493,217 @@ fn logprobs_text(v: &Value) -> String {
     }
 }
 
+/// The fields of a `chat.completion` the adapter reads, typed: the answer is parsed straight into
+/// these (no `serde_json::Value` tree: building, reading and dropping one was a fifth of the
+/// spoke's instructions per request, docs/benchmarks.md). An answer whose shape they do not
+/// take (a number where a string belongs, duplicate keys, a choice that is not an object) is
+/// read leniently from a `Value` instead ([`WireCompletion::lenient`]), as before: a field of
+/// the wrong type counts as absent.
+#[derive(Debug, Default, serde::Deserialize)]
+struct WireCompletion {
+    #[serde(default)]
+    choices: Option<Vec<WireChoice>>,
+    #[serde(default)]
+    usage: Option<WireUsage>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+struct WireChoice {
+    #[serde(default)]
+    index: Option<u64>,
+    #[serde(default)]
+    message: Option<WireMessage>,
+    #[serde(default)]
+    finish_reason: Option<String>,
+    /// Kept as JSON (an object is passed on as text, anything else dropped).
+    #[serde(default)]
+    logprobs: Option<Value>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+struct WireMessage {
+    #[serde(default)]
+    content: Option<String>,
+    #[serde(default)]
+    tool_calls: Option<Vec<WireToolCall>>,
+    /// DeepSeek, vLLM, llama.cpp.
+    #[serde(default)]
+    reasoning_content: Option<String>,
+    /// Newer vLLM, OpenRouter.
+    #[serde(default)]
+    reasoning: Option<String>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+struct WireToolCall {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    function: Option<WireFunction>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+struct WireFunction {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    arguments: Option<String>,
+}
+
+/// OpenAI's usage: `prompt_tokens` (cached ones included, `prompt_tokens_details.
+/// cached_tokens` apart), `completion_tokens` (reasoning included,
+/// `completion_tokens_details.reasoning_tokens` apart).
+#[derive(Debug, Default, serde::Deserialize)]
+struct WireUsage {
+    #[serde(default)]
+    prompt_tokens: Option<u64>,
+    #[serde(default)]
+    completion_tokens: Option<u64>,
+    #[serde(default)]
+    prompt_tokens_details: Option<CachedDetails>,
+    #[serde(default)]
+    completion_tokens_details: Option<ReasoningDetails>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+struct CachedDetails {
+    #[serde(default)]
+    cached_tokens: Option<u64>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+struct ReasoningDetails {
+    #[serde(default)]
+    reasoning_tokens: Option<u64>,
+}
+
+impl WireCompletion {
+    /// The answer's body: typed, else read leniently from a `Value` (not JSON at all: an error).
+    fn parse(body: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(body)
+            .or_else(|_| serde_json::from_slice::<Value>(body).map(|v| Self::lenient(&v)))
+    }
+
+    /// The same fields read from any JSON value: a field that is missing or of another type
+    /// is absent (`None`), a `choices` that is not an array has no choices.
+    fn lenient(v: &Value) -> Self {
+        let s = |v: &Value| v.as_str().map(str::to_owned);
+        let choice = |c: &Value| {
+            let m = &c["message"];
+            WireChoice {
+                index: c["index"].as_u64(),
+                message: Some(WireMessage {
+                    content: s(&m["content"]),
+                    tool_calls: m["tool_calls"].as_array().map(|calls| {
+                        calls
+                            .iter()
+                            .map(|tc| WireToolCall {
+                                id: s(&tc["id"]),
+                                function: Some(WireFunction {
+                                    name: s(&tc["function"]["name"]),
+                                    arguments: s(&tc["function"]["arguments"]),
+                                }),
+                            })
+                            .collect()
+                    }),
+                    reasoning_content: s(&m["reasoning_content"]),
+                    reasoning: s(&m["reasoning"]),
+                }),
+                finish_reason: s(&c["finish_reason"]),
+                logprobs: Some(c["logprobs"].clone()),
+            }
+        };
+        WireCompletion {
+            choices: v["choices"]
+                .as_array()
+                .map(|cs| cs.iter().map(choice).collect()),
+            usage: Some(WireUsage::lenient(&v["usage"])),
+        }
+    }
+}
+
+impl WireUsage {
+    /// The usage fields of any JSON value (a missing or non-integer count is absent).
+    fn lenient(u: &Value) -> Self {
+        WireUsage {
+            prompt_tokens: u["prompt_tokens"].as_u64(),
+            completion_tokens: u["completion_tokens"].as_u64(),
+            prompt_tokens_details: Some(CachedDetails {
+                cached_tokens: u["prompt_tokens_details"]["cached_tokens"].as_u64(),
+            }),
+            completion_tokens_details: Some(ReasoningDetails {
+                reasoning_tokens: u["completion_tokens_details"]["reasoning_tokens"].as_u64(),
+            }),
+        }
+    }
+
+    fn usage(&self) -> Usage {
+        let n = |v: Option<u64>| u32::try_from(v.unwrap_or(0)).unwrap_or(u32::MAX);
+        Usage {
+            input_tokens: n(self.prompt_tokens),
+            output_tokens: n(self.completion_tokens),
+            cache_read_input_tokens: n(self
+                .prompt_tokens_details
+                .as_ref()
+                .and_then(|d| d.cached_tokens)),
+            cache_write_input_tokens: 0,
+            reasoning_tokens: n(self
+                .completion_tokens_details
+                .as_ref()
+                .and_then(|d| d.reasoning_tokens)),
+        }
+    }
+}
+
+/// A choice's `logprobs` as JSON text (empty unless it is an object).
+fn logprobs_of(v: Option<&Value>) -> String {
+    v.map(logprobs_text).unwrap_or_default()
+}
+
 /// A `chat.completion` as a [`Completion`]: choice 0 (by `index`) first, the others as
 /// `more_choices`.
-fn completion(v: &Value) -> Completion {
-    let mut choices: Vec<&Value> = v["choices"].as_array().into_iter().flatten().collect();
-    choices.sort_by_key(|c| c["index"].as_u64().unwrap_or(0));
+fn completion(v: WireCompletion) -> Completion {
+    let mut choices = v.choices.unwrap_or_default();
+    choices.sort_by_key(|c| c.index.unwrap_or(0));
     let mut c = Completion {
-        usage: usage(&v["usage"]),
+        usage: v.usage.unwrap_or_default().usage(),
         ..Default::default()
     };
     for (i, choice) in choices.into_iter().enumerate() {
-        let m = &choice["message"];
-        let text = m["content"].as_str().unwrap_or_default().to_owned();
-        let calls = tool_calls(m);
-        let stop = stop_reason(choice["finish_reason"].as_str());
-        let thinking: Vec<ThinkingPart> = reasoning_text(m)
-            .map(|t| ThinkingPart {
-                text: t.to_owned(),
+        let m = choice.message.unwrap_or_default();
+        let text = m.content.unwrap_or_default();
+        let calls: Vec<ToolCall> = m
+            .tool_calls
+            .unwrap_or_default()
+            .into_iter()
+            .map(|tc| {
+                let f = tc.function.unwrap_or_default();
+                ToolCall {
+                    id: tc.id.unwrap_or_default(),
+                    name: f.name.unwrap_or_default(),
+                    arguments_json: f.arguments.unwrap_or_default(),
+                }
+            })
+            .collect();
+        let stop = stop_reason(choice.finish_reason.as_deref());
+        let reasoning = m
+            .reasoning_content
+            .or(m.reasoning)
+            .filter(|t| !t.is_empty());
+        let thinking: Vec<ThinkingPart> = reasoning
+            .map(|text| ThinkingPart {
+                text,
                 ..Default::default()
             })
             .into_iter()
             .collect();
+        let logprobs_json = logprobs_of(choice.logprobs.as_ref());
         if i == 0 {
             c.thinking = thinking;
             c.text = text;
             c.tool_calls = calls;
             c.stop_reason = stop;
-            c.logprobs_json = logprobs_text(&choice["logprobs"]);
+            c.logprobs_json = logprobs_json;
             continue;
         }
         let content = thinking
@@ -569,7 +719,7 @@ fn completion(v: &Value) -> Completion {
                 content,
             }),
             stop_reason: stop as i32,
-            logprobs_json: logprobs_text(&choice["logprobs"]),
+            logprobs_json,
         });
     }
     c
@@ -587,8 +737,11 @@ impl Upstream for OpenAiUpstream {
 
     async fn complete(&self, call: Call<'_>) -> Result<Completion, UpstreamError> {
         let resp = self.send(&call, false).await?;
-        let v: Value = resp.json().await.map_err(transport_error)?;
-        Ok(shape::settle(completion(&v), &shape::Finish::default()))
+        let body = resp.bytes().await.map_err(transport_error)?;
+        let v = WireCompletion::parse(&body)
+            // What reqwest's `json()` reported here (the words stay in the spoke's log).
+            .map_err(|_| UpstreamError::unavailable("transport: error decoding response body"))?;
+        Ok(shape::settle(completion(v), &shape::Finish::default()))
     }
 
     async fn embed(&self, call: EmbedCall<'_>) -> Result<Embeddings, UpstreamError> {
@@ -719,7 +872,7 @@ impl SseState {
                     }));
                 }
                 if v["usage"].is_object() {
-                    self.usage = Some(usage(&v["usage"]));
+                    self.usage = Some(WireUsage::lenient(&v["usage"]).usage());
                 }
                 for choice in v["choices"].as_array().into_iter().flatten() {
                     self.on_choice(choice);
@@ -1037,9 +1190,18 @@ mod stream_tests {
         }
     }
 
+    /// The answer read from `body`'s text, checked against the lenient reading of the same
+    /// value (the typed parse must agree with it whenever it succeeds).
+    fn read(body: &Value) -> Completion {
+        let text = body.to_string();
+        let parsed = completion(WireCompletion::parse(text.as_bytes()).unwrap());
+        assert_eq!(parsed, completion(WireCompletion::lenient(body)), "{text}");
+        parsed
+    }
+
     #[test]
     fn unary_choices_are_ordered_by_index() {
-        let c = completion(&json!({
+        let c = read(&json!({
             "choices": [
                 {"index": 1, "message": {"content": "second", "tool_calls": [{"id": "c", "function": {"name": "f", "arguments": "{}"}}]}, "finish_reason": "stop"},
                 {"index": 0, "message": {"content": "first", "reasoning": "why"}, "finish_reason": "length", "logprobs": {"content": []}},
@@ -1055,5 +1217,45 @@ mod stream_tests {
         assert_eq!(c.logprobs_json, r#"{"content":[]}"#);
         assert_eq!(c.more_choices.len(), 1);
         assert_eq!(c.more_choices[0].stop_reason, StopReason::ToolUse as i32);
+    }
+
+    #[test]
+    fn odd_shapes_read_as_before() {
+        // Fields of another type count as absent; the typed parse gives way to the lenient one.
+        for body in [
+            json!({}),
+            json!({"choices": null, "usage": null}),
+            json!({"choices": "none"}),
+            json!({"choices": [null, {"index": 0, "message": {"content": "x"}}]}),
+            json!({"choices": [{"index": -1, "message": {"content": ["part"]}, "finish_reason": 7}]}),
+            json!({"choices": [{"message": {"content": null, "tool_calls": [{"id": 3, "function": null}]}}]}),
+            json!({"choices": [{"message": {"content": "a", "reasoning_content": "", "reasoning": "r"}, "logprobs": [1]}]}),
+            json!({"usage": {"prompt_tokens": 1.5, "completion_tokens": 9_000_000_000u64,
+                "prompt_tokens_details": {"cached_tokens": 2}, "completion_tokens_details": null}}),
+            json!({"id": "x", "object": "chat.completion", "system_fingerprint": "fp", "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": "hi", "refusal": null,
+                    "annotations": []}, "finish_reason": "stop", "logprobs": null}],
+                "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7,
+                    "prompt_tokens_details": {"cached_tokens": 1, "audio_tokens": 0},
+                    "completion_tokens_details": {"reasoning_tokens": 1}}}),
+        ] {
+            read(&body);
+        }
+        let c = read(&json!({"choices": [{"message": {"content": "hi"}}],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 9_000_000_000u64,
+                "prompt_tokens_details": {"cached_tokens": 1}}}));
+        assert_eq!(c.text, "hi");
+        assert_eq!(
+            (
+                c.usage.input_tokens,
+                c.usage.output_tokens,
+                c.usage.cache_read_input_tokens
+            ),
+            (5, u32::MAX, 1)
+        );
+        // Duplicate keys: the last one wins, as in a `Value`.
+        let dup = br#"{"choices": [{"message": {"content": "a", "content": "b"}}]}"#;
+        assert_eq!(completion(WireCompletion::parse(dup).unwrap()).text, "b");
+        assert!(WireCompletion::parse(b"not json").is_err());
     }
 }
