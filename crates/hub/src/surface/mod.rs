@@ -17,6 +17,33 @@ use axum::response::{IntoResponse, Response};
 
 use crate::error::HubError;
 
+/// `value` as a `200 application/json` response, serialised into one buffer sized for a usual
+/// answer (axum's `Json` starts at 128 bytes, grows it as it writes, and writes through
+/// `BytesMut`'s writer). Same body and `content-type` as `axum::Json`; a value that cannot be
+/// serialised answers 500 with the reason as text, as `axum::Json` does.
+pub fn json_response<T: serde::Serialize>(value: &T) -> Response {
+    let mut buf = Vec::with_capacity(1024);
+    match serde_json::to_writer(&mut buf, value) {
+        Ok(()) => (
+            [(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/json"),
+            )],
+            buf,
+        )
+            .into_response(),
+        Err(e) => (
+            http::StatusCode::INTERNAL_SERVER_ERROR,
+            [(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("text/plain; charset=utf-8"),
+            )],
+            e.to_string(),
+        )
+            .into_response(),
+    }
+}
+
 /// `e` in the error shape of the surface `path` falls under: `/v1/messages…` Anthropic's,
 /// `/model/…` Bedrock's (with `x-amzn-ErrorType`), any other path OpenAI's. For requests no
 /// handler takes (unknown paths, a method a path does not allow).

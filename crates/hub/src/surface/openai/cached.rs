@@ -81,12 +81,11 @@ fn finish_headers(h: &mut HeaderMap, answer: &Answer, outcome: &'static str, sta
 }
 
 fn json_reply(reply: &Reply, answer: &Answer) -> Response {
-    axum::Json(wire::completion_json(
+    crate::surface::json_response(&wire::completion_json(
         &reply.id,
         reply.created,
         &answer.response(),
     ))
-    .into_response()
 }
 
 impl Reply {

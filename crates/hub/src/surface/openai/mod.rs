@@ -296,7 +296,7 @@ async fn chat(
     } else {
         let done = Box::pin(frame::complete(hub, frame, admission, lead)).await?;
         let mut out =
-            axum::Json(wire::completion_json(&id, created, &done.response)).into_response();
+            crate::surface::json_response(&wire::completion_json(&id, created, &done.response));
         frame::answered(
             &mut out,
             &done.route,
