@@ -92,8 +92,12 @@ pub fn render_with_help(families: &[Family]) -> String {
 /// is a guard, not a working limit). Handles belong to the recorder installed when they were
 /// built: build them after [`start`] (the hub and the spoke start it before serving).
 pub struct HandleCache<const N: usize, H> {
-    sets: std::sync::RwLock<std::collections::HashMap<u64, Bucket<N, H>>>,
-    hasher: std::collections::hash_map::RandomState,
+    sets: std::sync::RwLock<
+        std::collections::HashMap<u64, Bucket<N, H>, foldhash::fast::RandomState>,
+    >,
+    /// foldhash, randomly seeded: the values are configured names, and std's SipHash of them
+    /// was most of a lookup.
+    hasher: foldhash::fast::RandomState,
     max: usize,
 }
 
@@ -104,8 +108,8 @@ impl<const N: usize, H> HandleCache<N, H> {
     /// An empty cache keeping at most `max` label sets.
     pub fn new(max: usize) -> Self {
         Self {
-            sets: std::sync::RwLock::new(std::collections::HashMap::new()),
-            hasher: std::collections::hash_map::RandomState::new(),
+            sets: std::sync::RwLock::new(std::collections::HashMap::default()),
+            hasher: foldhash::fast::RandomState::default(),
             max,
         }
     }
