@@ -377,12 +377,17 @@ pub struct SpokeView {
     pub headroom: f64,
     pub healthy: bool,
     pub in_flight: u32,
-    pub models: HashMap<String, ModelCaps>,
+    /// What the spoke's last `Describe` said it serves (shared with the spoke's state, not
+    /// copied per request).
+    pub models: std::sync::Arc<HashMap<String, ModelCaps>>,
+    /// Models the spoke's account refused and whose next probe is not due: not served here.
+    pub denied: Vec<String>,
 }
 
 impl SpokeView {
     fn serves(&self, model: &str, needs: &Needs) -> bool {
         self.healthy
+            && !self.denied.iter().any(|m| m == model)
             && self
                 .models
                 .get(model)
@@ -559,7 +564,8 @@ mod tests {
             headroom,
             healthy,
             in_flight: 0,
-            models,
+            models: std::sync::Arc::new(models),
+            denied: Vec::new(),
         }
     }
 

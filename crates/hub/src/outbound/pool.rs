@@ -35,7 +35,8 @@ pub struct Described {
     pub account: String,
     pub headroom: f64,
     pub serving: bool,
-    pub models: HashMap<String, ModelCaps>,
+    /// Shared with every request's [`SpokeView`] of this spoke (a view does not copy it).
+    pub models: Arc<HashMap<String, ModelCaps>>,
     /// Headroom the spoke reported per (model, region), with the route state name.
     pub regions: Vec<RegionHeadroom>,
 }
@@ -274,16 +275,17 @@ impl Spoke {
     /// Snapshot for the selector.
     pub fn view(&self, now: Instant) -> SpokeView {
         let st = self.state.lock();
-        let (headroom, mut models) = match &st.described {
+        let (headroom, models) = match &st.described {
             Some(d) => (if d.serving { d.headroom } else { 0.0 }, d.models.clone()),
-            None => (0.0, HashMap::new()),
+            None => (0.0, Arc::default()),
         };
         // A model the account refused is not served by this spoke until its probe is due.
-        for (m, until) in &st.denied_until {
-            if *until > now {
-                models.remove(m);
-            }
-        }
+        let denied = st
+            .denied_until
+            .iter()
+            .filter(|(_, until)| **until > now)
+            .map(|(m, _)| m.clone())
+            .collect();
         let exhausted = st.exhausted_until.is_some_and(|t| t > now);
         // Ejected by outlier detection: a last resort, like a spoke at quota.
         let headroom = if exhausted || self.outlier.ejected_for(now).is_some() {
@@ -298,6 +300,7 @@ impl Spoke {
             healthy: st.healthy && !self.stop.is_cancelled(),
             in_flight: self.in_flight(),
             models,
+            denied,
         }
     }
 
