@@ -184,3 +184,23 @@ pub fn bad_path(rejection: &axum::extract::rejection::PathRejection) -> HubError
     tracing::debug!(reason = %rejection.body_text(), "path parameter refused");
     HubError::BadRequest("the path is not valid: its parameters must be UTF-8 text".into())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn json_response_answers_as_axum_json_does() {
+        let value =
+            serde_json::json!({"id": "x", "choices": [{"index": 0, "text": "é\n\"q\""}], "n": 1.5});
+        let ours = json_response(&value);
+        let axums = axum::Json(&value).into_response();
+        assert_eq!(ours.status(), axums.status());
+        assert_eq!(
+            ours.headers().get(http::header::CONTENT_TYPE),
+            axums.headers().get(http::header::CONTENT_TYPE)
+        );
+        let body = |r: Response| axum::body::to_bytes(r.into_body(), usize::MAX);
+        assert_eq!(body(ours).await.unwrap(), body(axums).await.unwrap());
+    }
+}
