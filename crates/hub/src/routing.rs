@@ -614,6 +614,26 @@ mod tests {
     }
 
     #[test]
+    fn a_model_denied_at_a_spoke_is_not_served_there() {
+        let mut denied = spoke(1, 1, 1.0, true);
+        denied.denied = vec!["m".into()];
+        let spokes = vec![denied.clone(), spoke(2, 1, 1.0, true)];
+        let mut rng = StdRng::seed_from_u64(1);
+        for _ in 0..50 {
+            assert_eq!(
+                pick_spoke(&spokes, "m", &Needs::default(), &[], &mut rng),
+                Some(2)
+            );
+        }
+        assert_eq!(
+            pick_spoke(&[denied.clone()], "m", &Needs::default(), &[], &mut rng),
+            None
+        );
+        // The shared map itself is untouched: the spoke still lists the model.
+        assert!(denied.models.contains_key("m"));
+    }
+
+    #[test]
     fn capabilities_filter() {
         let spokes = vec![spoke(1, 1, 1.0, true)];
         let mut rng = StdRng::seed_from_u64(1);
