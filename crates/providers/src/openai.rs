@@ -498,55 +498,41 @@ fn logprobs_text(v: &Value) -> String {
 /// spoke's instructions per request, docs/benchmarks.md). An answer whose shape they do not
 /// take (a number where a string belongs, duplicate keys, a choice that is not an object) is
 /// read leniently from a `Value` instead ([`WireCompletion::lenient`]), as before: a field of
-/// the wrong type counts as absent.
+/// the wrong type counts as absent. Every field is an `Option`: missing or `null` is `None`.
 #[derive(Debug, Default, serde::Deserialize)]
 struct WireCompletion {
-    #[serde(default)]
     choices: Option<Vec<WireChoice>>,
-    #[serde(default)]
     usage: Option<WireUsage>,
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
 struct WireChoice {
-    #[serde(default)]
     index: Option<u64>,
-    #[serde(default)]
     message: Option<WireMessage>,
-    #[serde(default)]
     finish_reason: Option<String>,
     /// Kept as JSON (an object is passed on as text, anything else dropped).
-    #[serde(default)]
     logprobs: Option<Value>,
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
 struct WireMessage {
-    #[serde(default)]
     content: Option<String>,
-    #[serde(default)]
     tool_calls: Option<Vec<WireToolCall>>,
     /// DeepSeek, vLLM, llama.cpp.
-    #[serde(default)]
     reasoning_content: Option<String>,
     /// Newer vLLM, OpenRouter.
-    #[serde(default)]
     reasoning: Option<String>,
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
 struct WireToolCall {
-    #[serde(default)]
     id: Option<String>,
-    #[serde(default)]
     function: Option<WireFunction>,
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
 struct WireFunction {
-    #[serde(default)]
     name: Option<String>,
-    #[serde(default)]
     arguments: Option<String>,
 }
 
@@ -555,25 +541,19 @@ struct WireFunction {
 /// `completion_tokens_details.reasoning_tokens` apart).
 #[derive(Debug, Default, serde::Deserialize)]
 struct WireUsage {
-    #[serde(default)]
     prompt_tokens: Option<u64>,
-    #[serde(default)]
     completion_tokens: Option<u64>,
-    #[serde(default)]
     prompt_tokens_details: Option<CachedDetails>,
-    #[serde(default)]
     completion_tokens_details: Option<ReasoningDetails>,
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
 struct CachedDetails {
-    #[serde(default)]
     cached_tokens: Option<u64>,
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
 struct ReasoningDetails {
-    #[serde(default)]
     reasoning_tokens: Option<u64>,
 }
 
@@ -655,11 +635,6 @@ impl WireUsage {
     }
 }
 
-/// A choice's `logprobs` as JSON text (empty unless it is an object).
-fn logprobs_of(v: Option<&Value>) -> String {
-    v.map(logprobs_text).unwrap_or_default()
-}
-
 /// A `chat.completion` as a [`Completion`]: choice 0 (by `index`) first, the others as
 /// `more_choices`.
 fn completion(v: WireCompletion) -> Completion {
@@ -697,7 +672,11 @@ fn completion(v: WireCompletion) -> Completion {
             })
             .into_iter()
             .collect();
-        let logprobs_json = logprobs_of(choice.logprobs.as_ref());
+        let logprobs_json = choice
+            .logprobs
+            .as_ref()
+            .map(logprobs_text)
+            .unwrap_or_default();
         if i == 0 {
             c.thinking = thinking;
             c.text = text;
