@@ -8,9 +8,11 @@
 //! 2. **latency and loss** — packets to spoke B wait 50 ms ± 10 ms (uniform) and 5 % are lost
 //!    (iptables `statistic` `DROP`, then an NFQUEUE held by `nfq-delay`: this kernel has no
 //!    `sch_netem`); 0 client errors, and the p99 latency added to calls B serves is printed;
+//!    B's faults are then lifted, and B must return to routing;
 //! 3. **partition** — spoke C drops packets from and to the hub only, while its own `/healthz`
 //!    still answers inside its host (its load balancer would keep it): 0 client errors, C out of
-//!    routing within the same bound.
+//!    routing within the same bound. B, clean again, is the route left: were it still lossy, a
+//!    lost health probe would leave no route at all, and the 503s that follow would be right.
 //!
 //! Addresses come from 198.18.0.0/15 (RFC 2544, for testing network devices) and exist only in
 //! the namespaces this test makes; nothing leaves the machine. Needs root (namespaces,
@@ -30,6 +32,7 @@ use switchyard_testkit::process::{Proc, binary_path, eventually, write_config};
 
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
 const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
+const HEALTH_TIMEOUT: Duration = Duration::from_millis(500);
 
 fn tool(name: &str) -> Option<PathBuf> {
     ["/usr/sbin", "/sbin", "/usr/bin", "/bin"]
@@ -243,6 +246,36 @@ fn took_ms(recs: &[&Rec]) -> Vec<f64> {
         .collect()
 }
 
+/// The hub's log lines about `spoke` joining or leaving routing, in order.
+fn routing_lines(hub: &Proc, spoke: SocketAddr) -> Vec<String> {
+    let needle = format!("spoke={spoke}");
+    hub.logs()
+        .lines()
+        .filter(|l| {
+            l.contains(&needle)
+                && (l.contains("spoke healthy")
+                    || l.contains("spoke unhealthy")
+                    || l.contains("spoke ejected"))
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+/// How many times the hub has taken `spoke` out of routing (unhealthy or ejected).
+fn left_routing(hub: &Proc, spoke: SocketAddr) -> usize {
+    routing_lines(hub, spoke)
+        .iter()
+        .filter(|l| !l.contains("spoke healthy"))
+        .count()
+}
+
+/// Whether `spoke` is in routing by the hub's log: its last join-or-leave line is a join.
+fn in_routing(hub: &Proc, spoke: SocketAddr) -> bool {
+    routing_lines(hub, spoke)
+        .last()
+        .is_some_and(|l| l.contains("spoke healthy"))
+}
+
 /// Waits until the hub logs that `spoke` left routing (ejected or unhealthy); the time it took.
 async fn out_of_routing(
     hub: &Proc,
@@ -250,13 +283,7 @@ async fn out_of_routing(
     since: Instant,
     within: Duration,
 ) -> Duration {
-    let needle = format!("spoke={spoke}");
-    let gone = eventually(within, || async {
-        hub.logs().lines().any(|l| {
-            l.contains(&needle) && (l.contains("spoke unhealthy") || l.contains("spoke ejected"))
-        })
-    })
-    .await;
+    let gone = eventually(within, || async { left_routing(hub, spoke) > 0 }).await;
     assert!(
         gone,
         "hub still routes to {spoke} after {within:?}:\n{}",
@@ -293,7 +320,7 @@ async fn black_hole_latency_loss_and_partition_between_namespaces() {
     let hub_toml = format!(
         "listen = \"{}:0\"\nattempt_timeout = \"{}ms\"\n{DEMO_M1}\
          [[providers]]\nname = \"p1\"\nspokes = [{}]\n\
-         health = {{ interval = \"{}ms\", timeout = \"500ms\", unhealthy_threshold = 1 }}\n\
+         health = {{ interval = \"{}ms\", timeout = \"{}ms\", unhealthy_threshold = 1 }}\n\
          [[tenants]]\nname = \"chaos\"\napi_key_sha256 = [\"{KEY_SHA256}\"]\naliases = [\"*\"]\n",
         net.hub_client_ip,
         ATTEMPT_TIMEOUT.as_millis(),
@@ -303,6 +330,7 @@ async fn black_hole_latency_loss_and_partition_between_namespaces() {
             .collect::<Vec<_>>()
             .join(", "),
         HEALTH_INTERVAL.as_millis(),
+        HEALTH_TIMEOUT.as_millis(),
     );
     let hub_cfg = write_config(&hub_toml, "toml").unwrap();
     let hub = net.spawn("h", "hub", "hub", &hub_cfg).await;
@@ -344,7 +372,7 @@ async fn black_hole_latency_loss_and_partition_between_namespaces() {
 
     // 2. Latency 50 ms ± 10 ms and 5 % loss on the packets to spoke B.
     let dev_b = net.spoke_dev(2);
-    let _delay = start_delay(&net, "s2", 7).await;
+    let delay = start_delay(&net, "s2", 7).await;
     net.iptables_in(
         "s2",
         &[
@@ -357,7 +385,7 @@ async fn black_hole_latency_loss_and_partition_between_namespaces() {
             "--mode",
             "random",
             "--probability",
-            "0.05",
+            "0.25",
             "-j",
             "DROP",
         ],
@@ -380,6 +408,25 @@ async fn black_hole_latency_loss_and_partition_between_namespaces() {
     .unwrap();
     let slowed = Instant::now();
     tokio::time::sleep(Duration::from_secs(5)).await;
+
+    // B's faults are lifted before the partition, and B is back in routing: with A and C cut
+    // off, B is the only route left, and a lossy B may fail a health probe (the hub's threshold
+    // here is 1) and leave none, an outage the hub answers with 503 as it should. Each fault is
+    // measured with a clean spoke left to serve.
+    net.iptables_in("s2", &["-F", "INPUT"]).unwrap();
+    let lifted = Instant::now();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(delay);
+    let b_flaps = left_routing(&hub, spokes[1].addr());
+    let b_back = eventually(Duration::from_secs(10), || async {
+        in_routing(&hub, spokes[1].addr())
+    })
+    .await;
+    assert!(
+        b_back,
+        "spoke B did not return to routing after its faults were lifted:\n{}",
+        hub.logs()
+    );
 
     // 3. Partition: spoke C cut off from the hub only.
     let hub_side_c = "198.18.3.1";
@@ -406,7 +453,13 @@ async fn black_hole_latency_loss_and_partition_between_namespaces() {
     let base: Vec<&Rec> = recs.iter().filter(|r| r.ended < holed && r.ok()).collect();
     let via_b: Vec<&Rec> = recs
         .iter()
-        .filter(|r| r.started >= slowed && r.ok() && r.account == "acct-b" && r.attempts == 1)
+        .filter(|r| {
+            r.started >= slowed
+                && r.ended < lifted
+                && r.ok()
+                && r.account == "acct-b"
+                && r.attempts == 1
+        })
         .collect();
     let (p99_base, p99_b) = (
         quantile(took_ms(&base), 0.99),
@@ -429,6 +482,10 @@ async fn black_hole_latency_loss_and_partition_between_namespaces() {
         base.len(),
         p99_b - p99_base,
         p50_b - p50_base
+    );
+    println!(
+        "spoke B left routing {b_flaps} time(s) while slow and lossy (health timeout {} ms, unhealthy_threshold 1)",
+        HEALTH_TIMEOUT.as_millis()
     );
     println!(
         "partition: spoke C out of routing after {:.2} s; its /healthz inside its host answers {c_health:?}",
