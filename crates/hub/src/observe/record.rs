@@ -363,7 +363,8 @@ impl Drop for Shared {
             }),
             _ => None,
         };
-        let route = i.route.clone().or(refused.clone()).unwrap_or_default();
+        let none = RouteTaken::default();
+        let route = i.route.as_ref().or(refused.as_ref()).unwrap_or(&none);
         let model = if route.model.is_empty() || i.models.contains(&route.model) {
             super::label(&route.model)
         } else {
