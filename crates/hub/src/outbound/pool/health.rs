@@ -114,7 +114,7 @@ async fn check_one(
         account: d.account,
         headroom: d.headroom,
         serving: d.serving,
-        models: std::sync::Arc::new(models),
+        models: Arc::new(models),
     })
 }
 
