@@ -106,9 +106,12 @@ where
                 .settings
                 .attempt_timeout
                 .map_or(remaining, |a| a.min(remaining));
+            // Boxed where it is made: the timeout, the span and this loop's state then move a
+            // pointer, not the call's future (the request and the gRPC call's state).
+            let attempt = Box::pin(call(spoke.clone(), req, remaining));
             let result = match tokio::time::timeout(
                 limit,
-                tracing::Instrument::instrument(call(spoke.clone(), req, remaining), span.clone()),
+                tracing::Instrument::instrument(attempt, span.clone()),
             )
             .await
             {
